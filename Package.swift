@@ -1,0 +1,50 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "slotproxy",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "slotproxy", targets: ["slotproxy"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLibevent",
+            pkgConfig: "libevent",
+            providers: [.apt(["libevent-dev"])]
+        ),
+        .target(name: "RESPWire"),
+        .target(name: "CommandTable", dependencies: ["RESPWire"]),
+        .target(name: "ClusterTopology", dependencies: ["RESPWire"]),
+        .target(name: "EventLoop", dependencies: ["CLibevent"]),
+        .target(
+            name: "ProxyCore",
+            dependencies: [
+                "RESPWire", "CommandTable", "ClusterTopology", "EventLoop",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "slotproxy",
+            dependencies: [
+                "ProxyCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // Prints the command table as JSON and the keys it finds in given
+        // commands, so the integration suite can compare both with a live server.
+        .executableTarget(name: "commandtable-tool", dependencies: ["CommandTable", "RESPWire"]),
+        .testTarget(name: "RESPWireTests", dependencies: ["RESPWire"]),
+        .testTarget(name: "CommandTableTests", dependencies: ["CommandTable", "RESPWire"]),
+        .testTarget(name: "ClusterTopologyTests", dependencies: ["ClusterTopology", "RESPWire"]),
+        .testTarget(name: "SlotproxyConfigTests", dependencies: ["slotproxy", "ProxyCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

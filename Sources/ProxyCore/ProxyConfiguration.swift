@@ -1,0 +1,60 @@
+import RESPWire
+
+/// A `host:port` address of a cluster node or seed.
+public struct NodeAddress: Hashable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port`, `[v6]:port` or `v6:port` (split at the last colon).
+    public init?(parsing text: String) {
+        var text = Substring(text)
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (1...65535).contains(port)
+        else { return nil }
+        text = text[..<colon]
+        if text.hasPrefix("[") && text.hasSuffix("]") { text = text.dropFirst().dropLast() }
+        guard !text.isEmpty else { return nil }
+        self.init(host: String(text), port: port)
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+public enum LogLevelSetting: String, Sendable, CaseIterable {
+    case trace, debug, info, notice, warning, error, critical
+}
+
+/// Every setting of the proxy, with its default. The executable fills it from
+/// the YAML file and the command line; the core only reads it.
+public struct ProxyConfiguration: Sendable, Equatable {
+    /// Seed nodes to learn the topology from (`cluster` in the file, `--cluster`).
+    public var seeds: [NodeAddress] = []
+    /// Address to listen on (`bind`).
+    public var bind: String = "127.0.0.1"
+    /// Port to listen on (`port`).
+    public var port: Int = 7777
+    /// Worker threads, each with its own event loop (`workers`).
+    public var workers: Int = 1
+    /// Multiplexed connections per worker per node and protocol (`backend-connections`).
+    public var backendConnections: Int = 1
+    /// Backend connect timeout in milliseconds (`connect-timeout-ms`).
+    public var connectTimeoutMs: Int = 1000
+    /// How long a request may wait for its reply, in milliseconds (`request-timeout-ms`).
+    public var requestTimeoutMs: Int = 5000
+    /// MOVED/ASK redirects followed per request before the error goes to the client (`max-redirects`).
+    public var maxRedirects: Int = 5
+    /// Periodic topology refresh interval in milliseconds (`topology-refresh-ms`).
+    public var topologyRefreshMs: Int = 5000
+    /// Client stream limits (`proto-max-bulk-len`, `max-multibulk-length`, `max-inline-length`).
+    public var requestLimits = RequestLimits()
+    /// Most clients connected at once; past it new connections get `-ERR max number of clients reached` (`maxclients`).
+    public var maxClients: Int = 10000
+    /// Log level (`log-level`).
+    public var logLevel: LogLevelSetting = .info
+
+    public init() {}
+}
