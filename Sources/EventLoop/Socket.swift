@@ -1,0 +1,143 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Thin wrappers over the POSIX socket calls the proxy needs, all non-blocking.
+public enum Socket {
+    public struct Failure: Error, CustomStringConvertible {
+        public let operation: String
+        public let code: CInt
+        public init(operation: String, code: CInt) {
+            self.operation = operation
+            self.code = code
+        }
+        public var description: String { code == 0 ? operation : "\(operation): \(String(cString: strerror(code)))" }
+    }
+
+    /// Resolves `host` (numeric address or name) for TCP; blocking, so call it
+    /// off the worker loops or only for numeric addresses.
+    public static func resolve(host: String, port: Int) throws -> [(family: CInt, address: [UInt8])] {
+        var hints = addrinfo()
+        hints.ai_socktype = CInt(SOCK_STREAM.rawValue)
+        hints.ai_family = AF_UNSPEC
+        var result: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(port), &hints, &result)
+        guard rc == 0, let first = result else {
+            throw Failure(operation: "resolve \(host): \(String(cString: gai_strerror(rc)))", code: 0)
+        }
+        defer { freeaddrinfo(first) }
+        var out: [(CInt, [UInt8])] = []
+        var cursor: UnsafeMutablePointer<addrinfo>? = first
+        while let info = cursor {
+            let bytes = UnsafeRawBufferPointer(start: info.pointee.ai_addr, count: Int(info.pointee.ai_addrlen))
+            out.append((info.pointee.ai_family, Array(bytes)))
+            cursor = info.pointee.ai_next
+        }
+        return out
+    }
+
+    /// A listening socket on `host:port` (SO_REUSEADDR, optional SO_REUSEPORT).
+    public static func listen(host: String, port: Int, reusePort: Bool, backlog: CInt = 1024) throws -> CInt {
+        let addresses = try resolve(host: host, port: port)
+        guard let first = addresses.first else { throw Failure(operation: "resolve \(host)", code: EINVAL) }
+        let fd = socket(first.family, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw Failure(operation: "socket", code: errno) }
+        var one: CInt = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<CInt>.size))
+        if reusePort { setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<CInt>.size)) }
+        let bound = first.address.withUnsafeBytes { raw in
+            bind(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
+        }
+        guard bound == 0 else {
+            let code = errno
+            close(fd)
+            throw Failure(operation: "bind \(host):\(port)", code: code)
+        }
+        guard Glibc.listen(fd, backlog) == 0 else {
+            let code = errno
+            close(fd)
+            throw Failure(operation: "listen", code: code)
+        }
+        return fd
+    }
+
+    /// Accepts one pending connection as a non-blocking socket; nil when none.
+    public static func accept(listener: CInt) -> CInt? {
+        let fd = Glibc.accept(listener, nil, nil)
+        guard fd >= 0 else { return nil }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        setNoDelay(fd)
+        return fd
+    }
+
+    /// Starts a non-blocking connect to a resolved address. Returns the fd; the
+    /// connection is established when it becomes writable with no SO_ERROR.
+    public static func startConnect(family: CInt, address: [UInt8]) throws -> CInt {
+        let fd = socket(family, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw Failure(operation: "socket", code: errno) }
+        setNoDelay(fd)
+        let rc = address.withUnsafeBytes { raw in
+            connect(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
+        }
+        if rc != 0 && errno != EINPROGRESS {
+            let code = errno
+            close(fd)
+            throw Failure(operation: "connect", code: code)
+        }
+        return fd
+    }
+
+    /// The pending error of a socket after a non-blocking connect (0: connected).
+    public static func pendingError(_ fd: CInt) -> CInt {
+        var code: CInt = 0
+        var length = socklen_t(MemoryLayout<CInt>.size)
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length)
+        return code
+    }
+
+    public static func setNoDelay(_ fd: CInt) {
+        var one: CInt = 1
+        setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<CInt>.size))
+    }
+
+    /// `read(2)` into `buffer`; returns bytes read, 0 at end of stream, -1 when
+    /// it would block, -2 on error.
+    @inlinable public static func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        while true {
+            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
+            if n >= 0 { return n }
+            if errno == EINTR { continue }
+            return errno == EAGAIN || errno == EWOULDBLOCK ? -1 : -2
+        }
+    }
+
+    /// `write(2)` from `bytes`; returns bytes written, -1 when it would block, -2 on error.
+    @inlinable public static func write(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) -> Int {
+        while true {
+            let n = Glibc.send(fd, bytes.baseAddress, bytes.count, CInt(MSG_NOSIGNAL))
+            if n >= 0 { return n }
+            if errno == EINTR { continue }
+            return errno == EAGAIN || errno == EWOULDBLOCK ? -1 : -2
+        }
+    }
+
+    public static func close(_ fd: CInt) { _ = Glibc.close(fd) }
+
+    /// The local port of a bound socket (after binding port 0).
+    public static func localPort(_ fd: CInt) -> Int {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(fd, $0, &length) }
+        }
+        if storage.ss_family == sa_family_t(AF_INET6) {
+            return withUnsafePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) }
+            }
+        }
+        return withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+        }
+    }
+}

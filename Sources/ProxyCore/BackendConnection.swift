@@ -1,0 +1,216 @@
+import ClusterTopology
+import EventLoop
+import Logging
+import RESPWire
+
+/// One multiplexed connection from a worker to a cluster node.
+///
+/// Requests of many clients are written back to back and their replies come
+/// back in the same order (Redis answers each connection's commands in order),
+/// so the connection keeps a FIFO of the records it is owed replies for. A
+/// `nil` entry is a reply the proxy swallows: the `+OK` of `ASKING` or the map
+/// of the `HELLO 3` sent when a RESP3 connection opens.
+final class BackendConnection {
+    enum State { case connecting, ready, closed }
+
+    unowned let worker: Worker
+    let address: NodeAddress
+    let resp3: Bool
+    private(set) var state = State.connecting
+    private var fd: CInt = -1
+    private let input = ByteBuffer(capacity: 64 * 1024)
+    private let output = ByteBuffer(capacity: 64 * 1024)
+    private var scanner = ReplyScanner()
+    private var inFlight = RingQueue<RequestRecord?>(capacity: 256)
+    private var readEvent: LoopEvent?
+    private var writeEvent: LoopEvent?
+    var isDirty = false
+    private(set) var connectStartedAt: Int64 = 0
+    private(set) var lastError = ""
+
+    init(worker: Worker, address: NodeAddress, resp3: Bool) {
+        self.worker = worker
+        self.address = address
+        self.resp3 = resp3
+        connectStartedAt = worker.loop.nowMilliseconds
+        startConnect()
+    }
+
+    var outstandingRequests: Int { inFlight.count }
+
+    /// The send time of the oldest request still owed a reply.
+    var oldestSentAt: Int64? {
+        guard let head = inFlight.first else { return nil }
+        return head?.sentAt ?? connectStartedAt
+    }
+
+    private func startConnect() {
+        do {
+            guard let target = try Socket.resolve(host: address.host, port: address.port).first else {
+                throw Socket.Failure(operation: "resolve \(address.host)", code: 0)
+            }
+            fd = try Socket.startConnect(family: target.family, address: target.address)
+        } catch {
+            worker.logger.warning("cannot connect to \(address): \(error)")
+            lastError = "\(error)"
+            state = .closed
+            worker.backendClosed(self)
+            return
+        }
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        readEvent = LoopEvent(
+            loop: worker.loop, fd: fd, flags: EventFlags.read | EventFlags.persist,
+            callback: { _, _, context in
+                Unmanaged<BackendConnection>.fromOpaque(context!).takeUnretainedValue().onReadable()
+            }, context: context)
+        writeEvent = LoopEvent(
+            loop: worker.loop, fd: fd, flags: EventFlags.write,
+            callback: { _, _, context in
+                Unmanaged<BackendConnection>.fromOpaque(context!).takeUnretainedValue().onWritable()
+            }, context: context)
+        writeEvent?.add()
+        if resp3 {
+            output.appendCommand("HELLO", "3")
+            inFlight.append(nil)
+        }
+    }
+
+    /// Queues `record` for this node; with `asking`, an `ASKING` goes first
+    /// (an ASK redirect: the target serves the slot only for the next command).
+    func enqueue(_ record: RequestRecord, asking: Bool = false) {
+        guard state != .closed else {
+            worker.failRequest(record, message: "ERR slotproxy: cannot connect to \(address): \(lastError)")
+            return
+        }
+        if asking {
+            output.append("*1\r\n$6\r\nASKING\r\n")
+            inFlight.append(nil)
+        }
+        output.append(record.request.readable)
+        record.sentAt = worker.loop.nowMilliseconds
+        inFlight.append(record)
+        markDirty()
+    }
+
+    private func markDirty() {
+        guard !isDirty, state == .ready else { return }
+        isDirty = true
+        worker.dirtyBackends.append(self)
+    }
+
+    /// Writes what is queued; called once per loop turn for dirty connections.
+    func flush() {
+        isDirty = false
+        guard state == .ready, !output.isEmpty, !(writeEvent?.isPending ?? false) else { return }
+        writeOutput()
+    }
+
+    private func writeOutput() {
+        while !output.isEmpty {
+            let n = Socket.write(fd, output.readable)
+            if n > 0 {
+                output.consume(n)
+            } else if n == -1 {
+                writeEvent?.add()
+                return
+            } else {
+                fail(reason: "write failed")
+                return
+            }
+        }
+        output.shrinkIfIdle(above: 4 << 20, to: 64 * 1024)
+    }
+
+    private func onWritable() {
+        if state == .connecting {
+            let error = Socket.pendingError(fd)
+            guard error == 0 else {
+                fail(reason: "connect failed: \(Socket.Failure(operation: "connect", code: error))")
+                return
+            }
+            state = .ready
+            readEvent?.add()
+            worker.logger.debug("connected to \(address)\(resp3 ? " (RESP3)" : "")")
+        }
+        writeOutput()
+    }
+
+    private func onReadable() {
+        if input.readableBytes == input.allocatedCapacity || input.writableTail.count < 4096 {
+            input.reserveWritable(max(16 * 1024, input.readableBytes))
+        }
+        let n = Socket.read(fd, into: input.writableTail)
+        if n == 0 {
+            fail(reason: "connection closed by the node")
+            return
+        }
+        if n < 0 {
+            if n == -2 { fail(reason: "read failed") }
+            return
+        }
+        input.commitWritten(n)
+        scanReplies()
+    }
+
+    private func scanReplies() {
+        while !input.isEmpty {
+            switch scanner.scan(input.readable) {
+            case .incomplete:
+                if let needed = scanner.bytesStillNeeded, needed > input.readableBytes {
+                    input.reserveWritable(needed - input.readableBytes)
+                }
+                return
+            case .error(let error):
+                fail(reason: error.message)
+                return
+            case .complete(let length, let kind):
+                let reply = UnsafeRawBufferPointer(rebasing: input.readable[0..<length])
+                if kind == .push {
+                    // Out-of-band (client tracking, keyspace events): no request owns it.
+                    input.consume(length)
+                    continue
+                }
+                guard let entry = inFlight.popFirst() else {
+                    fail(reason: "reply with no request outstanding")
+                    return
+                }
+                if let record = entry {
+                    worker.handleReply(record, reply: reply, kind: kind, from: self)
+                } else if case .error = kind {
+                    worker.logger.warning("\(address) refused a proxy command: \(String(decoding: reply, as: UTF8.self))")
+                }
+                input.consume(length)
+            }
+        }
+        input.shrinkIfIdle(above: 4 << 20, to: 64 * 1024)
+    }
+
+    /// Closes the connection and answers everything it owed with an error.
+    /// A request already written may or may not have run on the node.
+    func fail(reason: String) {
+        guard state != .closed else { return }
+        worker.logger.warning("connection to \(address) lost: \(reason)")
+        lastError = reason
+        let neverConnected = state == .connecting
+        close()
+        let message =
+            neverConnected
+            ? "ERR slotproxy: cannot connect to \(address): \(reason)"
+            : "ERR slotproxy: connection to \(address) lost (\(reason)); the command may or may not have run"
+        for entry in inFlight.removeAll() {
+            guard let record = entry else { continue }
+            worker.failRequest(record, message: message)
+        }
+        worker.backendClosed(self)
+    }
+
+    func close() {
+        guard state != .closed else { return }
+        state = .closed
+        // Events are freed with the connection, after this loop turn.
+        readEvent?.remove()
+        writeEvent?.remove()
+        if fd >= 0 { Socket.close(fd) }
+        fd = -1
+    }
+}

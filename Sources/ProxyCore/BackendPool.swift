@@ -1,0 +1,45 @@
+import EventLoop
+
+/// A worker's connections to one node: `backend-connections` multiplexed
+/// connections per protocol (RESP2 and RESP3 replies differ in shape, so a
+/// RESP3 client's requests go over connections that said `HELLO 3`), opened
+/// lazily and reopened after a failure.
+final class BackendPool {
+    unowned let worker: Worker
+    let address: NodeAddress
+    private var resp2: [BackendConnection?]
+    private var resp3: [BackendConnection?]
+    private var nextResp2 = 0
+    private var nextResp3 = 0
+
+    init(worker: Worker, address: NodeAddress, connections: Int) {
+        self.worker = worker
+        self.address = address
+        resp2 = Array(repeating: nil, count: max(1, connections))
+        resp3 = Array(repeating: nil, count: max(1, connections))
+    }
+
+    /// A usable connection, round robin over the pool.
+    func connection(resp3 wantsResp3: Bool) -> BackendConnection {
+        if wantsResp3 {
+            nextResp3 = nextResp3 + 1 == resp3.count ? 0 : nextResp3 + 1
+            if let existing = resp3[nextResp3], existing.state != .closed { return existing }
+            let fresh = BackendConnection(worker: worker, address: address, resp3: true)
+            resp3[nextResp3] = fresh
+            return fresh
+        }
+        nextResp2 = nextResp2 + 1 == resp2.count ? 0 : nextResp2 + 1
+        if let existing = resp2[nextResp2], existing.state != .closed { return existing }
+        let fresh = BackendConnection(worker: worker, address: address, resp3: false)
+        resp2[nextResp2] = fresh
+        return fresh
+    }
+
+    var openConnections: [BackendConnection] {
+        (resp2 + resp3).compactMap { $0 }.filter { $0.state != .closed }
+    }
+
+    func closeAll() {
+        for connection in openConnections { connection.close() }
+    }
+}

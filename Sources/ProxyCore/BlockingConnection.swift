@@ -1,0 +1,68 @@
+import EventLoop
+import RESPWire
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A blocking connection with timeouts, for the topology refresher's
+/// occasional queries (never used on a worker loop).
+final class BlockingConnection {
+    private let fd: CInt
+    private var buffer: [UInt8] = []
+
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    init(host: String, port: Int, timeoutMs: Int) throws {
+        var lastError: Error = Failure(description: "no address for \(host)")
+        for target in try Socket.resolve(host: host, port: port) {
+            do {
+                let fd = try Socket.startConnect(family: target.family, address: target.address)
+                var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                let ready = poll(&poller, 1, Int32(timeoutMs))
+                let error = ready == 1 ? Socket.pendingError(fd) : ETIMEDOUT
+                guard error == 0 else {
+                    Socket.close(fd)
+                    throw Socket.Failure(operation: "connect \(host):\(port)", code: error)
+                }
+                _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+                var tv = timeval(tv_sec: timeoutMs / 1000, tv_usec: (timeoutMs % 1000) * 1000)
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+                setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+                self.fd = fd
+                return
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError
+    }
+
+    deinit { Socket.close(fd) }
+
+    /// Sends one command and waits for its decoded reply.
+    func call(_ arguments: String...) throws -> RESPValue {
+        let out = ByteBuffer(capacity: 256)
+        out.appendCommand(arguments.map { Array($0.utf8) })
+        var bytes = out.readableArray()[...]
+        while !bytes.isEmpty {
+            let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw Failure(description: "write failed: \(String(cString: strerror(errno)))") }
+            bytes = bytes.dropFirst(n)
+        }
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            if let (value, length) = RESPValue.decode(buffer) {
+                buffer.removeFirst(length)
+                return value
+            }
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else {
+                throw Failure(description: n == 0 ? "connection closed" : "read failed: \(String(cString: strerror(errno)))")
+            }
+            buffer.append(contentsOf: chunk[0..<n])
+        }
+    }
+}

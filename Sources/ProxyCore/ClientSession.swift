@@ -1,0 +1,209 @@
+import EventLoop
+import RESPWire
+
+/// One client connection: reads and parses its requests, hands each to the
+/// worker's router, and writes the replies back in request order, whichever
+/// node answers first.
+///
+/// `pending` holds, oldest first, the requests still owed a reply. A reply
+/// for the oldest goes straight to `output`; one for a later request waits in
+/// its record until everything before it is answered.
+final class ClientSession {
+    unowned let worker: Worker
+    let id: Int
+    private let fd: CInt
+    let output = ByteBuffer(capacity: 16 * 1024)
+    private let input = ByteBuffer(capacity: 16 * 1024)
+    private var parser: RequestParser
+    private var pending = RingQueue<RequestRecord>(capacity: 64)
+    private var readEvent: LoopEvent?
+    private var writeEvent: LoopEvent?
+    var isDirty = false
+    private(set) var isClosed = false
+    private var closeAfterFlush = false
+    /// Speaks RESP3 after `HELLO 3`.
+    var resp3 = false
+    var clientName: [UInt8]? = nil
+    /// Scratch for key positions of the command being routed.
+    var keyIndices: [Int] = []
+
+    init(worker: Worker, fd: CInt, id: Int) {
+        self.worker = worker
+        self.fd = fd
+        self.id = id
+        parser = RequestParser(limits: worker.configuration.requestLimits)
+        keyIndices.reserveCapacity(16)
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        readEvent = LoopEvent(
+            loop: worker.loop, fd: fd, flags: EventFlags.read | EventFlags.persist,
+            callback: { _, _, context in
+                Unmanaged<ClientSession>.fromOpaque(context!).takeUnretainedValue().onReadable()
+            }, context: context)
+        writeEvent = LoopEvent(
+            loop: worker.loop, fd: fd, flags: EventFlags.write,
+            callback: { _, _, context in
+                Unmanaged<ClientSession>.fromOpaque(context!).takeUnretainedValue().writeOutput()
+            }, context: context)
+        readEvent?.add()
+    }
+
+    var hasPendingReplies: Bool { !pending.isEmpty }
+
+    // MARK: reading
+
+    private func onReadable() {
+        if let needed = parser.bytesStillNeeded, needed > input.readableBytes {
+            input.reserveWritable(needed - input.readableBytes)
+        } else if input.writableTail.count < 4096 {
+            input.reserveWritable(16 * 1024)
+        }
+        let n = Socket.read(fd, into: input.writableTail)
+        if n == 0 {
+            close()
+            return
+        }
+        if n < 0 {
+            if n == -2 { close() }
+            return
+        }
+        input.commitWritten(n)
+        parseRequests()
+    }
+
+    private func parseRequests() {
+        while !input.isEmpty && !closeAfterFlush {
+            switch parser.parse(input.readable) {
+            case .incomplete:
+                return
+            case .error(let error):
+                // The stream cannot be resynced: answer, then close (as Redis does).
+                replyLocally { $0.appendError("ERR " + error.message) }
+                closeAfterFlush = true
+                readEvent?.remove()
+                input.clear()
+                return
+            case .complete(let frameLength):
+                if !parser.arguments.isEmpty {
+                    if parser.lastWasInline {
+                        parser.inlineFrame.withUnsafeBytes { worker.route(self, frame: $0, arguments: parser.arguments) }
+                    } else {
+                        worker.route(
+                            self, frame: UnsafeRawBufferPointer(rebasing: input.readable[0..<frameLength]),
+                            arguments: parser.arguments)
+                    }
+                }
+                input.consume(frameLength)
+                parser.reset()
+            }
+        }
+        input.shrinkIfIdle(above: 4 << 20, to: 16 * 1024)
+    }
+
+    // MARK: replies in request order
+
+    /// Registers a request that will be answered later, in order.
+    func expectReply(_ record: RequestRecord) {
+        record.session = self
+        pending.append(record)
+    }
+
+    /// A reply for `record` arrived (from a node, or made by the proxy).
+    func complete(_ record: RequestRecord, reply: UnsafeRawBufferPointer) {
+        if isClosed {
+            worker.recordPool.release(record)
+            return
+        }
+        if pending.first === record {
+            output.append(reply)
+            _ = pending.popFirst()
+            worker.recordPool.release(record)
+            drainCompleted()
+            markDirty()
+        } else {
+            record.reply.append(reply)
+            record.isComplete = true
+        }
+    }
+
+    private func drainCompleted() {
+        while let head = pending.first, head.isComplete {
+            output.append(head.reply.readable)
+            _ = pending.popFirst()
+            worker.recordPool.release(head)
+        }
+    }
+
+    /// Writes a reply the proxy makes itself, keeping request order: straight
+    /// to the output when nothing is outstanding, else queued behind the rest.
+    func replyLocally(_ write: (ByteBuffer) -> Void) {
+        if pending.isEmpty {
+            write(output)
+            markDirty()
+        } else {
+            let record = worker.recordPool.acquire()
+            record.session = self
+            write(record.reply)
+            record.isComplete = true
+            pending.append(record)
+        }
+    }
+
+    /// Replies with `-<message>`.
+    func replyError(_ message: String) {
+        replyLocally { $0.appendError(message) }
+    }
+
+    /// Closes once everything owed has been written (`QUIT`).
+    func closeWhenDrained() {
+        closeAfterFlush = true
+        readEvent?.remove()
+    }
+
+    // MARK: writing
+
+    private func markDirty() {
+        guard !isDirty, !isClosed else { return }
+        isDirty = true
+        worker.dirtyClients.append(self)
+    }
+
+    /// Called once per loop turn for dirty sessions.
+    func flush() {
+        isDirty = false
+        guard !isClosed else { return }
+        if !(writeEvent?.isPending ?? false) { writeOutput() }
+    }
+
+    private func writeOutput() {
+        while !output.isEmpty {
+            let n = Socket.write(fd, output.readable)
+            if n > 0 {
+                output.consume(n)
+            } else if n == -1 {
+                writeEvent?.add()
+                return
+            } else {
+                close()
+                return
+            }
+        }
+        output.shrinkIfIdle(above: 4 << 20, to: 16 * 1024)
+        if closeAfterFlush && pending.isEmpty { close() }
+    }
+
+    /// Drops the connection. Requests still at nodes keep their record; their
+    /// replies are discarded when they arrive.
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        // The events are freed with the session, after this loop turn: this
+        // may run inside one of their callbacks.
+        readEvent?.remove()
+        writeEvent?.remove()
+        Socket.close(fd)
+        for record in pending.removeAll() where record.isComplete {
+            worker.recordPool.release(record)
+        }
+        worker.sessionClosed(self)
+    }
+}

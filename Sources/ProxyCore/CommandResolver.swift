@@ -1,0 +1,53 @@
+import CommandTable
+import RESPWire
+
+/// Finds a command's table row (its subcommand's, for containers such as
+/// `CONFIG GET`) and checks its arity, answering errors exactly as Redis words
+/// them. Returns nil when the client has been answered with an error.
+enum CommandResolver {
+    static func resolve(_ command: Command, session: ClientSession) -> CommandSpec? {
+        guard var spec = CommandTable.lookup(command.argument(0)) else {
+            session.replyError(unknownCommandMessage(command))
+            return nil
+        }
+        if spec.isContainer {
+            guard command.count >= 2 else {
+                session.replyError("ERR wrong number of arguments for '\(spec.name)' command")
+                return nil
+            }
+            // `CLIENT SETINFO` (Redis 7.2) is sent by current client libraries
+            // on connect; the proxy answers it even in front of 7.0 nodes.
+            if spec.name == "client" && command.argument(1, equals: "setinfo") {
+                return LocalCommands.clientSetInfo
+            }
+            guard let subcommand = spec.subcommand(command.argument(1)) else {
+                session.replyError(
+                    "ERR unknown subcommand '\(clipped(command.string(1)))'. Try \(spec.name.uppercased()) HELP.")
+                return nil
+            }
+            spec = subcommand
+        }
+        guard spec.acceptsArgumentCount(command.count) else {
+            session.replyError("ERR wrong number of arguments for '\(spec.name)' command")
+            return nil
+        }
+        return spec
+    }
+
+    /// `unknown command 'NAME', with args beginning with: 'a' 'b' `, with the
+    /// same 128-byte budget for the arguments as Redis.
+    static func unknownCommandMessage(_ command: Command) -> String {
+        var args = ""
+        var index = 1
+        while index < command.count && args.utf8.count < 128 {
+            let budget = 128 - args.utf8.count
+            args += "'" + String(decoding: command.argument(index).prefix(budget), as: UTF8.self) + "' "
+            index += 1
+        }
+        return "ERR unknown command '\(clipped(command.string(0)))', with args beginning with: \(args)"
+    }
+
+    static func clipped(_ text: String) -> String {
+        text.utf8.count <= 128 ? text : String(decoding: text.utf8.prefix(128), as: UTF8.self)
+    }
+}

@@ -1,0 +1,159 @@
+import CommandTable
+import RESPWire
+
+/// Commands the proxy answers itself, because they describe the client's own
+/// connection (`HELLO`, `CLIENT SETNAME`, `SELECT`) or need no node (`PING`,
+/// `ECHO`). Replies follow Redis's wording and the session's protocol.
+enum LocalCommands {
+    /// The version the proxy reports in `HELLO`: the Redis release whose
+    /// command table it carries.
+    static let reportedVersion = "7.0.15"
+
+    /// `CLIENT SETINFO` arrived with Redis 7.2; clients send it on connect.
+    static let clientSetInfo = CommandSpec(
+        name: "client|setinfo", arity: 4, flags: [.noscript, .loading, .stale],
+        aclCategories: ["slow", "connection"], requestPolicy: .local, responsePolicy: .passthrough,
+        affinity: .multiplexed)
+
+    static func answer(_ spec: CommandSpec, _ command: Command, session: ClientSession, worker: Worker) {
+        switch spec.name {
+        case "ping":
+            if command.count == 2 {
+                session.replyLocally { $0.appendBulk(command.argument(1)) }
+            } else {
+                session.replyLocally { $0.append("+PONG\r\n") }
+            }
+        case "echo":
+            session.replyLocally { $0.appendBulk(command.argument(1)) }
+        case "quit":
+            session.replyLocally { $0.append("+OK\r\n") }
+            session.closeWhenDrained()
+        case "select":
+            guard let index = Int(command.string(1)) else {
+                session.replyError("ERR value is not an integer or out of range")
+                return
+            }
+            if index == 0 {
+                session.replyLocally { $0.append("+OK\r\n") }
+            } else {
+                session.replyError("ERR SELECT is not allowed in cluster mode")
+            }
+        case "hello":
+            hello(command, session: session)
+        case "reset":
+            session.resp3 = false
+            session.clientName = nil
+            session.replyLocally { $0.append("+RESET\r\n") }
+        case "auth":
+            session.replyError(
+                command.count == 2
+                    ? "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
+                    : "WRONGPASS invalid username-password pair or user is disabled.")
+        case "client|setname":
+            let name = command.bytes(2)
+            guard isValidClientName(name) else {
+                session.replyError("ERR Client names cannot contain spaces, newlines or special characters.")
+                return
+            }
+            session.clientName = name.isEmpty ? nil : name
+            session.replyLocally { $0.append("+OK\r\n") }
+        case "client|getname":
+            let resp3 = session.resp3
+            if let name = session.clientName {
+                session.replyLocally { $0.appendBulk(name) }
+            } else {
+                session.replyLocally { $0.appendNull(resp3: resp3) }
+            }
+        case "client|id":
+            let id = session.id
+            session.replyLocally { $0.appendInteger(id) }
+        case "client|setinfo":
+            setInfo(command, session: session)
+        default:
+            session.replyError("ERR slotproxy cannot answer '\(spec.name)' locally")
+        }
+    }
+
+    /// Names are printable ASCII without spaces, as Redis requires.
+    static func isValidClientName(_ name: [UInt8]) -> Bool {
+        name.allSatisfy { $0 > 32 && $0 < 127 }
+    }
+
+    /// `HELLO [protover [AUTH username password] [SETNAME clientname]]`:
+    /// switches the session's protocol and answers with the server map.
+    static func hello(_ command: Command, session: ClientSession) {
+        var protocolVersion = session.resp3 ? 3 : 2
+        var index = 1
+        if command.count >= 2 {
+            guard let requested = Int(command.string(1)) else {
+                session.replyError("ERR Protocol version is not an integer or out of range")
+                return
+            }
+            guard requested == 2 || requested == 3 else {
+                session.replyError("NOPROTO unsupported protocol version")
+                return
+            }
+            protocolVersion = requested
+            index = 2
+        }
+        var newName: [UInt8]?
+        while index < command.count {
+            let remaining = command.count - index - 1
+            if command.argument(index, equals: "auth") && remaining >= 2 {
+                // No client authentication is configured: like a server without
+                // requirepass, the default user accepts any password.
+                if !command.argument(index + 1, equals: "default") {
+                    session.replyError("WRONGPASS invalid username-password pair or user is disabled.")
+                    return
+                }
+                index += 3
+            } else if command.argument(index, equals: "setname") && remaining >= 1 {
+                let name = command.bytes(index + 1)
+                guard isValidClientName(name) else {
+                    session.replyError("ERR Client names cannot contain spaces, newlines or special characters.")
+                    return
+                }
+                newName = name
+                index += 2
+            } else {
+                session.replyError("ERR Syntax error in HELLO option '\(command.string(index))'")
+                return
+            }
+        }
+        if let newName { session.clientName = newName.isEmpty ? nil : newName }
+        session.resp3 = protocolVersion == 3
+        let resp3 = session.resp3
+        let id = session.id
+        session.replyLocally { out in
+            out.appendMapHeader(7, resp3: resp3)
+            out.appendBulk("server")
+            out.appendBulk("redis")
+            out.appendBulk("version")
+            out.appendBulk(reportedVersion)
+            out.appendBulk("proto")
+            out.appendInteger(protocolVersion)
+            out.appendBulk("id")
+            out.appendInteger(id)
+            out.appendBulk("mode")
+            out.appendBulk("standalone")
+            out.appendBulk("role")
+            out.appendBulk("master")
+            out.appendBulk("modules")
+            out.appendArrayHeader(0)
+        }
+    }
+
+    /// `CLIENT SETINFO LIB-NAME|LIB-VER value`, validated as Redis 7.2 does.
+    static func setInfo(_ command: Command, session: ClientSession) {
+        guard command.argument(2, equals: "lib-name") || command.argument(2, equals: "lib-ver") else {
+            session.replyError("ERR Unrecognized option '\(command.string(2))'")
+            return
+        }
+        let value = command.bytes(3)
+        guard value.allSatisfy({ $0 > 32 && $0 < 127 }) else {
+            session.replyError("ERR \(command.string(2)) cannot contain spaces, newlines or special characters.")
+            return
+        }
+        session.replyLocally { $0.append("+OK\r\n") }
+    }
+}

@@ -1,0 +1,95 @@
+import EventLoop
+import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The running proxy: `workers` event-loop threads sharing one port through
+/// SO_REUSEPORT, and the topology refresher thread.
+public final class Proxy {
+    private let configuration: ProxyConfiguration
+    private let logger: Logger
+    private let shared = SharedState()
+    private var mailboxes: [Mailbox<WorkerMessage>] = []
+    private var threads: [pthread_t] = []
+    /// The port actually bound (differs from the configured one when that is 0).
+    public private(set) var boundPort = 0
+
+    public init(configuration: ProxyConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Binds the listeners and starts every thread. Throws when the address
+    /// cannot be bound.
+    public func start() throws {
+        var listeners: [CInt] = []
+        var port = configuration.port
+        for _ in 0..<max(1, configuration.workers) {
+            let fd = try Socket.listen(host: configuration.bind, port: port, reusePort: true)
+            if port == 0 { port = Socket.localPort(fd) }
+            listeners.append(fd)
+        }
+        boundPort = port
+        mailboxes = listeners.map { _ in Mailbox<WorkerMessage>() }
+        logger.info(
+            "slotproxy listening on \(configuration.bind):\(port) with \(listeners.count) worker(s); seeds: \(configuration.seeds.map(\.description).joined(separator: ","))"
+        )
+        let refresher = TopologyRefresher(
+            configuration: configuration, shared: shared, mailboxes: mailboxes, logger: logger)
+        for (index, fd) in listeners.enumerated() {
+            let configuration = configuration
+            let mailbox = mailboxes[index]
+            let shared = shared
+            var logger = logger
+            logger[metadataKey: "worker"] = "\(index)"
+            threads.append(
+                startThread { [logger] in
+                    let worker = Worker(
+                        configuration: configuration, listenerFD: fd, mailbox: mailbox, shared: shared, logger: logger)
+                    worker.run()
+                    Socket.close(fd)
+                })
+        }
+        let box = UncheckedTransfer(refresher)
+        threads.append(startThread { box.value.run() })
+    }
+
+    /// Stops every thread and waits for them.
+    public func stop() {
+        shared.beginStopping()
+        shared.requestTopologyRefresh()
+        for mailbox in mailboxes { mailbox.send(.stop) }
+        for thread in threads { pthread_join(thread, nil) }
+        threads.removeAll()
+        logger.info("slotproxy stopped")
+    }
+}
+
+/// Hands an object to the one thread that will own it from then on.
+private struct UncheckedTransfer<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
+
+private final class ThreadBody {
+    let body: @Sendable () -> Void
+    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+}
+
+/// Starts a joinable POSIX thread running `body`. (Event loops never run
+/// inside Swift concurrency tasks.)
+func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
+    let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
+    var thread = pthread_t()
+    let rc = pthread_create(
+        &thread, nil,
+        { context in
+            let body = Unmanaged<ThreadBody>.fromOpaque(context!).takeRetainedValue()
+            body.body()
+            return nil
+        }, context)
+    precondition(rc == 0, "pthread_create failed: \(rc)")
+    return thread
+}

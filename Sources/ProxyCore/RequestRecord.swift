@@ -1,0 +1,54 @@
+import RESPWire
+
+/// One client request on its way through the proxy: its bytes (kept for a
+/// resend after MOVED/ASK), where it went, and its reply when the reply came
+/// back before earlier requests of the same client were answered.
+///
+/// Records are pooled per worker and reused, buffers included, so a request
+/// costs no allocation in steady state.
+final class RequestRecord {
+    /// The client that is owed the reply; nil for records the proxy sends on
+    /// its own behalf.
+    var session: ClientSession?
+    /// The request as RESP bytes, as the client sent them.
+    let request = ByteBuffer(capacity: 128)
+    /// The reply, when it arrived out of order; empty otherwise.
+    let reply = ByteBuffer(capacity: 64)
+    var isComplete = false
+    var slot = -1
+    var redirects = 0
+    /// When it was last written to a backend (loop time, ms).
+    var sentAt: Int64 = 0
+
+    func reset() {
+        session = nil
+        request.clear()
+        reply.clear()
+        request.shrinkIfIdle(above: 1 << 20, to: 128)
+        reply.shrinkIfIdle(above: 1 << 20, to: 64)
+        isComplete = false
+        slot = -1
+        redirects = 0
+        sentAt = 0
+    }
+}
+
+/// The worker's free list of records.
+struct RequestRecordPool {
+    private var free: [RequestRecord] = []
+    private let limit: Int
+
+    init(limit: Int = 4096) {
+        self.limit = limit
+        free.reserveCapacity(limit)
+    }
+
+    mutating func acquire() -> RequestRecord {
+        free.popLast() ?? RequestRecord()
+    }
+
+    mutating func release(_ record: RequestRecord) {
+        record.reset()
+        if free.count < limit { free.append(record) }
+    }
+}

@@ -1,0 +1,59 @@
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The little state all workers share: counters behind atomics and the
+/// refresher's doorbell. Nothing here is touched per request except a
+/// refresh request after a redirect or a lost connection.
+final class SharedState: Sendable {
+    private let clients = Atomic<Int>(0)
+    private let clientIDs = Atomic<Int>(0)
+    private let stopping = Atomic<Bool>(false)
+    /// Written by any thread to ask for a topology refresh; the refresher
+    /// polls the read end (a pipe coalesces many rings into one refresh).
+    let refreshBellRead: CInt
+    private let refreshBellWrite: CInt
+
+    init() {
+        var fds: [CInt] = [0, 0]
+        guard pipe(&fds) == 0 else { fatalError("pipe failed: \(errno)") }
+        for fd in fds {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        refreshBellRead = fds[0]
+        refreshBellWrite = fds[1]
+    }
+
+    deinit {
+        close(refreshBellRead)
+        close(refreshBellWrite)
+    }
+
+    func nextClientID() -> Int { clientIDs.add(1, ordering: .relaxed).newValue }
+
+    /// Counts a new client in, unless `limit` clients are already connected.
+    func admitClient(limit: Int) -> Bool {
+        let now = clients.add(1, ordering: .relaxed).newValue
+        if now > limit {
+            clients.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func clientLeft() { clients.subtract(1, ordering: .relaxed) }
+
+    var connectedClients: Int { clients.load(ordering: .relaxed) }
+
+    var isStopping: Bool { stopping.load(ordering: .acquiring) }
+
+    func beginStopping() { stopping.store(true, ordering: .releasing) }
+
+    func requestTopologyRefresh() {
+        var byte: UInt8 = 1
+        _ = write(refreshBellWrite, &byte, 1)
+    }
+}

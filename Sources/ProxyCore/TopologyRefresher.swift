@@ -1,0 +1,118 @@
+import ClusterTopology
+import EventLoop
+import Logging
+import RESPWire
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Learns the cluster's slot map and publishes every change to the workers.
+///
+/// Runs on its own thread with blocking, time-limited connections, so a slow
+/// or dead node never stalls a worker loop. It asks the nodes of the last
+/// known map first and the configured seeds after them (a seed that is down
+/// is skipped), reading `CLUSTER SHARDS` and falling back to `CLUSTER SLOTS`
+/// on servers older than 7. It refreshes every `topology-refresh-ms`, and at
+/// once when a worker rings the bell (MOVED, lost connection); rings that
+/// arrive while a refresh runs are coalesced into the next one.
+final class TopologyRefresher {
+    private let configuration: ProxyConfiguration
+    private let shared: SharedState
+    private let mailboxes: [Mailbox<WorkerMessage>]
+    private let logger: Logger
+    private var current: SlotMap?
+    /// Minimum spacing of refreshes, so a burst of redirects costs one query round.
+    private let minimumSpacingMs = 100
+
+    init(
+        configuration: ProxyConfiguration, shared: SharedState, mailboxes: [Mailbox<WorkerMessage>],
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.shared = shared
+        self.mailboxes = mailboxes
+        self.logger = logger
+    }
+
+    func run() {
+        while !shared.isStopping {
+            refreshOnce()
+            let complete = current?.coversAllSlots ?? false
+            let interval = complete ? configuration.topologyRefreshMs : min(configuration.topologyRefreshMs, 500)
+            waitForBell(timeoutMs: interval)
+            usleep(useconds_t(minimumSpacingMs * 1000))
+        }
+    }
+
+    /// Sleeps until the interval ends or a worker asks for a refresh.
+    private func waitForBell(timeoutMs: Int) {
+        var poller = pollfd(fd: shared.refreshBellRead, events: Int16(POLLIN), revents: 0)
+        _ = poll(&poller, 1, Int32(timeoutMs))
+        var scratch = [UInt8](repeating: 0, count: 256)
+        while read(shared.refreshBellRead, &scratch, scratch.count) > 0 {}
+    }
+
+    private func candidates() -> [NodeAddress] {
+        var seen = Set<NodeAddress>()
+        var ordered: [NodeAddress] = []
+        let known = (current?.allNodes ?? []).map { NodeAddress(host: $0.host, port: $0.port) }
+        for address in known + configuration.seeds where seen.insert(address).inserted {
+            ordered.append(address)
+        }
+        return ordered
+    }
+
+    func refreshOnce() {
+        var best: SlotMap?
+        var failures: [String] = []
+        for address in candidates() {
+            if shared.isStopping { return }
+            do {
+                let map = try fetch(from: address)
+                if map.coversAllSlots {
+                    best = map
+                    break
+                }
+                if map.assignedSlotCount > (best?.assignedSlotCount ?? -1) { best = map }
+            } catch {
+                failures.append("\(address): \(error)")
+            }
+        }
+        guard let map = best else {
+            logger.warning("topology refresh failed on every node: \(failures.joined(separator: "; "))")
+            return
+        }
+        publish(map)
+    }
+
+    /// Asks one node for the slot map.
+    func fetch(from address: NodeAddress) throws -> SlotMap {
+        let connection = try BlockingConnection(host: address.host, port: address.port, timeoutMs: configuration.connectTimeoutMs)
+        let shards = try connection.call("CLUSTER", "SHARDS")
+        if case .error(let message) = shards {
+            guard message.contains("unknown subcommand") || message.contains("Unknown subcommand") else {
+                throw TopologyParseError(message)
+            }
+            let slots = try connection.call("CLUSTER", "SLOTS")
+            if case .error(let message) = slots { throw TopologyParseError(message) }
+            return try TopologyParser.parseSlots(slots, queriedHost: address.host)
+        }
+        return try TopologyParser.parseShards(shards, queriedHost: address.host)
+    }
+
+    private func publish(_ map: SlotMap) {
+        guard map != current else { return }
+        let first = current == nil
+        current = map
+        if map.coversAllSlots {
+            logger.info(
+                "\(first ? "topology" : "topology changed"): \(map.shards.count) masters, \(map.assignedSlotCount) of \(clusterSlotCount) slots covered: \(map.summary)"
+            )
+        } else {
+            logger.warning(
+                "topology incomplete: \(map.assignedSlotCount) of \(clusterSlotCount) slots covered: \(map.summary)")
+        }
+        for mailbox in mailboxes { mailbox.send(.topology(map)) }
+    }
+}

@@ -1,0 +1,291 @@
+import ClusterTopology
+import EventLoop
+import Logging
+import RESPWire
+
+/// Messages a worker accepts from other threads.
+enum WorkerMessage: Sendable {
+    case topology(SlotMap)
+    case stop
+}
+
+/// One event loop thread with its own listener, client sessions and backend
+/// connections to every node (share-nothing). It learns topology changes from
+/// its mailbox; nothing on its data path takes a lock.
+final class Worker {
+    let loop = EventLoop()
+    let configuration: ProxyConfiguration
+    let logger: Logger
+    let shared: SharedState
+    var recordPool = RequestRecordPool()
+    var dirtyClients: [ClientSession] = []
+    var dirtyBackends: [BackendConnection] = []
+    /// Objects closed during this turn, released after it (never inside their own callback).
+    private var closedSessions: [ClientSession] = []
+    private var closedBackends: [BackendConnection] = []
+    private var sessions: [ObjectIdentifier: ClientSession] = [:]
+    private let listenerFD: CInt
+    private var listenerEvent: LoopEvent?
+    private var tickEvent: LoopEvent?
+    let mailbox: Mailbox<WorkerMessage>
+
+    /// The current topology and, per slot, the pool of the node serving it
+    /// (patched by MOVED until the next snapshot arrives).
+    private(set) var slotMap: SlotMap?
+    private var slotOwners: [BackendPool?] = Array(repeating: nil, count: clusterSlotCount)
+    private var pools: [NodeAddress: BackendPool] = [:]
+    private var masterPools: [BackendPool] = []
+    private var anyNodeCursor = 0
+
+    init(configuration: ProxyConfiguration, listenerFD: CInt, mailbox: Mailbox<WorkerMessage>, shared: SharedState, logger: Logger) {
+        self.configuration = configuration
+        self.listenerFD = listenerFD
+        self.mailbox = mailbox
+        self.shared = shared
+        self.logger = logger
+    }
+
+    /// Runs the loop on the calling thread until a `.stop` message.
+    func run() {
+        mailbox.attach(to: loop) { [unowned self] message in self.receive(message) }
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        listenerEvent = LoopEvent(
+            loop: loop, fd: listenerFD, flags: EventFlags.read | EventFlags.persist,
+            callback: { _, _, context in
+                Unmanaged<Worker>.fromOpaque(context!).takeUnretainedValue().acceptClients()
+            }, context: context)
+        listenerEvent?.add()
+        tickEvent = LoopEvent(
+            loop: loop, fd: -1, flags: EventFlags.persist,
+            callback: { _, _, context in
+                Unmanaged<Worker>.fromOpaque(context!).takeUnretainedValue().tick()
+            }, context: context)
+        tickEvent?.add(timeoutMilliseconds: 100)
+        loop.run { [unowned self] in self.afterTurn() }
+        shutdown()
+    }
+
+    /// One write per dirty connection per turn, then deferred releases.
+    private func afterTurn() {
+        var i = 0
+        while i < dirtyBackends.count {
+            dirtyBackends[i].flush()
+            i += 1
+        }
+        dirtyBackends.removeAll(keepingCapacity: true)
+        i = 0
+        while i < dirtyClients.count {
+            dirtyClients[i].flush()
+            i += 1
+        }
+        dirtyClients.removeAll(keepingCapacity: true)
+        if !closedSessions.isEmpty { closedSessions.removeAll(keepingCapacity: true) }
+        if !closedBackends.isEmpty { closedBackends.removeAll(keepingCapacity: true) }
+    }
+
+    private func receive(_ message: WorkerMessage) {
+        switch message {
+        case .topology(let map): apply(map)
+        case .stop: loop.stop()
+        }
+    }
+
+    private func shutdown() {
+        listenerEvent?.remove()
+        tickEvent?.remove()
+        for session in sessions.values { session.close() }
+        for pool in pools.values { pool.closeAll() }
+        afterTurn()
+        sessions.removeAll()
+        pools.removeAll()
+        slotOwners = []
+        masterPools = []
+    }
+
+    // MARK: clients
+
+    private func acceptClients() {
+        while let fd = Socket.accept(listener: listenerFD) {
+            guard shared.admitClient(limit: configuration.maxClients) else {
+                _ = "-ERR max number of clients reached\r\n".utf8CString.withUnsafeBytes {
+                    Socket.write(fd, UnsafeRawBufferPointer(rebasing: $0.dropLast()))
+                }
+                Socket.close(fd)
+                logger.warning("refused a client: maxclients (\(configuration.maxClients)) reached")
+                continue
+            }
+            let session = ClientSession(worker: self, fd: fd, id: shared.nextClientID())
+            sessions[ObjectIdentifier(session)] = session
+        }
+    }
+
+    func sessionClosed(_ session: ClientSession) {
+        if sessions.removeValue(forKey: ObjectIdentifier(session)) != nil {
+            shared.clientLeft()
+            closedSessions.append(session)
+        }
+    }
+
+    func backendClosed(_ connection: BackendConnection) {
+        closedBackends.append(connection)
+        shared.requestTopologyRefresh()
+    }
+
+    // MARK: topology
+
+    private func apply(_ map: SlotMap) {
+        var wanted: [NodeAddress: BackendPool] = [:]
+        masterPools = map.shards.map { shard in
+            let address = NodeAddress(host: shard.master.host, port: shard.master.port)
+            let pool = pools[address] ?? BackendPool(worker: self, address: address, connections: configuration.backendConnections)
+            wanted[address] = pool
+            return pool
+        }
+        for (address, pool) in pools where wanted[address] == nil {
+            // A node that serves no slot any more: its connections go once
+            // they have nothing in flight (they are not reused for routing).
+            if pool.openConnections.allSatisfy({ $0.outstandingRequests == 0 }) { pool.closeAll() } else { wanted[address] = pool }
+        }
+        pools = wanted
+        for slot in 0..<clusterSlotCount {
+            let shard = map.shardForSlot[slot]
+            slotOwners[slot] = shard == SlotMap.unassigned ? nil : masterPools[Int(shard)]
+        }
+        slotMap = map
+    }
+
+    private func pool(for address: NodeAddress) -> BackendPool {
+        if let existing = pools[address] { return existing }
+        let pool = BackendPool(worker: self, address: address, connections: configuration.backendConnections)
+        pools[address] = pool
+        return pool
+    }
+
+    // MARK: routing
+
+    /// Routes one parsed command. `frame` holds its RESP bytes; `arguments`
+    /// are spans into it (index 0 is the command name).
+    func route(_ session: ClientSession, frame: UnsafeRawBufferPointer, arguments: [ArgumentSpan]) {
+        let command = Command(frame: frame, arguments: arguments)
+        guard let spec = CommandResolver.resolve(command, session: session) else { return }
+        switch spec.requestPolicy {
+        case .local:
+            LocalCommands.answer(spec, command, session: session, worker: self)
+            return
+        case .allMasters, .allNodes:
+            // Sending these to one node would answer for a third of the data.
+            session.replyError("ERR slotproxy does not support '\(spec.name)' yet (cluster-wide commands)")
+            return
+        default: break
+        }
+        if spec.affinity == .pinned {
+            session.replyError(
+                "ERR slotproxy does not support '\(spec.name)' yet (transactions, blocking and subscribe commands)")
+            return
+        }
+        guard slotMap != nil else {
+            session.replyError("CLUSTERDOWN The cluster is down")
+            return
+        }
+        // All keys must share one slot (multi-key splitting comes later).
+        session.keyIndices.removeAll(keepingCapacity: true)
+        spec.extractKeys(frame: frame, arguments: arguments, into: &session.keyIndices)
+        var slot = -1
+        for index in session.keyIndices {
+            let keySlot = hashSlot(command.argument(index))
+            if slot == -1 {
+                slot = keySlot
+            } else if keySlot != slot {
+                session.replyError("CROSSSLOT Keys in request don't hash to the same slot")
+                return
+            }
+        }
+        let target: BackendPool
+        if slot >= 0 {
+            guard let owner = slotOwners[slot] else {
+                session.replyError("CLUSTERDOWN Hash slot not served")
+                return
+            }
+            target = owner
+        } else {
+            guard !masterPools.isEmpty else {
+                session.replyError("CLUSTERDOWN The cluster is down")
+                return
+            }
+            anyNodeCursor = anyNodeCursor + 1 >= masterPools.count ? 0 : anyNodeCursor + 1
+            target = masterPools[anyNodeCursor]
+        }
+        let record = recordPool.acquire()
+        record.request.append(frame)
+        record.slot = slot
+        session.expectReply(record)
+        target.connection(resp3: session.resp3).enqueue(record)
+    }
+
+    // MARK: replies
+
+    /// A node answered `record`. Redirects are followed here; everything else
+    /// goes to the client.
+    func handleReply(_ record: RequestRecord, reply: UnsafeRawBufferPointer, kind: ReplyKind, from connection: BackendConnection) {
+        if case .error(let errorClass) = kind, errorClass == .moved || errorClass == .ask,
+            record.redirects < configuration.maxRedirects,
+            let redirect = Redirect(
+                errorText: UnsafeRawBufferPointer(rebasing: reply[1...]), defaultHost: connection.address.host)
+        {
+            record.redirects += 1
+            let address = NodeAddress(host: redirect.host, port: redirect.port)
+            let target = pool(for: address)
+            if redirect.kind == .moved {
+                // The slot has a new owner: remember it now, and learn the rest
+                // of the new topology in the background.
+                slotOwners[redirect.slot] = target
+                shared.requestTopologyRefresh()
+            }
+            if let session = record.session, !session.isClosed {
+                target.connection(resp3: connection.resp3).enqueue(record, asking: redirect.kind == .ask)
+            } else {
+                recordPool.release(record)
+            }
+            return
+        }
+        guard let session = record.session else {
+            recordPool.release(record)
+            return
+        }
+        session.complete(record, reply: reply)
+    }
+
+    /// Answers `record` with an error made by the proxy.
+    func failRequest(_ record: RequestRecord, message: String) {
+        guard let session = record.session else {
+            recordPool.release(record)
+            return
+        }
+        let text = ByteBuffer(capacity: message.utf8.count + 3)
+        text.appendError(message)
+        session.complete(record, reply: text.readable)
+    }
+
+    // MARK: timeouts
+
+    /// Every 100 ms: a connection whose oldest request has waited longer than
+    /// `request-timeout-ms` (or that is still connecting past
+    /// `connect-timeout-ms`) is closed and its requests answered with errors.
+    /// Replies on one connection come in order, so the oldest one decides.
+    private func tick() {
+        let now = loop.nowMilliseconds
+        for pool in pools.values {
+            for connection in pool.openConnections {
+                if connection.state == .connecting {
+                    if now - connection.connectStartedAt > Int64(configuration.connectTimeoutMs) {
+                        connection.fail(reason: "connect timeout (connect-timeout-ms \(configuration.connectTimeoutMs))")
+                    }
+                } else if let oldest = connection.oldestSentAt,
+                    now - oldest > Int64(configuration.requestTimeoutMs)
+                {
+                    connection.fail(reason: "no reply within request-timeout-ms \(configuration.requestTimeoutMs)")
+                }
+            }
+        }
+    }
+}
