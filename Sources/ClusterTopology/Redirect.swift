@@ -21,8 +21,9 @@ public struct Redirect: Equatable, Sendable {
 
     /// Parses the error text after the `-` (e.g. `MOVED 3999 127.0.0.1:6381`).
     public init?(errorText: UnsafeRawBufferPointer, defaultHost: String) {
-        var text = String(decoding: errorText, as: UTF8.self)
-        while let last = text.last, last == "\r" || last == "\n" { text.removeLast() }
+        var end = errorText.count
+        while end > 0 && (errorText[end - 1] == 13 || errorText[end - 1] == 10) { end -= 1 }
+        let text = String(decoding: errorText[0..<end], as: UTF8.self)
         let parts = text.split(separator: " ", omittingEmptySubsequences: true)
         guard parts.count == 3 else { return nil }
         switch parts[0] {

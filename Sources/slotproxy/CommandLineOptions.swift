@@ -1,0 +1,199 @@
+import ArgumentParser
+import Foundation
+import ProxyCore
+
+/// slotproxy's command line: where the config file is, and flags that override
+/// single settings of it.
+///
+/// The configuration is built in three layers, each over the one before: the
+/// defaults of `ProxyConfiguration`, the YAML file given with `--config` (or
+/// `--check-config`), then the flags. A flag checks its value exactly as the
+/// file would, so `--port 0` and `port: 0` fail with the same words.
+///
+/// `main.swift` uses it as:
+///
+///     let options = SlotproxyOptions.parseOrExit()
+///     options.runCheckConfigIfRequested()
+///     let configuration = options.resolveConfigurationOrExit()
+struct SlotproxyOptions: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "slotproxy",
+        abstract: "A cluster-aware Redis proxy: clients talk to one address, slotproxy routes by hash slot.",
+        discussion: """
+            Settings come from the YAML file given with --config (keys as in config/slotproxy.yaml), \
+            and each flag below overrides the file's value. Settings in neither keep their defaults.
+            """
+    )
+
+    private static let defaults = ProxyConfiguration()
+
+    @Option(help: ArgumentHelp("Read settings from this YAML file.", valueName: "file"))
+    var config: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Check this config file (with any flags given), print 'configuration OK: <file>' and exit 0, "
+                + "or print the error and exit 1.",
+            valueName: "file"
+        )
+    )
+    var checkConfig: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Seed nodes, comma-separated; IPv6 as [::1]:7000 (file: cluster).", valueName: "host:port,..."
+        )
+    )
+    var cluster: String?
+
+    @Option(help: ArgumentHelp("Address to listen on (file: bind; default \(defaults.bind)).", valueName: "address"))
+    var bind: String?
+
+    @Option(help: ArgumentHelp("Port to listen on (file: port; default \(defaults.port)).", valueName: "port"))
+    var port: Int?
+
+    @Option(
+        help: ArgumentHelp(
+            "Worker threads, one event loop each (file: workers; default \(defaults.workers)).", valueName: "n"))
+    var workers: Int?
+
+    @Option(
+        help: ArgumentHelp(
+            "Connections per worker to each node (file: backend-connections; default \(defaults.backendConnections)).",
+            valueName: "n"
+        )
+    )
+    var backendConnections: Int?
+
+    @Option(
+        help: ArgumentHelp(
+            "Backend connect timeout (file: connect-timeout-ms; default \(defaults.connectTimeoutMs)).", valueName: "ms"
+        )
+    )
+    var connectTimeoutMs: Int?
+
+    @Option(
+        help: ArgumentHelp(
+            "How long a request waits for its reply (file: request-timeout-ms; default \(defaults.requestTimeoutMs)).",
+            valueName: "ms"
+        )
+    )
+    var requestTimeoutMs: Int?
+
+    @Option(
+        help: ArgumentHelp(
+            "MOVED/ASK redirects followed per request (file: max-redirects; default \(defaults.maxRedirects)).",
+            valueName: "n"
+        )
+    )
+    var maxRedirects: Int?
+
+    @Option(
+        help: ArgumentHelp(
+            "Topology refresh interval (file: topology-refresh-ms; default \(defaults.topologyRefreshMs)).",
+            valueName: "ms"
+        )
+    )
+    var topologyRefreshMs: Int?
+
+    @Option(
+        help: ArgumentHelp(
+            "Most clients connected at once (file: maxclients; default \(defaults.maxClients)).", valueName: "n")
+    )
+    var maxclients: Int?
+
+    @Option(
+        help: ArgumentHelp(
+            "One of \(LogLevelSetting.allCases.map(\.rawValue).joined(separator: ", ")) "
+                + "(file: log-level; default \(defaults.logLevel.rawValue)).",
+            valueName: "level"
+        )
+    )
+    var logLevel: String?
+
+    /// The config file to read: `--check-config`'s or `--config`'s.
+    var configFile: String? { checkConfig ?? config }
+
+    mutating func validate() throws {
+        if let config, let checkConfig {
+            throw ValidationError(
+                "--config \(config) and --check-config \(checkConfig) both name a config file; pass one of them")
+        }
+        var scratch = ProxyConfiguration()
+        do {
+            try applyFlags(to: &scratch)
+        } catch {
+            throw ValidationError(error.message)
+        }
+    }
+
+    /// The configuration to run with: the defaults, overridden by the config
+    /// file if one was given, overridden by the flags. Throws when the file or
+    /// a flag has a bad value, and when no seed node is named anywhere.
+    func resolveConfiguration() throws(ConfigError) -> ProxyConfiguration {
+        var configuration = ProxyConfiguration()
+        if let configFile {
+            configuration = try ConfigLoader.load(file: configFile, over: configuration)
+        }
+        try applyFlags(to: &configuration)
+        guard !configuration.seeds.isEmpty else { throw ConfigError.noSeeds }
+        return configuration
+    }
+
+    /// `resolveConfiguration()`, or its error on stderr and exit status 1.
+    func resolveConfigurationOrExit() -> ProxyConfiguration {
+        do {
+            return try resolveConfiguration()
+        } catch {
+            Self.printError(error.description)
+            Self.exit(withError: ExitCode.failure)
+        }
+    }
+
+    /// What `--check-config` reports: nil when it was not given, else the line
+    /// for stdout on success ("configuration OK: FILE") or the error for stderr.
+    func checkConfigResult() -> Result<String, ConfigError>? {
+        guard let checkConfig else { return nil }
+        do {
+            _ = try resolveConfiguration()
+            return .success("configuration OK: \(checkConfig)")
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// With `--check-config FILE`: checks the file (with the other flags),
+    /// prints the outcome and exits, 0 when it is valid and 1 when not.
+    /// Without it, returns and does nothing.
+    func runCheckConfigIfRequested() {
+        switch checkConfigResult() {
+        case nil:
+            return
+        case .success(let report):
+            print(report)
+            Self.exit()
+        case .failure(let error):
+            Self.printError(error.description)
+            Self.exit(withError: ExitCode.failure)
+        }
+    }
+
+    /// Applies every flag that was given over `configuration`.
+    func applyFlags(to configuration: inout ProxyConfiguration) throws(ConfigError) {
+        if let cluster { try ConfigSetting.cluster.apply(cluster, spelledAs: "--cluster", to: &configuration) }
+        if let bind { try ConfigSetting.bind.apply(bind, spelledAs: "--bind", to: &configuration) }
+        if let logLevel { try ConfigSetting.logLevel.apply(logLevel, spelledAs: "--log-level", to: &configuration) }
+        let numbers: [(ConfigSetting, Int?)] = [
+            (.port, port), (.workers, workers), (.backendConnections, backendConnections),
+            (.connectTimeoutMs, connectTimeoutMs), (.requestTimeoutMs, requestTimeoutMs),
+            (.maxRedirects, maxRedirects), (.topologyRefreshMs, topologyRefreshMs), (.maxClients, maxclients),
+        ]
+        for case (let setting, let value?) in numbers {
+            try setting.apply(value, spelledAs: "--\(setting.rawValue)", to: &configuration)
+        }
+    }
+
+    private static func printError(_ line: String) {
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+}

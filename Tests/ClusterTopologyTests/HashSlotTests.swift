@@ -1,0 +1,28 @@
+import RESPWire
+import Testing
+
+@testable import ClusterTopology
+
+@Suite struct HashSlotTests {
+    @Test func crc16Vector() {
+        #expect(Array("123456789".utf8).withUnsafeBytes { crc16($0) } == 0x31C3)
+    }
+
+    @Test(arguments: [
+        ("foo", 12182), ("{user1000}.following", 3443), ("{user1000}.followers", 3443), ("bar", 5061),
+        ("{}x", hashSlot("{}x")), ("", 0),
+    ])
+    func knownSlots(key: String, slot: Int) {
+        #expect(hashSlot(key) == slot)
+    }
+
+    @Test func hashTagRules() {
+        // An empty tag `{}` hashes the whole key; `{x` has no closing brace.
+        #expect(hashSlot("{}x") == Int(Array("{}x".utf8).withUnsafeBytes { crc16($0) } & 0x3FFF))
+        #expect(hashSlot("{x") == Int(Array("{x".utf8).withUnsafeBytes { crc16($0) } & 0x3FFF))
+        // Only the first `{` counts: `a{}{b}` has an empty first tag, so the whole key is hashed.
+        #expect(hashSlot("a{}{b}") == Int(Array("a{}{b}".utf8).withUnsafeBytes { crc16($0) } & 0x3FFF))
+        #expect(hashSlot("x{user}y") == hashSlot("user"))
+        #expect(hashSlot("{a}{b}") == hashSlot("a"))
+    }
+}
