@@ -112,14 +112,85 @@ public struct KeySpec: Sendable, Equatable {
     /// uses a command-specific key finder for these commands.
     public var incomplete: Bool
     /// Redis's key spec flags as `COMMAND INFO` spells them (`RW`, `access`, ...).
-    public var flags: [String]
+    public var flags: [String] {
+        didSet { keyFlags = KeySpecFlags(names: flags) }
+    }
+    /// `flags` as a bit set, so the data path never compares strings.
+    public private(set) var keyFlags: KeySpecFlags
 
     public init(beginSearch: BeginSearch, findKeys: FindKeys, incomplete: Bool = false, flags: [String] = []) {
         self.beginSearch = beginSearch
         self.findKeys = findKeys
         self.incomplete = incomplete
         self.flags = flags
+        self.keyFlags = KeySpecFlags(names: flags)
     }
+}
+
+/// Redis key spec flags (`CMD_KEY_*`) as a bit set.
+public struct KeySpecFlags: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+
+    /// Read-only access to the key's value.
+    public static let ro = KeySpecFlags(rawValue: 1 << 0)
+    /// Read and write access.
+    public static let rw = KeySpecFlags(rawValue: 1 << 1)
+    /// Overwrites the value without reading it.
+    public static let ow = KeySpecFlags(rawValue: 1 << 2)
+    /// Deletes the key.
+    public static let rm = KeySpecFlags(rawValue: 1 << 3)
+    public static let access = KeySpecFlags(rawValue: 1 << 4)
+    public static let update = KeySpecFlags(rawValue: 1 << 5)
+    public static let insert = KeySpecFlags(rawValue: 1 << 6)
+    public static let delete = KeySpecFlags(rawValue: 1 << 7)
+    /// Not a key but hashed like one: the shard channel of `SPUBLISH`/`SSUBSCRIBE`.
+    public static let notKey = KeySpecFlags(rawValue: 1 << 8)
+    public static let incomplete = KeySpecFlags(rawValue: 1 << 9)
+    /// The flags depend on the arguments (`SET ... GET`, `BITFIELD`): Redis then
+    /// asks the command's own key function instead of the specs.
+    public static let variableFlags = KeySpecFlags(rawValue: 1 << 10)
+
+    /// Redis's names, in `COMMAND INFO` spelling.
+    public static let names: [(String, KeySpecFlags)] = [
+        ("RO", .ro), ("RW", .rw), ("OW", .ow), ("RM", .rm), ("access", .access), ("update", .update),
+        ("insert", .insert), ("delete", .delete), ("not_key", .notKey), ("incomplete", .incomplete),
+        ("variable_flags", .variableFlags),
+    ]
+
+    /// The bits of the names it knows; unknown names (a newer Redis) are ignored.
+    public init(names: [String]) {
+        var bits: KeySpecFlags = []
+        for name in names {
+            for (known, flag) in KeySpecFlags.names where known == name { bits.insert(flag) }
+        }
+        self = bits
+    }
+}
+
+/// Redis's command-specific key finder (`get_keys_function` in its command JSON
+/// files, `getkeys_proc` in C). Redis calls it when the key specs fail: a spec is
+/// `incomplete` or `unknown`, a key count does not parse, or the keys run past the
+/// arguments; and instead of the specs when their flags vary (`SET`, `BITFIELD`).
+public enum GetKeysFunction: Sendable, Equatable {
+    /// None: when the specs fail, the command has no keys.
+    case none
+    /// `genericGetKeys`: a key count at `keyCountIndex` (parsed with `atoi`), that
+    /// many keys from `firstKeyIndex` every `keyStep`, then the destination at
+    /// `storeKeyIndex` when it is not 0 (`ZUNIONSTORE`, `EVAL`, `LMPOP` ...).
+    case keyCount(storeKeyIndex: Int, keyCountIndex: Int, firstKeyIndex: Int, keyStep: Int)
+    /// `sortGetKeys`: the sorted key and the last `STORE` destination.
+    case sort
+    /// `sortROGetKeys`: the sorted key only.
+    case sortReadOnly
+    /// `migrateGetKeys`: the key at 3, or the keys after `KEYS` when it is empty.
+    case migrate
+    /// `georadiusGetKeys`: the key and the last `STORE`/`STOREDIST` destination.
+    case georadius
+    /// `xreadGetKeys`: the first half of the arguments after `STREAMS`.
+    case xread
+    /// `setGetKeys`, `bitfieldGetKeys`: always argument 1.
+    case firstArgument
 }
 
 /// One row of the command table: what the proxy needs to know to route a command.
@@ -141,4 +212,35 @@ public struct CommandSpec: Sendable {
     public let affinity: ConnectionAffinity
     /// Rows for `CONFIG GET`, `CLIENT SETNAME` ...; empty for plain commands.
     public let subcommands: [CommandSpec]
+    /// Command tips from `COMMAND INFO` (`request_policy:all_shards`,
+    /// `nondeterministic_output` ...); the policies above are derived from them.
+    public let tips: [String]
+    /// What Redis falls back to when the key specs cannot find the keys.
+    public let getKeysFunction: GetKeysFunction
+    /// The key specs boiled down for the data path (see `KeyExtraction.swift`).
+    @usableFromInline let keyPlan: KeyPlan
+
+    public init(
+        name: String, arity: Int, flags: CommandFlags, aclCategories: [String],
+        firstKey: Int = 0, lastKey: Int = 0, keyStep: Int = 0, tips: [String] = [],
+        keySpecs: [KeySpec] = [], getKeysFunction: GetKeysFunction = .none,
+        requestPolicy: RequestPolicy, responsePolicy: ResponsePolicy, affinity: ConnectionAffinity,
+        subcommands: [CommandSpec] = []
+    ) {
+        self.name = name
+        self.arity = arity
+        self.flags = flags
+        self.aclCategories = aclCategories
+        self.firstKey = firstKey
+        self.lastKey = lastKey
+        self.keyStep = keyStep
+        self.tips = tips
+        self.keySpecs = keySpecs
+        self.getKeysFunction = getKeysFunction
+        self.requestPolicy = requestPolicy
+        self.responsePolicy = responsePolicy
+        self.affinity = affinity
+        self.subcommands = subcommands
+        self.keyPlan = KeyPlan(keySpecs: keySpecs, getKeysFunction: getKeysFunction)
+    }
 }
