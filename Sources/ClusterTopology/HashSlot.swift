@@ -26,10 +26,13 @@ public let clusterSlotCount = 16384
 /// byte between them, only the bytes between the first `{` and the first `}`
 /// after it are hashed: that "hash tag" lets related keys share a slot.
 @inlinable public func hashSlot(_ key: UnsafeRawBufferPointer) -> Int {
-    if let open = key.firstIndex(of: UInt8(ascii: "{")) {
+    let count = key.count
+    var open = 0
+    while open < count && key[open] != UInt8(ascii: "{") { open += 1 }
+    if open < count {
         var close = open + 1
-        while close < key.count && key[close] != UInt8(ascii: "}") { close += 1 }
-        if close < key.count && close > open + 1 {
+        while close < count && key[close] != UInt8(ascii: "}") { close += 1 }
+        if close < count && close > open + 1 {
             return Int(crc16(UnsafeRawBufferPointer(rebasing: key[(open + 1)..<close])) & 0x3FFF)
         }
     }
@@ -38,4 +41,38 @@ public let clusterSlotCount = 16384
 
 public func hashSlot(_ key: String) -> Int {
     Array(key.utf8).withUnsafeBytes { hashSlot($0) }
+}
+
+/// `hashSlot` for the data path: keeps the CRC table in a stored property, so
+/// a lookup skips the global initialiser check (`swift_once`, a runtime call
+/// on Linux) that reading the global table costs.
+public struct SlotHasher: Sendable {
+    @usableFromInline let table: [UInt16]
+
+    public init() { table = crc16Table }
+
+    @inlinable public func slot(of key: UnsafeRawBufferPointer) -> Int {
+        let count = key.count
+        var start = 0
+        var end = count
+        var open = 0
+        while open < count && key[open] != UInt8(ascii: "{") { open += 1 }
+        if open < count {
+            var close = open + 1
+            while close < count && key[close] != UInt8(ascii: "}") { close += 1 }
+            if close < count && close > open + 1 {
+                start = open + 1
+                end = close
+            }
+        }
+        return table.withUnsafeBufferPointer { table in
+            var crc: UInt16 = 0
+            var i = start
+            while i < end {
+                crc = (crc << 8) ^ table[Int(UInt8(truncatingIfNeeded: crc >> 8) ^ key[i])]
+                i += 1
+            }
+            return Int(crc & 0x3FFF)
+        }
+    }
 }

@@ -194,7 +194,9 @@ public enum GetKeysFunction: Sendable, Equatable {
 }
 
 /// One row of the command table: what the proxy needs to know to route a command.
-public struct CommandSpec: Sendable {
+/// A class, not a struct: the router looks a row up for every request, and
+/// handing out one reference is cheaper than copying a dozen fields.
+public final class CommandSpec: Sendable {
     /// Lower-case name; a subcommand is `container|sub` as in `COMMAND INFO`.
     public let name: String
     /// Redis arity: N exactly N arguments (name included), -N at least N.

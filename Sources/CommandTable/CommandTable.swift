@@ -40,6 +40,25 @@ public enum CommandTable {
     @usableFromInline static let nameIndex = CommandNameIndex(names: all.map(\.name))
 }
 
+/// The table for the data path. Every access to a static `let` checks its
+/// one-time initialiser, which on Linux is a runtime call (`swift_once`); a
+/// worker keeps one of these in a stored property and skips that per request.
+public struct CommandLookup: Sendable {
+    @usableFromInline let index: CommandNameIndex
+    @usableFromInline let rows: [CommandSpec]
+
+    public init() {
+        index = CommandTable.nameIndex
+        rows = CommandTable.all
+    }
+
+    /// The row of the command called `name` (any case), or nil. Allocation-free.
+    @inlinable public func find(_ name: UnsafeRawBufferPointer) -> CommandSpec? {
+        guard let i = index.find(name) else { return nil }
+        return rows[i]
+    }
+}
+
 extension CommandSpec {
     /// A container (`CONFIG`, `CLIENT`, `OBJECT` ...) only names a family: the
     /// row that routes is the subcommand's, found from argument 1.

@@ -4,3384 +4,3465 @@
 // server's COMMAND INFO and the key extraction with COMMAND GETKEYS.
 //
 // Request/response policies, affinity and `getKeysFunction` are derived by the script;
-// its docstring says how.
+// its docstring says how. Rows come in groups of 16 per function: one
+// literal of every row takes the optimizer minutes.
 
 extension CommandTable {
     /// Every Redis 7.0 command, sorted by name.
     static let redisCommands: [CommandSpec] = [
-        CommandSpec(
-            name: "acl", arity: -2, flags: [],
-            aclCategories: ["slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
-            subcommands: [
-                CommandSpec(
-                    name: "acl|cat", arity: -2, flags: [.noscript, .loading, .stale],
-                    aclCategories: ["slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "acl|deluser", arity: -3, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "acl|dryrun", arity: -4, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "acl|genpass", arity: -2, flags: [.noscript, .loading, .stale],
-                    aclCategories: ["slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "acl|getuser", arity: 3, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "acl|help", arity: 2, flags: [.loading, .stale],
-                    aclCategories: ["slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "acl|list", arity: 2, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "acl|load", arity: 2, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "acl|log", arity: -2, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "acl|save", arity: 2, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "acl|setuser", arity: -3, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "acl|users", arity: 2, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "acl|whoami", arity: 2, flags: [.noscript, .loading, .stale],
-                    aclCategories: ["slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-            ]
-        ),
-        CommandSpec(
-            name: "append", arity: 3, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "string", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "insert"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "asking", arity: 1, flags: [.fast],
-            aclCategories: ["fast", "connection"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "auth", arity: -2, flags: [.noscript, .loading, .stale, .fast, .noAuth, .allowBusy],
-            aclCategories: ["fast", "connection"],
-            requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "bgrewriteaof", arity: 1, flags: [.admin, .noscript, .noAsyncLoading],
-            aclCategories: ["admin", "slow", "dangerous"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "bgsave", arity: -1, flags: [.admin, .noscript, .noAsyncLoading],
-            aclCategories: ["admin", "slow", "dangerous"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "bitcount", arity: -2, flags: [.readonly],
-            aclCategories: ["read", "bitmap", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "bitfield", arity: -2, flags: [.write, .denyoom],
-            aclCategories: ["write", "bitmap", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                // This command allows both access and modification of the key
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "update", "variable_flags"]
-                ),
-            ],
-            getKeysFunction: .firstArgument,
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "bitfield_ro", arity: -2, flags: [.readonly, .fast],
-            aclCategories: ["read", "bitmap", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "bitop", arity: -4, flags: [.write, .denyoom],
-            aclCategories: ["write", "bitmap", "slow"],
-            firstKey: 2, lastKey: -1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-                KeySpec(
-                    beginSearch: .index(3), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "bitpos", arity: -3, flags: [.readonly],
-            aclCategories: ["read", "bitmap", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "blmove", arity: 6, flags: [.write, .denyoom, .noscript, .blocking],
-            aclCategories: ["write", "list", "slow", "blocking"],
-            firstKey: 1, lastKey: 2, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "insert"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "blmpop", arity: -5, flags: [.write, .blocking, .movablekeys],
-            aclCategories: ["write", "list", "slow", "blocking"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RW", "access", "delete"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "blpop", arity: -3, flags: [.write, .noscript, .blocking],
-            aclCategories: ["write", "list", "slow", "blocking"],
-            firstKey: 1, lastKey: -2, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: -2, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "brpop", arity: -3, flags: [.write, .noscript, .blocking],
-            aclCategories: ["write", "list", "slow", "blocking"],
-            firstKey: 1, lastKey: -2, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: -2, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "brpoplpush", arity: 4, flags: [.write, .denyoom, .noscript, .blocking],
-            aclCategories: ["write", "list", "slow", "blocking"],
-            firstKey: 1, lastKey: 2, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "insert"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "bzmpop", arity: -5, flags: [.write, .blocking, .movablekeys],
-            aclCategories: ["write", "sortedset", "slow", "blocking"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RW", "access", "delete"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "bzpopmax", arity: -3, flags: [.write, .noscript, .blocking, .fast],
-            aclCategories: ["write", "sortedset", "fast", "blocking"],
-            firstKey: 1, lastKey: -2, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: -2, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "bzpopmin", arity: -3, flags: [.write, .noscript, .blocking, .fast],
-            aclCategories: ["write", "sortedset", "fast", "blocking"],
-            firstKey: 1, lastKey: -2, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: -2, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "client", arity: -2, flags: [],
-            aclCategories: ["slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
-            subcommands: [
-                CommandSpec(
-                    name: "client|caching", arity: 3, flags: [.noscript, .loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "client|getname", arity: 2, flags: [.noscript, .loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "client|getredir", arity: 2, flags: [.noscript, .loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "client|help", arity: 2, flags: [.loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "client|id", arity: 2, flags: [.noscript, .loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "client|info", arity: 2, flags: [.noscript, .loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    tips: ["nondeterministic_output"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "client|kill", arity: -3, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous", "connection"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "client|list", arity: -2, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous", "connection"],
-                    tips: ["nondeterministic_output"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "client|no-evict", arity: 3, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous", "connection"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "client|pause", arity: -3, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous", "connection"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "client|reply", arity: 3, flags: [.noscript, .loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
-                ),
-                CommandSpec(
-                    name: "client|setname", arity: 3, flags: [.noscript, .loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "client|tracking", arity: -3, flags: [.noscript, .loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
-                ),
-                CommandSpec(
-                    name: "client|trackinginfo", arity: 2, flags: [.noscript, .loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "client|unblock", arity: -3, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous", "connection"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "client|unpause", arity: 2, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous", "connection"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-            ]
-        ),
-        CommandSpec(
-            name: "cluster", arity: -2, flags: [],
-            aclCategories: ["slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
-            subcommands: [
-                CommandSpec(
-                    name: "cluster|addslots", arity: -3, flags: [.admin, .stale, .noAsyncLoading],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|addslotsrange", arity: -4, flags: [.admin, .stale, .noAsyncLoading],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|bumpepoch", arity: 2, flags: [.admin, .stale, .noAsyncLoading],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    tips: ["nondeterministic_output"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|count-failure-reports", arity: 3, flags: [.admin, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    tips: ["nondeterministic_output"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|countkeysinslot", arity: 3, flags: [.stale],
-                    aclCategories: ["slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|delslots", arity: -3, flags: [.admin, .stale, .noAsyncLoading],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|delslotsrange", arity: -4, flags: [.admin, .stale, .noAsyncLoading],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|failover", arity: -2, flags: [.admin, .stale, .noAsyncLoading],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|flushslots", arity: 2, flags: [.admin, .stale, .noAsyncLoading],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|forget", arity: 3, flags: [.admin, .stale, .noAsyncLoading],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|getkeysinslot", arity: 4, flags: [.stale],
-                    aclCategories: ["slow"],
-                    tips: ["nondeterministic_output"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|help", arity: 2, flags: [.loading, .stale],
-                    aclCategories: ["slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|info", arity: 2, flags: [.stale],
-                    aclCategories: ["slow"],
-                    tips: ["nondeterministic_output"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|keyslot", arity: 3, flags: [.stale],
-                    aclCategories: ["slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|links", arity: 2, flags: [.stale],
-                    aclCategories: ["slow"],
-                    tips: ["nondeterministic_output"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|meet", arity: -4, flags: [.admin, .stale, .noAsyncLoading],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|myid", arity: 2, flags: [.stale],
-                    aclCategories: ["slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|nodes", arity: 2, flags: [.stale],
-                    aclCategories: ["slow"],
-                    tips: ["nondeterministic_output"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|replicas", arity: 3, flags: [.admin, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    tips: ["nondeterministic_output"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|replicate", arity: 3, flags: [.admin, .stale, .noAsyncLoading],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|reset", arity: -2, flags: [.admin, .noscript, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|saveconfig", arity: 2, flags: [.admin, .stale, .noAsyncLoading],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|set-config-epoch", arity: 3, flags: [.admin, .stale, .noAsyncLoading],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|setslot", arity: -4, flags: [.admin, .stale, .noAsyncLoading],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|shards", arity: 2, flags: [.stale],
-                    aclCategories: ["slow"],
-                    tips: ["nondeterministic_output"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|slaves", arity: 3, flags: [.admin, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    tips: ["nondeterministic_output"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "cluster|slots", arity: 2, flags: [.stale],
-                    aclCategories: ["slow"],
-                    tips: ["nondeterministic_output"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-            ]
-        ),
-        CommandSpec(
-            name: "command", arity: -1, flags: [.loading, .stale],
-            aclCategories: ["slow", "connection"],
-            tips: ["nondeterministic_output_order"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
-            subcommands: [
-                CommandSpec(
-                    name: "command|count", arity: 2, flags: [.loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "command|docs", arity: -2, flags: [.loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    tips: ["nondeterministic_output_order"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "command|getkeys", arity: -4, flags: [.loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "command|getkeysandflags", arity: -4, flags: [.loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "command|help", arity: 2, flags: [.loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "command|info", arity: -2, flags: [.loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    tips: ["nondeterministic_output_order"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "command|list", arity: -2, flags: [.loading, .stale],
-                    aclCategories: ["slow", "connection"],
-                    tips: ["nondeterministic_output_order"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-            ]
-        ),
-        CommandSpec(
-            name: "config", arity: -2, flags: [],
-            aclCategories: ["slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
-            subcommands: [
-                CommandSpec(
-                    name: "config|get", arity: -3, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "config|help", arity: 2, flags: [.loading, .stale],
-                    aclCategories: ["slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "config|resetstat", arity: 2, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "config|rewrite", arity: 2, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "config|set", arity: -4, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    tips: ["request_policy:all_nodes", "response_policy:all_succeeded"],
-                    requestPolicy: .allNodes, responsePolicy: .allSucceeded, affinity: .multiplexed
-                ),
-            ]
-        ),
-        CommandSpec(
-            name: "copy", arity: -3, flags: [.write, .denyoom],
-            aclCategories: ["keyspace", "write", "slow"],
-            firstKey: 1, lastKey: 2, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "dbsize", arity: 1, flags: [.readonly, .fast],
-            aclCategories: ["keyspace", "read", "fast"],
-            tips: ["request_policy:all_shards", "response_policy:agg_sum"],
-            requestPolicy: .allMasters, responsePolicy: .sum, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "debug", arity: -2, flags: [.admin, .noscript, .loading, .stale],
-            aclCategories: ["admin", "slow", "dangerous"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "decr", arity: 2, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "string", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "decrby", arity: 3, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "string", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "del", arity: -2, flags: [.write],
-            aclCategories: ["keyspace", "write", "slow"],
-            firstKey: 1, lastKey: -1, keyStep: 1,
-            tips: ["request_policy:multi_shard", "response_policy:agg_sum"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
-                    flags: ["RM", "delete"]
-                ),
-            ],
-            requestPolicy: .splitByKey, responsePolicy: .sum, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "discard", arity: 1, flags: [.noscript, .loading, .stale, .fast, .allowBusy],
-            aclCategories: ["fast", "transaction"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "dump", arity: 2, flags: [.readonly],
-            aclCategories: ["keyspace", "read", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "echo", arity: 2, flags: [.loading, .stale, .fast],
-            aclCategories: ["fast", "connection"],
-            requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "eval", arity: -3, flags: [.noscript, .stale, .skipMonitor, .noMandatoryKeys, .movablekeys],
-            aclCategories: ["slow", "scripting"],
-            keySpecs: [
-                // We cannot tell how the keys will be used so we assume the worst, RW and UPDATE
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RW", "access", "update"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "eval_ro", arity: -3, flags: [.readonly, .noscript, .stale, .skipMonitor, .noMandatoryKeys, .movablekeys],
-            aclCategories: ["slow", "scripting"],
-            keySpecs: [
-                // We cannot tell how the keys will be used so we assume the worst, RO and ACCESS
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "evalsha", arity: -3, flags: [.noscript, .stale, .skipMonitor, .noMandatoryKeys, .movablekeys],
-            aclCategories: ["slow", "scripting"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RW", "access", "update"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "evalsha_ro", arity: -3, flags: [.readonly, .noscript, .stale, .skipMonitor, .noMandatoryKeys, .movablekeys],
-            aclCategories: ["slow", "scripting"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "exec", arity: 1, flags: [.noscript, .loading, .stale, .skipSlowlog],
-            aclCategories: ["slow", "transaction"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "exists", arity: -2, flags: [.readonly, .fast],
-            aclCategories: ["keyspace", "read", "fast"],
-            firstKey: 1, lastKey: -1, keyStep: 1,
-            tips: ["request_policy:multi_shard", "response_policy:agg_sum"],
-            keySpecs: [
-                KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0), flags: ["RO"]),
-            ],
-            requestPolicy: .splitByKey, responsePolicy: .sum, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "expire", arity: -3, flags: [.write, .fast],
-            aclCategories: ["keyspace", "write", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "expireat", arity: -3, flags: [.write, .fast],
-            aclCategories: ["keyspace", "write", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "expiretime", arity: 2, flags: [.readonly, .fast],
-            aclCategories: ["keyspace", "read", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "failover", arity: -1, flags: [.admin, .noscript, .stale],
-            aclCategories: ["admin", "slow", "dangerous"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "fcall", arity: -3, flags: [.noscript, .stale, .skipMonitor, .noMandatoryKeys, .movablekeys],
-            aclCategories: ["slow", "scripting"],
-            keySpecs: [
-                // We cannot tell how the keys will be used so we assume the worst, RW and UPDATE
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RW", "access", "update"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "fcall_ro", arity: -3, flags: [.readonly, .noscript, .stale, .skipMonitor, .noMandatoryKeys, .movablekeys],
-            aclCategories: ["slow", "scripting"],
-            keySpecs: [
-                // We cannot tell how the keys will be used so we assume the worst, RO and ACCESS
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "flushall", arity: -1, flags: [.write],
-            aclCategories: ["keyspace", "write", "slow", "dangerous"],
-            tips: ["request_policy:all_shards", "response_policy:all_succeeded"],
-            requestPolicy: .allMasters, responsePolicy: .allSucceeded, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "flushdb", arity: -1, flags: [.write],
-            aclCategories: ["keyspace", "write", "slow", "dangerous"],
-            tips: ["request_policy:all_shards", "response_policy:all_succeeded"],
-            requestPolicy: .allMasters, responsePolicy: .allSucceeded, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "function", arity: -2, flags: [],
-            aclCategories: ["slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
-            subcommands: [
-                CommandSpec(
-                    name: "function|delete", arity: 3, flags: [.write, .noscript],
-                    aclCategories: ["write", "slow", "scripting"],
-                    tips: ["request_policy:all_shards", "response_policy:all_succeeded"],
-                    requestPolicy: .allMasters, responsePolicy: .allSucceeded, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "function|dump", arity: 2, flags: [.noscript],
-                    aclCategories: ["slow", "scripting"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "function|flush", arity: -2, flags: [.write, .noscript],
-                    aclCategories: ["write", "slow", "scripting"],
-                    tips: ["request_policy:all_shards", "response_policy:all_succeeded"],
-                    requestPolicy: .allMasters, responsePolicy: .allSucceeded, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "function|help", arity: 2, flags: [.loading, .stale],
-                    aclCategories: ["slow", "scripting"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "function|kill", arity: 2, flags: [.noscript, .allowBusy],
-                    aclCategories: ["slow", "scripting"],
-                    tips: ["request_policy:all_shards", "response_policy:one_succeeded"],
-                    requestPolicy: .allMasters, responsePolicy: .firstSuccess, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "function|list", arity: -2, flags: [.noscript],
-                    aclCategories: ["slow", "scripting"],
-                    tips: ["nondeterministic_output_order"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "function|load", arity: -3, flags: [.write, .denyoom, .noscript],
-                    aclCategories: ["write", "slow", "scripting"],
-                    tips: ["request_policy:all_shards", "response_policy:all_succeeded"],
-                    requestPolicy: .allMasters, responsePolicy: .allSucceeded, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "function|restore", arity: -3, flags: [.write, .denyoom, .noscript],
-                    aclCategories: ["write", "slow", "scripting"],
-                    tips: ["request_policy:all_shards", "response_policy:all_succeeded"],
-                    requestPolicy: .allMasters, responsePolicy: .allSucceeded, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "function|stats", arity: 2, flags: [.noscript, .allowBusy],
-                    aclCategories: ["slow", "scripting"],
-                    tips: ["nondeterministic_output", "request_policy:all_shards", "response_policy:special"],
-                    requestPolicy: .allMasters, responsePolicy: .special, affinity: .multiplexed
-                ),
-            ]
-        ),
-        CommandSpec(
-            name: "geoadd", arity: -5, flags: [.write, .denyoom],
-            aclCategories: ["write", "geo", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "geodist", arity: -4, flags: [.readonly],
-            aclCategories: ["read", "geo", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "geohash", arity: -2, flags: [.readonly],
-            aclCategories: ["read", "geo", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "geopos", arity: -2, flags: [.readonly],
-            aclCategories: ["read", "geo", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "georadius", arity: -6, flags: [.write, .denyoom, .movablekeys],
-            aclCategories: ["write", "geo", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-                KeySpec(
-                    beginSearch: .keyword("STORE", startFrom: 6), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-                KeySpec(
-                    beginSearch: .keyword("STOREDIST", startFrom: 6), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-            ],
-            getKeysFunction: .georadius,
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "georadius_ro", arity: -6, flags: [.readonly],
-            aclCategories: ["read", "geo", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "georadiusbymember", arity: -5, flags: [.write, .denyoom, .movablekeys],
-            aclCategories: ["write", "geo", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-                KeySpec(
-                    beginSearch: .keyword("STORE", startFrom: 5), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-                KeySpec(
-                    beginSearch: .keyword("STOREDIST", startFrom: 5), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-            ],
-            getKeysFunction: .georadius,
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "georadiusbymember_ro", arity: -5, flags: [.readonly],
-            aclCategories: ["read", "geo", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "geosearch", arity: -7, flags: [.readonly],
-            aclCategories: ["read", "geo", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "geosearchstore", arity: -8, flags: [.write, .denyoom],
-            aclCategories: ["write", "geo", "slow"],
-            firstKey: 1, lastKey: 2, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "get", arity: 2, flags: [.readonly, .fast],
-            aclCategories: ["read", "string", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "getbit", arity: 3, flags: [.readonly, .fast],
-            aclCategories: ["read", "bitmap", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "getdel", arity: 2, flags: [.write, .fast],
-            aclCategories: ["write", "string", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "getex", arity: -2, flags: [.write, .fast],
-            aclCategories: ["write", "string", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                // RW and UPDATE because it changes the TTL
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "getrange", arity: 4, flags: [.readonly],
-            aclCategories: ["read", "string", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "getset", arity: 3, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "string", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hdel", arity: -3, flags: [.write, .fast],
-            aclCategories: ["write", "hash", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hello", arity: -1, flags: [.noscript, .loading, .stale, .fast, .noAuth, .allowBusy],
-            aclCategories: ["fast", "connection"],
-            requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hexists", arity: 3, flags: [.readonly, .fast],
-            aclCategories: ["read", "hash", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hget", arity: 3, flags: [.readonly, .fast],
-            aclCategories: ["read", "hash", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hgetall", arity: 2, flags: [.readonly],
-            aclCategories: ["read", "hash", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output_order"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hincrby", arity: 4, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "hash", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hincrbyfloat", arity: 4, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "hash", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hkeys", arity: 2, flags: [.readonly],
-            aclCategories: ["read", "hash", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output_order"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hlen", arity: 2, flags: [.readonly, .fast],
-            aclCategories: ["read", "hash", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hmget", arity: -3, flags: [.readonly, .fast],
-            aclCategories: ["read", "hash", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hmset", arity: -4, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "hash", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hrandfield", arity: -2, flags: [.readonly],
-            aclCategories: ["read", "hash", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hscan", arity: -3, flags: [.readonly],
-            aclCategories: ["read", "hash", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hset", arity: -4, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "hash", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hsetnx", arity: 4, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "hash", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "insert"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hstrlen", arity: 3, flags: [.readonly, .fast],
-            aclCategories: ["read", "hash", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "hvals", arity: 2, flags: [.readonly],
-            aclCategories: ["read", "hash", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output_order"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "incr", arity: 2, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "string", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "incrby", arity: 3, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "string", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "incrbyfloat", arity: 3, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "string", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "info", arity: -1, flags: [.loading, .stale],
-            aclCategories: ["slow", "dangerous"],
-            tips: ["nondeterministic_output", "request_policy:all_shards", "response_policy:special"],
-            requestPolicy: .allMasters, responsePolicy: .special, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "keys", arity: 2, flags: [.readonly],
-            aclCategories: ["keyspace", "read", "slow", "dangerous"],
-            tips: ["request_policy:all_shards", "nondeterministic_output_order"],
-            requestPolicy: .allMasters, responsePolicy: .special, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "lastsave", arity: 1, flags: [.loading, .stale, .fast],
-            aclCategories: ["admin", "fast", "dangerous"],
-            tips: ["nondeterministic_output"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "latency", arity: -2, flags: [],
-            aclCategories: ["slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
-            subcommands: [
-                CommandSpec(
-                    name: "latency|doctor", arity: 2, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    tips: ["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"],
-                    requestPolicy: .allNodes, responsePolicy: .special, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "latency|graph", arity: 3, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    tips: ["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"],
-                    requestPolicy: .allNodes, responsePolicy: .special, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "latency|help", arity: 2, flags: [.loading, .stale],
-                    aclCategories: ["slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "latency|histogram", arity: -2, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    tips: ["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"],
-                    requestPolicy: .allNodes, responsePolicy: .special, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "latency|history", arity: 3, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    tips: ["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"],
-                    requestPolicy: .allNodes, responsePolicy: .special, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "latency|latest", arity: 2, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    tips: ["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"],
-                    requestPolicy: .allNodes, responsePolicy: .special, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "latency|reset", arity: -2, flags: [.admin, .noscript, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    tips: ["request_policy:all_nodes", "response_policy:all_succeeded"],
-                    requestPolicy: .allNodes, responsePolicy: .allSucceeded, affinity: .multiplexed
-                ),
-            ]
-        ),
-        CommandSpec(
-            name: "lcs", arity: -3, flags: [.readonly],
-            aclCategories: ["read", "string", "slow"],
-            firstKey: 1, lastKey: 2, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 1, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "lindex", arity: 3, flags: [.readonly],
-            aclCategories: ["read", "list", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "linsert", arity: 5, flags: [.write, .denyoom],
-            aclCategories: ["write", "list", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "insert"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "llen", arity: 2, flags: [.readonly, .fast],
-            aclCategories: ["read", "list", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "lmove", arity: 5, flags: [.write, .denyoom],
-            aclCategories: ["write", "list", "slow"],
-            firstKey: 1, lastKey: 2, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "insert"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "lmpop", arity: -4, flags: [.write, .movablekeys],
-            aclCategories: ["write", "list", "slow"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RW", "access", "delete"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 1, firstKeyIndex: 2, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "lolwut", arity: -1, flags: [.readonly, .fast],
-            aclCategories: ["read", "fast"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "lpop", arity: -2, flags: [.write, .fast],
-            aclCategories: ["write", "list", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "lpos", arity: -3, flags: [.readonly],
-            aclCategories: ["read", "list", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "lpush", arity: -3, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "list", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "insert"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "lpushx", arity: -3, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "list", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "insert"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "lrange", arity: 4, flags: [.readonly],
-            aclCategories: ["read", "list", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "lrem", arity: 4, flags: [.write],
-            aclCategories: ["write", "list", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "lset", arity: 4, flags: [.write, .denyoom],
-            aclCategories: ["write", "list", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "ltrim", arity: 4, flags: [.write],
-            aclCategories: ["write", "list", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "memory", arity: -2, flags: [],
-            aclCategories: ["slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
-            subcommands: [
-                CommandSpec(
-                    name: "memory|doctor", arity: 2, flags: [],
-                    aclCategories: ["slow"],
-                    tips: ["nondeterministic_output", "request_policy:all_shards", "response_policy:special"],
-                    requestPolicy: .allMasters, responsePolicy: .special, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "memory|help", arity: 2, flags: [.loading, .stale],
-                    aclCategories: ["slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "memory|malloc-stats", arity: 2, flags: [],
-                    aclCategories: ["slow"],
-                    tips: ["nondeterministic_output", "request_policy:all_shards", "response_policy:special"],
-                    requestPolicy: .allMasters, responsePolicy: .special, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "memory|purge", arity: 2, flags: [],
-                    aclCategories: ["slow"],
-                    tips: ["request_policy:all_shards", "response_policy:all_succeeded"],
-                    requestPolicy: .allMasters, responsePolicy: .allSucceeded, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "memory|stats", arity: 2, flags: [],
-                    aclCategories: ["slow"],
-                    tips: ["nondeterministic_output", "request_policy:all_shards", "response_policy:special"],
-                    requestPolicy: .allMasters, responsePolicy: .special, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "memory|usage", arity: -3, flags: [.readonly],
-                    aclCategories: ["read", "slow"],
-                    firstKey: 2, lastKey: 2, keyStep: 1,
-                    keySpecs: [
-                        KeySpec(
-                            beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                            flags: ["RO"]
-                        ),
-                    ],
-                    requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-            ]
-        ),
-        CommandSpec(
-            name: "mget", arity: -2, flags: [.readonly, .fast],
-            aclCategories: ["read", "string", "fast"],
-            firstKey: 1, lastKey: -1, keyStep: 1,
-            tips: ["request_policy:multi_shard"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .splitByKey, responsePolicy: .concatenateInKeyOrder, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "migrate", arity: -6, flags: [.write, .movablekeys],
-            aclCategories: ["keyspace", "write", "slow", "dangerous"],
-            firstKey: 3, lastKey: 3, keyStep: 1,
-            tips: ["nondeterministic_output"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(3), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-                KeySpec(
-                    beginSearch: .keyword("KEYS", startFrom: -2), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0), incomplete: true,
-                    flags: ["RW", "access", "delete", "incomplete"]
-                ),
-            ],
-            getKeysFunction: .migrate,
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "module", arity: -2, flags: [],
-            aclCategories: ["slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
-            subcommands: [
-                CommandSpec(
-                    name: "module|help", arity: 2, flags: [.loading, .stale],
-                    aclCategories: ["slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "module|list", arity: 2, flags: [.admin, .noscript],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    tips: ["nondeterministic_output_order"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "module|load", arity: -3, flags: [.admin, .noscript, .noAsyncLoading],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "module|loadex", arity: -3, flags: [.admin, .noscript, .noAsyncLoading],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "module|unload", arity: 3, flags: [.admin, .noscript, .noAsyncLoading],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-            ]
-        ),
-        CommandSpec(
-            name: "monitor", arity: 1, flags: [.admin, .noscript, .loading, .stale],
-            aclCategories: ["admin", "slow", "dangerous"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "move", arity: 3, flags: [.write, .fast],
-            aclCategories: ["keyspace", "write", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "mset", arity: -3, flags: [.write, .denyoom],
-            aclCategories: ["write", "string", "slow"],
-            firstKey: 1, lastKey: -1, keyStep: 2,
-            tips: ["request_policy:multi_shard", "response_policy:all_succeeded"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 2, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-            ],
-            requestPolicy: .splitByKey, responsePolicy: .allSucceeded, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "msetnx", arity: -3, flags: [.write, .denyoom],
-            aclCategories: ["write", "string", "slow"],
-            firstKey: 1, lastKey: -1, keyStep: 2,
-            tips: ["request_policy:multi_shard", "response_policy:agg_min"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 2, limit: 0),
-                    flags: ["OW", "insert"]
-                ),
-            ],
-            requestPolicy: .splitByKey, responsePolicy: .special, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "multi", arity: 1, flags: [.noscript, .loading, .stale, .fast, .allowBusy],
-            aclCategories: ["fast", "transaction"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "object", arity: -2, flags: [],
-            aclCategories: ["slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
-            subcommands: [
-                CommandSpec(
-                    name: "object|encoding", arity: 3, flags: [.readonly],
-                    aclCategories: ["keyspace", "read", "slow"],
-                    firstKey: 2, lastKey: 2, keyStep: 1,
-                    tips: ["nondeterministic_output"],
-                    keySpecs: [
-                        KeySpec(
-                            beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                            flags: ["RO"]
-                        ),
-                    ],
-                    requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "object|freq", arity: 3, flags: [.readonly],
-                    aclCategories: ["keyspace", "read", "slow"],
-                    firstKey: 2, lastKey: 2, keyStep: 1,
-                    tips: ["nondeterministic_output"],
-                    keySpecs: [
-                        KeySpec(
-                            beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                            flags: ["RO"]
-                        ),
-                    ],
-                    requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "object|help", arity: 2, flags: [.loading, .stale],
-                    aclCategories: ["keyspace", "slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "object|idletime", arity: 3, flags: [.readonly],
-                    aclCategories: ["keyspace", "read", "slow"],
-                    firstKey: 2, lastKey: 2, keyStep: 1,
-                    tips: ["nondeterministic_output"],
-                    keySpecs: [
-                        KeySpec(
-                            beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                            flags: ["RO"]
-                        ),
-                    ],
-                    requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "object|refcount", arity: 3, flags: [.readonly],
-                    aclCategories: ["keyspace", "read", "slow"],
-                    firstKey: 2, lastKey: 2, keyStep: 1,
-                    tips: ["nondeterministic_output"],
-                    keySpecs: [
-                        KeySpec(
-                            beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                            flags: ["RO"]
-                        ),
-                    ],
-                    requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-            ]
-        ),
-        CommandSpec(
-            name: "persist", arity: 2, flags: [.write, .fast],
-            aclCategories: ["keyspace", "write", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "pexpire", arity: -3, flags: [.write, .fast],
-            aclCategories: ["keyspace", "write", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "pexpireat", arity: -3, flags: [.write, .fast],
-            aclCategories: ["keyspace", "write", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "pexpiretime", arity: 2, flags: [.readonly, .fast],
-            aclCategories: ["keyspace", "read", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "pfadd", arity: -2, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "hyperloglog", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "insert"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "pfcount", arity: -2, flags: [.readonly],
-            aclCategories: ["read", "hyperloglog", "slow"],
-            firstKey: 1, lastKey: -1, keyStep: 1,
-            keySpecs: [
-                // RW because it may change the internal representation of the key, and propagate to replicas
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
-                    flags: ["RW", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "pfdebug", arity: 3, flags: [.write, .denyoom, .admin],
-            aclCategories: ["write", "hyperloglog", "admin", "slow", "dangerous"],
-            firstKey: 2, lastKey: 2, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "pfmerge", arity: -2, flags: [.write, .denyoom],
-            aclCategories: ["write", "hyperloglog", "slow"],
-            firstKey: 1, lastKey: -1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "insert"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "pfselftest", arity: 1, flags: [.admin],
-            aclCategories: ["hyperloglog", "admin", "slow", "dangerous"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "ping", arity: -1, flags: [.fast],
-            aclCategories: ["fast", "connection"],
-            tips: ["request_policy:all_shards", "response_policy:all_succeeded"],
-            requestPolicy: .local, responsePolicy: .allSucceeded, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "psetex", arity: 4, flags: [.write, .denyoom],
-            aclCategories: ["write", "string", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "psubscribe", arity: -2, flags: [.pubsub, .noscript, .loading, .stale],
-            aclCategories: ["pubsub", "slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "psync", arity: -3, flags: [.admin, .noscript, .noAsyncLoading, .noMulti],
-            aclCategories: ["admin", "slow", "dangerous"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "pttl", arity: 2, flags: [.readonly, .fast],
-            aclCategories: ["keyspace", "read", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "publish", arity: 3, flags: [.pubsub, .loading, .stale, .fast],
-            aclCategories: ["pubsub", "fast"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "pubsub", arity: -2, flags: [],
-            aclCategories: ["slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
-            subcommands: [
-                CommandSpec(
-                    name: "pubsub|channels", arity: -2, flags: [.pubsub, .loading, .stale],
-                    aclCategories: ["pubsub", "slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "pubsub|help", arity: 2, flags: [.loading, .stale],
-                    aclCategories: ["slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "pubsub|numpat", arity: 2, flags: [.pubsub, .loading, .stale],
-                    aclCategories: ["pubsub", "slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "pubsub|numsub", arity: -2, flags: [.pubsub, .loading, .stale],
-                    aclCategories: ["pubsub", "slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "pubsub|shardchannels", arity: -2, flags: [.pubsub, .loading, .stale],
-                    aclCategories: ["pubsub", "slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "pubsub|shardnumsub", arity: -2, flags: [.pubsub, .loading, .stale],
-                    aclCategories: ["pubsub", "slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-            ]
-        ),
-        CommandSpec(
-            name: "punsubscribe", arity: -1, flags: [.pubsub, .noscript, .loading, .stale],
-            aclCategories: ["pubsub", "slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "quit", arity: -1, flags: [.noscript, .loading, .stale, .fast, .noAuth, .allowBusy],
-            aclCategories: ["fast", "connection"],
-            requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "randomkey", arity: 1, flags: [.readonly],
-            aclCategories: ["keyspace", "read", "slow"],
-            tips: ["request_policy:all_shards", "nondeterministic_output"],
-            requestPolicy: .allMasters, responsePolicy: .special, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "readonly", arity: 1, flags: [.loading, .stale, .fast],
-            aclCategories: ["fast", "connection"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "readwrite", arity: 1, flags: [.loading, .stale, .fast],
-            aclCategories: ["fast", "connection"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "rename", arity: 3, flags: [.write],
-            aclCategories: ["keyspace", "write", "slow"],
-            firstKey: 1, lastKey: 2, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "renamenx", arity: 3, flags: [.write, .fast],
-            aclCategories: ["keyspace", "write", "fast"],
-            firstKey: 1, lastKey: 2, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "insert"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "replconf", arity: -1, flags: [.admin, .noscript, .loading, .stale, .allowBusy],
-            aclCategories: ["admin", "slow", "dangerous"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "replicaof", arity: 3, flags: [.admin, .noscript, .stale, .noAsyncLoading],
-            aclCategories: ["admin", "slow", "dangerous"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "reset", arity: 1, flags: [.noscript, .loading, .stale, .fast, .noAuth, .allowBusy],
-            aclCategories: ["fast", "connection"],
-            requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "restore", arity: -4, flags: [.write, .denyoom],
-            aclCategories: ["keyspace", "write", "slow", "dangerous"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "restore-asking", arity: -4, flags: [.write, .denyoom, .asking],
-            aclCategories: ["keyspace", "write", "slow", "dangerous"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "role", arity: 1, flags: [.noscript, .loading, .stale, .fast],
-            aclCategories: ["admin", "fast", "dangerous"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "rpop", arity: -2, flags: [.write, .fast],
-            aclCategories: ["write", "list", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "rpoplpush", arity: 3, flags: [.write, .denyoom],
-            aclCategories: ["write", "list", "slow"],
-            firstKey: 1, lastKey: 2, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "insert"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "rpush", arity: -3, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "list", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "insert"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "rpushx", arity: -3, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "list", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "insert"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "sadd", arity: -3, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "set", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "insert"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "save", arity: 1, flags: [.admin, .noscript, .noAsyncLoading, .noMulti],
-            aclCategories: ["admin", "slow", "dangerous"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "scan", arity: -2, flags: [.readonly],
-            aclCategories: ["keyspace", "read", "slow"],
-            tips: ["nondeterministic_output", "request_policy:special"],
-            requestPolicy: .anyNode, responsePolicy: .special, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "scard", arity: 2, flags: [.readonly, .fast],
-            aclCategories: ["read", "set", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "script", arity: -2, flags: [],
-            aclCategories: ["slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
-            subcommands: [
-                CommandSpec(
-                    name: "script|debug", arity: 3, flags: [.noscript],
-                    aclCategories: ["slow", "scripting"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "script|exists", arity: -3, flags: [.noscript],
-                    aclCategories: ["slow", "scripting"],
-                    tips: ["request_policy:all_shards", "response_policy:agg_logical_and"],
-                    requestPolicy: .allMasters, responsePolicy: .logicalAnd, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "script|flush", arity: -2, flags: [.noscript],
-                    aclCategories: ["slow", "scripting"],
-                    tips: ["request_policy:all_nodes", "response_policy:all_succeeded"],
-                    requestPolicy: .allNodes, responsePolicy: .allSucceeded, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "script|help", arity: 2, flags: [.loading, .stale],
-                    aclCategories: ["slow", "scripting"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "script|kill", arity: 2, flags: [.noscript, .allowBusy],
-                    aclCategories: ["slow", "scripting"],
-                    tips: ["request_policy:all_shards", "response_policy:one_succeeded"],
-                    requestPolicy: .allMasters, responsePolicy: .firstSuccess, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "script|load", arity: 3, flags: [.noscript, .stale],
-                    aclCategories: ["slow", "scripting"],
-                    tips: ["request_policy:all_nodes", "response_policy:all_succeeded"],
-                    requestPolicy: .allNodes, responsePolicy: .allSucceeded, affinity: .multiplexed
-                ),
-            ]
-        ),
-        CommandSpec(
-            name: "sdiff", arity: -2, flags: [.readonly],
-            aclCategories: ["read", "set", "slow"],
-            firstKey: 1, lastKey: -1, keyStep: 1,
-            tips: ["nondeterministic_output_order"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "sdiffstore", arity: -3, flags: [.write, .denyoom],
-            aclCategories: ["write", "set", "slow"],
-            firstKey: 1, lastKey: -1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "select", arity: 2, flags: [.loading, .stale, .fast],
-            aclCategories: ["fast", "connection"],
-            requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "set", arity: -3, flags: [.write, .denyoom],
-            aclCategories: ["write", "string", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                // RW and ACCESS due to the optional `GET` argument
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "update", "variable_flags"]
-                ),
-            ],
-            getKeysFunction: .firstArgument,
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "setbit", arity: 4, flags: [.write, .denyoom],
-            aclCategories: ["write", "bitmap", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "setex", arity: 4, flags: [.write, .denyoom],
-            aclCategories: ["write", "string", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "setnx", arity: 3, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "string", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "insert"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "setrange", arity: 4, flags: [.write, .denyoom],
-            aclCategories: ["write", "string", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "shutdown", arity: -1, flags: [.admin, .noscript, .loading, .stale, .noMulti, .allowBusy],
-            aclCategories: ["admin", "slow", "dangerous"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "sinter", arity: -2, flags: [.readonly],
-            aclCategories: ["read", "set", "slow"],
-            firstKey: 1, lastKey: -1, keyStep: 1,
-            tips: ["nondeterministic_output_order"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "sintercard", arity: -3, flags: [.readonly, .movablekeys],
-            aclCategories: ["read", "set", "slow"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 1, firstKeyIndex: 2, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "sinterstore", arity: -3, flags: [.write, .denyoom],
-            aclCategories: ["write", "set", "slow"],
-            firstKey: 1, lastKey: -1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "update"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "sismember", arity: 3, flags: [.readonly, .fast],
-            aclCategories: ["read", "set", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "slaveof", arity: 3, flags: [.admin, .noscript, .stale, .noAsyncLoading],
-            aclCategories: ["admin", "slow", "dangerous"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "slowlog", arity: -2, flags: [],
-            aclCategories: ["slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
-            subcommands: [
-                CommandSpec(
-                    name: "slowlog|get", arity: -2, flags: [.admin, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    tips: ["request_policy:all_nodes", "nondeterministic_output"],
-                    requestPolicy: .allNodes, responsePolicy: .special, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "slowlog|help", arity: 2, flags: [.loading, .stale],
-                    aclCategories: ["slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "slowlog|len", arity: 2, flags: [.admin, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    tips: ["request_policy:all_nodes", "response_policy:agg_sum", "nondeterministic_output"],
-                    requestPolicy: .allNodes, responsePolicy: .sum, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "slowlog|reset", arity: 2, flags: [.admin, .loading, .stale],
-                    aclCategories: ["admin", "slow", "dangerous"],
-                    tips: ["request_policy:all_nodes", "response_policy:all_succeeded"],
-                    requestPolicy: .allNodes, responsePolicy: .allSucceeded, affinity: .multiplexed
-                ),
-            ]
-        ),
-        CommandSpec(
-            name: "smembers", arity: 2, flags: [.readonly],
-            aclCategories: ["read", "set", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output_order"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "smismember", arity: -3, flags: [.readonly, .fast],
-            aclCategories: ["read", "set", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "smove", arity: 4, flags: [.write, .fast],
-            aclCategories: ["write", "set", "fast"],
-            firstKey: 1, lastKey: 2, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "insert"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "sort", arity: -2, flags: [.write, .denyoom, .movablekeys],
-            aclCategories: ["write", "set", "sortedset", "list", "slow", "dangerous"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-                // For the optional BY/GET keyword. It is marked 'unknown' because the key names derive from the content of the key we sort
-                KeySpec(beginSearch: .unknown, findKeys: .unknown, flags: ["RO", "access"]),
-                // For the optional STORE keyword. It is marked 'unknown' because the keyword can appear anywhere in the argument array
-                KeySpec(beginSearch: .unknown, findKeys: .unknown, flags: ["OW", "update"]),
-            ],
-            getKeysFunction: .sort,
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "sort_ro", arity: -2, flags: [.readonly, .movablekeys],
-            aclCategories: ["read", "set", "sortedset", "list", "slow", "dangerous"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-                // For the optional BY/GET keyword. It is marked 'unknown' because the key names derive from the content of the key we sort
-                KeySpec(beginSearch: .unknown, findKeys: .unknown, flags: ["RO", "access"]),
-            ],
-            getKeysFunction: .sortReadOnly,
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "spop", arity: -2, flags: [.write, .fast],
-            aclCategories: ["write", "set", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "spublish", arity: 3, flags: [.pubsub, .loading, .stale, .fast],
-            aclCategories: ["pubsub", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["not_key"]),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "srandmember", arity: -2, flags: [.readonly],
-            aclCategories: ["read", "set", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "srem", arity: -3, flags: [.write, .fast],
-            aclCategories: ["write", "set", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "sscan", arity: -3, flags: [.readonly],
-            aclCategories: ["read", "set", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "ssubscribe", arity: -2, flags: [.pubsub, .noscript, .loading, .stale],
-            aclCategories: ["pubsub", "slow"],
-            firstKey: 1, lastKey: -1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
-                    flags: ["not_key"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "strlen", arity: 2, flags: [.readonly, .fast],
-            aclCategories: ["read", "string", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "subscribe", arity: -2, flags: [.pubsub, .noscript, .loading, .stale],
-            aclCategories: ["pubsub", "slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "substr", arity: 4, flags: [.readonly],
-            aclCategories: ["read", "string", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "sunion", arity: -2, flags: [.readonly],
-            aclCategories: ["read", "set", "slow"],
-            firstKey: 1, lastKey: -1, keyStep: 1,
-            tips: ["nondeterministic_output_order"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "sunionstore", arity: -3, flags: [.write, .denyoom],
-            aclCategories: ["write", "set", "slow"],
-            firstKey: 1, lastKey: -1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "sunsubscribe", arity: -1, flags: [.pubsub, .noscript, .loading, .stale],
-            aclCategories: ["pubsub", "slow"],
-            firstKey: 1, lastKey: -1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
-                    flags: ["not_key"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "swapdb", arity: 3, flags: [.write, .fast],
-            aclCategories: ["keyspace", "write", "fast", "dangerous"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "sync", arity: 1, flags: [.admin, .noscript, .noAsyncLoading, .noMulti],
-            aclCategories: ["admin", "slow", "dangerous"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "time", arity: 1, flags: [.loading, .stale, .fast],
-            aclCategories: ["fast"],
-            tips: ["nondeterministic_output"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "touch", arity: -2, flags: [.readonly, .fast],
-            aclCategories: ["keyspace", "read", "fast"],
-            firstKey: 1, lastKey: -1, keyStep: 1,
-            tips: ["request_policy:multi_shard", "response_policy:agg_sum"],
-            keySpecs: [
-                KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0), flags: ["RO"]),
-            ],
-            requestPolicy: .splitByKey, responsePolicy: .sum, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "ttl", arity: 2, flags: [.readonly, .fast],
-            aclCategories: ["keyspace", "read", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "type", arity: 2, flags: [.readonly, .fast],
-            aclCategories: ["keyspace", "read", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "unlink", arity: -2, flags: [.write, .fast],
-            aclCategories: ["keyspace", "write", "fast"],
-            firstKey: 1, lastKey: -1, keyStep: 1,
-            tips: ["request_policy:multi_shard", "response_policy:agg_sum"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
-                    flags: ["RM", "delete"]
-                ),
-            ],
-            requestPolicy: .splitByKey, responsePolicy: .sum, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "unsubscribe", arity: -1, flags: [.pubsub, .noscript, .loading, .stale],
-            aclCategories: ["pubsub", "slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "unwatch", arity: 1, flags: [.noscript, .loading, .stale, .fast, .allowBusy],
-            aclCategories: ["fast", "transaction"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "wait", arity: 3, flags: [.noscript],
-            aclCategories: ["slow", "connection"],
-            tips: ["request_policy:all_shards", "response_policy:agg_min"],
-            requestPolicy: .allMasters, responsePolicy: .special, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "watch", arity: -2, flags: [.noscript, .loading, .stale, .fast, .allowBusy],
-            aclCategories: ["fast", "transaction"],
-            firstKey: 1, lastKey: -1, keyStep: 1,
-            keySpecs: [
-                KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0), flags: ["RO"]),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "xack", arity: -4, flags: [.write, .fast],
-            aclCategories: ["write", "stream", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "xadd", arity: -5, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "stream", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output"],
-            keySpecs: [
-                // UPDATE instead of INSERT because of the optional trimming feature
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "xautoclaim", arity: -6, flags: [.write, .fast],
-            aclCategories: ["write", "stream", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "xclaim", arity: -6, flags: [.write, .fast],
-            aclCategories: ["write", "stream", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "xdel", arity: -3, flags: [.write, .fast],
-            aclCategories: ["write", "stream", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "xgroup", arity: -2, flags: [],
-            aclCategories: ["slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
-            subcommands: [
-                CommandSpec(
-                    name: "xgroup|create", arity: -5, flags: [.write, .denyoom],
-                    aclCategories: ["write", "stream", "slow"],
-                    firstKey: 2, lastKey: 2, keyStep: 1,
-                    keySpecs: [
-                        KeySpec(
-                            beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                            flags: ["RW", "insert"]
-                        ),
-                    ],
-                    requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "xgroup|createconsumer", arity: 5, flags: [.write, .denyoom],
-                    aclCategories: ["write", "stream", "slow"],
-                    firstKey: 2, lastKey: 2, keyStep: 1,
-                    keySpecs: [
-                        KeySpec(
-                            beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                            flags: ["RW", "insert"]
-                        ),
-                    ],
-                    requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "xgroup|delconsumer", arity: 5, flags: [.write],
-                    aclCategories: ["write", "stream", "slow"],
-                    firstKey: 2, lastKey: 2, keyStep: 1,
-                    keySpecs: [
-                        KeySpec(
-                            beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                            flags: ["RW", "delete"]
-                        ),
-                    ],
-                    requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "xgroup|destroy", arity: 4, flags: [.write],
-                    aclCategories: ["write", "stream", "slow"],
-                    firstKey: 2, lastKey: 2, keyStep: 1,
-                    keySpecs: [
-                        KeySpec(
-                            beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                            flags: ["RW", "delete"]
-                        ),
-                    ],
-                    requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "xgroup|help", arity: 2, flags: [.loading, .stale],
-                    aclCategories: ["stream", "slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "xgroup|setid", arity: -5, flags: [.write],
-                    aclCategories: ["write", "stream", "slow"],
-                    firstKey: 2, lastKey: 2, keyStep: 1,
-                    keySpecs: [
-                        KeySpec(
-                            beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                            flags: ["RW", "update"]
-                        ),
-                    ],
-                    requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-            ]
-        ),
-        CommandSpec(
-            name: "xinfo", arity: -2, flags: [],
-            aclCategories: ["slow"],
-            requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
-            subcommands: [
-                CommandSpec(
-                    name: "xinfo|consumers", arity: 4, flags: [.readonly],
-                    aclCategories: ["read", "stream", "slow"],
-                    firstKey: 2, lastKey: 2, keyStep: 1,
-                    tips: ["nondeterministic_output"],
-                    keySpecs: [
-                        KeySpec(
-                            beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                            flags: ["RO", "access"]
-                        ),
-                    ],
-                    requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "xinfo|groups", arity: 3, flags: [.readonly],
-                    aclCategories: ["read", "stream", "slow"],
-                    firstKey: 2, lastKey: 2, keyStep: 1,
-                    keySpecs: [
-                        KeySpec(
-                            beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                            flags: ["RO", "access"]
-                        ),
-                    ],
-                    requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "xinfo|help", arity: 2, flags: [.loading, .stale],
-                    aclCategories: ["stream", "slow"],
-                    requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-                CommandSpec(
-                    name: "xinfo|stream", arity: -3, flags: [.readonly],
-                    aclCategories: ["read", "stream", "slow"],
-                    firstKey: 2, lastKey: 2, keyStep: 1,
-                    keySpecs: [
-                        KeySpec(
-                            beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                            flags: ["RO", "access"]
-                        ),
-                    ],
-                    requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-                ),
-            ]
-        ),
-        CommandSpec(
-            name: "xlen", arity: 2, flags: [.readonly, .fast],
-            aclCategories: ["read", "stream", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "xpending", arity: -3, flags: [.readonly],
-            aclCategories: ["read", "stream", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "xrange", arity: -4, flags: [.readonly],
-            aclCategories: ["read", "stream", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "xread", arity: -4, flags: [.readonly, .blocking, .movablekeys],
-            aclCategories: ["read", "stream", "slow", "blocking"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .keyword("STREAMS", startFrom: 1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 2),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            getKeysFunction: .xread,
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "xreadgroup", arity: -7, flags: [.write, .blocking, .movablekeys],
-            aclCategories: ["write", "stream", "slow", "blocking"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .keyword("STREAMS", startFrom: 4), findKeys: .range(lastKey: -1, keyStep: 1, limit: 2),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            getKeysFunction: .xread,
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
-        ),
-        CommandSpec(
-            name: "xrevrange", arity: -4, flags: [.readonly],
-            aclCategories: ["read", "stream", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "xsetid", arity: -3, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "stream", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "xtrim", arity: -4, flags: [.write],
-            aclCategories: ["write", "stream", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zadd", arity: -4, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "sortedset", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zcard", arity: 2, flags: [.readonly, .fast],
-            aclCategories: ["read", "sortedset", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zcount", arity: 4, flags: [.readonly, .fast],
-            aclCategories: ["read", "sortedset", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zdiff", arity: -3, flags: [.readonly, .movablekeys],
-            aclCategories: ["read", "sortedset", "slow"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 1, firstKeyIndex: 2, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zdiffstore", arity: -4, flags: [.write, .denyoom, .movablekeys],
-            aclCategories: ["write", "sortedset", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 1, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zincrby", arity: 4, flags: [.write, .denyoom, .fast],
-            aclCategories: ["write", "sortedset", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "update"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zinter", arity: -3, flags: [.readonly, .movablekeys],
-            aclCategories: ["read", "sortedset", "slow"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 1, firstKeyIndex: 2, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zintercard", arity: -3, flags: [.readonly, .movablekeys],
-            aclCategories: ["read", "sortedset", "slow"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 1, firstKeyIndex: 2, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zinterstore", arity: -4, flags: [.write, .denyoom, .movablekeys],
-            aclCategories: ["write", "sortedset", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 1, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zlexcount", arity: 4, flags: [.readonly, .fast],
-            aclCategories: ["read", "sortedset", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zmpop", arity: -4, flags: [.write, .movablekeys],
-            aclCategories: ["write", "sortedset", "slow"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RW", "access", "delete"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 1, firstKeyIndex: 2, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zmscore", arity: -3, flags: [.readonly, .fast],
-            aclCategories: ["read", "sortedset", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zpopmax", arity: -2, flags: [.write, .fast],
-            aclCategories: ["write", "sortedset", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zpopmin", arity: -2, flags: [.write, .fast],
-            aclCategories: ["write", "sortedset", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "access", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zrandmember", arity: -2, flags: [.readonly],
-            aclCategories: ["read", "sortedset", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zrange", arity: -4, flags: [.readonly],
-            aclCategories: ["read", "sortedset", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zrangebylex", arity: -4, flags: [.readonly],
-            aclCategories: ["read", "sortedset", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zrangebyscore", arity: -4, flags: [.readonly],
-            aclCategories: ["read", "sortedset", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zrangestore", arity: -5, flags: [.write, .denyoom],
-            aclCategories: ["write", "sortedset", "slow"],
-            firstKey: 1, lastKey: 2, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zrank", arity: 3, flags: [.readonly, .fast],
-            aclCategories: ["read", "sortedset", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zrem", arity: -3, flags: [.write, .fast],
-            aclCategories: ["write", "sortedset", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zremrangebylex", arity: 4, flags: [.write],
-            aclCategories: ["write", "sortedset", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zremrangebyrank", arity: 4, flags: [.write],
-            aclCategories: ["write", "sortedset", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zremrangebyscore", arity: 4, flags: [.write],
-            aclCategories: ["write", "sortedset", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RW", "delete"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zrevrange", arity: -4, flags: [.readonly],
-            aclCategories: ["read", "sortedset", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zrevrangebylex", arity: -4, flags: [.readonly],
-            aclCategories: ["read", "sortedset", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zrevrangebyscore", arity: -4, flags: [.readonly],
-            aclCategories: ["read", "sortedset", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zrevrank", arity: 3, flags: [.readonly, .fast],
-            aclCategories: ["read", "sortedset", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zscan", arity: -3, flags: [.readonly],
-            aclCategories: ["read", "sortedset", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            tips: ["nondeterministic_output"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zscore", arity: 3, flags: [.readonly, .fast],
-            aclCategories: ["read", "sortedset", "fast"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zunion", arity: -3, flags: [.readonly, .movablekeys],
-            aclCategories: ["read", "sortedset", "slow"],
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 1, firstKeyIndex: 2, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-        CommandSpec(
-            name: "zunionstore", arity: -4, flags: [.write, .denyoom, .movablekeys],
-            aclCategories: ["write", "sortedset", "slow"],
-            firstKey: 1, lastKey: 1, keyStep: 1,
-            keySpecs: [
-                KeySpec(
-                    beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
-                    flags: ["OW", "update"]
-                ),
-                KeySpec(
-                    beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
-                    flags: ["RO", "access"]
-                ),
-            ],
-            getKeysFunction: .keyCount(storeKeyIndex: 1, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
-            requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
-        ),
-    ]
+        rows0(), rows1(), rows2(), rows3(), rows4(), rows5(), rows6(), rows7(), rows8(), rows9(), rows10(), rows11(), rows12(), rows13(), rows14(),
+    ].flatMap { $0 }
+
+    private static func rows0() -> [CommandSpec] {
+        [
+            CommandSpec(
+                name: "acl", arity: -2, flags: [],
+                aclCategories: ["slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
+                subcommands: [
+                    CommandSpec(
+                        name: "acl|cat", arity: -2, flags: [.noscript, .loading, .stale],
+                        aclCategories: ["slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "acl|deluser", arity: -3, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "acl|dryrun", arity: -4, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "acl|genpass", arity: -2, flags: [.noscript, .loading, .stale],
+                        aclCategories: ["slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "acl|getuser", arity: 3, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "acl|help", arity: 2, flags: [.loading, .stale],
+                        aclCategories: ["slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "acl|list", arity: 2, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "acl|load", arity: 2, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "acl|log", arity: -2, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "acl|save", arity: 2, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "acl|setuser", arity: -3, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "acl|users", arity: 2, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "acl|whoami", arity: 2, flags: [.noscript, .loading, .stale],
+                        aclCategories: ["slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                ]
+            ),
+            CommandSpec(
+                name: "append", arity: 3, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "string", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "insert"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "asking", arity: 1, flags: [.fast],
+                aclCategories: ["fast", "connection"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "auth", arity: -2, flags: [.noscript, .loading, .stale, .fast, .noAuth, .allowBusy],
+                aclCategories: ["fast", "connection"],
+                requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "bgrewriteaof", arity: 1, flags: [.admin, .noscript, .noAsyncLoading],
+                aclCategories: ["admin", "slow", "dangerous"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "bgsave", arity: -1, flags: [.admin, .noscript, .noAsyncLoading],
+                aclCategories: ["admin", "slow", "dangerous"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "bitcount", arity: -2, flags: [.readonly],
+                aclCategories: ["read", "bitmap", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "bitfield", arity: -2, flags: [.write, .denyoom],
+                aclCategories: ["write", "bitmap", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    // This command allows both access and modification of the key
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "update", "variable_flags"]
+                    ),
+                ],
+                getKeysFunction: .firstArgument,
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "bitfield_ro", arity: -2, flags: [.readonly, .fast],
+                aclCategories: ["read", "bitmap", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "bitop", arity: -4, flags: [.write, .denyoom],
+                aclCategories: ["write", "bitmap", "slow"],
+                firstKey: 2, lastKey: -1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(3), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "bitpos", arity: -3, flags: [.readonly],
+                aclCategories: ["read", "bitmap", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "blmove", arity: 6, flags: [.write, .denyoom, .noscript, .blocking],
+                aclCategories: ["write", "list", "slow", "blocking"],
+                firstKey: 1, lastKey: 2, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "insert"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "blmpop", arity: -5, flags: [.write, .blocking, .movablekeys],
+                aclCategories: ["write", "list", "slow", "blocking"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "blpop", arity: -3, flags: [.write, .noscript, .blocking],
+                aclCategories: ["write", "list", "slow", "blocking"],
+                firstKey: 1, lastKey: -2, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: -2, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "brpop", arity: -3, flags: [.write, .noscript, .blocking],
+                aclCategories: ["write", "list", "slow", "blocking"],
+                firstKey: 1, lastKey: -2, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: -2, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "brpoplpush", arity: 4, flags: [.write, .denyoom, .noscript, .blocking],
+                aclCategories: ["write", "list", "slow", "blocking"],
+                firstKey: 1, lastKey: 2, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "insert"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
+            ),
+        ]
+    }
+
+    private static func rows1() -> [CommandSpec] {
+        [
+            CommandSpec(
+                name: "bzmpop", arity: -5, flags: [.write, .blocking, .movablekeys],
+                aclCategories: ["write", "sortedset", "slow", "blocking"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "bzpopmax", arity: -3, flags: [.write, .noscript, .blocking, .fast],
+                aclCategories: ["write", "sortedset", "fast", "blocking"],
+                firstKey: 1, lastKey: -2, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: -2, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "bzpopmin", arity: -3, flags: [.write, .noscript, .blocking, .fast],
+                aclCategories: ["write", "sortedset", "fast", "blocking"],
+                firstKey: 1, lastKey: -2, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: -2, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "client", arity: -2, flags: [],
+                aclCategories: ["slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
+                subcommands: [
+                    CommandSpec(
+                        name: "client|caching", arity: 3, flags: [.noscript, .loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "client|getname", arity: 2, flags: [.noscript, .loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "client|getredir", arity: 2, flags: [.noscript, .loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "client|help", arity: 2, flags: [.loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "client|id", arity: 2, flags: [.noscript, .loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "client|info", arity: 2, flags: [.noscript, .loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        tips: ["nondeterministic_output"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "client|kill", arity: -3, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous", "connection"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "client|list", arity: -2, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous", "connection"],
+                        tips: ["nondeterministic_output"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "client|no-evict", arity: 3, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous", "connection"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "client|pause", arity: -3, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous", "connection"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "client|reply", arity: 3, flags: [.noscript, .loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
+                    ),
+                    CommandSpec(
+                        name: "client|setname", arity: 3, flags: [.noscript, .loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "client|tracking", arity: -3, flags: [.noscript, .loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
+                    ),
+                    CommandSpec(
+                        name: "client|trackinginfo", arity: 2, flags: [.noscript, .loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "client|unblock", arity: -3, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous", "connection"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "client|unpause", arity: 2, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous", "connection"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                ]
+            ),
+            CommandSpec(
+                name: "cluster", arity: -2, flags: [],
+                aclCategories: ["slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
+                subcommands: [
+                    CommandSpec(
+                        name: "cluster|addslots", arity: -3, flags: [.admin, .stale, .noAsyncLoading],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|addslotsrange", arity: -4, flags: [.admin, .stale, .noAsyncLoading],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|bumpepoch", arity: 2, flags: [.admin, .stale, .noAsyncLoading],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        tips: ["nondeterministic_output"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|count-failure-reports", arity: 3, flags: [.admin, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        tips: ["nondeterministic_output"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|countkeysinslot", arity: 3, flags: [.stale],
+                        aclCategories: ["slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|delslots", arity: -3, flags: [.admin, .stale, .noAsyncLoading],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|delslotsrange", arity: -4, flags: [.admin, .stale, .noAsyncLoading],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|failover", arity: -2, flags: [.admin, .stale, .noAsyncLoading],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|flushslots", arity: 2, flags: [.admin, .stale, .noAsyncLoading],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|forget", arity: 3, flags: [.admin, .stale, .noAsyncLoading],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|getkeysinslot", arity: 4, flags: [.stale],
+                        aclCategories: ["slow"],
+                        tips: ["nondeterministic_output"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|help", arity: 2, flags: [.loading, .stale],
+                        aclCategories: ["slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|info", arity: 2, flags: [.stale],
+                        aclCategories: ["slow"],
+                        tips: ["nondeterministic_output"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|keyslot", arity: 3, flags: [.stale],
+                        aclCategories: ["slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|links", arity: 2, flags: [.stale],
+                        aclCategories: ["slow"],
+                        tips: ["nondeterministic_output"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|meet", arity: -4, flags: [.admin, .stale, .noAsyncLoading],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|myid", arity: 2, flags: [.stale],
+                        aclCategories: ["slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|nodes", arity: 2, flags: [.stale],
+                        aclCategories: ["slow"],
+                        tips: ["nondeterministic_output"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|replicas", arity: 3, flags: [.admin, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        tips: ["nondeterministic_output"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|replicate", arity: 3, flags: [.admin, .stale, .noAsyncLoading],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|reset", arity: -2, flags: [.admin, .noscript, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|saveconfig", arity: 2, flags: [.admin, .stale, .noAsyncLoading],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|set-config-epoch", arity: 3, flags: [.admin, .stale, .noAsyncLoading],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|setslot", arity: -4, flags: [.admin, .stale, .noAsyncLoading],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|shards", arity: 2, flags: [.stale],
+                        aclCategories: ["slow"],
+                        tips: ["nondeterministic_output"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|slaves", arity: 3, flags: [.admin, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        tips: ["nondeterministic_output"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "cluster|slots", arity: 2, flags: [.stale],
+                        aclCategories: ["slow"],
+                        tips: ["nondeterministic_output"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                ]
+            ),
+            CommandSpec(
+                name: "command", arity: -1, flags: [.loading, .stale],
+                aclCategories: ["slow", "connection"],
+                tips: ["nondeterministic_output_order"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
+                subcommands: [
+                    CommandSpec(
+                        name: "command|count", arity: 2, flags: [.loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "command|docs", arity: -2, flags: [.loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        tips: ["nondeterministic_output_order"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "command|getkeys", arity: -4, flags: [.loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "command|getkeysandflags", arity: -4, flags: [.loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "command|help", arity: 2, flags: [.loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "command|info", arity: -2, flags: [.loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        tips: ["nondeterministic_output_order"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "command|list", arity: -2, flags: [.loading, .stale],
+                        aclCategories: ["slow", "connection"],
+                        tips: ["nondeterministic_output_order"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                ]
+            ),
+            CommandSpec(
+                name: "config", arity: -2, flags: [],
+                aclCategories: ["slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
+                subcommands: [
+                    CommandSpec(
+                        name: "config|get", arity: -3, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "config|help", arity: 2, flags: [.loading, .stale],
+                        aclCategories: ["slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "config|resetstat", arity: 2, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "config|rewrite", arity: 2, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "config|set", arity: -4, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        tips: ["request_policy:all_nodes", "response_policy:all_succeeded"],
+                        requestPolicy: .allNodes, responsePolicy: .allSucceeded, affinity: .multiplexed
+                    ),
+                ]
+            ),
+            CommandSpec(
+                name: "copy", arity: -3, flags: [.write, .denyoom],
+                aclCategories: ["keyspace", "write", "slow"],
+                firstKey: 1, lastKey: 2, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "dbsize", arity: 1, flags: [.readonly, .fast],
+                aclCategories: ["keyspace", "read", "fast"],
+                tips: ["request_policy:all_shards", "response_policy:agg_sum"],
+                requestPolicy: .allMasters, responsePolicy: .sum, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "debug", arity: -2, flags: [.admin, .noscript, .loading, .stale],
+                aclCategories: ["admin", "slow", "dangerous"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "decr", arity: 2, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "string", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "decrby", arity: 3, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "string", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "del", arity: -2, flags: [.write],
+                aclCategories: ["keyspace", "write", "slow"],
+                firstKey: 1, lastKey: -1, keyStep: 1,
+                tips: ["request_policy:multi_shard", "response_policy:agg_sum"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
+                        flags: ["RM", "delete"]
+                    ),
+                ],
+                requestPolicy: .splitByKey, responsePolicy: .sum, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "discard", arity: 1, flags: [.noscript, .loading, .stale, .fast, .allowBusy],
+                aclCategories: ["fast", "transaction"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "dump", arity: 2, flags: [.readonly],
+                aclCategories: ["keyspace", "read", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "echo", arity: 2, flags: [.loading, .stale, .fast],
+                aclCategories: ["fast", "connection"],
+                requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+        ]
+    }
+
+    private static func rows2() -> [CommandSpec] {
+        [
+            CommandSpec(
+                name: "eval", arity: -3, flags: [.noscript, .stale, .skipMonitor, .noMandatoryKeys, .movablekeys],
+                aclCategories: ["slow", "scripting"],
+                keySpecs: [
+                    // We cannot tell how the keys will be used so we assume the worst, RW and UPDATE
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RW", "access", "update"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "eval_ro", arity: -3, flags: [.readonly, .noscript, .stale, .skipMonitor, .noMandatoryKeys, .movablekeys],
+                aclCategories: ["slow", "scripting"],
+                keySpecs: [
+                    // We cannot tell how the keys will be used so we assume the worst, RO and ACCESS
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "evalsha", arity: -3, flags: [.noscript, .stale, .skipMonitor, .noMandatoryKeys, .movablekeys],
+                aclCategories: ["slow", "scripting"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RW", "access", "update"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "evalsha_ro", arity: -3, flags: [.readonly, .noscript, .stale, .skipMonitor, .noMandatoryKeys, .movablekeys],
+                aclCategories: ["slow", "scripting"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "exec", arity: 1, flags: [.noscript, .loading, .stale, .skipSlowlog],
+                aclCategories: ["slow", "transaction"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "exists", arity: -2, flags: [.readonly, .fast],
+                aclCategories: ["keyspace", "read", "fast"],
+                firstKey: 1, lastKey: -1, keyStep: 1,
+                tips: ["request_policy:multi_shard", "response_policy:agg_sum"],
+                keySpecs: [
+                    KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0), flags: ["RO"]),
+                ],
+                requestPolicy: .splitByKey, responsePolicy: .sum, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "expire", arity: -3, flags: [.write, .fast],
+                aclCategories: ["keyspace", "write", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "expireat", arity: -3, flags: [.write, .fast],
+                aclCategories: ["keyspace", "write", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "expiretime", arity: 2, flags: [.readonly, .fast],
+                aclCategories: ["keyspace", "read", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "failover", arity: -1, flags: [.admin, .noscript, .stale],
+                aclCategories: ["admin", "slow", "dangerous"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "fcall", arity: -3, flags: [.noscript, .stale, .skipMonitor, .noMandatoryKeys, .movablekeys],
+                aclCategories: ["slow", "scripting"],
+                keySpecs: [
+                    // We cannot tell how the keys will be used so we assume the worst, RW and UPDATE
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RW", "access", "update"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "fcall_ro", arity: -3, flags: [.readonly, .noscript, .stale, .skipMonitor, .noMandatoryKeys, .movablekeys],
+                aclCategories: ["slow", "scripting"],
+                keySpecs: [
+                    // We cannot tell how the keys will be used so we assume the worst, RO and ACCESS
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "flushall", arity: -1, flags: [.write],
+                aclCategories: ["keyspace", "write", "slow", "dangerous"],
+                tips: ["request_policy:all_shards", "response_policy:all_succeeded"],
+                requestPolicy: .allMasters, responsePolicy: .allSucceeded, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "flushdb", arity: -1, flags: [.write],
+                aclCategories: ["keyspace", "write", "slow", "dangerous"],
+                tips: ["request_policy:all_shards", "response_policy:all_succeeded"],
+                requestPolicy: .allMasters, responsePolicy: .allSucceeded, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "function", arity: -2, flags: [],
+                aclCategories: ["slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
+                subcommands: [
+                    CommandSpec(
+                        name: "function|delete", arity: 3, flags: [.write, .noscript],
+                        aclCategories: ["write", "slow", "scripting"],
+                        tips: ["request_policy:all_shards", "response_policy:all_succeeded"],
+                        requestPolicy: .allMasters, responsePolicy: .allSucceeded, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "function|dump", arity: 2, flags: [.noscript],
+                        aclCategories: ["slow", "scripting"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "function|flush", arity: -2, flags: [.write, .noscript],
+                        aclCategories: ["write", "slow", "scripting"],
+                        tips: ["request_policy:all_shards", "response_policy:all_succeeded"],
+                        requestPolicy: .allMasters, responsePolicy: .allSucceeded, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "function|help", arity: 2, flags: [.loading, .stale],
+                        aclCategories: ["slow", "scripting"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "function|kill", arity: 2, flags: [.noscript, .allowBusy],
+                        aclCategories: ["slow", "scripting"],
+                        tips: ["request_policy:all_shards", "response_policy:one_succeeded"],
+                        requestPolicy: .allMasters, responsePolicy: .firstSuccess, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "function|list", arity: -2, flags: [.noscript],
+                        aclCategories: ["slow", "scripting"],
+                        tips: ["nondeterministic_output_order"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "function|load", arity: -3, flags: [.write, .denyoom, .noscript],
+                        aclCategories: ["write", "slow", "scripting"],
+                        tips: ["request_policy:all_shards", "response_policy:all_succeeded"],
+                        requestPolicy: .allMasters, responsePolicy: .allSucceeded, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "function|restore", arity: -3, flags: [.write, .denyoom, .noscript],
+                        aclCategories: ["write", "slow", "scripting"],
+                        tips: ["request_policy:all_shards", "response_policy:all_succeeded"],
+                        requestPolicy: .allMasters, responsePolicy: .allSucceeded, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "function|stats", arity: 2, flags: [.noscript, .allowBusy],
+                        aclCategories: ["slow", "scripting"],
+                        tips: ["nondeterministic_output", "request_policy:all_shards", "response_policy:special"],
+                        requestPolicy: .allMasters, responsePolicy: .special, affinity: .multiplexed
+                    ),
+                ]
+            ),
+            CommandSpec(
+                name: "geoadd", arity: -5, flags: [.write, .denyoom],
+                aclCategories: ["write", "geo", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+        ]
+    }
+
+    private static func rows3() -> [CommandSpec] {
+        [
+            CommandSpec(
+                name: "geodist", arity: -4, flags: [.readonly],
+                aclCategories: ["read", "geo", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "geohash", arity: -2, flags: [.readonly],
+                aclCategories: ["read", "geo", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "geopos", arity: -2, flags: [.readonly],
+                aclCategories: ["read", "geo", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "georadius", arity: -6, flags: [.write, .denyoom, .movablekeys],
+                aclCategories: ["write", "geo", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                    KeySpec(
+                        beginSearch: .keyword("STORE", startFrom: 6), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                    KeySpec(
+                        beginSearch: .keyword("STOREDIST", startFrom: 6), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                ],
+                getKeysFunction: .georadius,
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "georadius_ro", arity: -6, flags: [.readonly],
+                aclCategories: ["read", "geo", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "georadiusbymember", arity: -5, flags: [.write, .denyoom, .movablekeys],
+                aclCategories: ["write", "geo", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                    KeySpec(
+                        beginSearch: .keyword("STORE", startFrom: 5), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                    KeySpec(
+                        beginSearch: .keyword("STOREDIST", startFrom: 5), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                ],
+                getKeysFunction: .georadius,
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "georadiusbymember_ro", arity: -5, flags: [.readonly],
+                aclCategories: ["read", "geo", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "geosearch", arity: -7, flags: [.readonly],
+                aclCategories: ["read", "geo", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "geosearchstore", arity: -8, flags: [.write, .denyoom],
+                aclCategories: ["write", "geo", "slow"],
+                firstKey: 1, lastKey: 2, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "get", arity: 2, flags: [.readonly, .fast],
+                aclCategories: ["read", "string", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "getbit", arity: 3, flags: [.readonly, .fast],
+                aclCategories: ["read", "bitmap", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "getdel", arity: 2, flags: [.write, .fast],
+                aclCategories: ["write", "string", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "getex", arity: -2, flags: [.write, .fast],
+                aclCategories: ["write", "string", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    // RW and UPDATE because it changes the TTL
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "getrange", arity: 4, flags: [.readonly],
+                aclCategories: ["read", "string", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "getset", arity: 3, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "string", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "hdel", arity: -3, flags: [.write, .fast],
+                aclCategories: ["write", "hash", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+        ]
+    }
+
+    private static func rows4() -> [CommandSpec] {
+        [
+            CommandSpec(
+                name: "hello", arity: -1, flags: [.noscript, .loading, .stale, .fast, .noAuth, .allowBusy],
+                aclCategories: ["fast", "connection"],
+                requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "hexists", arity: 3, flags: [.readonly, .fast],
+                aclCategories: ["read", "hash", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "hget", arity: 3, flags: [.readonly, .fast],
+                aclCategories: ["read", "hash", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "hgetall", arity: 2, flags: [.readonly],
+                aclCategories: ["read", "hash", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output_order"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "hincrby", arity: 4, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "hash", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "hincrbyfloat", arity: 4, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "hash", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "hkeys", arity: 2, flags: [.readonly],
+                aclCategories: ["read", "hash", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output_order"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "hlen", arity: 2, flags: [.readonly, .fast],
+                aclCategories: ["read", "hash", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "hmget", arity: -3, flags: [.readonly, .fast],
+                aclCategories: ["read", "hash", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "hmset", arity: -4, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "hash", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "hrandfield", arity: -2, flags: [.readonly],
+                aclCategories: ["read", "hash", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "hscan", arity: -3, flags: [.readonly],
+                aclCategories: ["read", "hash", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "hset", arity: -4, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "hash", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "hsetnx", arity: 4, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "hash", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "insert"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "hstrlen", arity: 3, flags: [.readonly, .fast],
+                aclCategories: ["read", "hash", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "hvals", arity: 2, flags: [.readonly],
+                aclCategories: ["read", "hash", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output_order"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+        ]
+    }
+
+    private static func rows5() -> [CommandSpec] {
+        [
+            CommandSpec(
+                name: "incr", arity: 2, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "string", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "incrby", arity: 3, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "string", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "incrbyfloat", arity: 3, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "string", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "info", arity: -1, flags: [.loading, .stale],
+                aclCategories: ["slow", "dangerous"],
+                tips: ["nondeterministic_output", "request_policy:all_shards", "response_policy:special"],
+                requestPolicy: .allMasters, responsePolicy: .special, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "keys", arity: 2, flags: [.readonly],
+                aclCategories: ["keyspace", "read", "slow", "dangerous"],
+                tips: ["request_policy:all_shards", "nondeterministic_output_order"],
+                requestPolicy: .allMasters, responsePolicy: .special, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "lastsave", arity: 1, flags: [.loading, .stale, .fast],
+                aclCategories: ["admin", "fast", "dangerous"],
+                tips: ["nondeterministic_output"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "latency", arity: -2, flags: [],
+                aclCategories: ["slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
+                subcommands: [
+                    CommandSpec(
+                        name: "latency|doctor", arity: 2, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        tips: ["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"],
+                        requestPolicy: .allNodes, responsePolicy: .special, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "latency|graph", arity: 3, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        tips: ["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"],
+                        requestPolicy: .allNodes, responsePolicy: .special, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "latency|help", arity: 2, flags: [.loading, .stale],
+                        aclCategories: ["slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "latency|histogram", arity: -2, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        tips: ["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"],
+                        requestPolicy: .allNodes, responsePolicy: .special, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "latency|history", arity: 3, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        tips: ["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"],
+                        requestPolicy: .allNodes, responsePolicy: .special, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "latency|latest", arity: 2, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        tips: ["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"],
+                        requestPolicy: .allNodes, responsePolicy: .special, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "latency|reset", arity: -2, flags: [.admin, .noscript, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        tips: ["request_policy:all_nodes", "response_policy:all_succeeded"],
+                        requestPolicy: .allNodes, responsePolicy: .allSucceeded, affinity: .multiplexed
+                    ),
+                ]
+            ),
+            CommandSpec(
+                name: "lcs", arity: -3, flags: [.readonly],
+                aclCategories: ["read", "string", "slow"],
+                firstKey: 1, lastKey: 2, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 1, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "lindex", arity: 3, flags: [.readonly],
+                aclCategories: ["read", "list", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "linsert", arity: 5, flags: [.write, .denyoom],
+                aclCategories: ["write", "list", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "insert"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "llen", arity: 2, flags: [.readonly, .fast],
+                aclCategories: ["read", "list", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "lmove", arity: 5, flags: [.write, .denyoom],
+                aclCategories: ["write", "list", "slow"],
+                firstKey: 1, lastKey: 2, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "insert"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "lmpop", arity: -4, flags: [.write, .movablekeys],
+                aclCategories: ["write", "list", "slow"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 1, firstKeyIndex: 2, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "lolwut", arity: -1, flags: [.readonly, .fast],
+                aclCategories: ["read", "fast"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "lpop", arity: -2, flags: [.write, .fast],
+                aclCategories: ["write", "list", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "lpos", arity: -3, flags: [.readonly],
+                aclCategories: ["read", "list", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+        ]
+    }
+
+    private static func rows6() -> [CommandSpec] {
+        [
+            CommandSpec(
+                name: "lpush", arity: -3, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "list", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "insert"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "lpushx", arity: -3, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "list", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "insert"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "lrange", arity: 4, flags: [.readonly],
+                aclCategories: ["read", "list", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "lrem", arity: 4, flags: [.write],
+                aclCategories: ["write", "list", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "lset", arity: 4, flags: [.write, .denyoom],
+                aclCategories: ["write", "list", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "ltrim", arity: 4, flags: [.write],
+                aclCategories: ["write", "list", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "memory", arity: -2, flags: [],
+                aclCategories: ["slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
+                subcommands: [
+                    CommandSpec(
+                        name: "memory|doctor", arity: 2, flags: [],
+                        aclCategories: ["slow"],
+                        tips: ["nondeterministic_output", "request_policy:all_shards", "response_policy:special"],
+                        requestPolicy: .allMasters, responsePolicy: .special, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "memory|help", arity: 2, flags: [.loading, .stale],
+                        aclCategories: ["slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "memory|malloc-stats", arity: 2, flags: [],
+                        aclCategories: ["slow"],
+                        tips: ["nondeterministic_output", "request_policy:all_shards", "response_policy:special"],
+                        requestPolicy: .allMasters, responsePolicy: .special, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "memory|purge", arity: 2, flags: [],
+                        aclCategories: ["slow"],
+                        tips: ["request_policy:all_shards", "response_policy:all_succeeded"],
+                        requestPolicy: .allMasters, responsePolicy: .allSucceeded, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "memory|stats", arity: 2, flags: [],
+                        aclCategories: ["slow"],
+                        tips: ["nondeterministic_output", "request_policy:all_shards", "response_policy:special"],
+                        requestPolicy: .allMasters, responsePolicy: .special, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "memory|usage", arity: -3, flags: [.readonly],
+                        aclCategories: ["read", "slow"],
+                        firstKey: 2, lastKey: 2, keyStep: 1,
+                        keySpecs: [
+                            KeySpec(
+                                beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                                flags: ["RO"]
+                            ),
+                        ],
+                        requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                ]
+            ),
+            CommandSpec(
+                name: "mget", arity: -2, flags: [.readonly, .fast],
+                aclCategories: ["read", "string", "fast"],
+                firstKey: 1, lastKey: -1, keyStep: 1,
+                tips: ["request_policy:multi_shard"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .splitByKey, responsePolicy: .concatenateInKeyOrder, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "migrate", arity: -6, flags: [.write, .movablekeys],
+                aclCategories: ["keyspace", "write", "slow", "dangerous"],
+                firstKey: 3, lastKey: 3, keyStep: 1,
+                tips: ["nondeterministic_output"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(3), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                    KeySpec(
+                        beginSearch: .keyword("KEYS", startFrom: -2), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0), incomplete: true,
+                        flags: ["RW", "access", "delete", "incomplete"]
+                    ),
+                ],
+                getKeysFunction: .migrate,
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "module", arity: -2, flags: [],
+                aclCategories: ["slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
+                subcommands: [
+                    CommandSpec(
+                        name: "module|help", arity: 2, flags: [.loading, .stale],
+                        aclCategories: ["slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "module|list", arity: 2, flags: [.admin, .noscript],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        tips: ["nondeterministic_output_order"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "module|load", arity: -3, flags: [.admin, .noscript, .noAsyncLoading],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "module|loadex", arity: -3, flags: [.admin, .noscript, .noAsyncLoading],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "module|unload", arity: 3, flags: [.admin, .noscript, .noAsyncLoading],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                ]
+            ),
+            CommandSpec(
+                name: "monitor", arity: 1, flags: [.admin, .noscript, .loading, .stale],
+                aclCategories: ["admin", "slow", "dangerous"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "move", arity: 3, flags: [.write, .fast],
+                aclCategories: ["keyspace", "write", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "mset", arity: -3, flags: [.write, .denyoom],
+                aclCategories: ["write", "string", "slow"],
+                firstKey: 1, lastKey: -1, keyStep: 2,
+                tips: ["request_policy:multi_shard", "response_policy:all_succeeded"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 2, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                ],
+                requestPolicy: .splitByKey, responsePolicy: .allSucceeded, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "msetnx", arity: -3, flags: [.write, .denyoom],
+                aclCategories: ["write", "string", "slow"],
+                firstKey: 1, lastKey: -1, keyStep: 2,
+                tips: ["request_policy:multi_shard", "response_policy:agg_min"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 2, limit: 0),
+                        flags: ["OW", "insert"]
+                    ),
+                ],
+                requestPolicy: .splitByKey, responsePolicy: .special, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "multi", arity: 1, flags: [.noscript, .loading, .stale, .fast, .allowBusy],
+                aclCategories: ["fast", "transaction"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "object", arity: -2, flags: [],
+                aclCategories: ["slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
+                subcommands: [
+                    CommandSpec(
+                        name: "object|encoding", arity: 3, flags: [.readonly],
+                        aclCategories: ["keyspace", "read", "slow"],
+                        firstKey: 2, lastKey: 2, keyStep: 1,
+                        tips: ["nondeterministic_output"],
+                        keySpecs: [
+                            KeySpec(
+                                beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                                flags: ["RO"]
+                            ),
+                        ],
+                        requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "object|freq", arity: 3, flags: [.readonly],
+                        aclCategories: ["keyspace", "read", "slow"],
+                        firstKey: 2, lastKey: 2, keyStep: 1,
+                        tips: ["nondeterministic_output"],
+                        keySpecs: [
+                            KeySpec(
+                                beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                                flags: ["RO"]
+                            ),
+                        ],
+                        requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "object|help", arity: 2, flags: [.loading, .stale],
+                        aclCategories: ["keyspace", "slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "object|idletime", arity: 3, flags: [.readonly],
+                        aclCategories: ["keyspace", "read", "slow"],
+                        firstKey: 2, lastKey: 2, keyStep: 1,
+                        tips: ["nondeterministic_output"],
+                        keySpecs: [
+                            KeySpec(
+                                beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                                flags: ["RO"]
+                            ),
+                        ],
+                        requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "object|refcount", arity: 3, flags: [.readonly],
+                        aclCategories: ["keyspace", "read", "slow"],
+                        firstKey: 2, lastKey: 2, keyStep: 1,
+                        tips: ["nondeterministic_output"],
+                        keySpecs: [
+                            KeySpec(
+                                beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                                flags: ["RO"]
+                            ),
+                        ],
+                        requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                ]
+            ),
+        ]
+    }
+
+    private static func rows7() -> [CommandSpec] {
+        [
+            CommandSpec(
+                name: "persist", arity: 2, flags: [.write, .fast],
+                aclCategories: ["keyspace", "write", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "pexpire", arity: -3, flags: [.write, .fast],
+                aclCategories: ["keyspace", "write", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "pexpireat", arity: -3, flags: [.write, .fast],
+                aclCategories: ["keyspace", "write", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "pexpiretime", arity: 2, flags: [.readonly, .fast],
+                aclCategories: ["keyspace", "read", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "pfadd", arity: -2, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "hyperloglog", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "insert"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "pfcount", arity: -2, flags: [.readonly],
+                aclCategories: ["read", "hyperloglog", "slow"],
+                firstKey: 1, lastKey: -1, keyStep: 1,
+                keySpecs: [
+                    // RW because it may change the internal representation of the key, and propagate to replicas
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
+                        flags: ["RW", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "pfdebug", arity: 3, flags: [.write, .denyoom, .admin],
+                aclCategories: ["write", "hyperloglog", "admin", "slow", "dangerous"],
+                firstKey: 2, lastKey: 2, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "pfmerge", arity: -2, flags: [.write, .denyoom],
+                aclCategories: ["write", "hyperloglog", "slow"],
+                firstKey: 1, lastKey: -1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "insert"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "pfselftest", arity: 1, flags: [.admin],
+                aclCategories: ["hyperloglog", "admin", "slow", "dangerous"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "ping", arity: -1, flags: [.fast],
+                aclCategories: ["fast", "connection"],
+                tips: ["request_policy:all_shards", "response_policy:all_succeeded"],
+                requestPolicy: .local, responsePolicy: .allSucceeded, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "psetex", arity: 4, flags: [.write, .denyoom],
+                aclCategories: ["write", "string", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "psubscribe", arity: -2, flags: [.pubsub, .noscript, .loading, .stale],
+                aclCategories: ["pubsub", "slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "psync", arity: -3, flags: [.admin, .noscript, .noAsyncLoading, .noMulti],
+                aclCategories: ["admin", "slow", "dangerous"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "pttl", arity: 2, flags: [.readonly, .fast],
+                aclCategories: ["keyspace", "read", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "publish", arity: 3, flags: [.pubsub, .loading, .stale, .fast],
+                aclCategories: ["pubsub", "fast"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "pubsub", arity: -2, flags: [],
+                aclCategories: ["slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
+                subcommands: [
+                    CommandSpec(
+                        name: "pubsub|channels", arity: -2, flags: [.pubsub, .loading, .stale],
+                        aclCategories: ["pubsub", "slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "pubsub|help", arity: 2, flags: [.loading, .stale],
+                        aclCategories: ["slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "pubsub|numpat", arity: 2, flags: [.pubsub, .loading, .stale],
+                        aclCategories: ["pubsub", "slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "pubsub|numsub", arity: -2, flags: [.pubsub, .loading, .stale],
+                        aclCategories: ["pubsub", "slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "pubsub|shardchannels", arity: -2, flags: [.pubsub, .loading, .stale],
+                        aclCategories: ["pubsub", "slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "pubsub|shardnumsub", arity: -2, flags: [.pubsub, .loading, .stale],
+                        aclCategories: ["pubsub", "slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                ]
+            ),
+        ]
+    }
+
+    private static func rows8() -> [CommandSpec] {
+        [
+            CommandSpec(
+                name: "punsubscribe", arity: -1, flags: [.pubsub, .noscript, .loading, .stale],
+                aclCategories: ["pubsub", "slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "quit", arity: -1, flags: [.noscript, .loading, .stale, .fast, .noAuth, .allowBusy],
+                aclCategories: ["fast", "connection"],
+                requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "randomkey", arity: 1, flags: [.readonly],
+                aclCategories: ["keyspace", "read", "slow"],
+                tips: ["request_policy:all_shards", "nondeterministic_output"],
+                requestPolicy: .allMasters, responsePolicy: .special, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "readonly", arity: 1, flags: [.loading, .stale, .fast],
+                aclCategories: ["fast", "connection"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "readwrite", arity: 1, flags: [.loading, .stale, .fast],
+                aclCategories: ["fast", "connection"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "rename", arity: 3, flags: [.write],
+                aclCategories: ["keyspace", "write", "slow"],
+                firstKey: 1, lastKey: 2, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "renamenx", arity: 3, flags: [.write, .fast],
+                aclCategories: ["keyspace", "write", "fast"],
+                firstKey: 1, lastKey: 2, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "insert"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "replconf", arity: -1, flags: [.admin, .noscript, .loading, .stale, .allowBusy],
+                aclCategories: ["admin", "slow", "dangerous"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "replicaof", arity: 3, flags: [.admin, .noscript, .stale, .noAsyncLoading],
+                aclCategories: ["admin", "slow", "dangerous"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "reset", arity: 1, flags: [.noscript, .loading, .stale, .fast, .noAuth, .allowBusy],
+                aclCategories: ["fast", "connection"],
+                requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "restore", arity: -4, flags: [.write, .denyoom],
+                aclCategories: ["keyspace", "write", "slow", "dangerous"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "restore-asking", arity: -4, flags: [.write, .denyoom, .asking],
+                aclCategories: ["keyspace", "write", "slow", "dangerous"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "role", arity: 1, flags: [.noscript, .loading, .stale, .fast],
+                aclCategories: ["admin", "fast", "dangerous"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "rpop", arity: -2, flags: [.write, .fast],
+                aclCategories: ["write", "list", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "rpoplpush", arity: 3, flags: [.write, .denyoom],
+                aclCategories: ["write", "list", "slow"],
+                firstKey: 1, lastKey: 2, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "insert"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "rpush", arity: -3, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "list", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "insert"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+        ]
+    }
+
+    private static func rows9() -> [CommandSpec] {
+        [
+            CommandSpec(
+                name: "rpushx", arity: -3, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "list", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "insert"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "sadd", arity: -3, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "set", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "insert"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "save", arity: 1, flags: [.admin, .noscript, .noAsyncLoading, .noMulti],
+                aclCategories: ["admin", "slow", "dangerous"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "scan", arity: -2, flags: [.readonly],
+                aclCategories: ["keyspace", "read", "slow"],
+                tips: ["nondeterministic_output", "request_policy:special"],
+                requestPolicy: .anyNode, responsePolicy: .special, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "scard", arity: 2, flags: [.readonly, .fast],
+                aclCategories: ["read", "set", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "script", arity: -2, flags: [],
+                aclCategories: ["slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
+                subcommands: [
+                    CommandSpec(
+                        name: "script|debug", arity: 3, flags: [.noscript],
+                        aclCategories: ["slow", "scripting"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "script|exists", arity: -3, flags: [.noscript],
+                        aclCategories: ["slow", "scripting"],
+                        tips: ["request_policy:all_shards", "response_policy:agg_logical_and"],
+                        requestPolicy: .allMasters, responsePolicy: .logicalAnd, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "script|flush", arity: -2, flags: [.noscript],
+                        aclCategories: ["slow", "scripting"],
+                        tips: ["request_policy:all_nodes", "response_policy:all_succeeded"],
+                        requestPolicy: .allNodes, responsePolicy: .allSucceeded, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "script|help", arity: 2, flags: [.loading, .stale],
+                        aclCategories: ["slow", "scripting"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "script|kill", arity: 2, flags: [.noscript, .allowBusy],
+                        aclCategories: ["slow", "scripting"],
+                        tips: ["request_policy:all_shards", "response_policy:one_succeeded"],
+                        requestPolicy: .allMasters, responsePolicy: .firstSuccess, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "script|load", arity: 3, flags: [.noscript, .stale],
+                        aclCategories: ["slow", "scripting"],
+                        tips: ["request_policy:all_nodes", "response_policy:all_succeeded"],
+                        requestPolicy: .allNodes, responsePolicy: .allSucceeded, affinity: .multiplexed
+                    ),
+                ]
+            ),
+            CommandSpec(
+                name: "sdiff", arity: -2, flags: [.readonly],
+                aclCategories: ["read", "set", "slow"],
+                firstKey: 1, lastKey: -1, keyStep: 1,
+                tips: ["nondeterministic_output_order"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "sdiffstore", arity: -3, flags: [.write, .denyoom],
+                aclCategories: ["write", "set", "slow"],
+                firstKey: 1, lastKey: -1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "select", arity: 2, flags: [.loading, .stale, .fast],
+                aclCategories: ["fast", "connection"],
+                requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "set", arity: -3, flags: [.write, .denyoom],
+                aclCategories: ["write", "string", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    // RW and ACCESS due to the optional `GET` argument
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "update", "variable_flags"]
+                    ),
+                ],
+                getKeysFunction: .firstArgument,
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "setbit", arity: 4, flags: [.write, .denyoom],
+                aclCategories: ["write", "bitmap", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "setex", arity: 4, flags: [.write, .denyoom],
+                aclCategories: ["write", "string", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "setnx", arity: 3, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "string", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "insert"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "setrange", arity: 4, flags: [.write, .denyoom],
+                aclCategories: ["write", "string", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "shutdown", arity: -1, flags: [.admin, .noscript, .loading, .stale, .noMulti, .allowBusy],
+                aclCategories: ["admin", "slow", "dangerous"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "sinter", arity: -2, flags: [.readonly],
+                aclCategories: ["read", "set", "slow"],
+                firstKey: 1, lastKey: -1, keyStep: 1,
+                tips: ["nondeterministic_output_order"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+        ]
+    }
+
+    private static func rows10() -> [CommandSpec] {
+        [
+            CommandSpec(
+                name: "sintercard", arity: -3, flags: [.readonly, .movablekeys],
+                aclCategories: ["read", "set", "slow"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 1, firstKeyIndex: 2, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "sinterstore", arity: -3, flags: [.write, .denyoom],
+                aclCategories: ["write", "set", "slow"],
+                firstKey: 1, lastKey: -1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "update"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "sismember", arity: 3, flags: [.readonly, .fast],
+                aclCategories: ["read", "set", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "slaveof", arity: 3, flags: [.admin, .noscript, .stale, .noAsyncLoading],
+                aclCategories: ["admin", "slow", "dangerous"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "slowlog", arity: -2, flags: [],
+                aclCategories: ["slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
+                subcommands: [
+                    CommandSpec(
+                        name: "slowlog|get", arity: -2, flags: [.admin, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        tips: ["request_policy:all_nodes", "nondeterministic_output"],
+                        requestPolicy: .allNodes, responsePolicy: .special, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "slowlog|help", arity: 2, flags: [.loading, .stale],
+                        aclCategories: ["slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "slowlog|len", arity: 2, flags: [.admin, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        tips: ["request_policy:all_nodes", "response_policy:agg_sum", "nondeterministic_output"],
+                        requestPolicy: .allNodes, responsePolicy: .sum, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "slowlog|reset", arity: 2, flags: [.admin, .loading, .stale],
+                        aclCategories: ["admin", "slow", "dangerous"],
+                        tips: ["request_policy:all_nodes", "response_policy:all_succeeded"],
+                        requestPolicy: .allNodes, responsePolicy: .allSucceeded, affinity: .multiplexed
+                    ),
+                ]
+            ),
+            CommandSpec(
+                name: "smembers", arity: 2, flags: [.readonly],
+                aclCategories: ["read", "set", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output_order"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "smismember", arity: -3, flags: [.readonly, .fast],
+                aclCategories: ["read", "set", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "smove", arity: 4, flags: [.write, .fast],
+                aclCategories: ["write", "set", "fast"],
+                firstKey: 1, lastKey: 2, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "insert"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "sort", arity: -2, flags: [.write, .denyoom, .movablekeys],
+                aclCategories: ["write", "set", "sortedset", "list", "slow", "dangerous"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                    // For the optional BY/GET keyword. It is marked 'unknown' because the key names derive from the content of the key we sort
+                    KeySpec(beginSearch: .unknown, findKeys: .unknown, flags: ["RO", "access"]),
+                    // For the optional STORE keyword. It is marked 'unknown' because the keyword can appear anywhere in the argument array
+                    KeySpec(beginSearch: .unknown, findKeys: .unknown, flags: ["OW", "update"]),
+                ],
+                getKeysFunction: .sort,
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "sort_ro", arity: -2, flags: [.readonly, .movablekeys],
+                aclCategories: ["read", "set", "sortedset", "list", "slow", "dangerous"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                    // For the optional BY/GET keyword. It is marked 'unknown' because the key names derive from the content of the key we sort
+                    KeySpec(beginSearch: .unknown, findKeys: .unknown, flags: ["RO", "access"]),
+                ],
+                getKeysFunction: .sortReadOnly,
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "spop", arity: -2, flags: [.write, .fast],
+                aclCategories: ["write", "set", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "spublish", arity: 3, flags: [.pubsub, .loading, .stale, .fast],
+                aclCategories: ["pubsub", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["not_key"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "srandmember", arity: -2, flags: [.readonly],
+                aclCategories: ["read", "set", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "srem", arity: -3, flags: [.write, .fast],
+                aclCategories: ["write", "set", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "sscan", arity: -3, flags: [.readonly],
+                aclCategories: ["read", "set", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "ssubscribe", arity: -2, flags: [.pubsub, .noscript, .loading, .stale],
+                aclCategories: ["pubsub", "slow"],
+                firstKey: 1, lastKey: -1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
+                        flags: ["not_key"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
+            ),
+        ]
+    }
+
+    private static func rows11() -> [CommandSpec] {
+        [
+            CommandSpec(
+                name: "strlen", arity: 2, flags: [.readonly, .fast],
+                aclCategories: ["read", "string", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "subscribe", arity: -2, flags: [.pubsub, .noscript, .loading, .stale],
+                aclCategories: ["pubsub", "slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "substr", arity: 4, flags: [.readonly],
+                aclCategories: ["read", "string", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "sunion", arity: -2, flags: [.readonly],
+                aclCategories: ["read", "set", "slow"],
+                firstKey: 1, lastKey: -1, keyStep: 1,
+                tips: ["nondeterministic_output_order"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "sunionstore", arity: -3, flags: [.write, .denyoom],
+                aclCategories: ["write", "set", "slow"],
+                firstKey: 1, lastKey: -1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "sunsubscribe", arity: -1, flags: [.pubsub, .noscript, .loading, .stale],
+                aclCategories: ["pubsub", "slow"],
+                firstKey: 1, lastKey: -1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
+                        flags: ["not_key"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "swapdb", arity: 3, flags: [.write, .fast],
+                aclCategories: ["keyspace", "write", "fast", "dangerous"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "sync", arity: 1, flags: [.admin, .noscript, .noAsyncLoading, .noMulti],
+                aclCategories: ["admin", "slow", "dangerous"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "time", arity: 1, flags: [.loading, .stale, .fast],
+                aclCategories: ["fast"],
+                tips: ["nondeterministic_output"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "touch", arity: -2, flags: [.readonly, .fast],
+                aclCategories: ["keyspace", "read", "fast"],
+                firstKey: 1, lastKey: -1, keyStep: 1,
+                tips: ["request_policy:multi_shard", "response_policy:agg_sum"],
+                keySpecs: [
+                    KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0), flags: ["RO"]),
+                ],
+                requestPolicy: .splitByKey, responsePolicy: .sum, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "ttl", arity: 2, flags: [.readonly, .fast],
+                aclCategories: ["keyspace", "read", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "type", arity: 2, flags: [.readonly, .fast],
+                aclCategories: ["keyspace", "read", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "unlink", arity: -2, flags: [.write, .fast],
+                aclCategories: ["keyspace", "write", "fast"],
+                firstKey: 1, lastKey: -1, keyStep: 1,
+                tips: ["request_policy:multi_shard", "response_policy:agg_sum"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0),
+                        flags: ["RM", "delete"]
+                    ),
+                ],
+                requestPolicy: .splitByKey, responsePolicy: .sum, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "unsubscribe", arity: -1, flags: [.pubsub, .noscript, .loading, .stale],
+                aclCategories: ["pubsub", "slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "unwatch", arity: 1, flags: [.noscript, .loading, .stale, .fast, .allowBusy],
+                aclCategories: ["fast", "transaction"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "wait", arity: 3, flags: [.noscript],
+                aclCategories: ["slow", "connection"],
+                tips: ["request_policy:all_shards", "response_policy:agg_min"],
+                requestPolicy: .allMasters, responsePolicy: .special, affinity: .pinned
+            ),
+        ]
+    }
+
+    private static func rows12() -> [CommandSpec] {
+        [
+            CommandSpec(
+                name: "watch", arity: -2, flags: [.noscript, .loading, .stale, .fast, .allowBusy],
+                aclCategories: ["fast", "transaction"],
+                firstKey: 1, lastKey: -1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 0), flags: ["RO"]),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "xack", arity: -4, flags: [.write, .fast],
+                aclCategories: ["write", "stream", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "xadd", arity: -5, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "stream", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output"],
+                keySpecs: [
+                    // UPDATE instead of INSERT because of the optional trimming feature
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "xautoclaim", arity: -6, flags: [.write, .fast],
+                aclCategories: ["write", "stream", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "xclaim", arity: -6, flags: [.write, .fast],
+                aclCategories: ["write", "stream", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "xdel", arity: -3, flags: [.write, .fast],
+                aclCategories: ["write", "stream", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "xgroup", arity: -2, flags: [],
+                aclCategories: ["slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
+                subcommands: [
+                    CommandSpec(
+                        name: "xgroup|create", arity: -5, flags: [.write, .denyoom],
+                        aclCategories: ["write", "stream", "slow"],
+                        firstKey: 2, lastKey: 2, keyStep: 1,
+                        keySpecs: [
+                            KeySpec(
+                                beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                                flags: ["RW", "insert"]
+                            ),
+                        ],
+                        requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "xgroup|createconsumer", arity: 5, flags: [.write, .denyoom],
+                        aclCategories: ["write", "stream", "slow"],
+                        firstKey: 2, lastKey: 2, keyStep: 1,
+                        keySpecs: [
+                            KeySpec(
+                                beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                                flags: ["RW", "insert"]
+                            ),
+                        ],
+                        requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "xgroup|delconsumer", arity: 5, flags: [.write],
+                        aclCategories: ["write", "stream", "slow"],
+                        firstKey: 2, lastKey: 2, keyStep: 1,
+                        keySpecs: [
+                            KeySpec(
+                                beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                                flags: ["RW", "delete"]
+                            ),
+                        ],
+                        requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "xgroup|destroy", arity: 4, flags: [.write],
+                        aclCategories: ["write", "stream", "slow"],
+                        firstKey: 2, lastKey: 2, keyStep: 1,
+                        keySpecs: [
+                            KeySpec(
+                                beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                                flags: ["RW", "delete"]
+                            ),
+                        ],
+                        requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "xgroup|help", arity: 2, flags: [.loading, .stale],
+                        aclCategories: ["stream", "slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "xgroup|setid", arity: -5, flags: [.write],
+                        aclCategories: ["write", "stream", "slow"],
+                        firstKey: 2, lastKey: 2, keyStep: 1,
+                        keySpecs: [
+                            KeySpec(
+                                beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                                flags: ["RW", "update"]
+                            ),
+                        ],
+                        requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                ]
+            ),
+            CommandSpec(
+                name: "xinfo", arity: -2, flags: [],
+                aclCategories: ["slow"],
+                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed,
+                subcommands: [
+                    CommandSpec(
+                        name: "xinfo|consumers", arity: 4, flags: [.readonly],
+                        aclCategories: ["read", "stream", "slow"],
+                        firstKey: 2, lastKey: 2, keyStep: 1,
+                        tips: ["nondeterministic_output"],
+                        keySpecs: [
+                            KeySpec(
+                                beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                                flags: ["RO", "access"]
+                            ),
+                        ],
+                        requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "xinfo|groups", arity: 3, flags: [.readonly],
+                        aclCategories: ["read", "stream", "slow"],
+                        firstKey: 2, lastKey: 2, keyStep: 1,
+                        keySpecs: [
+                            KeySpec(
+                                beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                                flags: ["RO", "access"]
+                            ),
+                        ],
+                        requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "xinfo|help", arity: 2, flags: [.loading, .stale],
+                        aclCategories: ["stream", "slow"],
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                    CommandSpec(
+                        name: "xinfo|stream", arity: -3, flags: [.readonly],
+                        aclCategories: ["read", "stream", "slow"],
+                        firstKey: 2, lastKey: 2, keyStep: 1,
+                        keySpecs: [
+                            KeySpec(
+                                beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                                flags: ["RO", "access"]
+                            ),
+                        ],
+                        requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+                    ),
+                ]
+            ),
+            CommandSpec(
+                name: "xlen", arity: 2, flags: [.readonly, .fast],
+                aclCategories: ["read", "stream", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "xpending", arity: -3, flags: [.readonly],
+                aclCategories: ["read", "stream", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "xrange", arity: -4, flags: [.readonly],
+                aclCategories: ["read", "stream", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "xread", arity: -4, flags: [.readonly, .blocking, .movablekeys],
+                aclCategories: ["read", "stream", "slow", "blocking"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .keyword("STREAMS", startFrom: 1), findKeys: .range(lastKey: -1, keyStep: 1, limit: 2),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                getKeysFunction: .xread,
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "xreadgroup", arity: -7, flags: [.write, .blocking, .movablekeys],
+                aclCategories: ["write", "stream", "slow", "blocking"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .keyword("STREAMS", startFrom: 4), findKeys: .range(lastKey: -1, keyStep: 1, limit: 2),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                getKeysFunction: .xread,
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .pinned
+            ),
+            CommandSpec(
+                name: "xrevrange", arity: -4, flags: [.readonly],
+                aclCategories: ["read", "stream", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "xsetid", arity: -3, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "stream", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "xtrim", arity: -4, flags: [.write],
+                aclCategories: ["write", "stream", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+        ]
+    }
+
+    private static func rows13() -> [CommandSpec] {
+        [
+            CommandSpec(
+                name: "zadd", arity: -4, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "sortedset", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zcard", arity: 2, flags: [.readonly, .fast],
+                aclCategories: ["read", "sortedset", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0), flags: ["RO"]),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zcount", arity: 4, flags: [.readonly, .fast],
+                aclCategories: ["read", "sortedset", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zdiff", arity: -3, flags: [.readonly, .movablekeys],
+                aclCategories: ["read", "sortedset", "slow"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 1, firstKeyIndex: 2, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zdiffstore", arity: -4, flags: [.write, .denyoom, .movablekeys],
+                aclCategories: ["write", "sortedset", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 1, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zincrby", arity: 4, flags: [.write, .denyoom, .fast],
+                aclCategories: ["write", "sortedset", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "update"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zinter", arity: -3, flags: [.readonly, .movablekeys],
+                aclCategories: ["read", "sortedset", "slow"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 1, firstKeyIndex: 2, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zintercard", arity: -3, flags: [.readonly, .movablekeys],
+                aclCategories: ["read", "sortedset", "slow"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 1, firstKeyIndex: 2, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zinterstore", arity: -4, flags: [.write, .denyoom, .movablekeys],
+                aclCategories: ["write", "sortedset", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 1, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zlexcount", arity: 4, flags: [.readonly, .fast],
+                aclCategories: ["read", "sortedset", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zmpop", arity: -4, flags: [.write, .movablekeys],
+                aclCategories: ["write", "sortedset", "slow"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 1, firstKeyIndex: 2, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zmscore", arity: -3, flags: [.readonly, .fast],
+                aclCategories: ["read", "sortedset", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zpopmax", arity: -2, flags: [.write, .fast],
+                aclCategories: ["write", "sortedset", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zpopmin", arity: -2, flags: [.write, .fast],
+                aclCategories: ["write", "sortedset", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "access", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zrandmember", arity: -2, flags: [.readonly],
+                aclCategories: ["read", "sortedset", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zrange", arity: -4, flags: [.readonly],
+                aclCategories: ["read", "sortedset", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+        ]
+    }
+
+    private static func rows14() -> [CommandSpec] {
+        [
+            CommandSpec(
+                name: "zrangebylex", arity: -4, flags: [.readonly],
+                aclCategories: ["read", "sortedset", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zrangebyscore", arity: -4, flags: [.readonly],
+                aclCategories: ["read", "sortedset", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zrangestore", arity: -5, flags: [.write, .denyoom],
+                aclCategories: ["write", "sortedset", "slow"],
+                firstKey: 1, lastKey: 2, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zrank", arity: 3, flags: [.readonly, .fast],
+                aclCategories: ["read", "sortedset", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zrem", arity: -3, flags: [.write, .fast],
+                aclCategories: ["write", "sortedset", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zremrangebylex", arity: 4, flags: [.write],
+                aclCategories: ["write", "sortedset", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zremrangebyrank", arity: 4, flags: [.write],
+                aclCategories: ["write", "sortedset", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zremrangebyscore", arity: 4, flags: [.write],
+                aclCategories: ["write", "sortedset", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RW", "delete"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zrevrange", arity: -4, flags: [.readonly],
+                aclCategories: ["read", "sortedset", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zrevrangebylex", arity: -4, flags: [.readonly],
+                aclCategories: ["read", "sortedset", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zrevrangebyscore", arity: -4, flags: [.readonly],
+                aclCategories: ["read", "sortedset", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zrevrank", arity: 3, flags: [.readonly, .fast],
+                aclCategories: ["read", "sortedset", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zscan", arity: -3, flags: [.readonly],
+                aclCategories: ["read", "sortedset", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                tips: ["nondeterministic_output"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zscore", arity: 3, flags: [.readonly, .fast],
+                aclCategories: ["read", "sortedset", "fast"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zunion", arity: -3, flags: [.readonly, .movablekeys],
+                aclCategories: ["read", "sortedset", "slow"],
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 0, keyCountIndex: 1, firstKeyIndex: 2, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+            CommandSpec(
+                name: "zunionstore", arity: -4, flags: [.write, .denyoom, .movablekeys],
+                aclCategories: ["write", "sortedset", "slow"],
+                firstKey: 1, lastKey: 1, keyStep: 1,
+                keySpecs: [
+                    KeySpec(
+                        beginSearch: .index(1), findKeys: .range(lastKey: 0, keyStep: 1, limit: 0),
+                        flags: ["OW", "update"]
+                    ),
+                    KeySpec(
+                        beginSearch: .index(2), findKeys: .keyNum(keyNumIndex: 0, firstKey: 1, keyStep: 1),
+                        flags: ["RO", "access"]
+                    ),
+                ],
+                getKeysFunction: .keyCount(storeKeyIndex: 1, keyCountIndex: 2, firstKeyIndex: 3, keyStep: 1),
+                requestPolicy: .singleSlot, responsePolicy: .passthrough, affinity: .multiplexed
+            ),
+        ]
+    }
+
 }

@@ -46,8 +46,10 @@ public final class EventLoop {
     /// Runs turns until `stop()` is called from a callback on this loop.
     public func run(afterTurn: () -> Void) {
         stopRequested = false
+        turnTime = cachedTime()
         while !stopRequested {
             let rc = event_base_loop(base, EVLOOP_ONCE)
+            turnTime = cachedTime()
             afterTurn()
             if rc < 0 { break }
             if rc == 1 { break }  // no events registered at all
@@ -57,8 +59,14 @@ public final class EventLoop {
     /// Ends `run` after the current turn. Call on the loop's thread.
     public func stop() { stopRequested = true }
 
-    /// Monotonic time in milliseconds, cached by libevent for the current turn.
-    public var nowMilliseconds: Int64 {
+    /// Time in milliseconds as of the end of the last turn: precise enough for
+    /// timeouts checked every 100 ms, and free to read per request.
+    public private(set) var turnTime: Int64 = 0
+
+    /// Time in milliseconds, cached by libevent for the current turn.
+    public var nowMilliseconds: Int64 { cachedTime() }
+
+    private func cachedTime() -> Int64 {
         var tv = timeval()
         event_base_gettimeofday_cached(base, &tv)
         return Int64(tv.tv_sec) * 1000 + Int64(tv.tv_usec) / 1000

@@ -13,7 +13,9 @@ import RESPWire
 final class BackendConnection {
     enum State { case connecting, ready, closed }
 
-    unowned let worker: Worker
+    // The worker owns this object and outlives it (closed objects are released
+    // by the worker after the loop turn), so no reference counting is needed.
+    unowned(unsafe) let worker: Worker
     let address: NodeAddress
     let resp3: Bool
     private(set) var state = State.connecting
@@ -87,7 +89,7 @@ final class BackendConnection {
             inFlight.append(nil)
         }
         output.append(record.request.readable)
-        record.sentAt = worker.loop.nowMilliseconds
+        record.sentAt = worker.loop.turnTime
         inFlight.append(record)
         markDirty()
     }

@@ -5,7 +5,9 @@ import EventLoop
 /// RESP3 client's requests go over connections that said `HELLO 3`), opened
 /// lazily and reopened after a failure.
 final class BackendPool {
-    unowned let worker: Worker
+    // The worker owns this object and outlives it (closed objects are released
+    // by the worker after the loop turn), so no reference counting is needed.
+    unowned(unsafe) let worker: Worker
     let address: NodeAddress
     private var resp2: [BackendConnection?]
     private var resp3: [BackendConnection?]

@@ -9,7 +9,9 @@ import RESPWire
 /// for the oldest goes straight to `output`; one for a later request waits in
 /// its record until everything before it is answered.
 final class ClientSession {
-    unowned let worker: Worker
+    // The worker owns this object and outlives it (closed objects are released
+    // by the worker after the loop turn), so no reference counting is needed.
+    unowned(unsafe) let worker: Worker
     let id: Int
     private let fd: CInt
     let output = ByteBuffer(capacity: 16 * 1024)

@@ -5,8 +5,8 @@ import RESPWire
 /// `CONFIG GET`) and checks its arity, answering errors exactly as Redis words
 /// them. Returns nil when the client has been answered with an error.
 enum CommandResolver {
-    static func resolve(_ command: Command, session: ClientSession) -> CommandSpec? {
-        guard var spec = CommandTable.lookup(command.argument(0)) else {
+    static func resolve(_ command: Command, in table: CommandLookup, session: ClientSession) -> CommandSpec? {
+        guard var spec = table.find(command.argument(0)) else {
             session.replyError(unknownCommandMessage(command))
             return nil
         }

@@ -1,4 +1,5 @@
 import ClusterTopology
+import CommandTable
 import EventLoop
 import Logging
 import RESPWire
@@ -28,6 +29,8 @@ final class Worker {
     private var listenerEvent: LoopEvent?
     private var tickEvent: LoopEvent?
     let mailbox: Mailbox<WorkerMessage>
+    private let commands = CommandLookup()
+    private let slotHasher = SlotHasher()
 
     /// The current topology and, per slot, the pool of the node serving it
     /// (patched by MOVED until the next snapshot arrives).
@@ -167,7 +170,7 @@ final class Worker {
     /// are spans into it (index 0 is the command name).
     func route(_ session: ClientSession, frame: UnsafeRawBufferPointer, arguments: [ArgumentSpan]) {
         let command = Command(frame: frame, arguments: arguments)
-        guard let spec = CommandResolver.resolve(command, session: session) else { return }
+        guard let spec = CommandResolver.resolve(command, in: commands, session: session) else { return }
         switch spec.requestPolicy {
         case .local:
             LocalCommands.answer(spec, command, session: session, worker: self)
@@ -192,7 +195,7 @@ final class Worker {
         spec.extractKeys(frame: frame, arguments: arguments, into: &session.keyIndices)
         var slot = -1
         for index in session.keyIndices {
-            let keySlot = hashSlot(command.argument(index))
+            let keySlot = slotHasher.slot(of: command.argument(index))
             if slot == -1 {
                 slot = keySlot
             } else if keySlot != slot {

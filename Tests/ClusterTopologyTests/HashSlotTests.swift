@@ -26,3 +26,23 @@ import Testing
         #expect(hashSlot("{a}{b}") == hashSlot("a"))
     }
 }
+
+@Suite struct SlotHasherTests {
+    @Test func agreesWithHashSlot() {
+        let hasher = SlotHasher()
+        var rng: UInt64 = 7
+        for length in 0..<64 {
+            var key: [UInt8] = []
+            for _ in 0..<length {
+                rng = rng &* 6364136223846793005 &+ 1442695040888963407
+                // Bias towards braces so hash tags of every shape occur.
+                let r = UInt8(truncatingIfNeeded: rng >> 33)
+                key.append(r % 5 == 0 ? UInt8(ascii: "{") : r % 5 == 1 ? UInt8(ascii: "}") : r)
+            }
+            key.withUnsafeBytes { #expect(hasher.slot(of: $0) == hashSlot($0)) }
+        }
+        for key in ["foo", "{user1000}.following", "{}x", "{x", "a{}{b}", ""] {
+            Array(key.utf8).withUnsafeBytes { #expect(hasher.slot(of: $0) == hashSlot(key)) }
+        }
+    }
+}
