@@ -67,12 +67,15 @@ LOCAL_COMMANDS = {
     "ping", "echo", "quit", "select", "hello", "reset", "auth",
     "client|setname", "client|getname", "client|id",
     "client|setinfo",  # Redis 7.2+; absent from 7.0, kept for when the table is regenerated
+    # Commands that would change the state of a backend connection many
+    # clients share: answered (or refused) by the proxy, never forwarded.
+    "asking", "readonly", "readwrite", "sync", "psync", "replconf", "client|no-evict",
 }
 
 PINNED_COMMANDS = {
     "multi", "exec", "discard", "watch", "unwatch",
     "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe",
-    "monitor", "client|tracking", "client|reply", "wait", "xread", "xreadgroup",
+    "monitor", "client|tracking", "client|caching", "client|reply", "wait", "xread", "xreadgroup",
 }
 
 REQUEST_TIPS = {

@@ -102,7 +102,7 @@ extension CommandTable {
             CommandSpec(
                 name: "asking", arity: 1, flags: [.fast],
                 aclCategories: ["fast", "connection"],
-                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
             ),
             CommandSpec(
                 name: "auth", arity: -2, flags: [.noscript, .loading, .stale, .fast, .noAuth, .allowBusy],
@@ -302,7 +302,7 @@ extension CommandTable {
                     CommandSpec(
                         name: "client|caching", arity: 3, flags: [.noscript, .loading, .stale],
                         aclCategories: ["slow", "connection"],
-                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
                     ),
                     CommandSpec(
                         name: "client|getname", arity: 2, flags: [.noscript, .loading, .stale],
@@ -344,7 +344,7 @@ extension CommandTable {
                     CommandSpec(
                         name: "client|no-evict", arity: 3, flags: [.admin, .noscript, .loading, .stale],
                         aclCategories: ["admin", "slow", "dangerous", "connection"],
-                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                        requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
                     ),
                     CommandSpec(
                         name: "client|pause", arity: -3, flags: [.admin, .noscript, .loading, .stale],
@@ -1974,7 +1974,7 @@ extension CommandTable {
             CommandSpec(
                 name: "psync", arity: -3, flags: [.admin, .noscript, .noAsyncLoading, .noMulti],
                 aclCategories: ["admin", "slow", "dangerous"],
-                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
             ),
             CommandSpec(
                 name: "pttl", arity: 2, flags: [.readonly, .fast],
@@ -2055,12 +2055,12 @@ extension CommandTable {
             CommandSpec(
                 name: "readonly", arity: 1, flags: [.loading, .stale, .fast],
                 aclCategories: ["fast", "connection"],
-                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
             ),
             CommandSpec(
                 name: "readwrite", arity: 1, flags: [.loading, .stale, .fast],
                 aclCategories: ["fast", "connection"],
-                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
             ),
             CommandSpec(
                 name: "rename", arity: 3, flags: [.write],
@@ -2097,7 +2097,7 @@ extension CommandTable {
             CommandSpec(
                 name: "replconf", arity: -1, flags: [.admin, .noscript, .loading, .stale, .allowBusy],
                 aclCategories: ["admin", "slow", "dangerous"],
-                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
             ),
             CommandSpec(
                 name: "replicaof", arity: 3, flags: [.admin, .noscript, .stale, .noAsyncLoading],
@@ -2687,7 +2687,7 @@ extension CommandTable {
             CommandSpec(
                 name: "sync", arity: 1, flags: [.admin, .noscript, .noAsyncLoading, .noMulti],
                 aclCategories: ["admin", "slow", "dangerous"],
-                requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
             ),
             CommandSpec(
                 name: "time", arity: 1, flags: [.loading, .stale, .fast],

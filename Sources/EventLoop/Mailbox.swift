@@ -28,6 +28,9 @@ public final class Mailbox<Message: Sendable>: @unchecked Sendable {
         }
     }
 
+    /// Stops delivering; call on the loop's thread before the loop goes away.
+    public func detach() { wakeup.detach() }
+
     /// Queues a message and wakes the loop; callable from any thread.
     public func send(_ message: Message) {
         pthread_mutex_lock(&lock)
@@ -82,6 +85,11 @@ final class Wakeup {
             }, context: Unmanaged.passUnretained(self).toOpaque())
         event.add()
         self.event = event
+    }
+
+    func detach() {
+        event = nil
+        handler = nil
     }
 
     func signal() {

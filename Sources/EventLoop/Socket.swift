@@ -61,6 +61,9 @@ public enum Socket {
         return fd
     }
 
+    /// Whether the last failed call ran out of file descriptors (EMFILE/ENFILE).
+    public static var lastErrorIsOutOfDescriptors: Bool { errno == EMFILE || errno == ENFILE }
+
     /// Accepts one pending connection as a non-blocking socket; nil when none.
     public static func accept(listener: CInt) -> CInt? {
         let fd = Glibc.accept(listener, nil, nil)

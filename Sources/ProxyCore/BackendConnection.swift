@@ -40,10 +40,15 @@ final class BackendConnection {
 
     var outstandingRequests: Int { inFlight.count }
 
-    /// The send time of the oldest request still owed a reply.
+    /// The send time of the oldest request still owed a reply. A swallowed
+    /// entry (`ASKING`) was written together with the request behind it, so
+    /// that request's time counts; a lone `HELLO` dates from the connect.
     var oldestSentAt: Int64? {
-        guard let head = inFlight.first else { return nil }
-        return head?.sentAt ?? connectStartedAt
+        guard !inFlight.isEmpty else { return nil }
+        for offset in 0..<inFlight.count {
+            if let record = inFlight[offset] { return record.sentAt }
+        }
+        return connectStartedAt
     }
 
     private func startConnect() {

@@ -23,6 +23,14 @@ final class ClientSession {
     var isDirty = false
     private(set) var isClosed = false
     private var closeAfterFlush = false
+    /// Reading stops while the client owes the proxy too much reading of its
+    /// own (a slow reader or a pipeline far ahead of the cluster), so one
+    /// client cannot make the proxy buffer without bound.
+    private var readPaused = false
+    static let pauseAtPendingReplies = 10_000
+    static let resumeAtPendingReplies = 1_000
+    static let pauseAtOutputBytes = 8 << 20
+    static let resumeAtOutputBytes = 1 << 20
     /// Speaks RESP3 after `HELLO 3`.
     var resp3 = false
     var clientName: [UInt8]? = nil
@@ -55,7 +63,9 @@ final class ClientSession {
 
     private func onReadable() {
         if let needed = parser.bytesStillNeeded, needed > input.readableBytes {
-            input.reserveWritable(needed - input.readableBytes)
+            // Grow towards a big argument as its bytes arrive, not on the
+            // promise of its header alone.
+            input.reserveWritable(min(needed - input.readableBytes, max(16 * 1024, input.readableBytes)))
         } else if input.writableTail.count < 4096 {
             input.reserveWritable(16 * 1024)
         }
@@ -74,6 +84,13 @@ final class ClientSession {
 
     private func parseRequests() {
         while !input.isEmpty && !closeAfterFlush {
+            if pending.count >= ClientSession.pauseAtPendingReplies
+                || output.readableBytes >= ClientSession.pauseAtOutputBytes
+            {
+                readPaused = true
+                readEvent?.remove()
+                return
+            }
             switch parser.parse(input.readable) {
             case .incomplete:
                 return
@@ -190,7 +207,13 @@ final class ClientSession {
             }
         }
         output.shrinkIfIdle(above: 4 << 20, to: 16 * 1024)
-        if closeAfterFlush && pending.isEmpty { close() }
+        if closeAfterFlush && pending.isEmpty {
+            close()
+        } else if readPaused && pending.count <= ClientSession.resumeAtPendingReplies {
+            readPaused = false
+            if !closeAfterFlush { readEvent?.add() }
+            parseRequests()
+        }
     }
 
     /// Drops the connection. Requests still at nodes keep their record; their

@@ -18,6 +18,10 @@ enum CommandResolver {
             // `CLIENT SETINFO` (Redis 7.2) is sent by current client libraries
             // on connect; the proxy answers it even in front of 7.0 nodes.
             if spec.name == "client" && command.argument(1, equals: "setinfo") {
+                guard LocalCommands.clientSetInfo.acceptsArgumentCount(command.count) else {
+                    session.replyError("ERR wrong number of arguments for 'client|setinfo' command")
+                    return nil
+                }
                 return LocalCommands.clientSetInfo
             }
             guard let subcommand = spec.subcommand(command.argument(1)) else {

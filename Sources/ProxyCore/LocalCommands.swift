@@ -69,6 +69,16 @@ enum LocalCommands {
             session.replyLocally { $0.appendInteger(id) }
         case "client|setinfo":
             setInfo(command, session: session)
+        case "asking", "readonly", "readwrite":
+            // The proxy follows ASK itself and picks the node for each read,
+            // so these describe nothing the client's connection could change.
+            session.replyLocally { $0.append("+OK\r\n") }
+        case "sync", "psync", "replconf":
+            session.replyError(
+                "ERR slotproxy does not support replication commands ('\(spec.name)'): connect replicas to the cluster nodes directly")
+        case "client|no-evict":
+            session.replyError(
+                "ERR slotproxy does not forward 'client|no-evict': its backend connections are shared by many clients")
         default:
             session.replyError("ERR slotproxy cannot answer '\(spec.name)' locally")
         }

@@ -16,6 +16,12 @@ struct RingQueue<Element> {
 
     var first: Element? { count == 0 ? nil : storage[head] }
 
+    /// The element `offset` places behind the oldest (0 is the oldest).
+    subscript(offset: Int) -> Element {
+        precondition(offset >= 0 && offset < count)
+        return storage[(head + offset) & (storage.count - 1)]!
+    }
+
     mutating func append(_ element: Element) {
         if count == storage.count { grow() }
         storage[(head + count) & (storage.count - 1)] = element

@@ -28,6 +28,7 @@ final class Worker {
     private let listenerFD: CInt
     private var listenerEvent: LoopEvent?
     private var tickEvent: LoopEvent?
+    private var acceptPaused = false
     let mailbox: Mailbox<WorkerMessage>
     private let commands = CommandLookup()
     private let slotHasher = SlotHasher()
@@ -103,12 +104,26 @@ final class Worker {
         pools.removeAll()
         slotOwners = []
         masterPools = []
+        // Events go before the loop's event_base does.
+        listenerEvent = nil
+        tickEvent = nil
+        mailbox.detach()
     }
 
     // MARK: clients
 
     private func acceptClients() {
-        while let fd = Socket.accept(listener: listenerFD) {
+        while true {
+            guard let fd = Socket.accept(listener: listenerFD) else {
+                if Socket.lastErrorIsOutOfDescriptors {
+                    // The listener would fire again at once: stop accepting
+                    // until the next tick instead of spinning.
+                    listenerEvent?.remove()
+                    acceptPaused = true
+                    logger.error("out of file descriptors: not accepting clients for now (raise LimitNOFILE / ulimit -n)")
+                }
+                return
+            }
             guard shared.admitClient(limit: configuration.maxClients) else {
                 _ = "-ERR max number of clients reached\r\n".utf8CString.withUnsafeBytes {
                     Socket.write(fd, UnsafeRawBufferPointer(rebasing: $0.dropLast()))
@@ -181,7 +196,7 @@ final class Worker {
             return
         default: break
         }
-        if spec.affinity == .pinned {
+        if spec.affinity == .pinned && !isNonBlockingStreamRead(spec, command) {
             session.replyError(
                 "ERR slotproxy does not support '\(spec.name)' yet (transactions, blocking and subscribe commands)")
             return
@@ -223,6 +238,17 @@ final class Worker {
         record.slot = slot
         session.expectReply(record)
         target.connection(resp3: session.resp3).enqueue(record)
+    }
+
+    /// `XREAD`/`XREADGROUP` block only with a `BLOCK` option; without it they
+    /// are ordinary reads that can share a connection.
+    private func isNonBlockingStreamRead(_ spec: CommandSpec, _ command: Command) -> Bool {
+        guard spec.name == "xread" || spec.name == "xreadgroup" else { return false }
+        for index in 1..<command.count {
+            if command.argument(index, equals: "streams") { return true }
+            if command.argument(index, equals: "block") { return false }
+        }
+        return true
     }
 
     // MARK: replies
@@ -277,6 +303,10 @@ final class Worker {
     /// Replies on one connection come in order, so the oldest one decides.
     private func tick() {
         let now = loop.nowMilliseconds
+        if acceptPaused {
+            acceptPaused = false
+            listenerEvent?.add()
+        }
         for pool in pools.values {
             for connection in pool.openConnections {
                 if connection.state == .connecting {

@@ -657,3 +657,54 @@ def test_client_disconnect_with_requests_in_flight(cluster, proxy):
         key = unique("after-vanish")
         assert is_status(c.command("SET", key, "ok"), b"OK")
         assert c.command("GET", key) == b"ok"
+
+
+# ---------------------------------------------------------------------------
+# Commands that would change a shared backend connection's state.
+# ---------------------------------------------------------------------------
+
+
+def test_connection_state_commands_never_reach_shared_connections(cluster, proxy):
+    """REPLCONF GETACK gets no reply from a node and PSYNC turns a connection
+    into a replica link: forwarded on a shared connection, either would hand
+    other clients the wrong replies. The proxy answers them itself."""
+    a = proxy.raw()
+    b = proxy.raw()
+    assert is_status(b.command("SET", "state:k", "v"))
+    for args in (("REPLCONF", "GETACK", "*"), ("PSYNC", "?", "-1"), ("SYNC",), ("CLIENT", "NO-EVICT", "on")):
+        reply = a.command(*args)
+        assert isinstance(reply, RespError) and "slotproxy" in reply.message, (args, reply)
+    for args in (("ASKING",), ("READONLY",), ("READWRITE",)):
+        assert is_status(a.command(*args)), args
+    for i in range(20):
+        assert b.command("GET", "state:k") == b"v"
+        assert a.command("ECHO", f"m{i}") == f"m{i}".encode()
+
+
+def test_client_setinfo(proxy):
+    c = proxy.raw()
+    assert is_status(c.command("CLIENT", "SETINFO", "LIB-NAME", "mylib"))
+    for args in (("CLIENT", "SETINFO"), ("CLIENT", "SETINFO", "LIB-NAME")):
+        reply = c.command(*args)
+        assert isinstance(reply, RespError) and "wrong number of arguments" in reply.message, reply
+    assert is_status(c.command("PING"), b"PONG")
+
+
+def test_xread_without_block_is_routed(proxy):
+    c = proxy.raw()
+    c.command("DEL", "stream:s")
+    c.command("XADD", "stream:s", "1-1", "f", "v")
+    reply = c.command("XREAD", "COUNT", "10", "STREAMS", "stream:s", "0")
+    assert not isinstance(reply, RespError), reply
+    assert b"stream:s" in repr(reply).encode()
+
+
+def test_slow_reader_pauses_instead_of_buffering(cluster, proxy):
+    """A client that pipelines far ahead without reading is paused (reading
+    stops) and resumes once it reads: every reply arrives, in order."""
+    c = proxy.raw(timeout=60)
+    value = b"x" * 1024
+    assert is_status(c.command("SET", "slow:k", value))
+    n = 30000  # 30 MB of replies: past both the pending and the output marks
+    replies = c.pipeline([("GET", "slow:k") if i % 2 else ("ECHO", f"v{i}") for i in range(n)])
+    assert replies == [value if i % 2 else f"v{i}".encode() for i in range(n)]
