@@ -8,9 +8,11 @@ import Testing
         #expect(Array("123456789".utf8).withUnsafeBytes { crc16($0) } == 0x31C3)
     }
 
+    // Expected slots as a Redis 7.0 node reports them (`CLUSTER KEYSLOT`).
     @Test(arguments: [
         ("foo", 12182), ("{user1000}.following", 3443), ("{user1000}.followers", 3443), ("bar", 5061),
-        ("{}x", hashSlot("{}x")), ("", 0),
+        ("{}x", 10595), ("{x", 11068), ("a{}{b}", 15033), ("foo{}{bar}", 8363), ("foo{{bar}}zap", 4015),
+        ("{a}{b}", 15495), ("", 0),
     ])
     func knownSlots(key: String, slot: Int) {
         #expect(hashSlot(key) == slot)

@@ -104,6 +104,8 @@ func resp(_ args: String...) -> [UInt8] { resp(args.map { Array($0.utf8) }) }
         ("*abc\r\n", "Protocol error: invalid multibulk length"),
         ("*1\r\nX", "Protocol error: expected '$', got 'X'"),
         ("*2\r\n$3\r\nGET\r\n:1\r\n", "Protocol error: expected '$', got ':'"),
+        ("*1\r\n*1\r\n*1\r\n$1\r\nx\r\n", "Protocol error: expected '$', got '*'"),
+        ("*1\r\n$-1\r\n", "Protocol error: invalid bulk length"),
         ("*1\r\n$3\r\nGETXX", "Protocol error: expected CRLF after bulk payload"),
         ("*2000000\r\n", "Protocol error: invalid multibulk length"),
         ("get \"unterminated\r\n", "Protocol error: unbalanced quotes in request"),
