@@ -43,7 +43,7 @@ public enum TopologyParser {
                 }
             }
             if let master, !ranges.isEmpty {
-                shards.append(Shard(master: master, replicas: replicas, slotRanges: ranges))
+                shards.append(Shard(master: master, replicas: replicas, slotRanges: ranges.sorted { $0.lowerBound < $1.lowerBound }))
             }
         }
         return SlotMap(shards: shards.sorted { $0.slotRanges[0].lowerBound < $1.slotRanges[0].lowerBound })

@@ -99,6 +99,15 @@ final class BackendConnection {
         markDirty()
     }
 
+    /// Sends a command of the proxy's own whose reply is swallowed (an
+    /// error in it is logged).
+    func enqueueInternal(_ arguments: [[UInt8]]) {
+        guard state != .closed else { return }
+        output.appendCommand(arguments)
+        inFlight.append(nil)
+        markDirty()
+    }
+
     private func markDirty() {
         guard !isDirty, state == .ready else { return }
         isDirty = true

@@ -55,6 +55,8 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var maxClients: Int = 10000
     /// Log level (`log-level`).
     public var logLevel: LogLevelSetting = .info
+    /// FLUSHALL/FLUSHDB through the proxy wipe every master; refused unless this is true (`allow-flush`).
+    public var allowFlush: Bool = false
 
     public init() {}
 }

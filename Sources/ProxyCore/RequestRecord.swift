@@ -19,6 +19,9 @@ final class RequestRecord {
     var redirects = 0
     /// When it was last written to a backend (loop time, ms).
     var sentAt: Int64 = 0
+    /// Set when this record is one part of a split or broadcast command.
+    var fanOut: FanOut?
+    var part = 0
 
     func reset() {
         session = nil
@@ -30,6 +33,8 @@ final class RequestRecord {
         slot = -1
         redirects = 0
         sentAt = 0
+        fanOut = nil
+        part = 0
     }
 }
 

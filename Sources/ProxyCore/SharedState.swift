@@ -11,6 +11,11 @@ final class SharedState: Sendable {
     private let clients = Atomic<Int>(0)
     private let clientIDs = Atomic<Int>(0)
     private let stopping = Atomic<Bool>(false)
+    /// Bodies of the scripts clients loaded with `SCRIPT LOAD`, by SHA1, so
+    /// a master that lacks one (promoted after a failover, newly added) gets
+    /// it again instead of the client seeing `NOSCRIPT`. Touched only on
+    /// `SCRIPT LOAD` and `NOSCRIPT`, never per request.
+    private let scripts = Mutex<[String: [UInt8]]>([:])
     /// Written by any thread to ask for a topology refresh; the refresher
     /// polls the read end (a pipe coalesces many rings into one refresh).
     let refreshBellRead: CInt
@@ -30,6 +35,18 @@ final class SharedState: Sendable {
     deinit {
         close(refreshBellRead)
         close(refreshBellWrite)
+    }
+
+    func rememberScript(sha: String, body: [UInt8]) {
+        scripts.withLock { $0[sha.lowercased()] = body }
+    }
+
+    func script(sha: String) -> [UInt8]? {
+        scripts.withLock { $0[sha.lowercased()] }
+    }
+
+    func forgetScripts() {
+        scripts.withLock { $0.removeAll() }
     }
 
     func nextClientID() -> Int { clientIDs.add(1, ordering: .relaxed).newValue }

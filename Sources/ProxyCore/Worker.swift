@@ -31,14 +31,15 @@ final class Worker {
     private var acceptPaused = false
     let mailbox: Mailbox<WorkerMessage>
     private let commands = CommandLookup()
-    private let slotHasher = SlotHasher()
+    let slotHasher = SlotHasher()
 
     /// The current topology and, per slot, the pool of the node serving it
     /// (patched by MOVED until the next snapshot arrives).
     private(set) var slotMap: SlotMap?
-    private var slotOwners: [BackendPool?] = Array(repeating: nil, count: clusterSlotCount)
+    private(set) var slotOwners: [BackendPool?] = Array(repeating: nil, count: clusterSlotCount)
     private var pools: [NodeAddress: BackendPool] = [:]
-    private var masterPools: [BackendPool] = []
+    /// The pools of `slotMap.shards`' masters, in the same order.
+    private(set) var masterPools: [BackendPool] = []
     private var anyNodeCursor = 0
 
     init(configuration: ProxyConfiguration, listenerFD: CInt, mailbox: Mailbox<WorkerMessage>, shared: SharedState, logger: Logger) {
@@ -172,7 +173,7 @@ final class Worker {
         slotMap = map
     }
 
-    private func pool(for address: NodeAddress) -> BackendPool {
+    func pool(for address: NodeAddress) -> BackendPool {
         if let existing = pools[address] { return existing }
         let pool = BackendPool(worker: self, address: address, connections: configuration.backendConnections)
         pools[address] = pool
@@ -191,8 +192,7 @@ final class Worker {
             LocalCommands.answer(spec, command, session: session, worker: self)
             return
         case .allMasters, .allNodes:
-            // Sending these to one node would answer for a third of the data.
-            session.replyError("ERR slotproxy does not support '\(spec.name)' yet (cluster-wide commands)")
+            broadcast(spec, command, session: session)
             return
         default: break
         }
@@ -205,7 +205,10 @@ final class Worker {
             session.replyError("CLUSTERDOWN The cluster is down")
             return
         }
-        // All keys must share one slot (multi-key splitting comes later).
+        if spec.responsePolicy == .special && spec.name == "scan" {
+            scan(command, session: session)
+            return
+        }
         session.keyIndices.removeAll(keepingCapacity: true)
         spec.extractKeys(frame: frame, arguments: arguments, into: &session.keyIndices)
         var slot = -1
@@ -214,7 +217,13 @@ final class Worker {
             if slot == -1 {
                 slot = keySlot
             } else if keySlot != slot {
-                session.replyError("CROSSSLOT Keys in request don't hash to the same slot")
+                // Keys in several slots: split when the command allows it and
+                // loses nothing by it, else refuse as a cluster node does.
+                if spec.requestPolicy == .splitByKey && spec.responsePolicy != .special {
+                    split(spec, command, session: session)
+                } else {
+                    session.replyError("CROSSSLOT Keys in request don't hash to the same slot")
+                }
                 return
             }
         }
@@ -254,7 +263,7 @@ final class Worker {
     // MARK: replies
 
     /// A node answered `record`. Redirects are followed here; everything else
-    /// goes to the client.
+    /// goes to the client (or, for a part of a split command, to its fan-out).
     func handleReply(_ record: RequestRecord, reply: UnsafeRawBufferPointer, kind: ReplyKind, from connection: BackendConnection) {
         if case .error(let errorClass) = kind, errorClass == .moved || errorClass == .ask,
             record.redirects < configuration.maxRedirects,
@@ -277,6 +286,18 @@ final class Worker {
             }
             return
         }
+        if case .error(.other) = kind, record.redirects < configuration.maxRedirects,
+            reloadScriptAndRetry(record, reply: reply, on: connection)
+        {
+            return
+        }
+        if let fanOut = record.fanOut {
+            if case .error(.tryAgain) = kind, resplitPerKey(record, connection: connection) { return }
+            let part = record.part
+            recordPool.release(record)
+            partArrived(fanOut, part: part, reply: reply)
+            return
+        }
         guard let session = record.session else {
             recordPool.release(record)
             return
@@ -284,14 +305,44 @@ final class Worker {
         session.complete(record, reply: reply)
     }
 
+    /// `EVALSHA` met a master without the script (promoted after a failover,
+    /// or new): load it there from the proxy's cache of scripts clients
+    /// loaded, then run the command again on the same connection, so the
+    /// client never sees `NOSCRIPT` for a script it loaded.
+    private func reloadScriptAndRetry(_ record: RequestRecord, reply: UnsafeRawBufferPointer, on connection: BackendConnection) -> Bool {
+        guard reply.count > 9, reply.starts(with: "-NOSCRIPT".utf8) else { return false }
+        var parser = RequestParser()
+        let request = record.request.readableArray()
+        let sha: String? = request.withUnsafeBytes { raw in
+            guard case .complete = parser.parse(raw), parser.arguments.count >= 2 else { return nil }
+            let name = parser.arguments[0]
+            let command = String(decoding: raw[name.offset..<(name.offset + name.length)], as: UTF8.self).lowercased()
+            guard command == "evalsha" || command == "evalsha_ro" else { return nil }
+            let shaSpan = parser.arguments[1]
+            return String(decoding: raw[shaSpan.offset..<(shaSpan.offset + shaSpan.length)], as: UTF8.self)
+        }
+        guard let sha, let body = shared.script(sha: sha), record.session.map({ !$0.isClosed }) ?? false else { return false }
+        record.redirects += 1
+        connection.enqueueInternal(["SCRIPT", "LOAD"].map { Array($0.utf8) } + [body])
+        connection.enqueue(record)
+        logger.info("reloaded script \(sha) on \(connection.address) after NOSCRIPT")
+        return true
+    }
+
     /// Answers `record` with an error made by the proxy.
     func failRequest(_ record: RequestRecord, message: String) {
+        let text = ByteBuffer(capacity: message.utf8.count + 3)
+        text.appendError(message)
+        if let fanOut = record.fanOut {
+            let part = record.part
+            recordPool.release(record)
+            partArrived(fanOut, part: part, reply: text.readable)
+            return
+        }
         guard let session = record.session else {
             recordPool.release(record)
             return
         }
-        let text = ByteBuffer(capacity: message.utf8.count + 3)
-        text.appendError(message)
         session.complete(record, reply: text.readable)
     }
 

@@ -91,6 +91,10 @@ public final class ByteBuffer {
         bytes.withUnsafeBytes { append($0) }
     }
 
+    @inlinable public func append(_ bytes: ArraySlice<UInt8>) {
+        bytes.withUnsafeBytes { append($0) }
+    }
+
     @inlinable public func append(_ string: StaticString) {
         append(UnsafeRawBufferPointer(start: string.utf8Start, count: string.utf8CodeUnitCount))
     }

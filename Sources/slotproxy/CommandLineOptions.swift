@@ -111,6 +111,14 @@ struct SlotproxyOptions: ParsableCommand {
     )
     var logLevel: String?
 
+    @Flag(
+        inversion: .prefixedNo,
+        help: ArgumentHelp(
+            "Let FLUSHALL/FLUSHDB through, which wipe every master (file: allow-flush; default "
+                + "\(defaults.allowFlush ? "yes" : "no")).")
+    )
+    var allowFlush: Bool?
+
     /// The config file to read: `--check-config`'s or `--config`'s.
     var configFile: String? { checkConfig ?? config }
 
@@ -183,6 +191,7 @@ struct SlotproxyOptions: ParsableCommand {
         if let cluster { try ConfigSetting.cluster.apply(cluster, spelledAs: "--cluster", to: &configuration) }
         if let bind { try ConfigSetting.bind.apply(bind, spelledAs: "--bind", to: &configuration) }
         if let logLevel { try ConfigSetting.logLevel.apply(logLevel, spelledAs: "--log-level", to: &configuration) }
+        if let allowFlush { configuration.allowFlush = allowFlush }
         let numbers: [(ConfigSetting, Int?)] = [
             (.port, port), (.workers, workers), (.backendConnections, backendConnections),
             (.connectTimeoutMs, connectTimeoutMs), (.requestTimeoutMs, requestTimeoutMs),

@@ -22,11 +22,12 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case maxInlineLength = "max-inline-length"
     case maxClients = "maxclients"
     case logLevel = "log-level"
+    case allowFlush = "allow-flush"
 
     /// The inclusive range of a numeric setting; nil for the others.
     var range: ClosedRange<Int>? {
         switch self {
-        case .cluster, .bind, .logLevel: nil
+        case .cluster, .bind, .logLevel, .allowFlush: nil
         case .port: 1...65535
         case .workers: 1...256
         case .backendConnections: 1...64
@@ -55,6 +56,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
             return "one IPv4 or IPv6 address or host name to listen on"
         case .logLevel:
             return "one of " + LogLevelSetting.allCases.map(\.rawValue).joined(separator: ", ")
+        case .allowFlush:
+            return "yes, no, true or false"
         default:
             guard let range else { preconditionFailure("\(self) has no range") }
             if isByteSize {
@@ -88,6 +91,9 @@ enum ConfigSetting: String, CaseIterable, Sendable {
                 throw invalid(text, spelledAs: name)
             }
             configuration.logLevel = level
+        case .allowFlush:
+            guard let flag = Self.boolean(text) else { throw invalid(text, spelledAs: name) }
+            configuration.allowFlush = flag
         default:
             guard let number = isByteSize ? ByteSize.parse(text) : Int(text) else {
                 throw invalid(text, spelledAs: name)
@@ -103,7 +109,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     ) throws(ConfigError) {
         guard let range, range.contains(number) else { throw invalid(text ?? "\(number)", spelledAs: name) }
         switch self {
-        case .cluster, .bind, .logLevel: preconditionFailure("\(self) is not numeric")
+        case .cluster, .bind, .logLevel, .allowFlush: preconditionFailure("\(self) is not numeric")
         case .port: configuration.port = number
         case .workers: configuration.workers = number
         case .backendConnections: configuration.backendConnections = number
@@ -115,6 +121,16 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .maxMultibulkLength: configuration.requestLimits.maxMultibulkLength = number
         case .maxInlineLength: configuration.requestLimits.maxInlineLength = number
         case .maxClients: configuration.maxClients = number
+        }
+    }
+
+    /// A yes/no setting as redis.conf writes it (`yes`, `no`) or as YAML does
+    /// (`true`, `false`), in any case; nil for anything else.
+    static func boolean(_ text: String) -> Bool? {
+        switch text.lowercased() {
+        case "yes", "true": true
+        case "no", "false": false
+        default: nil
         }
     }
 

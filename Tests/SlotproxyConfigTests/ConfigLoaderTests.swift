@@ -66,6 +66,7 @@ func loadError(_ yaml: String) -> ConfigError? {
             max-inline-length: 16kb
             maxclients: 50000
             log-level: debug
+            allow-flush: yes
             """)
         var expected = ProxyConfiguration()
         expected.seeds = [NodeAddress(host: "10.0.0.1", port: 7000), NodeAddress(host: "10.0.0.2", port: 7001)]
@@ -82,6 +83,7 @@ func loadError(_ yaml: String) -> ConfigError? {
         expected.requestLimits.maxInlineLength = 16 * 1024
         expected.maxClients = 50000
         expected.logLevel = .debug
+        expected.allowFlush = true
         #expect(loaded == expected)
     }
 
@@ -181,6 +183,10 @@ func loadError(_ yaml: String) -> ConfigError? {
             "log-level: loud", "log-level",
             "'log-level' must be one of trace, debug, info, notice, warning, error, critical, got 'loud'"
         ),
+        ("allow-flush: maybe", "allow-flush", "'allow-flush' must be yes, no, true or false, got 'maybe'"),
+        ("allow-flush: 1", "allow-flush", "'allow-flush' must be yes, no, true or false, got '1'"),
+        ("allow-flush:", "allow-flush", "'allow-flush' must be yes, no, true or false, got nothing"),
+        ("allow-flush: [yes]", "allow-flush", "'allow-flush' must be yes, no, true or false, got a list"),
         (
             "bind: 127.0.0.1 ::1", "bind",
             "'bind' must be one IPv4 or IPv6 address or host name to listen on, got '127.0.0.1 ::1'"
@@ -245,6 +251,36 @@ func loadError(_ yaml: String) -> ConfigError? {
         #expect(throws: ConfigError(key: nil, message: "cannot open: No such file or directory", file: path)) {
             try ConfigLoader.load(file: path)
         }
+    }
+
+    // MARK: allow-flush
+
+    @Test func allowFlushIsOffByDefault() throws {
+        #expect(ProxyConfiguration().allowFlush == false)
+        #expect(try load("port: 7777\n").allowFlush == false)
+    }
+
+    @Test(arguments: [
+        ("yes", true), ("no", false), ("true", true), ("false", false), ("YES", true), ("No", false),
+        ("TRUE", true), ("False", false), ("\"yes\"", true), ("'false'", false),
+    ])
+    func allowFlushBooleans(text: String, value: Bool) throws {
+        #expect(try load("allow-flush: \(text)\n").allowFlush == value)
+        // Over a base that has the other value, so `no` is seen to switch it off.
+        var base = ProxyConfiguration()
+        base.allowFlush = !value
+        let loaded = try ConfigLoader(fileName: "slotproxy.yaml").load(yaml: "allow-flush: \(text)\n", over: base)
+        #expect(loaded.allowFlush == value)
+    }
+
+    @Test func badAllowFlushNamesKeyAndLine() {
+        let error = loadError("# slotproxy\ncluster: 127.0.0.1:7000\n\nallow-flush: on-weekends\nport: 7777\n")
+        #expect(error?.key == "allow-flush")
+        #expect(error?.line == 4)
+        #expect(
+            error?.description
+                == "config error: slotproxy.yaml line 4: 'allow-flush' must be yes, no, true or false,"
+                + " got 'on-weekends'")
     }
 
     // MARK: sizes

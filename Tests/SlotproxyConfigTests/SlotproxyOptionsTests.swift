@@ -56,6 +56,7 @@ func parseFailure(_ arguments: [String]) -> String? {
             "--cluster", "a:1", "--bind", "0.0.0.0", "--port", "6000", "--workers", "3",
             "--backend-connections", "4", "--connect-timeout-ms", "50", "--request-timeout-ms", "60",
             "--max-redirects", "7", "--topology-refresh-ms", "70", "--maxclients", "80", "--log-level", "TRACE",
+            "--allow-flush",
         ])
         var expected = ProxyConfiguration()
         expected.seeds = [NodeAddress(host: "a", port: 1)]
@@ -69,7 +70,34 @@ func parseFailure(_ arguments: [String]) -> String? {
         expected.topologyRefreshMs = 70
         expected.maxClients = 80
         expected.logLevel = .trace
+        expected.allowFlush = true
         #expect(try options.resolveConfiguration() == expected)
+    }
+
+    @Test func allowFlushFlagOverridesTheFileOnlyWhenGiven() throws {
+        let off = try temporaryConfig("cluster: 10.0.0.1:7000\nallow-flush: no\n")
+        let on = try temporaryConfig("cluster: 10.0.0.1:7000\nallow-flush: Yes\n")
+        defer {
+            try? FileManager.default.removeItem(atPath: off)
+            try? FileManager.default.removeItem(atPath: on)
+        }
+        func allowFlush(_ arguments: [String]) throws -> Bool {
+            try SlotproxyOptions.parse(arguments).resolveConfiguration().allowFlush
+        }
+        // No flag: the file's value.
+        #expect(try allowFlush(["--config", off]) == false)
+        #expect(try allowFlush(["--config", on]) == true)
+        // A flag: its value, whatever the file says.
+        #expect(try allowFlush(["--config", off, "--allow-flush"]) == true)
+        #expect(try allowFlush(["--config", on, "--no-allow-flush"]) == false)
+        #expect(try allowFlush(["--config", on, "--allow-flush"]) == true)
+        // Neither: the default, off.
+        #expect(try allowFlush(["--cluster", "h:1"]) == false)
+        #expect(try allowFlush(["--cluster", "h:1", "--allow-flush"]) == true)
+        // Both flags: the last one wins.
+        #expect(try allowFlush(["--cluster", "h:1", "--allow-flush", "--no-allow-flush"]) == false)
+        #expect(try SlotproxyOptions.parse([]).allowFlush == nil)
+        #expect(parseFailure(["--allow-flush", "yes"]) != nil)
     }
 
     @Test func missingSeedsIsOneLine() throws {

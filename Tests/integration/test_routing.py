@@ -419,11 +419,14 @@ def test_mget_same_slot(proxy):
         assert c.command("MGET", a, f"{{{tag}}}missing", b) == [b"va", None, b"vb"]
 
 
-def test_mget_cross_slot(proxy):
+def test_cross_slot_without_split_is_refused(proxy):
+    """Multi-key commands whose atomicity cannot span masters answer as a
+    cluster node does (MGET and friends are split instead: test_split.py)."""
     assert key_hash_slot("a") != key_hash_slot("b")
     with proxy.raw() as c:
-        err = c.command("MGET", "a", "b")
-        assert isinstance(err, RespError) and err.message == ERR_CROSSSLOT
+        for args in (("MSETNX", "a", "1", "b", "2"), ("RENAME", "a", "b"), ("SUNIONSTORE", "a", "b")):
+            err = c.command(*args)
+            assert isinstance(err, RespError) and err.message == ERR_CROSSSLOT, (args, err)
         assert c.command("PING") == b"PONG"
 
 

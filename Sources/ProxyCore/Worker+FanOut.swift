@@ -1,0 +1,251 @@
+import ClusterTopology
+import CommandTable
+import RESPWire
+
+/// Commands that touch several slots or every master: split into parts,
+/// sent to all owners at once (parts for one node share its connection, so
+/// each node costs one round trip), and merged by the command's response
+/// policy into the reply one server would give.
+extension Worker {
+    /// One part to send: the node, the slot it is for (-1: none), its bytes.
+    struct Part {
+        var pool: BackendPool
+        var slot: Int
+        var request: ByteBuffer
+    }
+
+    /// Sends `parts` and arranges for their merged reply to reach `target`.
+    @discardableResult
+    func dispatch(_ parts: [Part], rule: MergeRule, target: FanOutTarget, session: ClientSession) -> FanOut {
+        let fanOut = FanOut(target: target, rule: rule, parts: parts.count, resp3: session.resp3)
+        for (index, part) in parts.enumerated() {
+            let record = recordPool.acquire()
+            record.session = session
+            record.fanOut = fanOut
+            record.part = index
+            record.slot = part.slot
+            record.request.append(part.request.readable)
+            part.pool.connection(resp3: session.resp3).enqueue(record)
+        }
+        return fanOut
+    }
+
+    /// The client's own record for a command answered by a fan-out.
+    private func clientTarget(_ session: ClientSession) -> FanOutTarget {
+        let parent = recordPool.acquire()
+        session.expectReply(parent)
+        return .client(parent)
+    }
+
+    func partArrived(_ fanOut: FanOut, part: Int, reply: UnsafeRawBufferPointer) {
+        guard fanOut.receive(part: part, reply: reply) else { return }
+        let merged = ByteBuffer(capacity: 256)
+        fanOut.merge(into: merged) { [unowned self] position, nodeCursor in
+            self.nextScanCursor(after: position, nodeCursor: nodeCursor)
+        }
+        if let body = fanOut.scriptBody, case .bulkString(let sha)? = RESPValue.decode(merged.readableArray())?.value {
+            shared.rememberScript(sha: String(decoding: sha, as: UTF8.self), body: body)
+        }
+        switch fanOut.target {
+        case .client(let parent):
+            if let session = parent.session {
+                session.complete(parent, reply: merged.readable)
+            } else {
+                recordPool.release(parent)
+            }
+        case .part(let outer, let index):
+            partArrived(outer, part: index, reply: merged.readable)
+        }
+    }
+
+    // MARK: split by slot
+
+    /// `MGET`, `DEL`, `EXISTS`, `TOUCH`, `UNLINK`, `MSET` over several slots:
+    /// one sub-command per slot with that slot's keys (and, for `MSET`, their
+    /// values), in the client's order within each part.
+    func split(_ spec: CommandSpec, _ command: Command, session: ClientSession) {
+        let step = max(1, spec.keyStep)
+        var partOfSlot: [Int: Int] = [:]
+        var slots: [Int] = []
+        var keysOfPart: [[Int]] = []
+        var positions: [(part: Int, index: Int)] = []
+        for argument in session.keyIndices {
+            let slot = slotHasher.slot(of: command.argument(argument))
+            let part: Int
+            if let existing = partOfSlot[slot] {
+                part = existing
+            } else {
+                part = slots.count
+                partOfSlot[slot] = part
+                slots.append(slot)
+                keysOfPart.append([])
+            }
+            positions.append((part, keysOfPart[part].count))
+            keysOfPart[part].append(argument)
+        }
+        let rule: MergeRule
+        switch spec.responsePolicy {
+        case .concatenateInKeyOrder: rule = .keyOrder(positions)
+        case .sum: rule = .sum
+        default: rule = .allSucceeded
+        }
+        var parts: [Part] = []
+        for (part, slot) in slots.enumerated() {
+            guard let pool = slotOwners[slot] else {
+                session.replyError("CLUSTERDOWN Hash slot not served")
+                return
+            }
+            let request = ByteBuffer(capacity: 256)
+            request.appendArrayHeader(1 + keysOfPart[part].count * step)
+            request.appendBulk(command.argument(0))
+            for argument in keysOfPart[part] {
+                for offset in 0..<step where argument + offset < command.count {
+                    request.appendBulk(command.argument(argument + offset))
+                }
+            }
+            parts.append(Part(pool: pool, slot: slot, request: request))
+        }
+        dispatch(parts, rule: rule, target: clientTarget(session), session: session)
+    }
+
+    /// A part of a split command got `TRYAGAIN`: its slot is being migrated
+    /// and its keys are partly on each side. Waiting would last as long as the
+    /// migration, so the part is split further, one key per sub-command, and
+    /// each key follows its own `ASK`. False when the part has a single key.
+    func resplitPerKey(_ record: RequestRecord, connection: BackendConnection) -> Bool {
+        guard let fanOut = record.fanOut else { return false }
+        var parser = RequestParser()
+        let bytes = record.request.readableArray()
+        let arguments: [[UInt8]] = bytes.withUnsafeBytes { raw in
+            guard case .complete = parser.parse(raw) else { return [] }
+            return parser.arguments.map { Array(raw[$0.offset..<($0.offset + $0.length)]) }
+        }
+        let step = fanOut.rule.isPairwise ? 2 : 1
+        let keyCount = (arguments.count - 1) / step
+        guard keyCount > 1, let session = record.session else { return false }
+        let rule: MergeRule
+        switch fanOut.rule {
+        case .keyOrder: rule = .keyOrder((0..<keyCount).map { ($0, 0) })
+        case .sum: rule = .sum
+        default: rule = .allSucceeded
+        }
+        let pool = self.pool(for: connection.address)
+        var parts: [Part] = []
+        for key in 0..<keyCount {
+            let request = ByteBuffer(capacity: 128)
+            request.appendArrayHeader(1 + step)
+            request.appendBulk(arguments[0])
+            for offset in 0..<step { request.appendBulk(arguments[1 + key * step + offset]) }
+            parts.append(Part(pool: pool, slot: record.slot, request: request))
+        }
+        let target = FanOutTarget.part(fanOut, record.part)
+        recordPool.release(record)
+        dispatch(parts, rule: rule, target: target, session: session)
+        return true
+    }
+
+    // MARK: every master
+
+    /// Commands that concern the whole data set (`DBSIZE`, `KEYS`,
+    /// `FLUSHALL`, `SCRIPT LOAD`, `FUNCTION LOAD` ...): the same bytes to
+    /// every master, replies merged.
+    func broadcast(_ spec: CommandSpec, _ command: Command, session: ClientSession) {
+        guard slotMap != nil, !masterPools.isEmpty else {
+            session.replyError("CLUSTERDOWN The cluster is down")
+            return
+        }
+        if (spec.name == "flushall" || spec.name == "flushdb") && !configuration.allowFlush {
+            session.replyError(
+                "ERR \(spec.name.uppercased()) through slotproxy wipes every master and is disabled: set 'allow-flush: true' in the configuration (or pass --allow-flush) to allow it"
+            )
+            return
+        }
+        let rule: MergeRule
+        switch spec.responsePolicy {
+        case .sum: rule = .sum
+        case .allSucceeded, .passthrough: rule = .allSucceeded
+        case .logicalAnd: rule = .logicalAnd
+        case .firstSuccess: rule = .firstSuccess
+        case .special where spec.name == "keys": rule = .concatenate
+        case .special where spec.name == "randomkey": rule = .randomNonNull
+        default:
+            session.replyError("ERR slotproxy does not support '\(spec.name)' yet")
+            return
+        }
+        let parts = masterPools.map { pool in
+            let request = ByteBuffer(capacity: command.frame.count)
+            request.append(command.frame)
+            return Part(pool: pool, slot: -1, request: request)
+        }
+        let fanOut = dispatch(parts, rule: rule, target: clientTarget(session), session: session)
+        if spec.name == "script|load" && command.count == 3 { fanOut.scriptBody = command.bytes(2) }
+        if spec.name == "script|flush" { shared.forgetScripts() }
+    }
+
+    // MARK: SCAN
+
+    /// `SCAN cursor [MATCH p] [COUNT n] [TYPE t]`: one page from the master the
+    /// cursor points at (see `ScanCursor`), options passed through.
+    func scan(_ command: Command, session: ClientSession) {
+        guard let map = slotMap, !map.shards.isEmpty else {
+            session.replyError("CLUSTERDOWN The cluster is down")
+            return
+        }
+        guard let cursor = UInt64(command.string(1)) else {
+            session.replyError("ERR invalid cursor")
+            return
+        }
+        let shardIndex: Int
+        var nodeCursor: UInt64 = 0
+        if cursor == 0 {
+            shardIndex = 0  // shards are ordered by their first slot
+        } else {
+            let position = ScanCursor.decode(cursor)
+            let owner = map.shardForSlot[position.slot]
+            guard owner != SlotMap.unassigned else {
+                session.replyError("CLUSTERDOWN Hash slot not served")
+                return
+            }
+            shardIndex = Int(owner)
+            // Same master as when the cursor was made: carry on; another node
+            // (a failover): its cursor means nothing here, start it over.
+            if ScanCursor.tag(of: map.shards[shardIndex].master) == position.tag {
+                nodeCursor = position.nodeCursor
+            }
+        }
+        let shard = map.shards[shardIndex]
+        let request = ByteBuffer(capacity: 128)
+        request.appendArrayHeader(command.count)
+        request.appendBulk(command.argument(0))
+        request.appendBulk(String(nodeCursor))
+        for index in 2..<max(2, command.count) { request.appendBulk(command.argument(index)) }
+        let position = ScanCursor.Position(
+            slot: shard.slotRanges[0].lowerBound, tag: ScanCursor.tag(of: shard.master), nodeCursor: 0)
+        dispatch(
+            [Part(pool: masterPools[shardIndex], slot: -1, request: request)], rule: .scan(position),
+            target: clientTarget(session), session: session)
+    }
+
+    /// The client cursor after a page: the same master further on, else the
+    /// start of the next master in slot order, else 0 (the scan is complete).
+    func nextScanCursor(after position: ScanCursor.Position, nodeCursor: UInt64) -> UInt64? {
+        if nodeCursor != 0 {
+            var next = position
+            next.nodeCursor = nodeCursor
+            return ScanCursor.encode(next)
+        }
+        guard let map = slotMap else { return 0 }
+        let later = map.shards.filter { $0.slotRanges[0].lowerBound > position.slot }
+        guard let next = later.min(by: { $0.slotRanges[0].lowerBound < $1.slotRanges[0].lowerBound }) else { return 0 }
+        return ScanCursor.encode(
+            ScanCursor.Position(slot: next.slotRanges[0].lowerBound, tag: ScanCursor.tag(of: next.master), nodeCursor: 0))
+    }
+}
+
+extension MergeRule {
+    /// Parts carry key/value pairs (`MSET`), so a re-split keeps pairs together.
+    var isPairwise: Bool {
+        if case .allSucceeded = self { return true }
+        return false
+    }
+}

@@ -1,0 +1,264 @@
+"""Cross-slot and cluster-wide commands through the proxy give the replies one
+Redis server gives: each is checked against a standalone redis-server loaded
+with the same data (issue 3)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+
+import pytest
+
+from harness import (
+    HOST,
+    RawConnection,
+    RespError,
+    encode_command,
+    is_status,
+    key_hash_slot,
+)
+from cluster import start_standalone
+
+
+@pytest.fixture(scope="module")
+def standalone():
+    server = start_standalone()
+    yield server
+    server.stop()
+
+
+def prefix(tag: str) -> str:
+    return f"{tag}:{uuid.uuid4().hex[:8]}"
+
+
+def both(proxy_conn, server_conn, commands):
+    """Runs the same pipeline on the proxy and on the standalone server."""
+    return proxy_conn.pipeline(commands), server_conn.pipeline(commands)
+
+
+def masters_touched(cluster, keys) -> set[int]:
+    owners = cluster.slot_owners()
+    return {owners[key_hash_slot(k)] for k in keys}
+
+
+def test_split_commands_equal_a_single_server(cluster, proxy, standalone):
+    p = prefix("split")
+    keys = [f"{p}:{i}" for i in range(60)]
+    assert len(masters_touched(cluster, keys)) == 3
+    missing = [f"{p}:missing:{i}" for i in range(5)]
+    mset = ["MSET"] + list(itertools.chain.from_iterable((k, f"v-{k}") for k in keys))
+    commands = [
+        tuple(mset),
+        ("GET", keys[0]),
+        ("MGET", *keys, *missing, keys[3]),
+        ("EXISTS", *keys[:30], *missing, keys[0], keys[0]),
+        ("TOUCH", *keys[10:40], *missing),
+        ("SET", keys[1], "single"),
+        ("MGET", keys[1], keys[2], missing[0]),
+        ("DEL", *keys[:20], *missing),
+        ("GET", keys[25]),
+        ("UNLINK", *keys[20:30], keys[20]),
+        ("EXISTS", *keys),
+        ("MGET", *keys),
+        ("MSET", keys[0], "a", keys[59], "b"),
+        ("MGET", keys[0], keys[59]),
+    ]
+    with proxy.raw() as c, RawConnection(standalone.port) as s:
+        got, want = both(c, s, commands)
+    assert got == want
+    # The parts really landed on their own masters.
+    owners = cluster.slot_owners()
+    assert cluster.call(owners[key_hash_slot(keys[59])], "GET", keys[59]) == b"b"
+
+
+def test_split_with_resp3_and_redis_py(cluster, proxy, standalone):
+    p = prefix("split3")
+    keys = [f"{p}:{i}" for i in range(30)]
+    r = proxy.client(protocol=3)
+    s = standalone_client(standalone, protocol=3)
+    for client in (r, s):
+        assert client.mset({k: f"v{i}" for i, k in enumerate(keys)}) is True
+    assert r.mget(keys + ["nope"]) == s.mget(keys + ["nope"])
+    assert r.exists(*keys) == s.exists(*keys) == 30
+    assert r.delete(*keys[:7]) == s.delete(*keys[:7]) == 7
+    assert r.mget(keys) == s.mget(keys)
+
+
+def standalone_client(standalone, protocol=2):
+    import redis
+
+    return redis.Redis(host=HOST, port=standalone.port, protocol=protocol)
+
+
+def test_cross_slot_atomic_commands_refused(proxy):
+    with proxy.raw() as c:
+        for args in (("MSETNX", "x1", "1", "x2", "2"), ("SMOVE", "x1", "x2", "m"), ("RPOPLPUSH", "x1", "x2"),
+                     ("LMOVE", "x1", "x2", "LEFT", "RIGHT"), ("ZUNIONSTORE", "x1", "1", "x2"),
+                     ("PFMERGE", "x1", "x2"), ("BITOP", "AND", "x1", "x2"), ("COPY", "x1", "x2")):
+            reply = c.command(*args)
+            assert isinstance(reply, RespError) and reply.message.startswith("CROSSSLOT"), (args, reply)
+        tag = prefix("nx")
+        assert c.command("MSETNX", f"{{{tag}}}a", "1", f"{{{tag}}}b", "2") == 1
+
+
+def test_dbsize_keys_randomkey(cluster, proxy, standalone):
+    p = prefix("wide")
+    keys = [f"{p}:{i}" for i in range(50)]
+    with proxy.raw() as c, RawConnection(standalone.port) as s:
+        both(c, s, [("MSET", *itertools.chain.from_iterable((k, "1") for k in keys))])
+        got, want = both(c, s, [("KEYS", f"{p}:*")])
+        assert sorted(got[0]) == sorted(want[0]) == sorted(k.encode() for k in keys)
+        total = sum(cluster.call(m, "DBSIZE") for m in cluster.masters)
+        assert c.command("DBSIZE") == total
+        key = c.command("RANDOMKEY")
+        assert isinstance(key, bytes) and c.command("EXISTS", key) == 1
+
+
+def test_scan_returns_every_key_and_terminates(cluster, proxy):
+    p = prefix("scan")
+    keys = {f"{p}:{i}".encode() for i in range(20000)}
+    with proxy.raw(timeout=60) as c:
+        batch = list(keys)
+        for i in range(0, len(batch), 1000):
+            assert is_status(c.command("MSET", *itertools.chain.from_iterable((k, "x") for k in batch[i:i + 1000])))
+        seen = set()
+        cursor = b"0"
+        for pages in range(1, 100000):
+            cursor, found = c.command("SCAN", cursor, "MATCH", f"{p}:*", "COUNT", 500)
+            seen.update(found)
+            if cursor == b"0":
+                break
+        assert cursor == b"0", "SCAN did not terminate"
+        assert keys <= seen
+        # TYPE is passed through to the nodes.
+        cursor, found = b"0", set()
+        while True:
+            cursor, page = c.command("SCAN", cursor, "MATCH", f"{p}:1*", "COUNT", 1000, "TYPE", "string")
+            found.update(page)
+            if cursor == b"0":
+                break
+        assert found == {k for k in keys if k.startswith(f"{p}:1".encode())}
+        bad = c.command("SCAN", "notanumber")
+        assert isinstance(bad, RespError) and bad.message == "ERR invalid cursor"
+
+
+def test_script_load_then_evalsha_on_every_master(cluster, proxy):
+    p = prefix("lua")
+    keys = [f"{p}:{i}" for i in range(30)]
+    assert len(masters_touched(cluster, keys)) == 3
+    script = f"return redis.call('SET', KEYS[1], ARGV[1]) -- {p}"
+    with proxy.raw() as c:
+        sha = c.command("SCRIPT", "LOAD", script)
+        assert isinstance(sha, bytes) and len(sha) == 40
+        for m in cluster.masters:
+            assert cluster.call(m, "SCRIPT", "EXISTS", sha) == [1]
+        replies = c.pipeline([("EVALSHA", sha, 1, k, "v") for k in keys])
+        assert all(is_status(r) for r in replies), replies[:3]
+        assert c.command("SCRIPT", "EXISTS", sha, "0" * 40) == [1, 0]
+        cluster.call(cluster.masters[0], "SCRIPT", "FLUSH")
+        assert c.command("SCRIPT", "EXISTS", sha) == [0]  # only where every master has it
+
+
+def test_flushall_needs_allow_flush(cluster, proxy_factory):
+    plain = proxy_factory()
+    with plain.raw() as c:
+        reply = c.command("FLUSHALL")
+        assert isinstance(reply, RespError) and "allow-flush" in reply.message
+        reply = c.command("FLUSHDB", "ASYNC")
+        assert isinstance(reply, RespError) and "allow-flush" in reply.message
+
+
+def test_split_mget_during_migration(cluster, proxy):
+    """A split MGET of 1,000 keys while one of their slots is half-migrated:
+    that slot's part gets ASK or TRYAGAIN and is followed key by key."""
+    p = prefix("migmget")
+    keys = [f"{p}:{i}" for i in range(1000)]
+    values = [f"v{i}".encode() for i in range(1000)]
+    slot = key_hash_slot(keys[0])
+    in_slot = [k for k in keys if key_hash_slot(k) == slot]
+    # Extra keys in the same slot, so that the migrating part has several keys.
+    extra = [f"{{{keys[0]}}}:extra:{i}" for i in range(20)]
+    src = cluster.node_for_slot(slot)
+    dst = next(m for m in cluster.masters if m != src)
+    src_id, dst_id = cluster.node_id(src), cluster.node_id(dst)
+    with proxy.raw(timeout=60) as c:
+        assert is_status(c.command("MSET", *itertools.chain.from_iterable(zip(keys, values))))
+        assert is_status(c.command("MSET", *itertools.chain.from_iterable((k, k) for k in extra)))
+        try:
+            cluster.call(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+            cluster.call(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+            half = (in_slot + extra)[::2]
+            cluster.call(src, "MIGRATE", HOST, dst, "", 0, 5000, "KEYS", *half)
+            # What the proxy meets for that part: the slot's keys are on both sides.
+            direct = cluster.call(src, "MGET", *in_slot, *extra, raise_errors=False)
+            assert isinstance(direct, RespError) and direct.message.startswith("TRYAGAIN"), direct
+            replies = c.pipeline([("MGET", *keys, *extra), ("GET", keys[0]), ("DEL", extra[0], extra[1], keys[5])])
+            assert replies[0] == values + [k.encode() for k in extra]
+            assert replies[1] == values[0]
+            assert replies[2] == 3
+        finally:
+            cluster.migrate_keys(slot, src, dst)
+            cluster.finish_slot(slot, dst)
+            cluster.migrate_slot(slot, src)
+
+
+def _failover(cluster, master: int, timeout: float = 30.0) -> int:
+    """Promotes a replica of `master` with CLUSTER FAILOVER; returns its port."""
+    replica = cluster.replica_of(master)[0]
+    assert is_status(cluster.call(replica, "CLUSTER", "FAILOVER"))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if replica in cluster.masters and master not in cluster.masters:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("failover did not complete")
+    cluster.wait_healthy(timeout=timeout)
+    return replica
+
+
+def test_scan_continues_across_a_failover(cluster, proxy_factory):
+    proxy = proxy_factory("--topology-refresh-ms", "200")
+    p = prefix("scanfo")
+    keys = {f"{p}:{i}".encode() for i in range(3000)}
+    with proxy.raw(timeout=60) as c:
+        assert is_status(c.command("MSET", *itertools.chain.from_iterable((k, "x") for k in keys)))
+        seen, cursor = set(), b"0"
+        # Scan until the cursor points into the middle of the second master.
+        owners = cluster.slot_owners()
+        first_master = min(set(owners), key=owners.index)
+        for _ in range(1000):
+            cursor, page = c.command("SCAN", cursor, "MATCH", f"{p}:*", "COUNT", 50)
+            seen.update(page)
+            slot = int(cursor) & 0x3FFF
+            if cursor != b"0" and owners[slot] != first_master and int(cursor) >> 30 != 0:
+                break
+        assert cursor != b"0"
+        current = owners[int(cursor) & 0x3FFF]
+        _failover(cluster, current)
+        time.sleep(1.0)  # the proxy learns the new master (refresh every 200 ms)
+        for _ in range(10000):
+            cursor, page = c.command("SCAN", cursor, "MATCH", f"{p}:*", "COUNT", 50)
+            seen.update(page)
+            if cursor == b"0":
+                break
+        assert cursor == b"0"
+        assert keys <= seen, f"{len(keys - seen)} keys never returned"
+
+
+def test_evalsha_after_failover_without_client_reload(cluster, proxy_factory):
+    proxy = proxy_factory("--topology-refresh-ms", "200")
+    p = prefix("lua-fo")
+    keys = [f"{p}:{i}" for i in range(30)]
+    script = f"return redis.call('INCR', KEYS[1]) -- {p}"
+    with proxy.raw() as c:
+        sha = c.command("SCRIPT", "LOAD", script)
+        owner = cluster.node_for_key(keys[0])
+        promoted = _failover(cluster, owner)
+        # A promoted replica (or a new node) may lack the script: make sure.
+        cluster.call(promoted, "SCRIPT", "FLUSH")
+        time.sleep(1.0)
+        replies = c.pipeline([("EVALSHA", sha, 1, k) for k in keys])
+        assert replies == [1] * len(keys), replies[:5]
+        assert cluster.call(promoted, "SCRIPT", "EXISTS", sha) == [1]
