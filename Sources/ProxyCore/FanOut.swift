@@ -21,6 +21,8 @@ enum MergeRule {
     case randomNonNull
     /// A page of one master's `SCAN`, its cursor rewritten for the client.
     case scan(ScanCursor.Position)
+    /// The proxy's own `INFO` sections, then the masters' keyspaces summed.
+    case infoKeyspace(prefix: String)
 }
 
 /// Where a finished fan-out's reply goes: to the client, or into one part of
@@ -115,6 +117,8 @@ final class FanOut {
             out.append(candidates.randomElement() ?? parts[0])
         case .scan(let position):
             scanPage(parts[0], position: position, into: out, scanCursor: scanCursor)
+        case .infoKeyspace(let prefix):
+            Worker.appendInfo(prefix + KeyspaceSummer.sum(parts), resp3: resp3, to: out)
         case .firstSuccess:
             break
         }

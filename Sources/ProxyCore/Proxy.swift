@@ -10,7 +10,7 @@ import Logging
 public final class Proxy {
     private let configuration: ProxyConfiguration
     private let logger: Logger
-    private let shared = SharedState()
+    private let shared: SharedState
     private var mailboxes: [Mailbox<WorkerMessage>] = []
     private var threads: [pthread_t] = []
     /// The port actually bound (differs from the configured one when that is 0).
@@ -19,6 +19,7 @@ public final class Proxy {
     public init(configuration: ProxyConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
+        shared = SharedState(workers: max(1, configuration.workers))
     }
 
     /// Binds the listeners and starts every thread. Throws when the address
@@ -47,7 +48,7 @@ public final class Proxy {
             threads.append(
                 startThread { [logger] in
                     let worker = Worker(
-                        configuration: configuration, listenerFD: fd, mailbox: mailbox, shared: shared, logger: logger)
+                        index: index, configuration: configuration, listenerFD: fd, mailbox: mailbox, shared: shared, logger: logger)
                     worker.run()
                     Socket.close(fd)
                 })

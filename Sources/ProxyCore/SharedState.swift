@@ -21,7 +21,8 @@ final class SharedState: Sendable {
     let refreshBellRead: CInt
     private let refreshBellWrite: CInt
 
-    init() {
+    init(workers: Int) {
+        commandCounts = (0..<max(1, workers)).map { _ in PublishedCounter() }
         var fds: [CInt] = [0, 0]
         guard pipe(&fds) == 0 else { fatalError("pipe failed: \(errno)") }
         for fd in fds {
@@ -49,6 +50,23 @@ final class SharedState: Sendable {
         scripts.withLock { $0.removeAll() }
     }
 
+    /// Each worker's count of routed commands, stored once per loop turn
+    /// (the worker counts in a plain variable).
+    private let commandCounts: [PublishedCounter]
+    private let topologyEpochs = Atomic<Int>(0)
+    let startedAt = ContinuousClock.now
+
+    func publishCommandsProcessed(worker: Int, count: Int) {
+        commandCounts[worker].value.store(count, ordering: .relaxed)
+    }
+
+    var commandsProcessed: Int { commandCounts.reduce(0) { $0 + $1.value.load(ordering: .relaxed) } }
+
+    /// How many slot maps the refresher has published.
+    var topologyEpoch: Int { topologyEpochs.load(ordering: .relaxed) }
+
+    func topologyPublished() { topologyEpochs.add(1, ordering: .relaxed) }
+
     func nextClientID() -> Int { clientIDs.add(1, ordering: .relaxed).newValue }
 
     /// Counts a new client in, unless `limit` clients are already connected.
@@ -73,4 +91,9 @@ final class SharedState: Sendable {
         var byte: UInt8 = 1
         _ = write(refreshBellWrite, &byte, 1)
     }
+}
+
+/// One worker's counter, readable from any thread.
+final class PublishedCounter: Sendable {
+    let value = Atomic<Int>(0)
 }

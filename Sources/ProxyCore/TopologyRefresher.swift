@@ -113,6 +113,7 @@ final class TopologyRefresher {
             logger.warning(
                 "topology incomplete: \(map.assignedSlotCount) of \(clusterSlotCount) slots covered: \(map.summary)")
         }
+        shared.topologyPublished()
         for mailbox in mailboxes { mailbox.send(.topology(map)) }
     }
 }

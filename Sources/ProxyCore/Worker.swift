@@ -42,7 +42,13 @@ final class Worker {
     private(set) var masterPools: [BackendPool] = []
     private var anyNodeCursor = 0
 
-    init(configuration: ProxyConfiguration, listenerFD: CInt, mailbox: Mailbox<WorkerMessage>, shared: SharedState, logger: Logger) {
+    let workerIndex: Int
+
+    init(
+        index: Int, configuration: ProxyConfiguration, listenerFD: CInt, mailbox: Mailbox<WorkerMessage>,
+        shared: SharedState, logger: Logger
+    ) {
+        workerIndex = index
         self.configuration = configuration
         self.listenerFD = listenerFD
         self.mailbox = mailbox
@@ -71,7 +77,11 @@ final class Worker {
     }
 
     /// One write per dirty connection per turn, then deferred releases.
+    /// Requests routed by this worker; published for `INFO` once per turn.
+    var commandsProcessed = 0
+
     private func afterTurn() {
+        shared.publishCommandsProcessed(worker: workerIndex, count: commandsProcessed)
         var i = 0
         while i < dirtyBackends.count {
             dirtyBackends[i].flush()
@@ -185,6 +195,7 @@ final class Worker {
     /// Routes one parsed command. `frame` holds its RESP bytes; `arguments`
     /// are spans into it (index 0 is the command name).
     func route(_ session: ClientSession, frame: UnsafeRawBufferPointer, arguments: [ArgumentSpan]) {
+        commandsProcessed &+= 1
         let command = Command(frame: frame, arguments: arguments)
         guard let spec = CommandResolver.resolve(command, in: commands, session: session) else { return }
         switch spec.requestPolicy {
@@ -192,13 +203,22 @@ final class Worker {
             LocalCommands.answer(spec, command, session: session, worker: self)
             return
         case .allMasters, .allNodes:
-            broadcast(spec, command, session: session)
+            if spec.name == "info" {
+                info(command, session: session)
+            } else {
+                broadcast(spec, command, session: session)
+            }
             return
         default: break
         }
         if spec.affinity == .pinned && !isNonBlockingStreamRead(spec, command) {
             session.replyError(
                 "ERR slotproxy does not support '\(spec.name)' yet (transactions, blocking and subscribe commands)")
+            return
+        }
+        if spec.name == "debug" {
+            // DEBUG can crash, stall or corrupt a node: never through the proxy.
+            session.replyError("ERR slotproxy does not forward DEBUG: run it against the node itself")
             return
         }
         guard slotMap != nil else {
@@ -210,7 +230,8 @@ final class Worker {
             return
         }
         session.keyIndices.removeAll(keepingCapacity: true)
-        spec.extractKeys(frame: frame, arguments: arguments, into: &session.keyIndices)
+        // Shard channels (`SPUBLISH`) are "not keys" to Redis but route by slot.
+        spec.extractKeys(frame: frame, arguments: arguments, into: &session.keyIndices, includeNotKeys: true)
         var slot = -1
         for index in session.keyIndices {
             let keySlot = slotHasher.slot(of: command.argument(index))

@@ -262,3 +262,27 @@ def test_evalsha_after_failover_without_client_reload(cluster, proxy_factory):
         replies = c.pipeline([("EVALSHA", sha, 1, k) for k in keys])
         assert replies == [1] * len(keys), replies[:5]
         assert cluster.call(promoted, "SCRIPT", "EXISTS", sha) == [1]
+
+
+def test_info_describes_one_standalone_server(cluster, proxy):
+    for protocol in (2, 3):
+        r = proxy.client(protocol=protocol)
+        assert r.mset({f"info:{i}": i for i in range(10)}) is True
+        info = r.info()
+        assert info["redis_mode"] == "standalone"
+        assert info["cluster_enabled"] == 0
+        assert info["cluster_masters"] == 3 and info["cluster_slots_covered"] == 16384
+        assert info["total_commands_processed"] >= 1
+        keys = sum(cluster.call(m, "DBSIZE") for m in cluster.masters)
+        # Nothing else writes while this test runs: the sum is exact.
+        assert r.info("keyspace")["db0"]["keys"] == keys
+        assert r.info("cluster") == {"cluster_enabled": 0}
+
+
+def test_debug_is_not_forwarded_and_spublish_routes(proxy):
+    with proxy.raw() as c:
+        reply = c.command("DEBUG", "SLEEP", "0")
+        assert isinstance(reply, RespError) and "DEBUG" in reply.message
+        assert c.command("SPUBLISH", "shard-channel", "hello") == 0
+        assert c.command("PUBLISH", "channel", "hello") == 0
+        assert isinstance(c.command("TIME"), list)

@@ -1,0 +1,101 @@
+import ClusterTopology
+import RESPWire
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `INFO [section ...]`: the proxy describes itself as the single server its
+/// clients think they talk to. `# Cluster` says `cluster_enabled:0`, so
+/// clients that sniff it stay in standalone mode; `# Keyspace` is summed over
+/// the masters; `# Proxy` has the proxy's own figures.
+extension Worker {
+    static let proxyVersion = "0.1.0"
+
+    func info(_ command: Command, session: ClientSession) {
+        var requested = Set<String>()
+        for index in 1..<max(1, command.count) { requested.insert(command.string(index).lowercased()) }
+        let everything = requested.isEmpty || !requested.isDisjoint(with: ["default", "all", "everything"])
+        func wants(_ section: String) -> Bool { everything || requested.contains(section) }
+
+        var text = ""
+        if wants("server") { text += serverSection() }
+        if wants("clients") { text += "# Clients\r\nconnected_clients:\(shared.connectedClients)\r\n\r\n" }
+        if wants("proxy") { text += proxySection() }
+        if wants("cluster") { text += "# Cluster\r\ncluster_enabled:0\r\n\r\n" }
+        guard wants("keyspace"), slotMap != nil, !masterPools.isEmpty else {
+            session.replyLocally { Worker.appendInfo(text, resp3: session.resp3, to: $0) }
+            return
+        }
+        let parts = masterPools.map { pool in
+            let request = ByteBuffer(capacity: 64)
+            request.appendCommand("INFO", "keyspace")
+            return Part(pool: pool, slot: -1, request: request)
+        }
+        let parent = recordPool.acquire()
+        session.expectReply(parent)
+        dispatch(parts, rule: .infoKeyspace(prefix: text), target: .client(parent), session: session)
+    }
+
+    private func serverSection() -> String {
+        let uptime = Int((ContinuousClock.now - shared.startedAt).components.seconds)
+        return "# Server\r\nredis_version:\(LocalCommands.reportedVersion)\r\nredis_mode:standalone\r\n"
+            + "slotproxy_version:\(Worker.proxyVersion)\r\nprocess_id:\(getpid())\r\n"
+            + "tcp_port:\(configuration.port)\r\nuptime_in_seconds:\(uptime)\r\nuptime_in_days:\(uptime / 86400)\r\n\r\n"
+    }
+
+    private func proxySection() -> String {
+        let uptime = Int((ContinuousClock.now - shared.startedAt).components.seconds)
+        return "# Proxy\r\nslotproxy_version:\(Worker.proxyVersion)\r\nuptime_in_seconds:\(uptime)\r\n"
+            + "workers:\(max(1, configuration.workers))\r\nconnected_clients:\(shared.connectedClients)\r\n"
+            + "total_commands_processed:\(shared.commandsProcessed)\r\ntopology_epoch:\(shared.topologyEpoch)\r\n"
+            + "cluster_masters:\(slotMap?.shards.count ?? 0)\r\ncluster_slots_covered:\(slotMap?.assignedSlotCount ?? 0)\r\n\r\n"
+    }
+
+    /// A bulk string in RESP2; a verbatim `txt` string in RESP3, as Redis answers `INFO`.
+    static func appendInfo(_ text: String, resp3: Bool, to out: ByteBuffer) {
+        var body = text
+        if body.hasSuffix("\r\n\r\n") { body.removeLast(2) }
+        let bytes = Array(body.utf8)
+        if resp3 {
+            out.append(byte: UInt8(ascii: "="))
+            out.appendDecimal(bytes.count + 4)
+            out.append("\r\ntxt:")
+            out.append(bytes)
+            out.append("\r\n")
+        } else {
+            out.appendBulk(bytes)
+        }
+    }
+}
+
+/// Sums the `# Keyspace` sections of the masters' `INFO keyspace` replies:
+/// keys and expires add up per database; `avg_ttl` is weighted by expires.
+enum KeyspaceSummer {
+    static func sum(_ replies: [[UInt8]]) -> String {
+        var totals: [String: (keys: Int, expires: Int, ttlWeighted: Int)] = [:]
+        for reply in replies {
+            guard let value = RESPValue.decode(reply)?.value, let text = value.string else { continue }
+            for line in text.split(whereSeparator: \.isNewline) where line.hasPrefix("db") {
+                let parts = line.split(separator: ":", maxSplits: 1)
+                guard parts.count == 2 else { continue }
+                var fields: [String: Int] = [:]
+                for field in parts[1].split(separator: ",") {
+                    let pair = field.split(separator: "=")
+                    if pair.count == 2, let number = Int(pair[1]) { fields[String(pair[0])] = number }
+                }
+                var entry = totals[String(parts[0])] ?? (0, 0, 0)
+                entry.keys += fields["keys"] ?? 0
+                entry.expires += fields["expires"] ?? 0
+                entry.ttlWeighted += (fields["avg_ttl"] ?? 0) * (fields["expires"] ?? 0)
+                totals[String(parts[0])] = entry
+            }
+        }
+        var text = "# Keyspace\r\n"
+        for (db, entry) in totals.sorted(by: { $0.key < $1.key }) {
+            let averageTTL = entry.expires > 0 ? entry.ttlWeighted / entry.expires : 0
+            text += "\(db):keys=\(entry.keys),expires=\(entry.expires),avg_ttl=\(averageTTL)\r\n"
+        }
+        return text
+    }
+}
