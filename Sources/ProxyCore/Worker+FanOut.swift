@@ -163,14 +163,11 @@ extension Worker {
         let rule: MergeRule
         switch spec.responsePolicy {
         case .sum: rule = .sum
-        case .allSucceeded, .passthrough: rule = .allSucceeded
         case .logicalAnd: rule = .logicalAnd
         case .firstSuccess: rule = .firstSuccess
         case .special where spec.name == "keys": rule = .concatenate
-        case .special where spec.name == "randomkey": rule = .randomNonNull
-        default:
-            session.replyError("ERR slotproxy does not support '\(spec.name)' yet")
-            return
+        case .special: rule = .randomNonNull  // RANDOMKEY (CommandHandling admits no other)
+        default: rule = .allSucceeded
         }
         let parts = masterPools.map { pool in
             let request = ByteBuffer(capacity: command.frame.count)

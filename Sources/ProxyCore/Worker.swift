@@ -198,35 +198,36 @@ final class Worker {
         commandsProcessed &+= 1
         let command = Command(frame: frame, arguments: arguments)
         guard let spec = CommandResolver.resolve(command, in: commands, session: session) else { return }
-        switch spec.requestPolicy {
-        case .local:
-            LocalCommands.answer(spec, command, session: session, worker: self)
-            return
-        case .allMasters, .allNodes:
-            if spec.name == "info" {
-                info(command, session: session)
-            } else {
+        var splittable = false
+        if !CommandHandling.isPlainBySlot(spec) {
+            switch CommandHandling.of(spec) {
+            case .bySlot: break
+            case .split: splittable = true
+            case .local:
+                LocalCommands.answer(spec, command, session: session, worker: self)
+                return
+            case .broadcast:
                 broadcast(spec, command, session: session)
+                return
+            case .info:
+                info(command, session: session)
+                return
+            case .scan:
+                scan(command, session: session)
+                return
+            case .pinned:
+                if !isNonBlockingStreamRead(spec, command) {
+                    session.replyError(
+                        "ERR slotproxy does not support '\(spec.name)' yet (transactions, blocking and subscribe commands)")
+                    return
+                }
+            case .refused(let reason):
+                session.replyError("ERR slotproxy does not forward '\(spec.name)': \(reason)")
+                return
             }
-            return
-        default: break
-        }
-        if spec.affinity == .pinned && !isNonBlockingStreamRead(spec, command) {
-            session.replyError(
-                "ERR slotproxy does not support '\(spec.name)' yet (transactions, blocking and subscribe commands)")
-            return
-        }
-        if spec.name == "debug" {
-            // DEBUG can crash, stall or corrupt a node: never through the proxy.
-            session.replyError("ERR slotproxy does not forward DEBUG: run it against the node itself")
-            return
         }
         guard slotMap != nil else {
             session.replyError("CLUSTERDOWN The cluster is down")
-            return
-        }
-        if spec.responsePolicy == .special && spec.name == "scan" {
-            scan(command, session: session)
             return
         }
         session.keyIndices.removeAll(keepingCapacity: true)
@@ -240,7 +241,7 @@ final class Worker {
             } else if keySlot != slot {
                 // Keys in several slots: split when the command allows it and
                 // loses nothing by it, else refuse as a cluster node does.
-                if spec.requestPolicy == .splitByKey && spec.responsePolicy != .special {
+                if splittable {
                     split(spec, command, session: session)
                 } else {
                     session.replyError("CROSSSLOT Keys in request don't hash to the same slot")

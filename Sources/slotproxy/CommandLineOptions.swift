@@ -39,6 +39,9 @@ struct SlotproxyOptions: ParsableCommand {
     )
     var checkConfig: String?
 
+    @Flag(help: ArgumentHelp("Print how every Redis command is handled, as a Markdown table, and exit.", visibility: .hidden))
+    var compatibilityTable = false
+
     @Option(
         help: ArgumentHelp(
             "Seed nodes, comma-separated; IPv6 as [::1]:7000 (file: cluster).", valueName: "host:port,..."

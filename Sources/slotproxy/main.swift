@@ -8,6 +8,10 @@ import ProxyCore
 // Start-up: flags and file into one configuration, logging to stderr, then
 // the proxy threads; the main thread only waits for SIGINT/SIGTERM.
 let options = SlotproxyOptions.parseOrExit()
+if options.compatibilityTable {
+    print(CompatibilityTable.markdown(), terminator: "")
+    exit(0)
+}
 options.runCheckConfigIfRequested()
 let configuration = options.resolveConfigurationOrExit()
 

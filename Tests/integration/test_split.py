@@ -282,7 +282,7 @@ def test_info_describes_one_standalone_server(cluster, proxy):
 def test_debug_is_not_forwarded_and_spublish_routes(proxy):
     with proxy.raw() as c:
         reply = c.command("DEBUG", "SLEEP", "0")
-        assert isinstance(reply, RespError) and "DEBUG" in reply.message
+        assert isinstance(reply, RespError) and "debug" in reply.message.lower()
         assert c.command("SPUBLISH", "shard-channel", "hello") == 0
         assert c.command("PUBLISH", "channel", "hello") == 0
         assert isinstance(c.command("TIME"), list)

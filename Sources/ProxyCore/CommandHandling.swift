@@ -1,0 +1,119 @@
+import CommandTable
+
+/// What the proxy does with a command: the router dispatches on it, and the
+/// README's compatibility table is printed from it (`slotproxy
+/// --compatibility-table`), so the two cannot disagree.
+enum CommandHandling: Equatable {
+    /// Forwarded as is to the master of its keys' slot (keys must share a
+    /// slot); keyless: to any master.
+    case bySlot
+    /// Keys in several slots are split into one part per slot, merged.
+    case split
+    /// Sent to every master, replies merged.
+    case broadcast
+    /// Answered by the proxy itself.
+    case local
+    /// `SCAN`: walks the masters one after the other.
+    case scan
+    /// `INFO`: the proxy's own sections and the summed keyspace.
+    case info
+    /// Needs a connection of its own; not supported yet.
+    case pinned
+    /// Never forwarded: `reason` says why.
+    case refused(String)
+
+    /// Whether `handling(of:)` must be asked: the common case (a keyed command
+    /// on a shared connection) is known from two fields, without comparing names.
+    @inline(__always) static func isPlainBySlot(_ spec: CommandSpec) -> Bool {
+        spec.requestPolicy == .singleSlot && spec.affinity == .multiplexed && spec.responsePolicy == .passthrough
+    }
+
+    /// Commands that act on one particular node (its role, its slots, its
+    /// process): through the proxy they would hit an arbitrary master.
+    static let nodeAdministration: Set<String> = [
+        "shutdown", "replicaof", "slaveof", "failover", "cluster|setslot", "cluster|meet", "cluster|forget",
+        "cluster|reset", "cluster|failover", "cluster|replicate", "cluster|addslots", "cluster|addslotsrange",
+        "cluster|delslots", "cluster|delslotsrange", "cluster|flushslots", "cluster|bumpepoch",
+        "cluster|set-config-epoch", "cluster|saveconfig", "acl|setuser", "acl|deluser", "acl|load", "acl|save",
+    ]
+
+    static func of(_ spec: CommandSpec) -> CommandHandling {
+        if nodeAdministration.contains(spec.name) {
+            return .refused("it acts on one particular node: run it against that node")
+        }
+        switch spec.name {
+        case "debug": return .refused("can crash, stall or corrupt a node: run it against the node itself")
+        case "scan": return .scan
+        case "info": return .info
+        default: break
+        }
+        switch spec.requestPolicy {
+        case .local: return .local
+        case .allMasters, .allNodes:
+            switch spec.responsePolicy {
+            case .sum, .allSucceeded, .passthrough, .logicalAnd, .firstSuccess: return .broadcast
+            case .special where spec.name == "keys" || spec.name == "randomkey": return .broadcast
+            default:
+                return spec.affinity == .pinned ? .pinned : .refused("cluster-wide reply merging not implemented yet")
+            }
+        case .splitByKey where spec.responsePolicy != .special:
+            return .split
+        default:
+            return spec.affinity == .pinned ? .pinned : .bySlot
+        }
+    }
+
+    /// One line of the compatibility table.
+    static func describe(_ spec: CommandSpec) -> String {
+        let multiKey = spec.keyStep > 0 && (spec.lastKey < 0 || spec.lastKey > spec.firstKey)
+        switch of(spec) {
+        case .bySlot:
+            if spec.keySpecs.isEmpty && spec.firstKey == 0 { return "forwarded to any master" }
+            if multiKey || spec.keySpecs.count > 1 || spec.flags.contains(.movablekeys) {
+                return "forwarded by slot; keys in several slots: `CROSSSLOT`"
+            }
+            return "forwarded by slot"
+        case .split:
+            switch spec.responsePolicy {
+            case .concatenateInKeyOrder: return "split by slot, values merged in key order"
+            case .sum: return "split by slot, counts summed"
+            default: return "split by slot, `OK` when every part succeeded"
+            }
+        case .broadcast:
+            if spec.name == "flushall" || spec.name == "flushdb" {
+                return "sent to every master, `OK` when all succeed; needs `allow-flush: true`"
+            }
+            switch spec.responsePolicy {
+            case .sum: return "sent to every master, replies summed"
+            case .logicalAnd: return "sent to every master, true only where every master says so"
+            case .firstSuccess: return "sent to every master, first success returned"
+            case .special where spec.name == "keys": return "sent to every master, replies concatenated"
+            case .special: return "sent to every master, one non-empty reply picked at random"
+            default: return "sent to every master, succeeds when all succeed"
+            }
+        case .local: return "answered by the proxy"
+        case .scan: return "walks every master in turn (cursor encodes master and position)"
+        case .info: return "answered by the proxy: its own sections, keyspace summed over masters"
+        case .pinned: return "not yet: needs a dedicated connection (transactions, blocking, Pub/Sub)"
+        case .refused(let reason): return "refused: \(reason)"
+        }
+    }
+
+    /// The README's table: every command and subcommand of the table, in order.
+    static func compatibilityTable() -> String {
+        var lines = ["| command | handling |", "|---|---|"]
+        for spec in CommandTable.all {
+            let rows = spec.subcommands.isEmpty ? [spec] : spec.subcommands
+            for row in rows {
+                let name = String(row.name.map { $0 == "|" ? " " : $0 }).uppercased()
+                lines.append("| `\(name)` | \(describe(row)) |")
+            }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+/// Entry point for the executable's `--compatibility-table`.
+public enum CompatibilityTable {
+    public static func markdown() -> String { CommandHandling.compatibilityTable() }
+}
