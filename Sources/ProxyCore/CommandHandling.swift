@@ -11,6 +11,9 @@ enum CommandHandling: Equatable {
     case split
     /// Sent to every master, replies merged.
     case broadcast
+    /// Keys in several slots: sources gathered with `DUMP`, computed on one
+    /// master by a script (see `Worker+Emulation.swift`).
+    case emulated
     /// Answered by the proxy itself.
     case local
     /// `SCAN`: walks the masters one after the other.
@@ -59,6 +62,7 @@ enum CommandHandling: Equatable {
         case .splitByKey where spec.responsePolicy != .special:
             return .split
         default:
+            if Worker.emulatedCommands.contains(spec.name) { return .emulated }
             return spec.affinity == .pinned ? .pinned : .bySlot
         }
     }
@@ -91,6 +95,7 @@ enum CommandHandling: Equatable {
             case .special: return "sent to every master, one non-empty reply picked at random"
             default: return "sent to every master, succeeds when all succeed"
             }
+        case .emulated: return "emulated across slots: sources gathered, computed on one master by a script"
         case .local: return "answered by the proxy"
         case .scan: return "walks every master in turn (cursor encodes master and position)"
         case .info: return "answered by the proxy: its own sections, keyspace summed over masters"

@@ -23,6 +23,8 @@ enum MergeRule {
     case scan(ScanCursor.Position)
     /// The proxy's own `INFO` sections, then the masters' keyspaces summed.
     case infoKeyspace(prefix: String)
+    /// `DUMP`s of the sources of an emulated command, to be computed next.
+    case emulate(Worker.EmulationPlan)
 }
 
 /// Where a finished fan-out's reply goes: to the client, or into one part of
@@ -42,6 +44,8 @@ final class FanOut {
     let resp3: Bool
     /// For `SCRIPT LOAD`: the script, remembered under the SHA the masters return.
     var scriptBody: [UInt8]?
+    /// The client, for fan-outs that send a second stage (emulated commands).
+    var sessionForNextStage: ClientSession?
     private(set) var replies: [[UInt8]?]
     private var remaining: Int
 
@@ -119,6 +123,8 @@ final class FanOut {
             scanPage(parts[0], position: position, into: out, scanCursor: scanCursor)
         case .infoKeyspace(let prefix):
             Worker.appendInfo(prefix + KeyspaceSummer.sum(parts), resp3: resp3, to: out)
+        case .emulate:
+            break  // handled by the worker before merging
         case .firstSuccess:
             break
         }

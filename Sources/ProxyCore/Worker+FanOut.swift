@@ -18,6 +18,7 @@ extension Worker {
     @discardableResult
     func dispatch(_ parts: [Part], rule: MergeRule, target: FanOutTarget, session: ClientSession) -> FanOut {
         let fanOut = FanOut(target: target, rule: rule, parts: parts.count, resp3: session.resp3)
+        fanOut.sessionForNextStage = session
         for (index, part) in parts.enumerated() {
             let record = recordPool.acquire()
             record.session = session
@@ -39,6 +40,15 @@ extension Worker {
 
     func partArrived(_ fanOut: FanOut, part: Int, reply: UnsafeRawBufferPointer) {
         guard fanOut.receive(part: part, reply: reply) else { return }
+        if case .emulate(let plan) = fanOut.rule {
+            let dumps = fanOut.replies.map { $0 ?? [] }
+            if let error = dumps.first(where: isError) {
+                error.withUnsafeBytes { deliver($0, to: fanOut.target) }
+            } else if let session = fanOut.sessionForNextStage {
+                computeEmulation(plan, dumps: dumps, target: fanOut.target, resp3: fanOut.resp3, session: session)
+            }
+            return
+        }
         let merged = ByteBuffer(capacity: 256)
         fanOut.merge(into: merged) { [unowned self] position, nodeCursor in
             self.nextScanCursor(after: position, nodeCursor: nodeCursor)
@@ -46,16 +56,7 @@ extension Worker {
         if let body = fanOut.scriptBody, case .bulkString(let sha)? = RESPValue.decode(merged.readableArray())?.value {
             shared.rememberScript(sha: String(decoding: sha, as: UTF8.self), body: body)
         }
-        switch fanOut.target {
-        case .client(let parent):
-            if let session = parent.session {
-                session.complete(parent, reply: merged.readable)
-            } else {
-                recordPool.release(parent)
-            }
-        case .part(let outer, let index):
-            partArrived(outer, part: index, reply: merged.readable)
-        }
+        deliver(merged.readable, to: fanOut.target)
     }
 
     // MARK: split by slot

@@ -79,6 +79,8 @@ final class Worker {
     /// One write per dirty connection per turn, then deferred releases.
     /// Requests routed by this worker; published for `INFO` once per turn.
     var commandsProcessed = 0
+    /// Names scratch keys of emulated commands apart.
+    var emulationCounter = 0
 
     private func afterTurn() {
         shared.publishCommandsProcessed(worker: workerIndex, count: commandsProcessed)
@@ -203,6 +205,7 @@ final class Worker {
             switch CommandHandling.of(spec) {
             case .bySlot: break
             case .split: splittable = true
+            case .emulated: break  // like bySlot until keys span several slots
             case .local:
                 LocalCommands.answer(spec, command, session: session, worker: self)
                 return
@@ -243,6 +246,8 @@ final class Worker {
                 // loses nothing by it, else refuse as a cluster node does.
                 if splittable {
                     split(spec, command, session: session)
+                } else if CommandHandling.of(spec) == .emulated {
+                    emulate(spec, command, session: session)
                 } else {
                     session.replyError("CROSSSLOT Keys in request don't hash to the same slot")
                 }

@@ -286,3 +286,45 @@ def test_debug_is_not_forwarded_and_spublish_routes(proxy):
         assert c.command("SPUBLISH", "shard-channel", "hello") == 0
         assert c.command("PUBLISH", "channel", "hello") == 0
         assert isinstance(c.command("TIME"), list)
+
+
+def _load_emulation_data(conn, p):
+    return conn.pipeline([
+        ("SADD", f"{p}:s1", *range(1, 40)), ("SADD", f"{p}:s2", *range(20, 60, 2)), ("SADD", f"{p}:s3", "a", "b", 25),
+        ("ZADD", f"{p}:z1", 1, "a", 2.5, "b", 0.1, "c", 7, "d"), ("ZADD", f"{p}:z2", 10, "b", 3, "e", 0.2, "c"),
+        ("ZADD", f"{p}:z3", -1, "a", 1e10, "f"),
+        ("PFADD", f"{p}:h1", *[f"x{i}" for i in range(500)]), ("PFADD", f"{p}:h2", *[f"x{i}" for i in range(250, 900)]),
+        ("SET", f"{p}:str", "v"),
+    ])
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+def test_emulated_commands_equal_a_single_server(cluster, proxy, standalone, proto):
+    p = prefix("emu")
+    s1, s2, s3, z1, z2, z3, h1, h2 = (f"{p}:{n}" for n in ("s1", "s2", "s3", "z1", "z2", "z3", "h1", "h2"))
+    assert len(masters_touched(cluster, [s1, s2, s3, z1, z2, z3, h1, h2])) >= 2
+    missing = f"{p}:missing"
+    ordered = [  # replies whose order Redis defines
+        ("SINTERCARD", 2, s1, s2), ("SINTERCARD", 3, s1, s2, s3, "LIMIT", 1), ("SINTERCARD", 2, s1, missing),
+        ("ZUNION", 2, z1, z2), ("ZUNION", 3, z1, z2, z3, "WITHSCORES"),
+        ("ZUNION", 2, z1, z2, "WEIGHTS", 2, 0.5, "AGGREGATE", "MAX", "WITHSCORES"),
+        ("ZUNION", 2, z1, s3, "AGGREGATE", "MIN", "WITHSCORES"),
+        ("ZINTER", 2, z1, z2, "WITHSCORES"), ("ZINTER", 2, z1, z2, "WEIGHTS", 1, 3, "AGGREGATE", "SUM"),
+        ("ZDIFF", 2, z1, z2, "WITHSCORES"), ("ZDIFF", 3, z1, missing, z3),
+        ("ZINTERCARD", 2, z1, z2), ("PFCOUNT", h1, h2), ("PFCOUNT", h1, missing, h2),
+        ("GET", s1 + ":single"),  # interleaved single-key commands
+        ("SUNION", s1, f"{p}:str"), ("ZUNION", 2, z1, f"{p}:str"),
+    ]
+    unordered = [("SUNION", s1, s2, s3, missing), ("SINTER", s1, s2), ("SINTER", s1, s2, s3), ("SDIFF", s1, s2, s3),
+                 ("SDIFF", missing, s1)]
+    with proxy.raw() as c, RawConnection(standalone.port) as s:
+        if proto == 3:
+            c.hello(3)
+            s.hello(3)
+        both(c, s, [("DEL", s1, s2, s3, z1, z2, z3, h1, h2)])
+        _load_emulation_data(c, p)
+        _load_emulation_data(s, p)
+        got, want = both(c, s, ordered)
+        assert got == want
+        got, want = both(c, s, unordered)
+        assert [sorted(x) for x in got] == [sorted(x) for x in want]

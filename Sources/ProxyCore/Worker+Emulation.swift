@@ -1,0 +1,122 @@
+import ClusterTopology
+import CommandTable
+import RESPWire
+
+/// Read-only multi-key commands that a single server answers for keys in any
+/// slots (`SUNION`, `SINTER`, `SDIFF`, `SINTERCARD`, `PFCOUNT`, `ZUNION`,
+/// `ZINTER`, `ZDIFF`, `ZINTERCARD`), emulated across masters.
+///
+/// Rather than re-implement their semantics (weights, aggregates, score
+/// formatting, HyperLogLog unions), the proxy lets a Redis node compute them:
+/// it `DUMP`s every source key from its own master (one round trip per
+/// master, in parallel), then runs one script on the master of a scratch
+/// hash tag that `RESTORE`s the values into scratch keys of one slot, runs
+/// the real command on them, deletes them and returns the result. The script
+/// is atomic, so the scratch keys are never visible; the reply is exactly
+/// what one server computes on the same data.
+extension Worker {
+    static let emulatedCommands: Set<String> = [
+        "sunion", "sinter", "sdiff", "sintercard", "pfcount", "zunion", "zinter", "zdiff", "zintercard",
+    ]
+
+    /// The script run on the computing master. KEYS: the scratch keys.
+    /// ARGV: protocol ("2"/"3"), the number of sources n, n dumps ("" for a
+    /// missing key), then the command with scratch keys in place of the sources.
+    static let emulationScript = """
+        if ARGV[1] == '3' then redis.setresp(3) end
+        local n = tonumber(ARGV[2])
+        for i = 1, n do
+          if ARGV[2 + i] ~= '' then redis.call('RESTORE', KEYS[i], 0, ARGV[2 + i]) end
+        end
+        local command = {}
+        for i = 3 + n, #ARGV do command[#command + 1] = ARGV[i] end
+        local result = redis.pcall(unpack(command))
+        redis.call('DEL', unpack(KEYS))
+        return result
+        """
+
+    struct EmulationPlan {
+        /// The command's arguments, source keys included.
+        var arguments: [[UInt8]]
+        /// For each argument that is a key, the index of its source.
+        var sourceOfArgument: [Int: Int]
+        var sourceCount: Int
+    }
+
+    /// Gathers the sources of a cross-slot emulated command.
+    func emulate(_ spec: CommandSpec, _ command: Command, session: ClientSession) {
+        var sourceOfKey: [[UInt8]: Int] = [:]
+        var sourceOfArgument: [Int: Int] = [:]
+        var parts: [Part] = []
+        for argument in session.keyIndices {
+            let key = command.bytes(argument)
+            if let source = sourceOfKey[key] {
+                sourceOfArgument[argument] = source
+                continue
+            }
+            let slot = slotHasher.slot(of: command.argument(argument))
+            guard let pool = slotOwners[slot] else {
+                session.replyError("CLUSTERDOWN Hash slot not served")
+                return
+            }
+            let source = parts.count
+            sourceOfKey[key] = source
+            sourceOfArgument[argument] = source
+            let request = ByteBuffer(capacity: 64 + key.count)
+            request.appendCommand([Array("DUMP".utf8), key])
+            parts.append(Part(pool: pool, slot: slot, request: request))
+        }
+        let plan = EmulationPlan(
+            arguments: (0..<command.count).map { command.bytes($0) }, sourceOfArgument: sourceOfArgument,
+            sourceCount: parts.count)
+        let parent = recordPool.acquire()
+        session.expectReply(parent)
+        dispatch(parts, rule: .emulate(plan), target: .client(parent), session: session)
+    }
+
+    /// All sources are in: compute on one master.
+    func computeEmulation(_ plan: EmulationPlan, dumps: [[UInt8]], target: FanOutTarget, resp3: Bool, session: ClientSession) {
+        emulationCounter &+= 1
+        let tag = "{slotproxy-scratch-\(workerIndex)-\(emulationCounter)}"
+        let scratch = (0..<plan.sourceCount).map { Array("\(tag):\($0)".utf8) }
+        var arguments: [[UInt8]] = [Array("EVAL".utf8), Array(Worker.emulationScript.utf8), Array(String(plan.sourceCount).utf8)]
+        arguments += scratch
+        arguments.append(Array((resp3 ? "3" : "2").utf8))
+        arguments.append(Array(String(plan.sourceCount).utf8))
+        for dump in dumps {
+            // DUMP answers a bulk string, or a null for a missing key.
+            if case .bulkString(let payload)? = RESPValue.decode(dump)?.value {
+                arguments.append(payload)
+            } else {
+                arguments.append([])
+            }
+        }
+        for (index, argument) in plan.arguments.enumerated() {
+            if let source = plan.sourceOfArgument[index] { arguments.append(scratch[source]) } else { arguments.append(argument) }
+        }
+        let slot = Array(tag.utf8).withUnsafeBytes { slotHasher.slot(of: $0) }
+        guard let pool = slotOwners[slot] else {
+            let error = ByteBuffer(capacity: 64)
+            error.appendError("CLUSTERDOWN Hash slot not served")
+            deliver(error.readable, to: target)
+            return
+        }
+        let request = ByteBuffer(capacity: 256)
+        request.appendCommand(arguments)
+        dispatch([Part(pool: pool, slot: slot, request: request)], rule: .allSucceeded, target: target, session: session)
+    }
+
+    /// Hands a finished reply to a fan-out's target.
+    func deliver(_ reply: UnsafeRawBufferPointer, to target: FanOutTarget) {
+        switch target {
+        case .client(let parent):
+            if let session = parent.session {
+                session.complete(parent, reply: reply)
+            } else {
+                recordPool.release(parent)
+            }
+        case .part(let outer, let index):
+            partArrived(outer, part: index, reply: reply)
+        }
+    }
+}
