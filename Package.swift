@@ -54,6 +54,7 @@ let package = Package(
         .testTarget(name: "CommandTableTests", dependencies: ["CommandTable", "RESPWire"]),
         .testTarget(name: "ClusterTopologyTests", dependencies: ["ClusterTopology", "RESPWire"]),
         .testTarget(name: "SlotproxyConfigTests", dependencies: ["slotproxy", "ProxyCore"]),
+        .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore", "RESPWire", "ClusterTopology"]),
     ],
     swiftLanguageModes: [.v6]
 )

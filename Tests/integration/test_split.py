@@ -328,3 +328,35 @@ def test_emulated_commands_equal_a_single_server(cluster, proxy, standalone, pro
         assert got == want
         got, want = both(c, s, unordered)
         assert [sorted(x) for x in got] == [sorted(x) for x in want]
+
+
+def test_functions_broadcast_and_fcall_by_key(cluster, proxy):
+    p = prefix("fn").replace(":", "_")
+    library = f"#!lua name={p}\nredis.register_function('{p}_set', function(keys, args) return redis.call('SET', keys[1], args[1]) end)"
+    keys = [f"{p}:{i}" for i in range(30)]
+    assert len(masters_touched(cluster, keys)) == 3
+    with proxy.raw() as c:
+        assert c.command("FUNCTION", "LOAD", library) == p.encode()
+        for m in cluster.masters:
+            libs = cluster.call(m, "FUNCTION", "LIST", "LIBRARYNAME", p)
+            assert len(libs) == 1
+        replies = c.pipeline([("FCALL", f"{p}_set", 1, k, "v") for k in keys])
+        assert all(is_status(r) for r in replies), replies[:3]
+        assert c.command("MGET", *keys) == [b"v"] * len(keys)
+        assert is_status(c.command("FUNCTION", "DELETE", p))
+        for m in cluster.masters:
+            assert cluster.call(m, "FUNCTION", "LIST", "LIBRARYNAME", p) == []
+
+
+def test_flushall_with_allow_flush_empties_every_master(cluster, proxy_factory):
+    """Runs last in this module: it empties the cluster."""
+    proxy = proxy_factory("--allow-flush")
+    with proxy.raw() as c:
+        assert is_status(c.command("MSET", *itertools.chain.from_iterable((f"flush:{i}", i) for i in range(50))))
+        assert is_status(c.command("SCRIPT", "FLUSH"))
+        assert is_status(c.command("FLUSHALL"))
+        assert all(cluster.call(m, "DBSIZE") == 0 for m in cluster.masters)
+        assert c.command("DBSIZE") == 0
+        assert c.command("RANDOMKEY") is None
+        assert c.command("KEYS", "*") == []
+        assert is_status(c.command("FLUSHDB", "ASYNC"))

@@ -1,0 +1,88 @@
+import ClusterTopology
+import RESPWire
+import Testing
+
+@testable import ProxyCore
+
+func merged(_ rule: MergeRule, _ replies: [String]) -> String {
+    // The target is never reached: merge() only computes the reply.
+    let target = FanOut(target: .client(RequestRecord()), rule: .sum, parts: 1, resp3: false)
+    let fanOut = FanOut(target: .part(target, 0), rule: rule, parts: replies.count, resp3: false)
+    var done = false
+    for (index, reply) in replies.enumerated() {
+        done = Array(reply.utf8).withUnsafeBytes { fanOut.receive(part: index, reply: $0) }
+    }
+    #expect(done)
+    let out = ByteBuffer()
+    fanOut.merge(into: out) { _, cursor in cursor == 0 ? 0 : 42 }
+    return String(decoding: out.readableArray(), as: UTF8.self)
+}
+
+@Suite struct MergeTests {
+    @Test func sumsIntegers() {
+        #expect(merged(.sum, [":1\r\n", ":0\r\n", ":41\r\n"]) == ":42\r\n")
+    }
+
+    @Test func firstErrorWins() {
+        #expect(merged(.sum, [":1\r\n", "-ERR a\r\n", "-ERR b\r\n"]) == "-ERR a\r\n")
+        #expect(merged(.allSucceeded, ["+OK\r\n", "-MOVED 1 x:1\r\n"]) == "-MOVED 1 x:1\r\n")
+        #expect(merged(.firstSuccess, ["-NOTBUSY\r\n", "+OK\r\n"]) == "+OK\r\n")
+        #expect(merged(.firstSuccess, ["-NOTBUSY a\r\n", "-NOTBUSY b\r\n"]) == "-NOTBUSY b\r\n")
+    }
+
+    @Test func putsValuesBackInKeyOrder() {
+        // Keys 0,2 went to part 0; key 1 to part 1; key 3 to part 0 again.
+        let rule = MergeRule.keyOrder([(0, 0), (1, 0), (0, 1), (0, 2)])
+        let result = merged(rule, ["*3\r\n$1\r\na\r\n$-1\r\n*1\r\n:1\r\n", "*1\r\n$2\r\nbb\r\n"])
+        #expect(result == "*4\r\n$1\r\na\r\n$2\r\nbb\r\n$-1\r\n*1\r\n:1\r\n")
+    }
+
+    @Test func concatenatesAndAnds() {
+        #expect(merged(.concatenate, ["*1\r\n$1\r\na\r\n", "*0\r\n", "*2\r\n$1\r\nb\r\n$1\r\nc\r\n"])
+            == "*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n")
+        #expect(merged(.logicalAnd, ["*2\r\n:1\r\n:1\r\n", "*2\r\n:1\r\n:0\r\n"]) == "*2\r\n:1\r\n:0\r\n")
+    }
+
+    @Test func rewritesScanCursor() {
+        let position = ScanCursor.Position(slot: 5461, tag: 7, nodeCursor: 0)
+        #expect(merged(.scan(position), ["*2\r\n$2\r\n17\r\n*1\r\n$1\r\nk\r\n"]) == "*2\r\n$2\r\n42\r\n*1\r\n$1\r\nk\r\n")
+        #expect(merged(.scan(position), ["*2\r\n$1\r\n0\r\n*0\r\n"]) == "*2\r\n$1\r\n0\r\n*0\r\n")
+    }
+
+    @Test func findsArrayElements() {
+        let reply = Array("*3\r\n$3\r\nabc\r\n*2\r\n:1\r\n+x\r\n_\r\n".utf8)
+        let ranges = arrayElements(reply)
+        #expect(ranges?.count == 3)
+        #expect(ranges.map { $0.map { String(decoding: reply[$0], as: UTF8.self) } } == ["$3\r\nabc\r\n", "*2\r\n:1\r\n+x\r\n", "_\r\n"])
+        #expect(arrayElements(Array(":1\r\n".utf8)) == nil)
+    }
+}
+
+@Suite struct ScanCursorTests {
+    @Test func roundTrips() {
+        for (slot, tag, cursor) in [(0, 0, UInt64(1)), (16383, 65535, (1 << 34) - 1), (5461, 1234, 987_654)] {
+            let position = ScanCursor.Position(slot: slot, tag: UInt16(tag), nodeCursor: cursor)
+            let encoded = ScanCursor.encode(position)!
+            let decoded = ScanCursor.decode(encoded)
+            #expect(decoded.slot == slot && decoded.tag == UInt16(tag) && decoded.nodeCursor == cursor)
+        }
+        #expect(ScanCursor.encode(ScanCursor.Position(slot: 0, tag: 0, nodeCursor: 1 << 34)) == nil)
+    }
+
+    @Test func tagsDifferByNode() {
+        let a = ClusterNode(id: "a", host: "127.0.0.1", port: 7001, isMaster: true)
+        let b = ClusterNode(id: "b", host: "127.0.0.1", port: 7004, isMaster: true)
+        #expect(ScanCursor.tag(of: a) != ScanCursor.tag(of: b))
+        #expect(ScanCursor.tag(of: a) == ScanCursor.tag(of: a))
+    }
+}
+
+@Suite struct KeyspaceSummerTests {
+    @Test func sumsPerDatabase() {
+        func bulk(_ text: String) -> [UInt8] { Array("$\(text.utf8.count)\r\n\(text)\r\n".utf8) }
+        let a = bulk("# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=100\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n")
+        let b = bulk("# Keyspace\r\ndb0:keys=5,expires=2,avg_ttl=300\r\n")
+        let text = KeyspaceSummer.sum([a, b])
+        #expect(text == "# Keyspace\r\ndb0:keys=15,expires=4,avg_ttl=200\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n")
+    }
+}
