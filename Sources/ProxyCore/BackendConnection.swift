@@ -27,6 +27,10 @@ final class BackendConnection {
     private var readEvent: LoopEvent?
     private var writeEvent: LoopEvent?
     var isDirty = false
+    /// Serves one client at a time (blocking commands); see `DedicatedConnections`.
+    var isDedicated = false
+    /// The client it currently serves, while dedicated.
+    var servedSession: ClientSession?
     private(set) var connectStartedAt: Int64 = 0
     private(set) var lastError = ""
 
@@ -213,6 +217,7 @@ final class BackendConnection {
             neverConnected
             ? "ERR slotproxy: cannot connect to \(address): \(reason)"
             : "ERR slotproxy: connection to \(address) lost (\(reason)); the command may or may not have run"
+        if isDedicated { worker.dedicated.release(self) }
         for entry in inFlight.removeAll() {
             guard let record = entry else { continue }
             worker.failRequest(record, message: message)

@@ -36,6 +36,9 @@ final class ClientSession {
     var clientName: [UInt8]? = nil
     /// Scratch for key positions of the command being routed.
     var keyIndices: [Int] = []
+    /// The dedicated backend connection a blocking command of this client
+    /// waits on, if any.
+    var blockedOn: BackendConnection?
 
     init(worker: Worker, fd: CInt, id: Int) {
         self.worker = worker
@@ -226,6 +229,11 @@ final class ClientSession {
         readEvent?.remove()
         writeEvent?.remove()
         Socket.close(fd)
+        if let connection = blockedOn {
+            // The node would keep the command blocked: drop the connection.
+            connection.close()
+            worker.dedicated.release(connection)
+        }
         for record in pending.removeAll() where record.isComplete {
             worker.recordPool.release(record)
         }

@@ -20,10 +20,14 @@ enum CommandHandling: Equatable {
     case scan
     /// `INFO`: the proxy's own sections and the summed keyspace.
     case info
+    /// Blocks: runs on a dedicated connection to the owner of its slot.
+    case blocking
     /// Needs a connection of its own; not supported yet.
     case pinned
     /// Never forwarded: `reason` says why.
     case refused(String)
+    /// `DEBUG`: refused unless `allow-debug` is set.
+    case debug
 
     /// Whether `handling(of:)` must be asked: the common case (a keyed command
     /// on a shared connection) is known from two fields, without comparing names.
@@ -45,7 +49,7 @@ enum CommandHandling: Equatable {
             return .refused("it acts on one particular node: run it against that node")
         }
         switch spec.name {
-        case "debug": return .refused("can crash, stall or corrupt a node: run it against the node itself")
+        case "debug": return .debug
         case "scan": return .scan
         case "info": return .info
         default: break
@@ -62,6 +66,11 @@ enum CommandHandling: Equatable {
         case .splitByKey where spec.responsePolicy != .special:
             return .split
         default:
+            if spec.affinity == .pinned
+                && (spec.flags.contains(.blocking) || spec.name == "xread" || spec.name == "xreadgroup")
+            {
+                return .blocking
+            }
             if Worker.emulatedCommands.contains(spec.name) { return .emulated }
             return spec.affinity == .pinned ? .pinned : .bySlot
         }
@@ -99,8 +108,14 @@ enum CommandHandling: Equatable {
         case .local: return "answered by the proxy"
         case .scan: return "walks every master in turn (cursor encodes master and position)"
         case .info: return "answered by the proxy: its own sections, keyspace summed over masters"
-        case .pinned: return "not yet: needs a dedicated connection (transactions, blocking, Pub/Sub)"
+        case .blocking:
+            if spec.name == "xread" || spec.name == "xreadgroup" {
+                return "with `BLOCK`: on a dedicated connection to the owner of its slot; without: forwarded by slot"
+            }
+            return "on a dedicated connection to the owner of its slot (never stalls shared connections)"
+        case .pinned: return "not yet: needs a connection of its own (transactions, Pub/Sub, tracking)"
         case .refused(let reason): return "refused: \(reason)"
+        case .debug: return "refused unless `allow-debug: yes`; then `DEBUG OBJECT key` by slot, the rest to any master"
         }
     }
 

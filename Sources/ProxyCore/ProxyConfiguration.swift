@@ -53,10 +53,16 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var requestLimits = RequestLimits()
     /// Most clients connected at once; past it new connections get `-ERR max number of clients reached` (`maxclients`).
     public var maxClients: Int = 10000
+    /// Dedicated connections per worker per node for blocking commands
+    /// (`BLPOP` ...): at most this many clients blocked on one node at once
+    /// (`blocking-connections-per-node`).
+    public var blockingConnectionsPerNode: Int = 128
     /// Log level (`log-level`).
     public var logLevel: LogLevelSetting = .info
     /// FLUSHALL/FLUSHDB through the proxy wipe every master; refused unless this is true (`allow-flush`).
     public var allowFlush: Bool = false
+    /// DEBUG through the proxy reaches a cluster node (DEBUG SLEEP stalls it, DEBUG SEGFAULT kills it); refused unless this is true.
+    public var allowDebug: Bool = false
 
     public init() {}
 }

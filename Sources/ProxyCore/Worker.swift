@@ -29,6 +29,8 @@ final class Worker {
     private var listenerEvent: LoopEvent?
     private var tickEvent: LoopEvent?
     private var acceptPaused = false
+    /// Connections for blocking commands, one client at a time.
+    private(set) lazy var dedicated = DedicatedConnections(worker: self, limitPerNode: configuration.blockingConnectionsPerNode)
     let mailbox: Mailbox<WorkerMessage>
     private let commands = CommandLookup()
     let slotHasher = SlotHasher()
@@ -112,6 +114,7 @@ final class Worker {
         tickEvent?.remove()
         for session in sessions.values { session.close() }
         for pool in pools.values { pool.closeAll() }
+        dedicated.closeAll()
         afterTurn()
         sessions.removeAll()
         pools.removeAll()
@@ -218,14 +221,32 @@ final class Worker {
             case .scan:
                 scan(command, session: session)
                 return
+            case .blocking:
+                if isNonBlockingStreamRead(spec, command) { break }
+                runBlocking(spec, command, session: session)
+                return
             case .pinned:
-                if !isNonBlockingStreamRead(spec, command) {
-                    session.replyError(
-                        "ERR slotproxy does not support '\(spec.name)' yet (transactions, blocking and subscribe commands)")
-                    return
-                }
+                session.replyError(
+                    "ERR slotproxy does not support '\(spec.name)' yet (transactions and subscribe commands)")
+                return
             case .refused(let reason):
                 session.replyError("ERR slotproxy does not forward '\(spec.name)': \(reason)")
+                return
+            case .debug:
+                guard configuration.allowDebug else {
+                    session.replyError(
+                        "ERR DEBUG through slotproxy reaches a cluster node and is disabled: set 'allow-debug: yes' in the configuration (or pass --allow-debug) to allow it"
+                    )
+                    return
+                }
+                // `DEBUG OBJECT key` routes by its key; the rest to any master.
+                if command.count >= 3 && command.argument(1, equals: "object") {
+                    session.keyIndices.removeAll(keepingCapacity: true)
+                    session.keyIndices.append(2)
+                    forward(command, slot: slotHasher.slot(of: command.argument(2)), session: session)
+                } else {
+                    forward(command, slot: -1, session: session)
+                }
                 return
             }
         }
@@ -254,6 +275,13 @@ final class Worker {
                 return
             }
         }
+        forward(command, slot: slot, session: session)
+    }
+
+    /// Sends a command as is to the master of `slot` (-1: any master) over a
+    /// shared connection.
+    @inline(__always)
+    private func forward(_ command: Command, slot: Int, session: ClientSession) {
         let target: BackendPool
         if slot >= 0 {
             guard let owner = slotOwners[slot] else {
@@ -270,10 +298,62 @@ final class Worker {
             target = masterPools[anyNodeCursor]
         }
         let record = recordPool.acquire()
-        record.request.append(frame)
+        record.request.append(command.frame)
         record.slot = slot
         session.expectReply(record)
         target.connection(resp3: session.resp3).enqueue(record)
+    }
+
+    /// A blocking command (`BLPOP`, `BZPOPMIN`, `XREAD ... BLOCK` ...) runs on
+    /// a dedicated connection to the owner of its keys' slot, so it never
+    /// holds up the connections other clients share; its timeout, 0 (forever)
+    /// included, is the node's business, not `request-timeout-ms`'s.
+    private func runBlocking(_ spec: CommandSpec, _ command: Command, session: ClientSession) {
+        guard slotMap != nil, !masterPools.isEmpty else {
+            session.replyError("CLUSTERDOWN The cluster is down")
+            return
+        }
+        session.keyIndices.removeAll(keepingCapacity: true)
+        spec.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices)
+        var slot = -1
+        for index in session.keyIndices {
+            let keySlot = slotHasher.slot(of: command.argument(index))
+            if slot != -1 && keySlot != slot {
+                session.replyError("CROSSSLOT Keys in request don't hash to the same slot")
+                return
+            }
+            slot = keySlot
+        }
+        let pool: BackendPool
+        if slot >= 0 {
+            guard let owner = slotOwners[slot] else {
+                session.replyError("CLUSTERDOWN Hash slot not served")
+                return
+            }
+            pool = owner
+        } else {
+            pool = masterPools[0]
+        }
+        let record = recordPool.acquire()
+        record.request.append(command.frame)
+        record.slot = slot
+        session.expectReply(record)
+        sendBlocking(record, to: pool.address, asking: false, session: session)
+    }
+
+    /// Sends a blocking command on a dedicated connection to `address`.
+    private func sendBlocking(_ record: RequestRecord, to address: NodeAddress, asking: Bool, session: ClientSession) {
+        guard let connection = dedicated.acquire(address, resp3: session.resp3) else {
+            failRequest(
+                record,
+                message:
+                    "ERR slotproxy: too many blocked clients on \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
+            )
+            return
+        }
+        connection.servedSession = session
+        session.blockedOn = connection
+        connection.enqueue(record, asking: asking)
     }
 
     /// `XREAD`/`XREADGROUP` block only with a `BLOCK` option; without it they
@@ -292,6 +372,10 @@ final class Worker {
     /// A node answered `record`. Redirects are followed here; everything else
     /// goes to the client (or, for a part of a split command, to its fan-out).
     func handleReply(_ record: RequestRecord, reply: UnsafeRawBufferPointer, kind: ReplyKind, from connection: BackendConnection) {
+        if connection.isDedicated {
+            // One command at a time: the client is done with this connection.
+            dedicated.release(connection)
+        }
         if case .error(let errorClass) = kind, errorClass == .moved || errorClass == .ask,
             record.redirects < configuration.maxRedirects,
             let redirect = Redirect(
@@ -307,7 +391,11 @@ final class Worker {
                 shared.requestTopologyRefresh()
             }
             if let session = record.session, !session.isClosed {
-                target.connection(resp3: connection.resp3).enqueue(record, asking: redirect.kind == .ask)
+                if connection.isDedicated {
+                    sendBlocking(record, to: address, asking: redirect.kind == .ask, session: session)
+                } else {
+                    target.connection(resp3: connection.resp3).enqueue(record, asking: redirect.kind == .ask)
+                }
             } else {
                 recordPool.release(record)
             }
@@ -384,6 +472,11 @@ final class Worker {
         if acceptPaused {
             acceptPaused = false
             listenerEvent?.add()
+        }
+        for connection in dedicated.busy.values where connection.state == .connecting {
+            if now - connection.connectStartedAt > Int64(configuration.connectTimeoutMs) {
+                connection.fail(reason: "connect timeout (connect-timeout-ms \(configuration.connectTimeoutMs))")
+            }
         }
         for pool in pools.values {
             for connection in pool.openConnections {

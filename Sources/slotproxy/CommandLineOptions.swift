@@ -70,6 +70,14 @@ struct SlotproxyOptions: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
+            "Clients that may block at once per worker on one node (file: blocking-connections-per-node; default \(defaults.blockingConnectionsPerNode)).",
+            valueName: "n"
+        )
+    )
+    var blockingConnectionsPerNode: Int?
+
+    @Option(
+        help: ArgumentHelp(
             "Backend connect timeout (file: connect-timeout-ms; default \(defaults.connectTimeoutMs)).", valueName: "ms"
         )
     )
@@ -121,6 +129,14 @@ struct SlotproxyOptions: ParsableCommand {
                 + "\(defaults.allowFlush ? "yes" : "no")).")
     )
     var allowFlush: Bool?
+
+    @Flag(
+        inversion: .prefixedNo,
+        help: ArgumentHelp(
+            "Let DEBUG through to a cluster node; DEBUG SLEEP stalls it, DEBUG SEGFAULT kills it "
+                + "(file: allow-debug; default \(defaults.allowDebug ? "yes" : "no")).")
+    )
+    var allowDebug: Bool?
 
     /// The config file to read: `--check-config`'s or `--config`'s.
     var configFile: String? { checkConfig ?? config }
@@ -195,8 +211,10 @@ struct SlotproxyOptions: ParsableCommand {
         if let bind { try ConfigSetting.bind.apply(bind, spelledAs: "--bind", to: &configuration) }
         if let logLevel { try ConfigSetting.logLevel.apply(logLevel, spelledAs: "--log-level", to: &configuration) }
         if let allowFlush { configuration.allowFlush = allowFlush }
+        if let allowDebug { configuration.allowDebug = allowDebug }
         let numbers: [(ConfigSetting, Int?)] = [
             (.port, port), (.workers, workers), (.backendConnections, backendConnections),
+            (.blockingConnectionsPerNode, blockingConnectionsPerNode),
             (.connectTimeoutMs, connectTimeoutMs), (.requestTimeoutMs, requestTimeoutMs),
             (.maxRedirects, maxRedirects), (.topologyRefreshMs, topologyRefreshMs), (.maxClients, maxclients),
         ]

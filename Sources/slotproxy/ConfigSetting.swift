@@ -13,6 +13,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case port
     case workers
     case backendConnections = "backend-connections"
+    case blockingConnectionsPerNode = "blocking-connections-per-node"
     case connectTimeoutMs = "connect-timeout-ms"
     case requestTimeoutMs = "request-timeout-ms"
     case maxRedirects = "max-redirects"
@@ -23,14 +24,16 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case maxClients = "maxclients"
     case logLevel = "log-level"
     case allowFlush = "allow-flush"
+    case allowDebug = "allow-debug"
 
     /// The inclusive range of a numeric setting; nil for the others.
     var range: ClosedRange<Int>? {
         switch self {
-        case .cluster, .bind, .logLevel, .allowFlush: nil
+        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug: nil
         case .port: 1...65535
         case .workers: 1...256
         case .backendConnections: 1...64
+        case .blockingConnectionsPerNode: 1...100_000
         case .connectTimeoutMs: 1...600_000
         case .requestTimeoutMs: 1...86_400_000
         case .maxRedirects: 0...100
@@ -56,7 +59,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
             return "one IPv4 or IPv6 address or host name to listen on"
         case .logLevel:
             return "one of " + LogLevelSetting.allCases.map(\.rawValue).joined(separator: ", ")
-        case .allowFlush:
+        case .allowFlush, .allowDebug:
             return "yes, no, true or false"
         default:
             guard let range else { preconditionFailure("\(self) has no range") }
@@ -94,6 +97,9 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .allowFlush:
             guard let flag = Self.boolean(text) else { throw invalid(text, spelledAs: name) }
             configuration.allowFlush = flag
+        case .allowDebug:
+            guard let flag = Self.boolean(text) else { throw invalid(text, spelledAs: name) }
+            configuration.allowDebug = flag
         default:
             guard let number = isByteSize ? ByteSize.parse(text) : Int(text) else {
                 throw invalid(text, spelledAs: name)
@@ -109,10 +115,11 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     ) throws(ConfigError) {
         guard let range, range.contains(number) else { throw invalid(text ?? "\(number)", spelledAs: name) }
         switch self {
-        case .cluster, .bind, .logLevel, .allowFlush: preconditionFailure("\(self) is not numeric")
+        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug: preconditionFailure("\(self) is not numeric")
         case .port: configuration.port = number
         case .workers: configuration.workers = number
         case .backendConnections: configuration.backendConnections = number
+        case .blockingConnectionsPerNode: configuration.blockingConnectionsPerNode = number
         case .connectTimeoutMs: configuration.connectTimeoutMs = number
         case .requestTimeoutMs: configuration.requestTimeoutMs = number
         case .maxRedirects: configuration.maxRedirects = number

@@ -57,6 +57,7 @@ func loadError(_ yaml: String) -> ConfigError? {
             port: 6380
             workers: 4
             backend-connections: 2
+            blocking-connections-per-node: 9
             connect-timeout-ms: 250
             request-timeout-ms: 30000
             max-redirects: 0
@@ -67,6 +68,7 @@ func loadError(_ yaml: String) -> ConfigError? {
             maxclients: 50000
             log-level: debug
             allow-flush: yes
+            allow-debug: yes
             """)
         var expected = ProxyConfiguration()
         expected.seeds = [NodeAddress(host: "10.0.0.1", port: 7000), NodeAddress(host: "10.0.0.2", port: 7001)]
@@ -74,6 +76,7 @@ func loadError(_ yaml: String) -> ConfigError? {
         expected.port = 6380
         expected.workers = 4
         expected.backendConnections = 2
+        expected.blockingConnectionsPerNode = 9
         expected.connectTimeoutMs = 250
         expected.requestTimeoutMs = 30000
         expected.maxRedirects = 0
@@ -84,6 +87,7 @@ func loadError(_ yaml: String) -> ConfigError? {
         expected.maxClients = 50000
         expected.logLevel = .debug
         expected.allowFlush = true
+        expected.allowDebug = true
         #expect(loaded == expected)
     }
 
@@ -187,6 +191,10 @@ func loadError(_ yaml: String) -> ConfigError? {
         ("allow-flush: 1", "allow-flush", "'allow-flush' must be yes, no, true or false, got '1'"),
         ("allow-flush:", "allow-flush", "'allow-flush' must be yes, no, true or false, got nothing"),
         ("allow-flush: [yes]", "allow-flush", "'allow-flush' must be yes, no, true or false, got a list"),
+        ("allow-debug: maybe", "allow-debug", "'allow-debug' must be yes, no, true or false, got 'maybe'"),
+        ("allow-debug: 1", "allow-debug", "'allow-debug' must be yes, no, true or false, got '1'"),
+        ("allow-debug:", "allow-debug", "'allow-debug' must be yes, no, true or false, got nothing"),
+        ("allow-debug: [yes]", "allow-debug", "'allow-debug' must be yes, no, true or false, got a list"),
         (
             "bind: 127.0.0.1 ::1", "bind",
             "'bind' must be one IPv4 or IPv6 address or host name to listen on, got '127.0.0.1 ::1'"
@@ -281,6 +289,45 @@ func loadError(_ yaml: String) -> ConfigError? {
             error?.description
                 == "config error: slotproxy.yaml line 4: 'allow-flush' must be yes, no, true or false,"
                 + " got 'on-weekends'")
+    }
+
+    // MARK: allow-debug
+
+    @Test func allowDebugIsOffByDefault() throws {
+        #expect(ProxyConfiguration().allowDebug == false)
+        #expect(try load("port: 7777\n").allowDebug == false)
+    }
+
+    @Test(arguments: [
+        ("yes", true), ("no", false), ("true", true), ("false", false), ("YES", true), ("No", false),
+        ("TRUE", true), ("False", false), ("\"yes\"", true), ("'false'", false),
+    ])
+    func allowDebugBooleans(text: String, value: Bool) throws {
+        #expect(try load("allow-debug: \(text)\n").allowDebug == value)
+        // Over a base that has the other value, so `no` is seen to switch it off.
+        var base = ProxyConfiguration()
+        base.allowDebug = !value
+        let loaded = try ConfigLoader(fileName: "slotproxy.yaml").load(yaml: "allow-debug: \(text)\n", over: base)
+        #expect(loaded.allowDebug == value)
+    }
+
+    @Test func badAllowDebugNamesKeyAndLine() {
+        let error = loadError("# slotproxy\ncluster: 127.0.0.1:7000\n\nallow-debug: on-weekends\nport: 7777\n")
+        #expect(error?.key == "allow-debug")
+        #expect(error?.line == 4)
+        #expect(
+            error?.description
+                == "config error: slotproxy.yaml line 4: 'allow-debug' must be yes, no, true or false,"
+                + " got 'on-weekends'")
+    }
+
+    @Test func allowFlushAndAllowDebugAreIndependent() throws {
+        let flushOnly = try load("allow-flush: yes\n")
+        #expect(flushOnly.allowFlush == true)
+        #expect(flushOnly.allowDebug == false)
+        let debugOnly = try load("allow-debug: yes\n")
+        #expect(debugOnly.allowFlush == false)
+        #expect(debugOnly.allowDebug == true)
     }
 
     // MARK: sizes

@@ -56,7 +56,7 @@ func parseFailure(_ arguments: [String]) -> String? {
             "--cluster", "a:1", "--bind", "0.0.0.0", "--port", "6000", "--workers", "3",
             "--backend-connections", "4", "--connect-timeout-ms", "50", "--request-timeout-ms", "60",
             "--max-redirects", "7", "--topology-refresh-ms", "70", "--maxclients", "80", "--log-level", "TRACE",
-            "--allow-flush",
+            "--allow-flush", "--allow-debug",
         ])
         var expected = ProxyConfiguration()
         expected.seeds = [NodeAddress(host: "a", port: 1)]
@@ -71,6 +71,7 @@ func parseFailure(_ arguments: [String]) -> String? {
         expected.maxClients = 80
         expected.logLevel = .trace
         expected.allowFlush = true
+        expected.allowDebug = true
         #expect(try options.resolveConfiguration() == expected)
     }
 
@@ -98,6 +99,37 @@ func parseFailure(_ arguments: [String]) -> String? {
         #expect(try allowFlush(["--cluster", "h:1", "--allow-flush", "--no-allow-flush"]) == false)
         #expect(try SlotproxyOptions.parse([]).allowFlush == nil)
         #expect(parseFailure(["--allow-flush", "yes"]) != nil)
+    }
+
+    @Test func allowDebugFlagOverridesTheFileOnlyWhenGiven() throws {
+        let off = try temporaryConfig("cluster: 10.0.0.1:7000\nallow-debug: no\n")
+        let on = try temporaryConfig("cluster: 10.0.0.1:7000\nallow-debug: Yes\n")
+        defer {
+            try? FileManager.default.removeItem(atPath: off)
+            try? FileManager.default.removeItem(atPath: on)
+        }
+        func allowDebug(_ arguments: [String]) throws -> Bool {
+            try SlotproxyOptions.parse(arguments).resolveConfiguration().allowDebug
+        }
+        // No flag: the file's value.
+        #expect(try allowDebug(["--config", off]) == false)
+        #expect(try allowDebug(["--config", on]) == true)
+        // A flag: its value, whatever the file says.
+        #expect(try allowDebug(["--config", off, "--allow-debug"]) == true)
+        #expect(try allowDebug(["--config", on, "--no-allow-debug"]) == false)
+        #expect(try allowDebug(["--config", on, "--allow-debug"]) == true)
+        // Neither: the default, off.
+        #expect(try allowDebug(["--cluster", "h:1"]) == false)
+        #expect(try allowDebug(["--cluster", "h:1", "--allow-debug"]) == true)
+        // Both flags: the last one wins.
+        #expect(try allowDebug(["--cluster", "h:1", "--allow-debug", "--no-allow-debug"]) == false)
+        #expect(try SlotproxyOptions.parse([]).allowDebug == nil)
+        #expect(parseFailure(["--allow-debug", "yes"]) != nil)
+        // One flag leaves the other setting alone.
+        let flushOnly = try SlotproxyOptions.parse(["--cluster", "h:1", "--allow-flush"]).resolveConfiguration()
+        #expect(flushOnly.allowDebug == false)
+        let debugOnly = try SlotproxyOptions.parse(["--cluster", "h:1", "--allow-debug"]).resolveConfiguration()
+        #expect(debugOnly.allowFlush == false)
     }
 
     @Test func missingSeedsIsOneLine() throws {

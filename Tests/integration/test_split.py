@@ -279,10 +279,20 @@ def test_info_describes_one_standalone_server(cluster, proxy):
         assert r.info("cluster") == {"cluster_enabled": 0}
 
 
-def test_debug_is_not_forwarded_and_spublish_routes(proxy):
-    with proxy.raw() as c:
+def test_debug_only_with_allow_debug(proxy_factory):
+    with proxy_factory().raw() as c:
         reply = c.command("DEBUG", "SLEEP", "0")
-        assert isinstance(reply, RespError) and "debug" in reply.message.lower()
+        assert isinstance(reply, RespError) and "allow-debug" in reply.message
+    with proxy_factory("--allow-debug").raw() as c:
+        assert is_status(c.command("DEBUG", "SLEEP", "0"))
+        for i in range(10):  # DEBUG OBJECT routes by its key, whichever master holds it
+            assert is_status(c.command("SET", f"dbg:{i}", "v"))
+            reply = c.command("DEBUG", "OBJECT", f"dbg:{i}")
+            assert not isinstance(reply, RespError) and b"encoding:embstr" in reply, reply
+
+
+def test_spublish_routes_and_keyless_commands_go_anywhere(proxy):
+    with proxy.raw() as c:
         assert c.command("SPUBLISH", "shard-channel", "hello") == 0
         assert c.command("PUBLISH", "channel", "hello") == 0
         assert isinstance(c.command("TIME"), list)

@@ -1,0 +1,69 @@
+import EventLoop
+
+/// Backend connections that serve one client at a time: blocking commands
+/// (`BLPOP`, `XREAD ... BLOCK` ...) run on them so they never hold up the
+/// multiplexed connections other clients share.
+///
+/// A connection is taken from the node's idle list (or opened) when a client
+/// blocks, and goes back when its reply has arrived, so a busy queue consumer
+/// costs no connect per command. A client that disconnects while blocked
+/// takes its connection down with it: the node would otherwise keep it
+/// blocked, and its late reply would belong to no one.
+final class DedicatedConnections {
+    struct Key: Hashable {
+        var address: NodeAddress
+        var resp3: Bool
+    }
+
+    unowned(unsafe) let worker: Worker
+    let limitPerNode: Int
+    private var idle: [Key: [BackendConnection]] = [:]
+    private var inUse: [NodeAddress: Int] = [:]
+    /// Connections serving a client now (checked for connect timeouts).
+    private(set) var busy: [ObjectIdentifier: BackendConnection] = [:]
+
+    init(worker: Worker, limitPerNode: Int) {
+        self.worker = worker
+        self.limitPerNode = limitPerNode
+    }
+
+    /// An idle connection to `address`, or a new one; nil past the limit.
+    func acquire(_ address: NodeAddress, resp3: Bool) -> BackendConnection? {
+        let key = Key(address: address, resp3: resp3)
+        while let connection = idle[key]?.popLast() {
+            if connection.state != .closed {
+                inUse[address, default: 0] += 1
+                busy[ObjectIdentifier(connection)] = connection
+                return connection
+            }
+        }
+        guard inUse[address, default: 0] < limitPerNode else { return nil }
+        inUse[address, default: 0] += 1
+        let connection = BackendConnection(worker: worker, address: address, resp3: resp3)
+        connection.isDedicated = true
+        busy[ObjectIdentifier(connection)] = connection
+        return connection
+    }
+
+    /// Its client is done with `connection`: keep it for the next one if it
+    /// is healthy and has nothing in flight, else let it go.
+    func release(_ connection: BackendConnection) {
+        guard busy.removeValue(forKey: ObjectIdentifier(connection)) != nil else { return }
+        inUse[connection.address, default: 1] -= 1
+        connection.servedSession?.blockedOn = nil
+        connection.servedSession = nil
+        guard connection.state != .closed, connection.outstandingRequests == 0 else {
+            connection.close()
+            return
+        }
+        idle[Key(address: connection.address, resp3: connection.resp3), default: []].append(connection)
+    }
+
+    var all: [BackendConnection] { idle.values.flatMap { $0 } }
+
+    func closeAll() {
+        for connection in all + busy.values { connection.close() }
+        idle.removeAll()
+        busy.removeAll()
+    }
+}

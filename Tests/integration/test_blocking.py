@@ -1,0 +1,94 @@
+"""Blocking commands run on dedicated backend connections: they never hold up
+other clients, time out (or not) as on a server, and a client that goes away
+while blocked leaves nothing blocked behind it (issue 4)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+from harness import RespError, is_status
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def blocked_clients(cluster, command: str) -> int:
+    """Clients blocked in `command` on any master, from CLIENT LIST."""
+    count = 0
+    for m in cluster.masters:
+        listing = cluster.call(m, "CLIENT", "LIST").decode()
+        count += sum(1 for line in listing.splitlines() if f"cmd={command}" in line and "flags=b" in line)
+    return count
+
+
+def test_blpop_is_unblocked_by_a_push_from_another_client(cluster, proxy):
+    queue = f"queue:{tag()}"
+    result = {}
+
+    def consumer():
+        with proxy.raw(timeout=30) as c:
+            result["reply"] = c.command("BLPOP", queue, 0)  # 0: block forever
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    deadline = time.monotonic() + 10
+    while blocked_clients(cluster, "blpop") == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert blocked_clients(cluster, "blpop") >= 1
+    # Other clients keep working while the consumer is blocked.
+    with proxy.raw() as other:
+        for i in range(50):
+            assert is_status(other.command("SET", f"{queue}:k{i}", i))
+        assert other.command("RPUSH", queue, "job-1") == 1
+    t.join(timeout=10)
+    assert result["reply"] == [queue.encode(), b"job-1"]
+
+
+def test_blocking_timeouts_and_other_blocking_commands(proxy):
+    q = f"{{{tag()}}}"
+    with proxy.raw(timeout=30) as c:
+        start = time.monotonic()
+        assert c.command("BLPOP", f"{q}a", 0.2) is None
+        assert time.monotonic() - start >= 0.15
+        c.command("ZADD", f"{q}z", 1, "m")
+        assert c.command("BZPOPMIN", f"{q}z", 1) == [f"{q}z".encode(), b"m", b"1"]
+        c.command("RPUSH", f"{q}src", "x")
+        assert c.command("BLMOVE", f"{q}src", f"{q}dst", "LEFT", "RIGHT", 1) == b"x"
+        c.command("XADD", f"{q}s", "1-1", "f", "v")
+        reply = c.command("XREAD", "BLOCK", 100, "STREAMS", f"{q}s", "0")
+        assert reply and reply[0][0] == f"{q}s".encode()
+        assert c.command("XREAD", "BLOCK", 100, "STREAMS", f"{q}s", "$") is None
+        # Many in a row reuse the dedicated connections.
+        for _ in range(200):
+            assert c.command("BRPOP", f"{q}empty", 0.01) is None
+
+
+def test_multi_slot_blocking_command_is_crossslot(proxy):
+    with proxy.raw() as c:
+        reply = c.command("BLPOP", "a", "b", 1)
+        assert isinstance(reply, RespError) and reply.message.startswith("CROSSSLOT")
+
+
+def test_client_killed_while_blocked_leaves_nothing_blocked(cluster, proxy):
+    queue = f"abandoned:{tag()}"
+    before = blocked_clients(cluster, "brpop")
+    conns = [proxy.raw(timeout=30) for _ in range(5)]
+    for c in conns:
+        c.send_command("BRPOP", queue, 0)
+    deadline = time.monotonic() + 10
+    while blocked_clients(cluster, "brpop") < before + 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert blocked_clients(cluster, "brpop") == before + 5
+    for c in conns:
+        c.abort()
+    deadline = time.monotonic() + 10
+    while blocked_clients(cluster, "brpop") > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert blocked_clients(cluster, "brpop") == before
+    # The element pushed now is not eaten by a dead client's connection.
+    with proxy.raw() as c:
+        assert c.command("RPUSH", queue, "still-here") == 1
+        assert c.command("LRANGE", queue, 0, -1) == [b"still-here"]
