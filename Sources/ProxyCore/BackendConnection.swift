@@ -31,6 +31,9 @@ final class BackendConnection {
     var isDedicated = false
     /// The client it currently serves, while dedicated.
     var servedSession: ClientSession?
+    /// In subscribe mode every reply and message goes to this client as it
+    /// comes: there is no request/reply pairing to keep.
+    var subscriber: ClientSession?
     private(set) var connectStartedAt: Int64 = 0
     private(set) var lastError = ""
 
@@ -100,6 +103,14 @@ final class BackendConnection {
         output.append(record.request.readable)
         record.sentAt = worker.loop.turnTime
         inFlight.append(record)
+        markDirty()
+    }
+
+    /// Sends a client's bytes in subscribe mode: whatever comes back is
+    /// streamed to the subscriber, so nothing is queued to pair with it.
+    func enqueueStream(_ bytes: UnsafeRawBufferPointer) {
+        guard state != .closed else { return }
+        output.append(bytes)
         markDirty()
     }
 
@@ -185,6 +196,11 @@ final class BackendConnection {
                 return
             case .complete(let length, let kind):
                 let reply = UnsafeRawBufferPointer(rebasing: input.readable[0..<length])
+                if let subscriber, inFlight.isEmpty {
+                    worker.subscriptionData(reply, kind: kind, for: subscriber, on: self)
+                    input.consume(length)
+                    continue
+                }
                 if kind == .push {
                     // Out-of-band (client tracking, keyspace events): no request owns it.
                     input.consume(length)
@@ -217,6 +233,10 @@ final class BackendConnection {
             neverConnected
             ? "ERR slotproxy: cannot connect to \(address): \(reason)"
             : "ERR slotproxy: connection to \(address) lost (\(reason)); the command may or may not have run"
+        if let subscriber {
+            self.subscriber = nil
+            worker.subscriptionLost(subscriber)
+        }
         if isDedicated { worker.dedicated.release(self) }
         for entry in inFlight.removeAll() {
             guard let record = entry else { continue }

@@ -39,6 +39,10 @@ final class ClientSession {
     /// The dedicated backend connection a blocking command of this client
     /// waits on, if any.
     var blockedOn: BackendConnection?
+    /// The dedicated connection of the client's subscriptions, in subscribe mode.
+    var subscription: BackendConnection?
+    /// RESP2: the place of the subscription stream in the reply queue.
+    var subscriptionStream: RequestRecord?
 
     init(worker: Worker, fd: CInt, id: Int) {
         self.worker = worker
@@ -153,6 +157,28 @@ final class ClientSession {
             _ = pending.popFirst()
             worker.recordPool.release(head)
         }
+        if let head = pending.first, head.isStream, !head.reply.isEmpty {
+            output.append(head.reply.readable)
+            head.reply.clear()
+        }
+    }
+
+    /// Bytes of the subscription stream: straight out when nothing before
+    /// them is still owed (always, for RESP3 pushes), else queued in order.
+    func streamArrived(_ bytes: UnsafeRawBufferPointer) {
+        guard !isClosed else { return }
+        if let stream = subscriptionStream, pending.first !== stream {
+            stream.reply.append(bytes)
+            return
+        }
+        output.append(bytes)
+        markDirty()
+    }
+
+    /// Subscribe mode ended: the stream's place in the queue is released.
+    func finishStream(_ stream: RequestRecord) {
+        stream.isStream = false
+        complete(stream, reply: UnsafeRawBufferPointer(start: nil, count: 0))
     }
 
     /// Writes a reply the proxy makes itself, keeping request order: straight
@@ -229,8 +255,12 @@ final class ClientSession {
         readEvent?.remove()
         writeEvent?.remove()
         Socket.close(fd)
-        if let connection = blockedOn {
-            // The node would keep the command blocked: drop the connection.
+        if let connection = blockedOn ?? subscription {
+            // The node would keep the command blocked, or keep sending
+            // messages for nobody: drop the connection.
+            subscription = nil
+            subscriptionStream = nil
+            connection.subscriber = nil
             connection.close()
             worker.dedicated.release(connection)
         }

@@ -22,6 +22,8 @@ enum CommandHandling: Equatable {
     case info
     /// Blocks: runs on a dedicated connection to the owner of its slot.
     case blocking
+    /// Pub/Sub (not sharded): subscribe mode on a dedicated connection.
+    case subscribe
     /// Needs a connection of its own; not supported yet.
     case pinned
     /// Never forwarded: `reason` says why.
@@ -51,6 +53,7 @@ enum CommandHandling: Equatable {
         switch spec.name {
         case "debug": return .debug
         case "scan": return .scan
+        case "subscribe", "psubscribe", "unsubscribe", "punsubscribe": return .subscribe
         case "info": return .info
         default: break
         }
@@ -113,7 +116,11 @@ enum CommandHandling: Equatable {
                 return "with `BLOCK`: on a dedicated connection to the owner of its slot; without: forwarded by slot"
             }
             return "on a dedicated connection to the owner of its slot (never stalls shared connections)"
-        case .pinned: return "not yet: needs a connection of its own (transactions, Pub/Sub, tracking)"
+        case .subscribe:
+            return spec.name.hasSuffix("unsubscribe")
+                ? "answered by the proxy outside subscribe mode; inside, sent to the subscription's connection"
+                : "subscribe mode on a dedicated connection to one master; messages and replies streamed as Redis sends them"
+        case .pinned: return "not yet: needs a connection of its own (transactions, sharded Pub/Sub, tracking)"
         case .refused(let reason): return "refused: \(reason)"
         case .debug: return "refused unless `allow-debug: yes`; then `DEBUG OBJECT key` by slot, the rest to any master"
         }

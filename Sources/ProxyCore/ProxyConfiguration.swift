@@ -57,6 +57,10 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// (`BLPOP` ...): at most this many clients blocked on one node at once
     /// (`blocking-connections-per-node`).
     public var blockingConnectionsPerNode: Int = 128
+    /// A subscriber whose unread messages pass this many bytes is
+    /// disconnected, as Redis's `client-output-buffer-limit pubsub` does
+    /// (`pubsub-output-limit`).
+    public var pubsubOutputLimit: Int = 32 * 1024 * 1024
     /// Log level (`log-level`).
     public var logLevel: LogLevelSetting = .info
     /// FLUSHALL/FLUSHDB through the proxy wipe every master; refused unless this is true (`allow-flush`).

@@ -22,6 +22,9 @@ final class RequestRecord {
     /// Set when this record is one part of a split or broadcast command.
     var fanOut: FanOut?
     var part = 0
+    /// Holds a subscription's stream in the client's reply queue (RESP2):
+    /// never complete while the client is subscribed.
+    var isStream = false
 
     func reset() {
         session = nil
@@ -35,6 +38,7 @@ final class RequestRecord {
         sentAt = 0
         fanOut = nil
         part = 0
+        isStream = false
     }
 }
 

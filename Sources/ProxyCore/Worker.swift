@@ -42,7 +42,7 @@ final class Worker {
     private var pools: [NodeAddress: BackendPool] = [:]
     /// The pools of `slotMap.shards`' masters, in the same order.
     private(set) var masterPools: [BackendPool] = []
-    private var anyNodeCursor = 0
+    var anyNodeCursor = 0
 
     let workerIndex: Int
 
@@ -202,6 +202,7 @@ final class Worker {
     func route(_ session: ClientSession, frame: UnsafeRawBufferPointer, arguments: [ArgumentSpan]) {
         commandsProcessed &+= 1
         let command = Command(frame: frame, arguments: arguments)
+        if session.subscription != nil && routeInSubscribeMode(command, session: session) { return }
         guard let spec = CommandResolver.resolve(command, in: commands, session: session) else { return }
         var splittable = false
         if !CommandHandling.isPlainBySlot(spec) {
@@ -225,9 +226,16 @@ final class Worker {
                 if isNonBlockingStreamRead(spec, command) { break }
                 runBlocking(spec, command, session: session)
                 return
+            case .subscribe:
+                if Worker.subscribeCommands.contains(spec.name) {
+                    startSubscription(command, session: session)
+                } else {
+                    unsubscribeWhileNotSubscribed(command, session: session)
+                }
+                return
             case .pinned:
                 session.replyError(
-                    "ERR slotproxy does not support '\(spec.name)' yet (transactions and subscribe commands)")
+                    "ERR slotproxy does not support '\(spec.name)' yet (transactions, sharded Pub/Sub, tracking)")
                 return
             case .refused(let reason):
                 session.replyError("ERR slotproxy does not forward '\(spec.name)': \(reason)")

@@ -14,6 +14,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case workers
     case backendConnections = "backend-connections"
     case blockingConnectionsPerNode = "blocking-connections-per-node"
+    case pubsubOutputLimit = "pubsub-output-limit"
     case connectTimeoutMs = "connect-timeout-ms"
     case requestTimeoutMs = "request-timeout-ms"
     case maxRedirects = "max-redirects"
@@ -34,6 +35,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .workers: 1...256
         case .backendConnections: 1...64
         case .blockingConnectionsPerNode: 1...100_000
+        case .pubsubOutputLimit: (1 << 16)...(1 << 40)
         case .connectTimeoutMs: 1...600_000
         case .requestTimeoutMs: 1...86_400_000
         case .maxRedirects: 0...100
@@ -48,7 +50,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     }
 
     /// Whether the value is a byte count that may carry a unit (`64kb`).
-    var isByteSize: Bool { self == .protoMaxBulkLen || self == .maxInlineLength }
+    var isByteSize: Bool { self == .protoMaxBulkLen || self == .maxInlineLength || self == .pubsubOutputLimit }
 
     /// What the setting accepts, to finish "'port' must be ...".
     var expectation: String {
@@ -120,6 +122,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .workers: configuration.workers = number
         case .backendConnections: configuration.backendConnections = number
         case .blockingConnectionsPerNode: configuration.blockingConnectionsPerNode = number
+        case .pubsubOutputLimit: configuration.pubsubOutputLimit = number
         case .connectTimeoutMs: configuration.connectTimeoutMs = number
         case .requestTimeoutMs: configuration.requestTimeoutMs = number
         case .maxRedirects: configuration.maxRedirects = number

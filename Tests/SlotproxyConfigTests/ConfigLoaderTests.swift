@@ -58,6 +58,7 @@ func loadError(_ yaml: String) -> ConfigError? {
             workers: 4
             backend-connections: 2
             blocking-connections-per-node: 9
+            pubsub-output-limit: 1mb
             connect-timeout-ms: 250
             request-timeout-ms: 30000
             max-redirects: 0
@@ -77,6 +78,7 @@ func loadError(_ yaml: String) -> ConfigError? {
         expected.workers = 4
         expected.backendConnections = 2
         expected.blockingConnectionsPerNode = 9
+        expected.pubsubOutputLimit = 1 << 20
         expected.connectTimeoutMs = 250
         expected.requestTimeoutMs = 30000
         expected.maxRedirects = 0

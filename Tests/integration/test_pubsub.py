@@ -1,0 +1,122 @@
+"""Pub/Sub through the proxy: subscribe mode on a dedicated connection, the
+exact replies and messages of Redis, messages published on any master
+(issue 4)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from harness import RawConnection, RespError, is_status
+
+
+def channel() -> str:
+    return f"ch:{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+def test_subscribe_receives_publish_from_every_master(cluster, proxy, standalone_like, proto):
+    ch = channel()
+    with proxy.raw(timeout=10) as sub, RawConnection(standalone_like.port, timeout=10) as ref:
+        if proto == 3:
+            sub.hello(3)
+            ref.hello(3)
+        # Replies of commands sent before SUBSCRIBE come first, as on a server.
+        sub.send_command("PING")
+        sub.send_command("SUBSCRIBE", ch, ch + ":2")
+        ref.send_command("PING")
+        ref.send_command("SUBSCRIBE", ch, ch + ":2")
+        assert sub.read_replies(3) == ref.read_replies(3)
+        sub.send_command("PSUBSCRIBE", ch + ":p*")
+        ref.send_command("PSUBSCRIBE", ch + ":p*")
+        assert sub.read_replies(1) == ref.read_replies(1)
+        # Published on each master directly: the cluster bus brings it to the proxy's node.
+        for i, m in enumerate(cluster.masters):
+            cluster.call(m, "PUBLISH", ch, f"m{i}")
+        got = sub.read_replies(3)
+        assert [g[-1] for g in got] == [b"m0", b"m1", b"m2"]
+        assert got[0][0] == b"message" and got[0][1] == ch.encode()
+        # Through the proxy too, from another client, and pattern messages.
+        with proxy.raw() as pub:
+            # (The count is of subscribers on the node that took the PUBLISH.)
+            assert isinstance(pub.command("PUBLISH", ch + ":pattern", "pm"), int)
+        msg = sub.read_replies(1)[0]
+        assert msg == [b"pmessage", (ch + ":p*").encode(), (ch + ":pattern").encode(), b"pm"]
+        # PING and errors in subscribe mode, as Redis answers them.
+        for args in (("PING",), ("PING", "hi")):
+            sub.send_command(*args)
+            ref.send_command(*args)
+            assert sub.read_replies(1) == ref.read_replies(1)
+        if proto == 2:
+            sub.send_command("GET", "x")
+            ref.send_command("GET", "x")
+            got, want = sub.read_replies(1)[0], ref.read_replies(1)[0]
+            assert isinstance(got, RespError) and got == want
+        # Leaving subscribe mode: the last UNSUBSCRIBE brings the count to 0.
+        for args in (("UNSUBSCRIBE",), ("PUNSUBSCRIBE",)):
+            sub.send_command(*args)
+            ref.send_command(*args)
+        got, want = sub.read_replies(3), ref.read_replies(3)
+        # Which channel goes first is the server's dict order; the rest is exact.
+        assert sorted((r[0], r[1]) for r in got) == sorted((r[0], r[1]) for r in want)
+        assert [r[2] for r in got] == [r[2] for r in want] == [2, 1, 0]
+        assert is_status(sub.command("SET", ch, "after"))
+        assert sub.command("GET", ch) == b"after"
+
+
+@pytest.fixture
+def standalone_like():
+    from cluster import start_standalone
+
+    server = start_standalone()
+    yield server
+    server.stop()
+
+
+def test_unsubscribe_when_not_subscribed(proxy, standalone_like):
+    with proxy.raw() as c, RawConnection(standalone_like.port) as s:
+        for args in (("UNSUBSCRIBE",), ("UNSUBSCRIBE", "a", "b"), ("PUNSUBSCRIBE", "p*")):
+            n = max(1, len(args) - 1)
+            c.send_command(*args)
+            s.send_command(*args)
+            assert c.read_replies(n) == s.read_replies(n)
+        assert c.command("PING") == b"PONG"
+
+
+def test_redis_py_pubsub(proxy):
+    ch = channel()
+    for protocol in (2, 3):
+        r = proxy.client(protocol=protocol)
+        p = r.pubsub()
+        p.subscribe(ch)
+        assert p.get_message(timeout=5)["type"] == "subscribe"
+        r.publish(ch, "hello")
+        msg = None
+        deadline = time.monotonic() + 5
+        while msg is None and time.monotonic() < deadline:
+            msg = p.get_message(timeout=1, ignore_subscribe_messages=True)
+        assert msg and msg["data"] == b"hello"
+        p.unsubscribe(ch)
+        p.close()
+
+
+def test_subscriber_that_does_not_read_is_disconnected(cluster, proxy_factory):
+    proxy = proxy_factory()
+    ch = channel()
+    sub = proxy.raw(timeout=10)
+    sub.send_command("SUBSCRIBE", ch)
+    assert sub.read_replies(1)[0][0] == b"subscribe"
+    payload = "x" * 100_000
+    # 32 MB limit: publish ~60 MB that the subscriber never reads.
+    with proxy.raw(timeout=30) as pub:
+        for _ in range(12):
+            pub.pipeline([("PUBLISH", ch, payload)] * 50)
+    deadline = time.monotonic() + 10
+    while "pubsub-output-limit" not in proxy.log_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "pubsub-output-limit" in proxy.log_text()
+    sub.abort()
+    with proxy.raw() as c:
+        assert c.command("PING") == b"PONG"
