@@ -34,6 +34,14 @@ final class BackendConnection {
     /// In subscribe mode every reply and message goes to this client as it
     /// comes: there is no request/reply pairing to keep.
     var subscriber: ClientSession?
+    /// Held by a client's transaction until it ends.
+    var transactionBound = false
+    /// Counts the transactions run on this connection, so the late `EXEC`
+    /// reply of one does not end the next (a client pipelining transactions
+    /// keeps its connection from one to the next).
+    var transactionNumber = 0
+    /// Goes back to the idle list once the replies it still owes are in.
+    var releaseWhenIdle = false
     private(set) var connectStartedAt: Int64 = 0
     private(set) var lastError = ""
 
@@ -111,6 +119,15 @@ final class BackendConnection {
     func enqueueStream(_ bytes: UnsafeRawBufferPointer) {
         guard state != .closed else { return }
         output.append(bytes)
+        markDirty()
+    }
+
+    /// Sends bytes already answered (a replayed `+QUEUED` command) whose reply
+    /// is swallowed.
+    func enqueueRawInternal(_ bytes: UnsafeRawBufferPointer) {
+        guard state != .closed else { return }
+        output.append(bytes)
+        inFlight.append(nil)
         markDirty()
     }
 
@@ -216,6 +233,10 @@ final class BackendConnection {
                     worker.logger.warning("\(address) refused a proxy command: \(String(decoding: reply, as: UTF8.self))")
                 }
                 input.consume(length)
+                if releaseWhenIdle && inFlight.isEmpty {
+                    releaseWhenIdle = false
+                    worker.dedicated.release(self)
+                }
             }
         }
         input.shrinkIfIdle(above: 4 << 20, to: 64 * 1024)

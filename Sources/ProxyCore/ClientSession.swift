@@ -43,6 +43,11 @@ final class ClientSession {
     var subscription: BackendConnection?
     /// RESP2: the place of the subscription stream in the reply queue.
     var subscriptionStream: RequestRecord?
+    /// `WATCH`/`MULTI` state, while the client is in a transaction.
+    var transaction: Transaction?
+    /// The connection of the client's last transaction while its `EXEC` is
+    /// still in flight: the next transaction continues on it.
+    var previousTransactionConnection: BackendConnection?
 
     init(worker: Worker, fd: CInt, id: Int) {
         self.worker = worker
@@ -255,6 +260,13 @@ final class ClientSession {
         readEvent?.remove()
         writeEvent?.remove()
         Socket.close(fd)
+        if let connection = transaction?.connection {
+            // A transaction half done: the connection holds its MULTI or WATCH.
+            transaction = nil
+            connection.transactionBound = false
+            connection.close()
+            worker.dedicated.release(connection)
+        }
         if let connection = blockedOn ?? subscription {
             // The node would keep the command blocked, or keep sending
             // messages for nobody: drop the connection.

@@ -24,6 +24,8 @@ enum CommandHandling: Equatable {
     case blocking
     /// Pub/Sub (not sharded): subscribe mode on a dedicated connection.
     case subscribe
+    /// `MULTI`/`EXEC`/`DISCARD`/`WATCH`/`UNWATCH` (see `Worker+Transactions.swift`).
+    case transaction
     /// Needs a connection of its own; not supported yet.
     case pinned
     /// Never forwarded: `reason` says why.
@@ -54,6 +56,7 @@ enum CommandHandling: Equatable {
         case "debug": return .debug
         case "scan": return .scan
         case "subscribe", "psubscribe", "unsubscribe", "punsubscribe": return .subscribe
+        case "multi", "exec", "discard", "watch", "unwatch": return .transaction
         case "info": return .info
         default: break
         }
@@ -120,7 +123,9 @@ enum CommandHandling: Equatable {
             return spec.name.hasSuffix("unsubscribe")
                 ? "answered by the proxy outside subscribe mode; inside, sent to the subscription's connection"
                 : "subscribe mode on a dedicated connection to one master; messages and replies streamed as Redis sends them"
-        case .pinned: return "not yet: needs a connection of its own (transactions, sharded Pub/Sub, tracking)"
+        case .transaction:
+            return "binds the client to a pooled dedicated connection to the transaction's master until EXEC/DISCARD/UNWATCH"
+        case .pinned: return "not yet: needs a connection of its own (sharded Pub/Sub, tracking, WAIT)"
         case .refused(let reason): return "refused: \(reason)"
         case .debug: return "refused unless `allow-debug: yes`; then `DEBUG OBJECT key` by slot, the rest to any master"
         }

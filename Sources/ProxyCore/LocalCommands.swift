@@ -41,6 +41,7 @@ enum LocalCommands {
         case "hello":
             hello(command, session: session)
         case "reset":
+            worker.abandonTransaction(session)
             session.resp3 = false
             session.clientName = nil
             session.replyLocally { $0.append("+RESET\r\n") }

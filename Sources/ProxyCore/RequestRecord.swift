@@ -25,6 +25,9 @@ final class RequestRecord {
     /// Holds a subscription's stream in the client's reply queue (RESP2):
     /// never complete while the client is subscribed.
     var isStream = false
+    /// Its reply ends the client's transaction (`EXEC`, `DISCARD`, `UNWATCH`)
+    /// number `endsTransaction` on its connection; 0: it ends none.
+    var endsTransaction = 0
 
     func reset() {
         session = nil
@@ -39,6 +42,7 @@ final class RequestRecord {
         fanOut = nil
         part = 0
         isStream = false
+        endsTransaction = 0
     }
 }
 

@@ -203,7 +203,16 @@ final class Worker {
         commandsProcessed &+= 1
         let command = Command(frame: frame, arguments: arguments)
         if session.subscription != nil && routeInSubscribeMode(command, session: session) { return }
-        guard let spec = CommandResolver.resolve(command, in: commands, session: session) else { return }
+        guard let spec = CommandResolver.resolve(command, in: commands, session: session) else {
+            // A refused command inside MULTI aborts the transaction, as in Redis.
+            if let transaction = session.transaction, transaction.inMulti { transaction.aborted = true }
+            return
+        }
+        if session.transaction != nil || spec.affinity == .pinned,
+            routeTransaction(spec, command, session: session)
+        {
+            return
+        }
         var splittable = false
         if !CommandHandling.isPlainBySlot(spec) {
             switch CommandHandling.of(spec) {
@@ -233,9 +242,11 @@ final class Worker {
                     unsubscribeWhileNotSubscribed(command, session: session)
                 }
                 return
+            case .transaction:
+                return  // routeTransaction took it above
             case .pinned:
                 session.replyError(
-                    "ERR slotproxy does not support '\(spec.name)' yet (transactions, sharded Pub/Sub, tracking)")
+                    "ERR slotproxy does not support '\(spec.name)' yet (sharded Pub/Sub, client tracking, WAIT)")
                 return
             case .refused(let reason):
                 session.replyError("ERR slotproxy does not forward '\(spec.name)': \(reason)")
@@ -380,7 +391,15 @@ final class Worker {
     /// A node answered `record`. Redirects are followed here; everything else
     /// goes to the client (or, for a part of a split command, to its fan-out).
     func handleReply(_ record: RequestRecord, reply: UnsafeRawBufferPointer, kind: ReplyKind, from connection: BackendConnection) {
-        if connection.isDedicated {
+        if connection.transactionBound {
+            if case .error(let errorClass) = kind, errorClass == .moved || errorClass == .ask {
+                redirectInTransaction(record, connection: connection)
+                return
+            }
+            if record.endsTransaction != 0 && record.endsTransaction == connection.transactionNumber {
+                endTransaction(connection)
+            }
+        } else if connection.isDedicated {
             // One command at a time: the client is done with this connection.
             dedicated.release(connection)
         }

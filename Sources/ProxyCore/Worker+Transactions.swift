@@ -1,0 +1,268 @@
+import ClusterTopology
+import CommandTable
+import RESPWire
+
+/// The state of a client's transaction: `WATCH` and `MULTI` ... `EXEC`.
+final class Transaction {
+    /// The dedicated connection to the master of the transaction's slot,
+    /// once a key has chosen it.
+    var connection: BackendConnection?
+    var slot = -1
+    var inMulti = false
+    /// Commands queued before the first key chose a master (answered
+    /// `+QUEUED` by the proxy, replayed on the bound connection).
+    var queuedBeforeKey: [[UInt8]] = []
+    /// A command was refused while queuing: `EXEC` answers `EXECABORT`.
+    var aborted = false
+}
+
+/// Transactions: the client is bound to one dedicated connection to the
+/// master owning the transaction's slot, from its first keyed command (or
+/// `WATCH`) until `EXEC`, `DISCARD` or `UNWATCH`; then the connection goes
+/// back to the idle list (EXEC and DISCARD leave it with nothing watched).
+/// Commands queued before the first key are answered `+QUEUED` by the proxy
+/// and replayed on the bound connection. Keys of another slot are refused
+/// with `CROSSSLOT` and the transaction is aborted as Redis aborts it
+/// (`EXECABORT` at `EXEC`). A `MOVED` inside the transaction (its slot
+/// migrated) aborts it the same way, with a `TRYAGAIN` the client can retry on.
+extension Worker {
+    static let transactionControl: Set<String> = ["multi", "exec", "discard", "watch", "unwatch"]
+
+    /// Routes a command of a client that is in a transaction (or starts one).
+    /// True when handled here.
+    func routeTransaction(_ spec: CommandSpec, _ command: Command, session: ClientSession) -> Bool {
+        let name = spec.name
+        let isControl = Worker.transactionControl.contains(name)
+        guard let transaction = session.transaction else {
+            guard isControl else { return false }
+            switch name {
+            case "multi":
+                let transaction = Transaction()
+                transaction.inMulti = true
+                session.transaction = transaction
+                session.replyLocally { $0.append("+OK\r\n") }
+            case "watch":
+                let transaction = Transaction()
+                session.transaction = transaction
+                watch(spec, command, transaction, session: session)
+            case "unwatch":
+                session.replyLocally { $0.append("+OK\r\n") }
+            default:
+                session.replyError("ERR \(name.uppercased()) without MULTI")
+            }
+            return true
+        }
+        switch name {
+        case "multi":
+            if transaction.inMulti {
+                session.replyError("ERR MULTI calls can not be nested")
+            } else {
+                transaction.inMulti = true
+                if let connection = transaction.connection {
+                    send(command.frame, on: connection, session: session)
+                } else {
+                    session.replyLocally { $0.append("+OK\r\n") }
+                }
+            }
+            return true
+        case "watch":
+            if transaction.inMulti {
+                session.replyError("ERR WATCH inside MULTI is not allowed")
+            } else {
+                watch(spec, command, transaction, session: session)
+            }
+            return true
+        case "unwatch" where !transaction.inMulti:
+            if let connection = transaction.connection {
+                send(command.frame, on: connection, session: session, ending: true)
+            } else {
+                session.replyLocally { $0.append("+OK\r\n") }
+            }
+            session.transaction = nil
+            return true
+        case "exec", "discard":
+            guard transaction.inMulti else {
+                session.replyError("ERR \(name.uppercased()) without MULTI")
+                return true
+            }
+            finish(name == "exec", command, transaction, session: session)
+            return true
+        default:
+            break
+        }
+        guard transaction.inMulti else { return false }  // between WATCH and MULTI: routed as usual
+        if name == "quit" || name == "reset" { return false }
+        queue(spec, command, transaction, session: session)
+        return true
+    }
+
+    /// `WATCH` binds the transaction to the master of its keys' slot.
+    private func watch(_ spec: CommandSpec, _ command: Command, _ transaction: Transaction, session: ClientSession) {
+        guard let slot = singleSlot(spec, command, session: session, transaction: transaction) else { return }
+        guard bind(transaction, slot: slot, session: session) else { return }
+        send(command.frame, on: transaction.connection!, session: session)
+    }
+
+    /// A command inside `MULTI`.
+    private func queue(_ spec: CommandSpec, _ command: Command, _ transaction: Transaction, session: ClientSession) {
+        session.keyIndices.removeAll(keepingCapacity: true)
+        spec.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices, includeNotKeys: true)
+        if session.keyIndices.isEmpty {
+            if let connection = transaction.connection {
+                send(command.frame, on: connection, session: session)
+            } else {
+                transaction.queuedBeforeKey.append(Array(command.frame))
+                session.replyLocally { $0.append("+QUEUED\r\n") }
+            }
+            return
+        }
+        guard let slot = singleSlot(spec, command, session: session, transaction: transaction) else {
+            transaction.aborted = true
+            return
+        }
+        if transaction.connection == nil {
+            guard bind(transaction, slot: slot, session: session) else {
+                transaction.aborted = true
+                return
+            }
+            // Replay: MULTI and what was queued, their replies already given.
+            let connection = transaction.connection!
+            connection.enqueueInternal([Array("MULTI".utf8)])
+            for frame in transaction.queuedBeforeKey {
+                frame.withUnsafeBytes { connection.enqueueRawInternal($0) }
+            }
+            transaction.queuedBeforeKey.removeAll()
+        }
+        send(command.frame, on: transaction.connection!, session: session)
+    }
+
+    /// The one slot of a command's keys, also the transaction's; nil (after
+    /// answering `CROSSSLOT`) when they differ.
+    private func singleSlot(
+        _ spec: CommandSpec, _ command: Command, session: ClientSession, transaction: Transaction
+    ) -> Int? {
+        session.keyIndices.removeAll(keepingCapacity: true)
+        spec.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices, includeNotKeys: true)
+        var slot = transaction.slot
+        for index in session.keyIndices {
+            let keySlot = slotHasher.slot(of: command.argument(index))
+            if slot != -1 && keySlot != slot {
+                session.replyError("CROSSSLOT Keys in request don't hash to the same slot")
+                return nil
+            }
+            slot = keySlot
+        }
+        return slot
+    }
+
+    /// Takes a dedicated connection to the master of `slot` for the transaction.
+    private func bind(_ transaction: Transaction, slot: Int, session: ClientSession) -> Bool {
+        if transaction.connection != nil { return true }
+        guard slotMap != nil, slot >= 0 ? slotOwners[slot] != nil : !masterPools.isEmpty else {
+            session.replyError("CLUSTERDOWN The cluster is down")
+            return false
+        }
+        let address = slot >= 0 ? slotOwners[slot]!.address : masterPools[0].address
+        if let previous = session.previousTransactionConnection {
+            session.previousTransactionConnection = nil
+            if previous.state != .closed && previous.address == address && previous.servedSession === session
+                && (previous.transactionBound || previous.releaseWhenIdle)
+            {
+                // The last transaction's EXEC is still in flight: carry on after it.
+                previous.releaseWhenIdle = false
+                previous.transactionBound = true
+                previous.transactionNumber += 1
+                transaction.connection = previous
+                transaction.slot = slot
+                return true
+            }
+        }
+        guard let connection = dedicated.acquire(address, resp3: session.resp3) else {
+            session.replyError(
+                "ERR slotproxy: too many dedicated connections to \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
+            )
+            return false
+        }
+        connection.servedSession = session
+        connection.transactionBound = true
+        connection.transactionNumber += 1
+        transaction.connection = connection
+        transaction.slot = slot
+        return true
+    }
+
+    /// Sends a client command on the transaction's connection; its reply
+    /// comes back in order like any other.
+    private func send(_ frame: UnsafeRawBufferPointer, on connection: BackendConnection, session: ClientSession, ending: Bool = false) {
+        let record = recordPool.acquire()
+        record.request.append(frame)
+        if ending {
+            record.endsTransaction = connection.transactionNumber
+            session.previousTransactionConnection = connection
+        }
+        session.expectReply(record)
+        connection.enqueue(record)
+    }
+
+    /// `EXEC` or `DISCARD`.
+    private func finish(_ exec: Bool, _ command: Command, _ transaction: Transaction, session: ClientSession) {
+        session.transaction = nil
+        if exec && transaction.aborted {
+            if let connection = transaction.connection {
+                connection.enqueueInternal([Array("DISCARD".utf8)])
+                endTransaction(connection)
+            }
+            session.replyError("EXECABORT Transaction discarded because of previous errors.")
+            return
+        }
+        if let connection = transaction.connection {
+            send(command.frame, on: connection, session: session, ending: true)
+            return
+        }
+        guard exec, !transaction.queuedBeforeKey.isEmpty else {
+            // Nothing reached a node: EXEC of nothing, or DISCARD.
+            session.replyLocally { $0.append(exec ? "*0\r\n" : "+OK\r\n") }
+            return
+        }
+        // Only keyless commands: run them as one transaction on any master.
+        guard bind(transaction, slot: -1, session: session), let connection = transaction.connection else { return }
+        connection.enqueueInternal([Array("MULTI".utf8)])
+        for frame in transaction.queuedBeforeKey {
+            frame.withUnsafeBytes { connection.enqueueRawInternal($0) }
+        }
+        send(command.frame, on: connection, session: session, ending: true)
+    }
+
+    /// `RESET` (or the like) ends a transaction in any state: the node forgets
+    /// its MULTI and WATCH with the connection, which is not reused.
+    func abandonTransaction(_ session: ClientSession) {
+        guard let transaction = session.transaction else { return }
+        session.transaction = nil
+        if let connection = transaction.connection {
+            connection.transactionBound = false
+            connection.close()
+            dedicated.release(connection)
+        }
+    }
+
+    /// The transaction is over: its connection goes back to the idle list.
+    func endTransaction(_ connection: BackendConnection) {
+        connection.transactionBound = false
+        if connection.outstandingRequests == 0 {
+            dedicated.release(connection)
+        } else {
+            connection.releaseWhenIdle = true  // replies still owed: after them
+        }
+    }
+
+    /// A `MOVED`/`ASK` on a transaction's connection: the slot left that master
+    /// mid-transaction. The command is refused with `TRYAGAIN` and `EXEC` will
+    /// abort, so the client retries the whole transaction.
+    func redirectInTransaction(_ record: RequestRecord, connection: BackendConnection) {
+        if let session = record.session, let transaction = session.transaction, transaction.connection === connection {
+            transaction.aborted = true
+        }
+        shared.requestTopologyRefresh()
+        failRequest(record, message: "TRYAGAIN slot moved during the transaction; retry the transaction")
+    }
+}

@@ -1,0 +1,107 @@
+"""MULTI/EXEC/WATCH through the proxy: bound to one dedicated connection to
+the transaction's master, pooled, aborted as Redis aborts (issue 4)."""
+
+from __future__ import annotations
+
+import uuid
+
+from harness import RawConnection, RespError, is_status
+
+
+def tag() -> str:
+    return "{" + uuid.uuid4().hex[:8] + "}"
+
+
+def test_multi_exec_in_one_slot(proxy):
+    t = tag()
+    with proxy.raw() as c:
+        replies = c.pipeline([("MULTI",), ("PING",), ("SET", f"{t}a", "1"), ("INCR", f"{t}a"), ("GET", f"{t}a"),
+                              ("EXEC",)])
+        assert is_status(replies[0]) and all(is_status(r, b"QUEUED") for r in replies[1:5])
+        assert replies[5] == [b"PONG", b"OK", 2, b"2"]
+        assert c.command("GET", f"{t}a") == b"2"
+
+
+def test_watch_success_and_conflict(proxy):
+    t = tag()
+    key = f"{t}counter"
+    with proxy.raw() as a, proxy.raw() as b:
+        assert is_status(a.command("SET", key, "10"))
+        # Success: nobody touches the key.
+        assert is_status(a.command("WATCH", key))
+        value = int(a.command("GET", key))
+        assert a.pipeline([("MULTI",), ("SET", key, value + 1), ("EXEC",)])[-1] == [b"OK"]
+        # Conflict: another client changes it between WATCH and EXEC.
+        assert is_status(a.command("WATCH", key))
+        assert is_status(b.command("SET", key, "99"))
+        assert a.pipeline([("MULTI",), ("SET", key, "12"), ("EXEC",)])[-1] is None
+        assert a.command("GET", key) == b"99"
+        # UNWATCH then a clean transaction.
+        assert is_status(a.command("WATCH", key))
+        assert is_status(a.command("UNWATCH"))
+        assert is_status(b.command("SET", key, "5"))
+        assert a.pipeline([("MULTI",), ("INCR", key), ("EXEC",)])[-1] == [6]
+
+
+def test_cross_slot_inside_multi_aborts_like_redis(proxy):
+    with proxy.raw() as c:
+        replies = c.pipeline([("MULTI",), ("SET", "a", "1"), ("SET", "b", "2"), ("EXEC",)])
+        assert is_status(replies[0]) and is_status(replies[1], b"QUEUED")
+        assert isinstance(replies[2], RespError) and replies[2].message.startswith("CROSSSLOT")
+        assert isinstance(replies[3], RespError) and replies[3].message.startswith("EXECABORT")
+        # Unknown command and wrong arity abort too; the connection stays usable.
+        replies = c.pipeline([("MULTI",), ("NOSUCH",), ("GET",), ("EXEC",)])
+        assert isinstance(replies[3], RespError) and replies[3].message.startswith("EXECABORT")
+        replies = c.pipeline([("EXEC",), ("DISCARD",), ("MULTI",), ("MULTI",), ("DISCARD",)])
+        assert [r.message for r in replies[:2]] == ["ERR EXEC without MULTI", "ERR DISCARD without MULTI"]
+        assert replies[3].message == "ERR MULTI calls can not be nested" and is_status(replies[4])
+        assert c.command("PING") == b"PONG"
+
+
+def test_keyless_transaction_and_discard(proxy):
+    t = tag()
+    with proxy.raw() as c:
+        assert c.pipeline([("MULTI",), ("PING",), ("ECHO", "x"), ("EXEC",)])[-1] == [b"PONG", b"x"]
+        assert c.pipeline([("MULTI",), ("EXEC",)])[-1] == []
+        replies = c.pipeline([("MULTI",), ("SET", f"{t}k", "v"), ("DISCARD",), ("GET", f"{t}k")])
+        assert is_status(replies[2]) and replies[3] is None
+
+
+def proxy_connections(cluster) -> int:
+    """Connections on the masters that are not the test's own probes."""
+    total = 0
+    for m in cluster.masters:
+        listing = cluster.call(m, "CLIENT", "LIST").decode()
+        total += sum(1 for line in listing.splitlines() if "cmd=client|list" not in line)
+    return total
+
+
+def test_thousand_transactions_reuse_connections(cluster, proxy):
+    t = tag()
+    with proxy.raw(timeout=60) as c:
+        c.pipeline([("MULTI",), ("INCR", f"{t}n"), ("EXEC",)])
+        before = proxy_connections(cluster)
+        commands = []
+        for _ in range(1000):
+            commands += [("WATCH", f"{t}n"), ("MULTI",), ("INCR", f"{t}n"), ("EXEC",)]
+        replies = c.pipeline(commands)
+        assert replies[-1] == [1001]
+        assert proxy_connections(cluster) <= before + 1
+
+
+def test_redis_py_transactional_pipeline(proxy):
+    t = tag()
+    for protocol in (2, 3):
+        r = proxy.client(protocol=protocol)
+        with r.pipeline(transaction=True) as p:
+            p.set(f"{t}x", "1").incr(f"{t}x").get(f"{t}x")
+            assert p.execute() == [True, 2, b"2"]
+
+        def bump(pipe):
+            value = int(pipe.get(f"{t}x"))
+            pipe.multi()
+            pipe.set(f"{t}x", value + 10)
+
+        r.transaction(bump, f"{t}x")
+        assert r.get(f"{t}x") == b"12"
+        r.delete(f"{t}x")
