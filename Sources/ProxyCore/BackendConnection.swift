@@ -34,6 +34,8 @@ final class BackendConnection {
     /// In subscribe mode every reply and message goes to this client as it
     /// comes: there is no request/reply pairing to keep.
     var subscriber: ClientSession?
+    /// Runs one client's blocking command; free again with its reply.
+    var servesBlocking = false
     /// Held by a client's transaction until it ends.
     var transactionBound = false
     /// Counts the transactions run on this connection, so the late `EXEC`

@@ -43,6 +43,8 @@ final class ClientSession {
     var subscription: BackendConnection?
     /// RESP2: the place of the subscription stream in the reply queue.
     var subscriptionStream: RequestRecord?
+    /// Subscriptions the last confirmation counted.
+    var subscriptionCount = 0
     /// `WATCH`/`MULTI` state, while the client is in a transaction.
     var transaction: Transaction?
     /// The connection of the client's last transaction while its `EXEC` is
@@ -94,8 +96,23 @@ final class ClientSession {
         parseRequests()
     }
 
+    /// A request whose reply must come back before the client's next
+    /// command is routed: it runs on a dedicated connection (a blocking
+    /// command, `WATCH`, `EXEC` ...), and a later command on a shared
+    /// connection could otherwise overtake it, which one server never allows.
+    var barrier: RequestRecord?
+    /// Subscribe mode: parsing waits for the proxy's marker `PING` after an
+    /// unsubscribe, so the subscription's state is known before going on.
+    var awaitingSubscriptionMarker = false
+
+    /// Parses what is buffered once a barrier is lifted.
+    func resumeParsing() {
+        guard !isClosed, barrier == nil, !awaitingSubscriptionMarker else { return }
+        parseRequests()
+    }
+
     private func parseRequests() {
-        while !input.isEmpty && !closeAfterFlush {
+        while !input.isEmpty && !closeAfterFlush && barrier == nil && !awaitingSubscriptionMarker {
             if pending.count >= ClientSession.pauseAtPendingReplies
                 || output.readableBytes >= ClientSession.pauseAtOutputBytes
             {
@@ -144,6 +161,9 @@ final class ClientSession {
             worker.recordPool.release(record)
             return
         }
+        let liftsBarrier = barrier === record
+        if liftsBarrier { barrier = nil }
+        defer { if liftsBarrier { resumeParsing() } }
         if pending.first === record {
             output.append(reply)
             _ = pending.popFirst()
@@ -267,15 +287,21 @@ final class ClientSession {
             connection.close()
             worker.dedicated.release(connection)
         }
-        if let connection = blockedOn ?? subscription {
-            // The node would keep the command blocked, or keep sending
-            // messages for nobody: drop the connection.
+        // The node would keep a command blocked, or keep sending messages
+        // for nobody: drop those connections.
+        if let connection = subscription {
             subscription = nil
             subscriptionStream = nil
             connection.subscriber = nil
             connection.close()
             worker.dedicated.release(connection)
         }
+        if let connection = blockedOn {
+            blockedOn = nil
+            connection.close()
+            worker.dedicated.release(connection)
+        }
+        barrier = nil
         for record in pending.removeAll() where record.isComplete {
             worker.recordPool.release(record)
         }

@@ -50,8 +50,11 @@ final class DedicatedConnections {
     func release(_ connection: BackendConnection) {
         guard busy.removeValue(forKey: ObjectIdentifier(connection)) != nil else { return }
         inUse[connection.address, default: 1] -= 1
-        connection.servedSession?.blockedOn = nil
+        if let session = connection.servedSession, session.blockedOn === connection { session.blockedOn = nil }
         connection.servedSession = nil
+        connection.servesBlocking = false
+        connection.transactionBound = false
+        connection.releaseWhenIdle = false
         guard connection.state != .closed, connection.outstandingRequests == 0 else {
             connection.close()
             return

@@ -26,7 +26,14 @@ extension Worker {
         if ARGV[1] == '3' then redis.setresp(3) end
         local n = tonumber(ARGV[2])
         for i = 1, n do
-          if ARGV[2 + i] ~= '' then redis.call('RESTORE', KEYS[i], 0, ARGV[2 + i]) end
+          if ARGV[2 + i] ~= '' then
+            -- A TTL, so scratch keys could never outlive a failure here.
+            local restored = redis.pcall('RESTORE', KEYS[i], 60000, ARGV[2 + i])
+            if type(restored) == 'table' and restored.err then
+              redis.call('DEL', unpack(KEYS))
+              return restored
+            end
+          end
         end
         local command = {}
         for i = 3 + n, #ARGV do command[#command + 1] = ARGV[i] end

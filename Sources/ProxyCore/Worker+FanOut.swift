@@ -66,6 +66,11 @@ extension Worker {
     /// values), in the client's order within each part.
     func split(_ spec: CommandSpec, _ command: Command, session: ClientSession) {
         let step = max(1, spec.keyStep)
+        guard (command.count - 1) % step == 0 else {
+            // `MSET a 1 b`: a key without its value.
+            session.replyError("ERR wrong number of arguments for '\(spec.name)' command")
+            return
+        }
         var partOfSlot: [Int: Int] = [:]
         var slots: [Int] = []
         var keysOfPart: [[Int]] = []

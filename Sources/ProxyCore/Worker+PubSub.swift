@@ -30,58 +30,47 @@ extension Worker {
             return false
         }
         if name == "quit" {
-            session.streamArrived(UnsafeRawBufferPointer(start: ("+OK\r\n" as StaticString).utf8Start, count: 5))
-            session.closeWhenDrained()
-            return true
+            // The stream ends here; the proxy answers QUIT after what is owed.
+            endSubscription(session, keepConnection: false)
+            return false
         }
         // RESP3 allows any command in subscribe mode; it is routed as usual.
         if session.resp3 && !Worker.subscribeModeCommands.contains(name) { return false }
         if session.resp3 && name == "ping" { return false }
-        if Worker.subscribeModeCommands.contains(name) {
-            connection.enqueueStream(command.frame)
-        } else {
-            rejectInSubscribeMode(command, session: session, connection: connection)
+        guard Worker.subscribeModeCommands.contains(name) else {
+            // Never forwarded: after a pipelined UNSUBSCRIBE the node would run it.
+            rejectInSubscribeMode(command, session: session)
+            return true
+        }
+        connection.enqueueStream(command.frame)
+        if name == "unsubscribe" || name == "punsubscribe" {
+            // Whether the client is still subscribed is known once these
+            // confirmations are in: a marker PING after them tells, and the
+            // client's next command waits for it.
+            Worker.subscriptionMarkerFrame.withUnsafeBytes { connection.enqueueStream($0) }
+            session.awaitingSubscriptionMarker = true
         }
         return true
     }
 
-    /// RESP2 refuses other commands in subscribe mode. The node says so in its
-    /// own words and in stream order, but a cluster node redirects a keyed
-    /// command before it looks at the context: the keys are replaced by one
-    /// the node serves (the command is refused, never run).
-    private func rejectInSubscribeMode(_ command: Command, session: ClientSession, connection: BackendConnection) {
-        let table = CommandLookup()
-        guard let spec = table.find(command.argument(0)) else {
-            let error = ByteBuffer(capacity: 128)
-            error.appendError(CommandResolver.unknownCommandMessage(command))
-            session.streamArrived(error.readable)
-            return
-        }
-        session.keyIndices.removeAll(keepingCapacity: true)
-        let resolved = spec.isContainer && command.count > 1 ? spec.subcommand(command.argument(1)) ?? spec : spec
-        resolved.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices)
-        guard !session.keyIndices.isEmpty, let localKey = keyServed(by: connection.address) else {
-            connection.enqueueStream(command.frame)
-            return
-        }
-        let keys = Set(session.keyIndices)
-        let request = ByteBuffer(capacity: command.frame.count + 64)
-        request.appendArrayHeader(command.count)
-        for index in 0..<command.count {
-            if keys.contains(index) { request.appendBulk(localKey) } else { request.appendBulk(command.argument(index)) }
-        }
-        connection.enqueueStream(request.readable)
-    }
+    static let subscriptionMarker = "slotproxy-subscription-marker"
+    static let subscriptionMarkerFrame: [UInt8] = Array(
+        "*2\r\n$4\r\nPING\r\n$\(subscriptionMarker.utf8.count)\r\n\(subscriptionMarker)\r\n".utf8)
 
-    /// A key whose slot `address` serves (found by trying `{0}`, `{1}` ...).
-    private func keyServed(by address: NodeAddress) -> [UInt8]? {
-        guard let index = masterPools.firstIndex(where: { $0.address == address }), let map = slotMap else { return nil }
-        for n in 0..<100_000 {
-            let key = Array("{slotproxy-\(n)}".utf8)
-            let slot = key.withUnsafeBytes { slotHasher.slot(of: $0) }
-            if Int(map.shardForSlot[slot]) == index { return key }
+    /// RESP2 refuses other commands in subscribe mode, in Redis's words:
+    /// unknown commands and wrong arity first, then the context.
+    private func rejectInSubscribeMode(_ command: Command, session: ClientSession) {
+        let error = ByteBuffer(capacity: 160)
+        if let spec = CommandLookup().find(command.argument(0)) {
+            var name = spec.name
+            if spec.isContainer && command.count > 1, let sub = spec.subcommand(command.argument(1)) { name = sub.name }
+            error.appendError(
+                "ERR Can't execute '\(name)': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+            )
+        } else {
+            error.appendError(CommandResolver.unknownCommandMessage(command))
         }
-        return nil
+        session.streamArrived(error.readable)
     }
 
     /// `SUBSCRIBE`/`PSUBSCRIBE` from a client not yet subscribed.
@@ -133,15 +122,21 @@ extension Worker {
 
     /// Something arrived on a subscription connection.
     func subscriptionData(_ bytes: UnsafeRawBufferPointer, kind: ReplyKind, for session: ClientSession, on connection: BackendConnection) {
-        session.streamArrived(bytes)
-        if session.output.readableBytes > configuration.pubsubOutputLimit {
-            logger.warning(
-                "closing subscriber client \(session.id): \(session.output.readableBytes) bytes unread (pubsub-output-limit \(configuration.pubsubOutputLimit))"
-            )
-            session.close()
+        if session.awaitingSubscriptionMarker, Worker.isSubscriptionMarker(bytes) {
+            session.awaitingSubscriptionMarker = false
+            if session.subscriptionCount == 0 { endSubscription(session) }
+            session.resumeParsing()
             return
         }
-        if Worker.leavesSubscribeMode(bytes) { endSubscription(session) }
+        if let count = Worker.subscriptionCount(in: bytes) { session.subscriptionCount = count }
+        session.streamArrived(bytes)
+        let unread = session.output.readableBytes + (session.subscriptionStream?.reply.readableBytes ?? 0)
+        if unread > configuration.pubsubOutputLimit {
+            logger.warning(
+                "closing subscriber client \(session.id): \(unread) bytes unread (pubsub-output-limit \(configuration.pubsubOutputLimit))"
+            )
+            session.close()
+        }
     }
 
     /// The subscription's connection died. Until resubscribing elsewhere is
@@ -154,16 +149,27 @@ extension Worker {
         session.close()
     }
 
-    /// The last unsubscribe confirmation (count 0) or `+RESET` ends subscribe mode.
-    static func leavesSubscribeMode(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        guard bytes.count < 512, let first = bytes.first else { return false }
-        if first == UInt8(ascii: "+") { return bytes.starts(with: "+RESET\r\n".utf8) }
-        guard first == UInt8(ascii: "*") || first == UInt8(ascii: ">"),
+    /// The subscription count a (un)subscribe confirmation carries, if `bytes` is one.
+    static func subscriptionCount(in bytes: UnsafeRawBufferPointer) -> Int? {
+        guard bytes.count > 4, bytes.count < 1024, bytes[0] == UInt8(ascii: "*") || bytes[0] == UInt8(ascii: ">"),
+            bytes[1] == UInt8(ascii: "3"),
             let items = RESPValue.decode(Array(bytes))?.value.elements, items.count == 3,
-            let kind = items[0].string?.lowercased(), kind == "unsubscribe" || kind == "punsubscribe",
-            items[2].integer == 0
-        else { return false }
-        return true
+            let kind = items[0].string?.lowercased(), kind.hasSuffix("subscribe")
+        else { return nil }
+        return items[2].integer
+    }
+
+    /// The reply to the marker PING: `[pong, marker]` while subscribed, the
+    /// bare marker once the node left subscribe mode.
+    static func isSubscriptionMarker(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.count < 128 else { return false }
+        let marker = Array(subscriptionMarker.utf8)
+        let array = Array(bytes)
+        guard array.count >= marker.count else { return false }
+        for start in 0...(array.count - marker.count) where array[start..<(start + marker.count)].elementsEqual(marker) {
+            return true
+        }
+        return false
     }
 
     func endSubscription(_ session: ClientSession, keepConnection: Bool = true) {

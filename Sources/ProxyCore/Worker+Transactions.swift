@@ -99,12 +99,39 @@ extension Worker {
     /// `WATCH` binds the transaction to the master of its keys' slot.
     private func watch(_ spec: CommandSpec, _ command: Command, _ transaction: Transaction, session: ClientSession) {
         guard let slot = singleSlot(spec, command, session: session, transaction: transaction) else { return }
-        guard bind(transaction, slot: slot, session: session) else { return }
-        send(command.frame, on: transaction.connection!, session: session)
+        guard bind(transaction, slot: slot, session: session), let connection = transaction.connection else { return }
+        send(command.frame, on: connection, session: session, barrier: true)
+    }
+
+    /// Why a command cannot be queued in a transaction through the proxy,
+    /// or nil. The proxy's refusals hold inside `MULTI` too, and commands
+    /// that need several masters or the proxy itself cannot be made atomic
+    /// on one master's connection.
+    private func refusalInMulti(_ spec: CommandSpec) -> String? {
+        if spec.flags.contains(.noMulti) { return "ERR Command not allowed inside a transaction" }
+        switch CommandHandling.of(spec) {
+        case .bySlot, .split, .emulated, .blocking:
+            return nil
+        case .local:
+            return ["ping", "echo", "select"].contains(spec.name)
+                ? nil : "ERR slotproxy cannot queue '\(spec.name)' in a transaction: it is answered by the proxy"
+        case .broadcast where (spec.name == "flushall" || spec.name == "flushdb") && !configuration.allowFlush,
+            .debug where !configuration.allowDebug:
+            return "ERR slotproxy refuses '\(spec.name)' (see allow-flush / allow-debug)"
+        case .refused(let reason):
+            return "ERR slotproxy does not forward '\(spec.name)': \(reason)"
+        default:
+            return "ERR slotproxy cannot queue '\(spec.name)' in a transaction: it needs every master or a connection of its own"
+        }
     }
 
     /// A command inside `MULTI`.
     private func queue(_ spec: CommandSpec, _ command: Command, _ transaction: Transaction, session: ClientSession) {
+        if let refusal = refusalInMulti(spec) {
+            session.replyError(refusal)
+            transaction.aborted = true
+            return
+        }
         session.keyIndices.removeAll(keepingCapacity: true)
         spec.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices, includeNotKeys: true)
         if session.keyIndices.isEmpty {
@@ -193,7 +220,13 @@ extension Worker {
 
     /// Sends a client command on the transaction's connection; its reply
     /// comes back in order like any other.
-    private func send(_ frame: UnsafeRawBufferPointer, on connection: BackendConnection, session: ClientSession, ending: Bool = false) {
+    /// With `barrier` (and always when `ending`), the client's next command
+    /// waits for this reply: a command on a shared connection must not
+    /// overtake a `WATCH` or an `EXEC` sent before it.
+    private func send(
+        _ frame: UnsafeRawBufferPointer, on connection: BackendConnection, session: ClientSession,
+        ending: Bool = false, barrier: Bool = false
+    ) {
         let record = recordPool.acquire()
         record.request.append(frame)
         if ending {
@@ -201,6 +234,7 @@ extension Worker {
             session.previousTransactionConnection = connection
         }
         session.expectReply(record)
+        if ending || barrier { session.barrier = record }
         connection.enqueue(record)
     }
 
@@ -239,9 +273,11 @@ extension Worker {
         guard let transaction = session.transaction else { return }
         session.transaction = nil
         if let connection = transaction.connection {
-            connection.transactionBound = false
-            connection.close()
-            dedicated.release(connection)
+            // Replies still owed on it keep their order; the node is told to
+            // forget the transaction, and the connection is reused after.
+            if transaction.inMulti { connection.enqueueInternal([Array("DISCARD".utf8)]) }
+            connection.enqueueInternal([Array("UNWATCH".utf8)])
+            endTransaction(connection)
         }
     }
 

@@ -371,7 +371,10 @@ final class Worker {
             return
         }
         connection.servedSession = session
+        connection.servesBlocking = true
         session.blockedOn = connection
+        // Like on one server, the client's next command waits for this one.
+        session.barrier = record
         connection.enqueue(record, asking: asking)
     }
 
@@ -399,8 +402,8 @@ final class Worker {
             if record.endsTransaction != 0 && record.endsTransaction == connection.transactionNumber {
                 endTransaction(connection)
             }
-        } else if connection.isDedicated {
-            // One command at a time: the client is done with this connection.
+        } else if connection.servesBlocking {
+            // The blocking command is answered: the connection is free again.
             dedicated.release(connection)
         }
         if case .error(let errorClass) = kind, errorClass == .moved || errorClass == .ask,

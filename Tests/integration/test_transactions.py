@@ -105,3 +105,37 @@ def test_redis_py_transactional_pipeline(proxy):
         r.transaction(bump, f"{t}x")
         assert r.get(f"{t}x") == b"12"
         r.delete(f"{t}x")
+
+
+def test_pipelined_commands_keep_their_order_around_dedicated_connections(proxy):
+    t = tag()
+    with proxy.raw(timeout=30) as c:
+        # GET after EXEC sees the transaction's write (it must not overtake EXEC).
+        replies = c.pipeline([("SET", f"{t}k", "1"), ("MULTI",), ("INCR", f"{t}k"), ("EXEC",), ("GET", f"{t}k")] * 20)
+        assert [replies[i] for i in range(4, 100, 5)] == [b"2"] * 20
+        # A blocking command delays the client's next one, as on one server.
+        replies = c.pipeline([("BLPOP", f"{t}q", 0.3), ("RPUSH", f"{t}q", "x"), ("LLEN", f"{t}q")])
+        assert replies == [None, 1, 1]
+        # RESET pipelined behind transaction commands does not hang.
+        replies = c.pipeline([("WATCH", f"{t}k"), ("RESET",), ("MULTI",), ("SET", f"{t}k", "v"), ("RESET",), ("PING",)])
+        assert is_status(replies[0]) and is_status(replies[1], b"RESET") and is_status(replies[4], b"RESET")
+        assert replies[5] == b"PONG"
+
+
+def test_proxy_refusals_hold_inside_multi_and_subscribe_mode(cluster, proxy):
+    t = tag()
+    with proxy.raw() as c:
+        assert is_status(c.command("SET", f"{t}keep", "1"))
+        replies = c.pipeline([("MULTI",), ("SET", f"{t}a", "1"), ("FLUSHALL",), ("EXEC",)])
+        assert isinstance(replies[2], RespError) and isinstance(replies[3], RespError)
+        assert replies[3].message.startswith("EXECABORT")
+        # A command pipelined after the last UNSUBSCRIBE runs after subscribe
+        # mode ends, through the proxy's checks (FLUSHALL stays refused).
+        replies = c.pipeline([("SUBSCRIBE", f"{t}ch"), ("UNSUBSCRIBE",), ("FLUSHALL",), ("GET", f"{t}keep")])
+        assert replies[0][0] == b"subscribe" and replies[1][0] == b"unsubscribe" and replies[1][2] == 0
+        assert isinstance(replies[2], RespError) and "allow-flush" in replies[2].message
+        assert replies[3] == b"1"
+        # MSET with a key missing its value, across slots: an arity error.
+        reply = c.command("MSET", "a", "1", "b")
+        assert isinstance(reply, RespError) and "wrong number of arguments" in reply.message
+        assert c.command("PING") == b"PONG"
