@@ -57,6 +57,9 @@ final class DedicatedConnections {
         connection.releaseWhenIdle = false
         guard connection.state != .closed, connection.outstandingRequests == 0 else {
             connection.close()
+            // This may run inside the connection's own callback: it is freed
+            // after the loop turn, not now.
+            worker.keepUntilTurnEnds(connection)
             return
         }
         idle[Key(address: connection.address, resp3: connection.resp3), default: []].append(connection)

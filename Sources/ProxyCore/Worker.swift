@@ -160,6 +160,10 @@ final class Worker {
         }
     }
 
+    func keepUntilTurnEnds(_ connection: BackendConnection) {
+        closedBackends.append(connection)
+    }
+
     func backendClosed(_ connection: BackendConnection) {
         closedBackends.append(connection)
         shared.requestTopologyRefresh()
