@@ -45,6 +45,8 @@ final class ClientSession {
     var subscriptionStream: RequestRecord?
     /// Subscriptions the last confirmation counted.
     var subscriptionCount = 0
+    /// Dedicated connections running this client's `WAIT` on each master.
+    var waitConnections: [BackendConnection] = []
     /// `WATCH`/`MULTI` state, while the client is in a transaction.
     var transaction: Transaction?
     /// The connection of the client's last transaction while its `EXEC` is
@@ -301,6 +303,11 @@ final class ClientSession {
             connection.close()
             worker.dedicated.release(connection)
         }
+        for connection in waitConnections where connection.servedSession === self {
+            connection.close()
+            worker.dedicated.release(connection)
+        }
+        waitConnections.removeAll()
         barrier = nil
         for record in pending.removeAll() where record.isComplete {
             worker.recordPool.release(record)

@@ -26,6 +26,8 @@ enum CommandHandling: Equatable {
     case subscribe
     /// `MULTI`/`EXEC`/`DISCARD`/`WATCH`/`UNWATCH` (see `Worker+Transactions.swift`).
     case transaction
+    /// `WAIT`: see `Worker+Wait.swift`.
+    case wait
     /// Needs a connection of its own; not supported yet.
     case pinned
     /// Never forwarded: `reason` says why.
@@ -57,6 +59,7 @@ enum CommandHandling: Equatable {
         case "scan": return .scan
         case "subscribe", "psubscribe", "unsubscribe", "punsubscribe": return .subscribe
         case "multi", "exec", "discard", "watch", "unwatch": return .transaction
+        case "wait": return .wait
         case "info": return .info
         default: break
         }
@@ -125,7 +128,9 @@ enum CommandHandling: Equatable {
                 : "subscribe mode on a dedicated connection to one master; messages and replies streamed as Redis sends them"
         case .transaction:
             return "binds the client to a pooled dedicated connection to the transaction's master until EXEC/DISCARD/UNWATCH"
-        case .pinned: return "not yet: needs a connection of its own (sharded Pub/Sub, tracking, WAIT)"
+        case .wait:
+            return "every master, each on a dedicated connection after a 1 ms scratch write; the smallest count"
+        case .pinned: return "not yet: needs a connection of its own (sharded Pub/Sub, client tracking)"
         case .refused(let reason): return "refused: \(reason)"
         case .debug: return "refused unless `allow-debug: yes`; then `DEBUG OBJECT key` by slot, the rest to any master"
         }

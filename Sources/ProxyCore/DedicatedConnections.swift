@@ -50,7 +50,10 @@ final class DedicatedConnections {
     func release(_ connection: BackendConnection) {
         guard busy.removeValue(forKey: ObjectIdentifier(connection)) != nil else { return }
         inUse[connection.address, default: 1] -= 1
-        if let session = connection.servedSession, session.blockedOn === connection { session.blockedOn = nil }
+        if let session = connection.servedSession {
+            if session.blockedOn === connection { session.blockedOn = nil }
+            session.waitConnections.removeAll { $0 === connection }
+        }
         connection.servedSession = nil
         connection.servesBlocking = false
         connection.transactionBound = false

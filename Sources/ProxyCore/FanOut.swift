@@ -5,6 +5,8 @@ import RESPWire
 enum MergeRule {
     /// Integers added up (`DEL`, `EXISTS`, `TOUCH`, `UNLINK`, `DBSIZE`).
     case sum
+    /// The smallest integer (`WAIT`: replicas that acknowledged on every master).
+    case minimum
     /// Every part must succeed; the reply is the first part's (`+OK` for
     /// `MSET` and `FLUSHALL`, the SHA for `SCRIPT LOAD`).
     case allSucceeded
@@ -87,6 +89,13 @@ final class FanOut {
                 total += value
             }
             out.appendInteger(total)
+        case .minimum:
+            let values = parts.compactMap(integerValue)
+            guard values.count == parts.count, let smallest = values.min() else {
+                out.appendError("ERR slotproxy: expected an integer reply from every node")
+                return
+            }
+            out.appendInteger(smallest)
         case .allSucceeded:
             out.append(parts[0])
         case .keyOrder(let positions):

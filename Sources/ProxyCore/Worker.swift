@@ -248,6 +248,9 @@ final class Worker {
                 return
             case .transaction:
                 return  // routeTransaction took it above
+            case .wait:
+                wait(command, session: session)
+                return
             case .pinned:
                 session.replyError(
                     "ERR slotproxy does not support '\(spec.name)' yet (sharded Pub/Sub, client tracking, WAIT)")

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from harness import RespError, is_status
+from harness import RawConnection, RespError, is_status
 
 
 def tag() -> str:
@@ -92,3 +92,26 @@ def test_client_killed_while_blocked_leaves_nothing_blocked(cluster, proxy):
     with proxy.raw() as c:
         assert c.command("RPUSH", queue, "still-here") == 1
         assert c.command("LRANGE", queue, 0, -1) == [b"still-here"]
+
+
+def test_wait_counts_replicas_that_have_the_writes_on_every_master(cluster, proxy):
+    t = tag()
+    with proxy.raw(timeout=30) as c:
+        keys = [f"wait:{t}:{i}" for i in range(30)]
+        c.pipeline([("SET", k, "v") for k in keys])
+        assert c.command("WAIT", 1, 5000) == 1  # each master has one replica
+        start = time.monotonic()
+        assert c.command("WAIT", 2, 200) == 1   # nobody has two: the timeout decides
+        assert time.monotonic() - start >= 0.15
+        assert c.command("WAIT", 0, 0) >= 0
+        bad = c.command("WAIT", "x", 0)
+        assert isinstance(bad, RespError)
+        # The replicas really have the writes.
+        for k in keys[:5]:
+            replica = cluster.replica_of(cluster.node_for_key(k))[0]
+            with RawConnection(replica) as r:
+                assert is_status(r.command("READONLY"))
+                assert r.command("GET", k) == b"v"
+        # Scratch keys expire at once: none is left behind.
+        time.sleep(0.05)
+        assert c.command("KEYS", "{slotproxy-wait-*") == []
