@@ -124,6 +124,13 @@ final class BackendConnection {
         markDirty()
     }
 
+    /// Sends a command of the proxy's own on a subscription connection.
+    func enqueueInternalStream(_ arguments: [[UInt8]]) {
+        guard state != .closed else { return }
+        output.appendCommand(arguments)
+        markDirty()
+    }
+
     /// Sends bytes already answered (a replayed `+QUEUED` command) whose reply
     /// is swallowed.
     func enqueueRawInternal(_ bytes: UnsafeRawBufferPointer) {
@@ -258,7 +265,7 @@ final class BackendConnection {
             : "ERR slotproxy: connection to \(address) lost (\(reason)); the command may or may not have run"
         if let subscriber {
             self.subscriber = nil
-            worker.subscriptionLost(subscriber)
+            worker.subscriptionLost(subscriber, from: self)
         }
         if isDedicated { worker.dedicated.release(self) }
         for entry in inFlight.removeAll() {

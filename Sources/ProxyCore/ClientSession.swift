@@ -45,6 +45,12 @@ final class ClientSession {
     var subscriptionStream: RequestRecord?
     /// Subscriptions the last confirmation counted.
     var subscriptionCount = 0
+    /// The channels and patterns the client subscribed to, to subscribe again
+    /// on another node when the subscription's node dies.
+    var subscribedChannels = Set<[UInt8]>()
+    var subscribedPatterns = Set<[UInt8]>()
+    /// Confirmations of such a resubscription, swallowed (the client did not ask).
+    var confirmationsToSwallow = 0
     /// Dedicated connections running this client's `WAIT` on each master.
     var waitConnections: [BackendConnection] = []
     /// `WATCH`/`MULTI` state, while the client is in a transaction.

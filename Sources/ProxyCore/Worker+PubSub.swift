@@ -43,6 +43,7 @@ extension Worker {
             return true
         }
         connection.enqueueStream(command.frame)
+        trackSubscriptions(name, command, session: session)
         if name == "unsubscribe" || name == "punsubscribe" {
             // Whether the client is still subscribed is known once these
             // confirmations are in: a marker PING after them tells, and the
@@ -97,6 +98,21 @@ extension Worker {
             session.subscriptionStream = stream
         }
         connection.enqueueStream(command.frame)
+        trackSubscriptions(command.string(0).lowercased(), command, session: session)
+    }
+
+    /// Keeps the client's channels and patterns, for a resubscription.
+    private func trackSubscriptions(_ name: String, _ command: Command, session: ClientSession) {
+        let names = (1..<max(1, command.count)).map { command.bytes($0) }
+        switch name {
+        case "subscribe": session.subscribedChannels.formUnion(names)
+        case "psubscribe": session.subscribedPatterns.formUnion(names)
+        case "unsubscribe":
+            if names.isEmpty { session.subscribedChannels.removeAll() } else { session.subscribedChannels.subtract(names) }
+        case "punsubscribe":
+            if names.isEmpty { session.subscribedPatterns.removeAll() } else { session.subscribedPatterns.subtract(names) }
+        default: break
+        }
     }
 
     /// `UNSUBSCRIBE`/`PUNSUBSCRIBE` from a client that is not subscribed:
@@ -122,6 +138,10 @@ extension Worker {
 
     /// Something arrived on a subscription connection.
     func subscriptionData(_ bytes: UnsafeRawBufferPointer, kind: ReplyKind, for session: ClientSession, on connection: BackendConnection) {
+        if session.confirmationsToSwallow > 0, Worker.subscriptionCount(in: bytes) != nil {
+            session.confirmationsToSwallow -= 1
+            return
+        }
         if session.awaitingSubscriptionMarker, Worker.isSubscriptionMarker(bytes) {
             session.awaitingSubscriptionMarker = false
             if session.subscriptionCount == 0 { endSubscription(session) }
@@ -139,14 +159,40 @@ extension Worker {
         }
     }
 
-    /// The subscription's connection died. Until resubscribing elsewhere is
-    /// implemented, the client is disconnected so that it reconnects and
-    /// subscribes again, rather than waiting for messages that never come.
-    func subscriptionLost(_ session: ClientSession) {
-        logger.warning("subscriber client \(session.id) disconnected: its subscription connection was lost")
+    /// The subscription's connection died (its node failed): subscribe again
+    /// to the same channels and patterns on another master and keep the
+    /// client's session; the confirmations of that are swallowed. Messages
+    /// published while no node carried the subscription are lost, as they
+    /// would be for a client reconnecting itself. With no other master to
+    /// go to, the client is disconnected rather than left waiting.
+    func subscriptionLost(_ session: ClientSession, from dead: BackendConnection) {
         session.subscription = nil
-        session.subscriptionStream = nil
-        session.close()
+        guard !session.isClosed,
+            let pool = masterPools.first(where: { $0.address != dead.address }),
+            let connection = dedicated.acquire(pool.address, resp3: session.resp3)
+        else {
+            logger.warning("subscriber client \(session.id) disconnected: its subscription connection was lost")
+            session.subscriptionStream = nil
+            session.close()
+            return
+        }
+        connection.servedSession = session
+        connection.subscriber = session
+        session.subscription = connection
+        session.confirmationsToSwallow = session.subscribedChannels.count + session.subscribedPatterns.count
+        if !session.subscribedChannels.isEmpty {
+            connection.enqueueInternalStream([Array("SUBSCRIBE".utf8)] + session.subscribedChannels.sorted { $0.lexicographicallyPrecedes($1) })
+        }
+        if !session.subscribedPatterns.isEmpty {
+            connection.enqueueInternalStream([Array("PSUBSCRIBE".utf8)] + session.subscribedPatterns.sorted { $0.lexicographicallyPrecedes($1) })
+        }
+        if session.awaitingSubscriptionMarker {
+            // The marker was lost with the old connection: ask again.
+            Worker.subscriptionMarkerFrame.withUnsafeBytes { connection.enqueueStream($0) }
+        }
+        logger.info(
+            "subscriber client \(session.id): subscription moved from \(dead.address) to \(pool.address) (\(session.confirmationsToSwallow) channels and patterns)"
+        )
     }
 
     /// The subscription count a (un)subscribe confirmation carries, if `bytes` is one.

@@ -120,3 +120,44 @@ def test_subscriber_that_does_not_read_is_disconnected(cluster, proxy_factory):
     sub.abort()
     with proxy.raw() as c:
         assert c.command("PING") == b"PONG"
+
+
+def _node_with_subscriber(cluster, pattern: str) -> int | None:
+    for m in cluster.masters:
+        listing = cluster.call(m, "CLIENT", "LIST").decode()
+        if any(" sub=1 " in line and " psub=1 " in line for line in listing.splitlines()):
+            return m
+    return None
+
+
+def test_subscription_survives_the_death_of_its_node(cluster, proxy_factory):
+    proxy = proxy_factory("--topology-refresh-ms", "200")
+    ch = channel()
+    with proxy.raw(timeout=20) as sub:
+        sub.send_command("SUBSCRIBE", ch)
+        sub.send_command("PSUBSCRIBE", ch + ":*")
+        assert [r[0] for r in sub.read_replies(2)] == [b"subscribe", b"psubscribe"]
+        victim = _node_with_subscriber(cluster, ch)
+        assert victim is not None
+        cluster.kill(victim)
+        try:
+            # The proxy moves the subscription to another master; publish
+            # until a message gets through (bounded).
+            got = None
+            deadline = time.monotonic() + 20
+            while got is None and time.monotonic() < deadline:
+                for m in cluster.live_ports():
+                    try:
+                        cluster.call(m, "PUBLISH", ch, "after-failure", timeout=2)
+                        break
+                    except Exception:
+                        continue
+                try:
+                    got = sub.read_replies(1, timeout=1)[0]
+                except TimeoutError:
+                    pass
+            assert got == [b"message", ch.encode(), b"after-failure"], got
+            assert "subscription moved" in proxy.log_text()
+        finally:
+            cluster.restart(victim)
+            cluster.wait_healthy(timeout=60)
