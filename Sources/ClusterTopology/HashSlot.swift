@@ -26,17 +26,20 @@ public let clusterSlotCount = 16384
 /// byte between them, only the bytes between the first `{` and the first `}`
 /// after it are hashed: that "hash tag" lets related keys share a slot.
 @inlinable public func hashSlot(_ key: UnsafeRawBufferPointer) -> Int {
+    Int(crc16(UnsafeRawBufferPointer(rebasing: key[hashedPart(of: key)])) & 0x3FFF)
+}
+
+/// The bytes of a key that are hashed: its hash tag, or all of it.
+@inlinable public func hashedPart(of key: UnsafeRawBufferPointer) -> Range<Int> {
     let count = key.count
     var open = 0
     while open < count && key[open] != UInt8(ascii: "{") { open += 1 }
     if open < count {
         var close = open + 1
         while close < count && key[close] != UInt8(ascii: "}") { close += 1 }
-        if close < count && close > open + 1 {
-            return Int(crc16(UnsafeRawBufferPointer(rebasing: key[(open + 1)..<close])) & 0x3FFF)
-        }
+        if close < count && close > open + 1 { return (open + 1)..<close }
     }
-    return Int(crc16(key) & 0x3FFF)
+    return 0..<count
 }
 
 public func hashSlot(_ key: String) -> Int {
@@ -52,23 +55,11 @@ public struct SlotHasher: Sendable {
     public init() { table = crc16Table }
 
     @inlinable public func slot(of key: UnsafeRawBufferPointer) -> Int {
-        let count = key.count
-        var start = 0
-        var end = count
-        var open = 0
-        while open < count && key[open] != UInt8(ascii: "{") { open += 1 }
-        if open < count {
-            var close = open + 1
-            while close < count && key[close] != UInt8(ascii: "}") { close += 1 }
-            if close < count && close > open + 1 {
-                start = open + 1
-                end = close
-            }
-        }
+        let hashed = hashedPart(of: key)
         return table.withUnsafeBufferPointer { table in
             var crc: UInt16 = 0
-            var i = start
-            while i < end {
+            var i = hashed.lowerBound
+            while i < hashed.upperBound {
                 crc = (crc << 8) ^ table[Int(UInt8(truncatingIfNeeded: crc >> 8) ^ key[i])]
                 i += 1
             }

@@ -60,14 +60,7 @@ final class Wakeup {
     private var handler: (() -> Void)?
 
     init() {
-        var fds: [CInt] = [0, 0]
-        guard pipe(&fds) == 0 else { fatalError("pipe failed: \(errno)") }
-        for fd in fds {
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        }
-        readFD = fds[0]
-        writeFD = fds[1]
+        (readFD, writeFD) = Socket.makePipe()
     }
 
     deinit {

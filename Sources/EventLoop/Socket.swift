@@ -99,6 +99,17 @@ public enum Socket {
         return code
     }
 
+    /// A pipe with both ends non-blocking and close-on-exec (wakeups).
+    public static func makePipe() -> (read: CInt, write: CInt) {
+        var fds: [CInt] = [0, 0]
+        guard pipe(&fds) == 0 else { fatalError("pipe failed: \(errno)") }
+        for fd in fds {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        return (fds[0], fds[1])
+    }
+
     public static func setNoDelay(_ fd: CInt) {
         var one: CInt = 1
         setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<CInt>.size))

@@ -1,3 +1,4 @@
+import EventLoop
 import Synchronization
 
 #if canImport(Glibc)
@@ -23,14 +24,7 @@ final class SharedState: Sendable {
 
     init(workers: Int) {
         commandCounts = (0..<max(1, workers)).map { _ in PublishedCounter() }
-        var fds: [CInt] = [0, 0]
-        guard pipe(&fds) == 0 else { fatalError("pipe failed: \(errno)") }
-        for fd in fds {
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        }
-        refreshBellRead = fds[0]
-        refreshBellWrite = fds[1]
+        (refreshBellRead, refreshBellWrite) = Socket.makePipe()
     }
 
     deinit {

@@ -152,13 +152,7 @@ extension Worker {
                 transaction.aborted = true
                 return
             }
-            // Replay: MULTI and what was queued, their replies already given.
-            let connection = transaction.connection!
-            connection.enqueueInternal([Array("MULTI".utf8)])
-            for frame in transaction.queuedBeforeKey {
-                frame.withUnsafeBytes { connection.enqueueRawInternal($0) }
-            }
-            transaction.queuedBeforeKey.removeAll()
+            replayQueued(transaction, on: transaction.connection!)
         }
         send(command.frame, on: transaction.connection!, session: session)
     }
@@ -197,10 +191,7 @@ extension Worker {
             {
                 // The last transaction's EXEC is still in flight: carry on after it.
                 previous.releaseWhenIdle = false
-                previous.transactionBound = true
-                previous.transactionNumber += 1
-                transaction.connection = previous
-                transaction.slot = slot
+                attach(transaction, to: previous, slot: slot)
                 return true
             }
         }
@@ -211,11 +202,25 @@ extension Worker {
             return false
         }
         connection.servedSession = session
+        attach(transaction, to: connection, slot: slot)
+        return true
+    }
+
+    private func attach(_ transaction: Transaction, to connection: BackendConnection, slot: Int) {
         connection.transactionBound = true
         connection.transactionNumber += 1
         transaction.connection = connection
         transaction.slot = slot
-        return true
+    }
+
+    /// Sends `MULTI` and the commands queued before the first key; their
+    /// replies were given by the proxy already.
+    private func replayQueued(_ transaction: Transaction, on connection: BackendConnection) {
+        connection.enqueueInternal([Array("MULTI".utf8)])
+        for frame in transaction.queuedBeforeKey {
+            frame.withUnsafeBytes { connection.enqueueRawInternal($0) }
+        }
+        transaction.queuedBeforeKey.removeAll()
     }
 
     /// Sends a client command on the transaction's connection; its reply
@@ -260,10 +265,7 @@ extension Worker {
         }
         // Only keyless commands: run them as one transaction on any master.
         guard bind(transaction, slot: -1, session: session), let connection = transaction.connection else { return }
-        connection.enqueueInternal([Array("MULTI".utf8)])
-        for frame in transaction.queuedBeforeKey {
-            frame.withUnsafeBytes { connection.enqueueRawInternal($0) }
-        }
+        replayQueued(transaction, on: connection)
         send(command.frame, on: connection, session: session, ending: true)
     }
 
