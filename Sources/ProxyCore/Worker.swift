@@ -510,9 +510,17 @@ final class Worker {
             acceptPaused = false
             listenerEvent?.add()
         }
-        for connection in dedicated.busy.values where connection.state == .connecting {
-            if now - connection.connectStartedAt > Int64(configuration.connectTimeoutMs) {
-                connection.fail(reason: "connect timeout (connect-timeout-ms \(configuration.connectTimeoutMs))")
+        for connection in dedicated.busy.values {
+            if connection.state == .connecting {
+                if now - connection.connectStartedAt > Int64(configuration.connectTimeoutMs) {
+                    connection.fail(reason: "connect timeout (connect-timeout-ms \(configuration.connectTimeoutMs))")
+                }
+            } else if connection.transactionBound, let oldest = connection.oldestSentAt,
+                now - oldest > Int64(configuration.requestTimeoutMs)
+            {
+                // Transactions answer at once; blocking commands and
+                // subscriptions wait as long as they like.
+                connection.fail(reason: "no reply within request-timeout-ms \(configuration.requestTimeoutMs)")
             }
         }
         for pool in pools.values {
