@@ -308,26 +308,31 @@ final class Worker {
     /// shared connection.
     @inline(__always)
     private func forward(_ command: Command, slot: Int, session: ClientSession) {
-        let target: BackendPool
-        if slot >= 0 {
-            guard let owner = slotOwners[slot] else {
-                session.replyError("CLUSTERDOWN Hash slot not served")
-                return
-            }
-            target = owner
-        } else {
-            guard !masterPools.isEmpty else {
-                session.replyError("CLUSTERDOWN The cluster is down")
-                return
-            }
-            anyNodeCursor = anyNodeCursor + 1 >= masterPools.count ? 0 : anyNodeCursor + 1
-            target = masterPools[anyNodeCursor]
-        }
+        guard let target = targetPool(slot: slot, session: session) else { return }
         let record = recordPool.acquire()
         record.request.append(command.frame)
         record.slot = slot
         session.expectReply(record)
         target.connection(resp3: session.resp3).enqueue(record)
+    }
+
+    /// The pool of the master serving `slot`, or of any master (round robin)
+    /// for -1; nil after answering `CLUSTERDOWN` when there is none.
+    @inline(__always)
+    private func targetPool(slot: Int, session: ClientSession) -> BackendPool? {
+        if slot >= 0 {
+            guard let owner = slotOwners[slot] else {
+                session.replyError("CLUSTERDOWN Hash slot not served")
+                return nil
+            }
+            return owner
+        }
+        guard !masterPools.isEmpty else {
+            session.replyError("CLUSTERDOWN The cluster is down")
+            return nil
+        }
+        anyNodeCursor = anyNodeCursor + 1 >= masterPools.count ? 0 : anyNodeCursor + 1
+        return masterPools[anyNodeCursor]
     }
 
     /// A blocking command (`BLPOP`, `BZPOPMIN`, `XREAD ... BLOCK` ...) runs on
@@ -350,16 +355,7 @@ final class Worker {
             }
             slot = keySlot
         }
-        let pool: BackendPool
-        if slot >= 0 {
-            guard let owner = slotOwners[slot] else {
-                session.replyError("CLUSTERDOWN Hash slot not served")
-                return
-            }
-            pool = owner
-        } else {
-            pool = masterPools[0]
-        }
+        guard let pool = targetPool(slot: slot, session: session) else { return }
         let record = recordPool.acquire()
         record.request.append(command.frame)
         record.slot = slot
