@@ -20,15 +20,21 @@ extension Worker {
         let fanOut = FanOut(target: target, rule: rule, parts: parts.count, resp3: session.resp3)
         fanOut.sessionForNextStage = session
         for (index, part) in parts.enumerated() {
-            let record = recordPool.acquire()
-            record.session = session
-            record.fanOut = fanOut
-            record.part = index
+            let record = partRecord(fanOut, index, request: part.request.readable, session: session)
             record.slot = part.slot
-            record.request.append(part.request.readable)
             part.pool.connection(resp3: session.resp3).enqueue(record)
         }
         return fanOut
+    }
+
+    /// The record that carries part `index` of `fanOut`.
+    func partRecord(_ fanOut: FanOut, _ index: Int, request: UnsafeRawBufferPointer, session: ClientSession) -> RequestRecord {
+        let record = recordPool.acquire()
+        record.session = session
+        record.fanOut = fanOut
+        record.part = index
+        record.request.append(request)
+        return record
     }
 
     /// The client's own record for a command answered by a fan-out.

@@ -33,11 +33,7 @@ extension Worker {
         let fanOut = FanOut(target: .client(parent), rule: .minimum, parts: masterPools.count, resp3: session.resp3)
         fanOut.sessionForNextStage = session
         for (index, pool) in masterPools.enumerated() {
-            let record = recordPool.acquire()
-            record.session = session
-            record.fanOut = fanOut
-            record.part = index
-            record.request.append(command.frame)
+            let record = partRecord(fanOut, index, request: command.frame, session: session)
             guard index < map.shards.count, let key = scratchKey(servedBy: map.shards[index]),
                 let connection = dedicated.acquire(pool.address, resp3: session.resp3)
             else {
