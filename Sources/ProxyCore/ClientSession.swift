@@ -51,6 +51,10 @@ final class ClientSession {
     var subscribedPatterns = Set<[UInt8]>()
     /// Confirmations of such a resubscription, swallowed (the client did not ask).
     var confirmationsToSwallow = 0
+    /// Shard channels (`SSUBSCRIBE`), one connection per master they live on.
+    var shards: ShardedSubscriptions?
+    /// In subscribe mode (RESP2: only subscription commands are allowed).
+    var isSubscribed: Bool { subscription != nil || shards != nil }
     /// Dedicated connections running this client's `WAIT` on each master.
     var waitConnections: [BackendConnection] = []
     /// `WATCH`/`MULTI` state, while the client is in a transaction.
@@ -109,18 +113,20 @@ final class ClientSession {
     /// command, `WATCH`, `EXEC` ...), and a later command on a shared
     /// connection could otherwise overtake it, which one server never allows.
     var barrier: RequestRecord?
-    /// Subscribe mode: parsing waits for the proxy's marker `PING` after an
-    /// unsubscribe, so the subscription's state is known before going on.
-    var awaitingSubscriptionMarker = false
+    /// Subscribe mode: parsing waits for the proxy's marker `PING`s after an
+    /// unsubscribe, so the subscriptions' state is known before going on.
+    var subscriptionMarkersOwed = 0
+    /// Of those, the ones on `subscription`'s connection.
+    var regularMarkersOwed = 0
 
     /// Parses what is buffered once a barrier is lifted.
     func resumeParsing() {
-        guard !isClosed, barrier == nil, !awaitingSubscriptionMarker else { return }
+        guard !isClosed, barrier == nil, subscriptionMarkersOwed == 0 else { return }
         parseRequests()
     }
 
     private func parseRequests() {
-        while !input.isEmpty && !closeAfterFlush && barrier == nil && !awaitingSubscriptionMarker {
+        while !input.isEmpty && !closeAfterFlush && barrier == nil && subscriptionMarkersOwed == 0 {
             if pending.count >= ClientSession.pauseAtPendingReplies
                 || output.readableBytes >= ClientSession.pauseAtOutputBytes
             {
@@ -206,6 +212,10 @@ final class ClientSession {
         }
         output.append(bytes)
         markDirty()
+    }
+
+    func streamArrived(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { streamArrived($0) }
     }
 
     /// Subscribe mode ended: the stream's place in the queue is released.
@@ -297,13 +307,8 @@ final class ClientSession {
         }
         // The node would keep a command blocked, or keep sending messages
         // for nobody: drop those connections.
-        if let connection = subscription {
-            subscription = nil
-            subscriptionStream = nil
-            connection.subscriber = nil
-            connection.close()
-            worker.dedicated.release(connection)
-        }
+        subscriptionStream = nil
+        if isSubscribed { worker.endAllSubscriptions(self) }
         if let connection = blockedOn {
             blockedOn = nil
             connection.close()

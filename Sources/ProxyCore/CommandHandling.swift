@@ -22,7 +22,8 @@ enum CommandHandling: Equatable {
     case info
     /// Blocks: runs on a dedicated connection to the owner of its slot.
     case blocking
-    /// Pub/Sub (not sharded): subscribe mode on a dedicated connection.
+    /// Pub/Sub: subscribe mode on a dedicated connection (sharded: one per
+    /// master owning the channels).
     case subscribe
     /// `MULTI`/`EXEC`/`DISCARD`/`WATCH`/`UNWATCH` (see `Worker+Transactions.swift`).
     case transaction
@@ -57,7 +58,7 @@ enum CommandHandling: Equatable {
         switch spec.name {
         case "debug": return .debug
         case "scan": return .scan
-        case "subscribe", "psubscribe", "unsubscribe", "punsubscribe": return .subscribe
+        case "subscribe", "psubscribe", "unsubscribe", "punsubscribe", "ssubscribe", "sunsubscribe": return .subscribe
         case "multi", "exec", "discard", "watch", "unwatch": return .transaction
         case "wait": return .wait
         case "info": return .info
@@ -123,6 +124,9 @@ enum CommandHandling: Equatable {
             }
             return "on a dedicated connection to the owner of its slot (never stalls shared connections)"
         case .subscribe:
+            if spec.name == "ssubscribe" {
+                return "subscribe mode; one dedicated connection per master owning the channels' slots, counts kept as one server's; follows slot migrations"
+            }
             return spec.name.hasSuffix("unsubscribe")
                 ? "answered by the proxy outside subscribe mode; inside, sent to the subscription's connection"
                 : "subscribe mode on a dedicated connection to one master; messages and replies streamed as Redis sends them"
@@ -130,7 +134,7 @@ enum CommandHandling: Equatable {
             return "binds the client to a pooled dedicated connection to the transaction's master until EXEC/DISCARD/UNWATCH"
         case .wait:
             return "every master, each on a dedicated connection after a 1 ms scratch write; the smallest count"
-        case .pinned: return "not yet: needs a connection of its own (sharded Pub/Sub, client tracking)"
+        case .pinned: return "not yet (an error says so): needs a backend connection of the client's own"
         case .refused(let reason): return "refused: \(reason)"
         case .debug: return "refused unless `allow-debug: yes`; then `DEBUG OBJECT key` by slot, the rest to any master"
         }

@@ -16,42 +16,80 @@ import RESPWire
 extension Worker {
     static let subscribeCommands: Set<String> = ["subscribe", "psubscribe"]
     static let subscribeModeCommands: Set<String> = [
-        "subscribe", "psubscribe", "unsubscribe", "punsubscribe", "ping", "reset", "quit",
+        "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe", "ping", "reset",
+        "quit",
     ]
 
     /// A client command while it is subscribed. True when handled here.
     func routeInSubscribeMode(_ command: Command, session: ClientSession) -> Bool {
-        guard let connection = session.subscription else { return false }
         let name = command.string(0).lowercased()
-        if name == "reset" {
-            // RESET also returns the connection to RESP2: it cannot go back to
-            // the idle pool as it is. Drop it; the proxy answers the RESET.
-            endSubscription(session, keepConnection: false)
-            return false
-        }
-        if name == "quit" {
-            // The stream ends here; the proxy answers QUIT after what is owed.
-            endSubscription(session, keepConnection: false)
+        if name == "reset" || name == "quit" {
+            // RESET also returns the connections to RESP2, and QUIT ends the
+            // stream: the connections are dropped; the proxy answers these.
+            endAllSubscriptions(session)
             return false
         }
         // RESP3 allows any command in subscribe mode; it is routed as usual.
-        if session.resp3 && !Worker.subscribeModeCommands.contains(name) { return false }
-        if session.resp3 && name == "ping" { return false }
+        if session.resp3 && (!Worker.subscribeModeCommands.contains(name) || name == "ping") { return false }
         guard Worker.subscribeModeCommands.contains(name) else {
             // Never forwarded: after a pipelined UNSUBSCRIBE the node would run it.
             rejectInSubscribeMode(command, session: session)
             return true
         }
-        connection.enqueueStream(command.frame)
-        trackSubscriptions(name, command, session: session)
-        if name == "unsubscribe" || name == "punsubscribe" {
-            // Whether the client is still subscribed is known once these
-            // confirmations are in: a marker PING after them tells, and the
-            // client's next command waits for it.
-            Worker.subscriptionMarkerFrame.withUnsafeBytes { connection.enqueueStream($0) }
-            session.awaitingSubscriptionMarker = true
+        switch name {
+        case "ssubscribe":
+            shardSubscribe(command, session: session)
+        case "sunsubscribe":
+            shardUnsubscribe(command, session: session)
+        case "subscribe" where session.subscription == nil, "psubscribe" where session.subscription == nil:
+            startSubscription(command, session: session)
+        default:
+            if let connection = session.subscription {
+                connection.enqueueStream(command.frame)
+                trackSubscriptions(name, command, session: session)
+                if name == "unsubscribe" || name == "punsubscribe" { sendSubscriptionMarkers(session) }
+            } else if name == "ping" {
+                shardPing(command, session: session)
+            } else {
+                // Shard channels only: no channel or pattern to drop.
+                streamConfirmations(name, command, count: 0, session: session)
+            }
         }
         return true
+    }
+
+    /// Whether the client is still subscribed is known once every
+    /// subscription connection has answered what it was sent: a marker
+    /// `PING` behind it on each tells, and the client's next command waits.
+    func sendSubscriptionMarkers(_ session: ClientSession) {
+        if let connection = session.subscription {
+            Worker.subscriptionMarkerFrame.withUnsafeBytes { connection.enqueueStream($0) }
+            session.regularMarkersOwed += 1
+            session.subscriptionMarkersOwed += 1
+        }
+        for link in (session.shards.map { Array($0.links.values) } ?? []) {
+            Worker.subscriptionMarkerFrame.withUnsafeBytes { link.connection.enqueueStream($0) }
+            link.sent.append(.marker)
+            session.subscriptionMarkersOwed += 1
+        }
+        settleSubscribeMode(session)
+    }
+
+    /// Once no marker is owed: subscriptions down to nothing end, and with
+    /// the last of them subscribe mode.
+    func settleSubscribeMode(_ session: ClientSession) {
+        guard session.subscriptionMarkersOwed == 0 else { return }
+        writeOwedShardReplies(session)
+        if session.subscription != nil && session.subscriptionCount == 0 { endRegularSubscription(session) }
+        if let shards = session.shards {
+            releaseIdleShardLinks(session)
+            if shards.wantsNothing && shards.links.isEmpty { session.shards = nil }
+        }
+        if !session.isSubscribed, let stream = session.subscriptionStream {
+            session.subscriptionStream = nil
+            session.finishStream(stream)
+        }
+        session.resumeParsing()
     }
 
     static let subscriptionMarker = "slotproxy-subscription-marker"
@@ -91,14 +129,19 @@ extension Worker {
         connection.servedSession = session
         connection.subscriber = session
         session.subscription = connection
-        if !session.resp3 {
-            let stream = recordPool.acquire()
-            stream.isStream = true
-            session.expectReply(stream)
-            session.subscriptionStream = stream
-        }
+        openSubscriptionStream(session)
         connection.enqueueStream(command.frame)
         trackSubscriptions(command.string(0).lowercased(), command, session: session)
+    }
+
+    /// RESP2: subscribe mode takes the client's reply queue from here on;
+    /// what the subscriptions send waits behind replies still owed.
+    func openSubscriptionStream(_ session: ClientSession) {
+        guard !session.resp3, session.subscriptionStream == nil else { return }
+        let stream = recordPool.acquire()
+        stream.isStream = true
+        session.expectReply(stream)
+        session.subscriptionStream = stream
     }
 
     /// Keeps the client's channels and patterns, for a resubscription.
@@ -115,41 +158,83 @@ extension Worker {
         }
     }
 
-    /// `UNSUBSCRIBE`/`PUNSUBSCRIBE` from a client that is not subscribed:
-    /// Redis answers one confirmation per channel (one with a null channel
-    /// when none is named), each with a count of 0.
+    /// `UNSUBSCRIBE`/`PUNSUBSCRIBE`/`SUNSUBSCRIBE` from a client that is not
+    /// subscribed: Redis answers one confirmation per channel (one with a
+    /// null channel when none is named), each with a count of 0.
     func unsubscribeWhileNotSubscribed(_ command: Command, session: ClientSession) {
         let kind = command.string(0).lowercased()
-        let resp3 = session.resp3
-        let channels: [[UInt8]?] = command.count > 1 ? (1..<command.count).map { command.bytes($0) } : [nil]
-        session.replyLocally { out in
-            for channel in channels {
-                if resp3 {
-                    out.append(">3\r\n")
-                } else {
-                    out.appendArrayHeader(3)
-                }
-                out.appendBulk(kind)
-                if let channel { out.appendBulk(channel) } else { out.appendNull(resp3: resp3) }
-                out.appendInteger(0)
-            }
+        let confirmations = Worker.channelArguments(command).map {
+            subscriptionConfirmation(kind, $0, count: 0, resp3: session.resp3)
         }
+        session.replyLocally { out in
+            for confirmation in confirmations { out.append(confirmation) }
+        }
+    }
+
+    /// The same, in subscribe mode: into the subscription stream.
+    func streamConfirmations(_ kind: String, _ command: Command, count: Int, session: ClientSession) {
+        for channel in Worker.channelArguments(command) {
+            session.streamArrived(subscriptionConfirmation(kind, channel, count: count, resp3: session.resp3))
+        }
+    }
+
+    private static func channelArguments(_ command: Command) -> [[UInt8]?] {
+        command.count > 1 ? (1..<command.count).map { command.bytes($0) } : [nil]
+    }
+
+    /// `[kind, channel, count]` as a server sends it (a push in RESP3); a nil
+    /// count leaves it out (`[pong, argument]`).
+    func subscriptionConfirmation(_ kind: String, _ channel: [UInt8]?, count: Int?, resp3: Bool) -> [UInt8] {
+        let out = ByteBuffer(capacity: 64 + (channel?.count ?? 0))
+        let items = count == nil ? 2 : 3
+        if resp3 {
+            out.append(byte: UInt8(ascii: ">"))
+            out.appendDecimal(items)
+            out.append("\r\n")
+        } else {
+            out.appendArrayHeader(items)
+        }
+        out.appendBulk(kind)
+        if let channel { out.appendBulk(channel) } else { out.appendNull(resp3: resp3) }
+        if let count { out.appendInteger(count) }
+        return out.readableArray()
+    }
+
+    /// RESP2 in subscribe mode: errors and local answers go into the stream;
+    /// otherwise, an ordinary reply.
+    func streamOrReply(_ session: ClientSession, _ write: (ByteBuffer) -> Void) {
+        guard session.isSubscribed else {
+            session.replyLocally(write)
+            return
+        }
+        let out = ByteBuffer(capacity: 128)
+        write(out)
+        session.streamArrived(out.readable)
     }
 
     /// Something arrived on a subscription connection.
     func subscriptionData(_ bytes: UnsafeRawBufferPointer, kind: ReplyKind, for session: ClientSession, on connection: BackendConnection) {
+        if let shards = session.shards, let link = shards.link(of: connection) {
+            shardLinkData(bytes, link: link, session: session, shards: shards)
+            return
+        }
         if session.confirmationsToSwallow > 0, Worker.subscriptionCount(in: bytes) != nil {
             session.confirmationsToSwallow -= 1
             return
         }
-        if session.awaitingSubscriptionMarker, Worker.isSubscriptionMarker(bytes) {
-            session.awaitingSubscriptionMarker = false
-            if session.subscriptionCount == 0 { endSubscription(session) }
-            session.resumeParsing()
+        if session.regularMarkersOwed > 0, Worker.isSubscriptionMarker(bytes) {
+            session.regularMarkersOwed -= 1
+            session.subscriptionMarkersOwed -= 1
+            settleSubscribeMode(session)
             return
         }
         if let count = Worker.subscriptionCount(in: bytes) { session.subscriptionCount = count }
         session.streamArrived(bytes)
+        enforcePubsubOutputLimit(session)
+    }
+
+    /// A subscriber that does not read is disconnected past `pubsub-output-limit`.
+    func enforcePubsubOutputLimit(_ session: ClientSession) {
         let unread = session.output.readableBytes + (session.subscriptionStream?.reply.readableBytes ?? 0)
         if unread > configuration.pubsubOutputLimit {
             logger.warning(
@@ -166,6 +251,10 @@ extension Worker {
     /// would be for a client reconnecting itself. With no other master to
     /// go to, the client is disconnected rather than left waiting.
     func subscriptionLost(_ session: ClientSession, from dead: BackendConnection) {
+        if let shards = session.shards, let link = shards.link(of: dead) {
+            shardLinkLost(link, session: session, shards: shards)
+            return
+        }
         session.subscription = nil
         guard !session.isClosed,
             let pool = masterPools.first(where: { $0.address != dead.address }),
@@ -186,8 +275,8 @@ extension Worker {
         if !session.subscribedPatterns.isEmpty {
             connection.enqueueInternalStream([Array("PSUBSCRIBE".utf8)] + session.subscribedPatterns.sorted { $0.lexicographicallyPrecedes($1) })
         }
-        if session.awaitingSubscriptionMarker {
-            // The marker was lost with the old connection: ask again.
+        for _ in 0..<session.regularMarkersOwed {
+            // The markers were lost with the old connection: ask again.
             Worker.subscriptionMarkerFrame.withUnsafeBytes { connection.enqueueStream($0) }
         }
         logger.info(
@@ -218,15 +307,34 @@ extension Worker {
         return false
     }
 
-    func endSubscription(_ session: ClientSession, keepConnection: Bool = true) {
+    /// The channels and patterns are all gone: the connection goes back to
+    /// the idle pool (the node left subscribe mode on it).
+    func endRegularSubscription(_ session: ClientSession) {
         guard let connection = session.subscription else { return }
         session.subscription = nil
         connection.subscriber = nil
-        if !keepConnection { connection.close() }
         dedicated.release(connection)
+    }
+
+    /// `RESET`, `QUIT`: every subscription connection is dropped at once.
+    func endAllSubscriptions(_ session: ClientSession) {
+        if let connection = session.subscription {
+            session.subscription = nil
+            closeSubscriptionConnection(connection)
+        }
+        for link in (session.shards.map { Array($0.links.values) } ?? []) { closeSubscriptionConnection(link.connection) }
+        session.shards = nil
+        session.regularMarkersOwed = 0
+        session.subscriptionMarkersOwed = 0
         if let stream = session.subscriptionStream {
             session.subscriptionStream = nil
             session.finishStream(stream)
         }
+    }
+
+    func closeSubscriptionConnection(_ connection: BackendConnection) {
+        connection.subscriber = nil
+        connection.close()
+        dedicated.release(connection)
     }
 }

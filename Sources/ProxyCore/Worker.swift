@@ -45,6 +45,8 @@ final class Worker {
     var anyNodeCursor = 0
 
     let workerIndex: Int
+    /// Sessions with shard channels waiting for a live master (see `Worker+ShardedPubSub`).
+    var sessionsAwaitingResubscription: [ObjectIdentifier: ClientSession] = [:]
 
     init(
         index: Int, configuration: ProxyConfiguration, listenerFD: CInt, mailbox: Mailbox<WorkerMessage>,
@@ -190,6 +192,14 @@ final class Worker {
             slotOwners[slot] = shard == SlotMap.unassigned ? nil : masterPools[Int(shard)]
         }
         slotMap = map
+        retryShardResubscriptions(force: true)
+    }
+
+    /// A `MOVED` named the slot's new owner: remember it now, and learn the
+    /// rest of the new topology in the background.
+    func learnSlotOwner(_ slot: Int, _ address: NodeAddress) {
+        slotOwners[slot] = pool(for: address)
+        shared.requestTopologyRefresh()
     }
 
     func pool(for address: NodeAddress) -> BackendPool {
@@ -206,7 +216,7 @@ final class Worker {
     func route(_ session: ClientSession, frame: UnsafeRawBufferPointer, arguments: [ArgumentSpan]) {
         commandsProcessed &+= 1
         let command = Command(frame: frame, arguments: arguments)
-        if session.subscription != nil && routeInSubscribeMode(command, session: session) { return }
+        if session.isSubscribed && routeInSubscribeMode(command, session: session) { return }
         guard let spec = CommandResolver.resolve(command, in: commands, session: session) else {
             // A refused command inside MULTI aborts the transaction, as in Redis.
             if let transaction = session.transaction, transaction.inMulti { transaction.aborted = true }
@@ -240,7 +250,9 @@ final class Worker {
                 runBlocking(spec, command, session: session)
                 return
             case .subscribe:
-                if Worker.subscribeCommands.contains(spec.name) {
+                if spec.name == "ssubscribe" {
+                    shardSubscribe(command, session: session)
+                } else if Worker.subscribeCommands.contains(spec.name) {
                     startSubscription(command, session: session)
                 } else {
                     unsubscribeWhileNotSubscribed(command, session: session)
@@ -252,8 +264,9 @@ final class Worker {
                 wait(command, session: session)
                 return
             case .pinned:
+                let name = String(spec.name.map { $0 == "|" ? " " : $0 }).uppercased()
                 session.replyError(
-                    "ERR slotproxy does not support '\(spec.name)' yet (sharded Pub/Sub, client tracking, WAIT)")
+                    "ERR slotproxy does not support \(name) yet: it needs a backend connection of the client's own")
                 return
             case .refused(let reason):
                 session.replyError("ERR slotproxy does not forward '\(spec.name)': \(reason)")
@@ -417,12 +430,7 @@ final class Worker {
             record.redirects += 1
             let address = NodeAddress(host: redirect.host, port: redirect.port)
             let target = pool(for: address)
-            if redirect.kind == .moved {
-                // The slot has a new owner: remember it now, and learn the rest
-                // of the new topology in the background.
-                slotOwners[redirect.slot] = target
-                shared.requestTopologyRefresh()
-            }
+            if redirect.kind == .moved { learnSlotOwner(redirect.slot, address) }
             if let session = record.session, !session.isClosed {
                 if connection.isDedicated {
                     sendBlocking(record, to: address, asking: redirect.kind == .ask, session: session)
@@ -506,6 +514,7 @@ final class Worker {
             acceptPaused = false
             listenerEvent?.add()
         }
+        retryShardResubscriptions(force: false)
         for connection in dedicated.busy.values {
             if connection.state == .connecting {
                 if now - connection.connectStartedAt > Int64(configuration.connectTimeoutMs) {

@@ -161,3 +161,173 @@ def test_subscription_survives_the_death_of_its_node(cluster, proxy_factory):
         finally:
             cluster.restart(victim)
             cluster.wait_healthy(timeout=60)
+
+
+# ---------------------------------------------------------------------------
+# Sharded Pub/Sub (SSUBSCRIBE, Redis 7): channels live on their slot's master.
+# ---------------------------------------------------------------------------
+
+
+def shard_channels(cluster) -> list[str]:
+    """One fresh shard channel owned by each master, in `cluster.masters` order."""
+    from cluster import key_hash_slot
+
+    found: dict[int, str] = {}
+    base = uuid.uuid4().hex[:8]
+    i = 0
+    while len(found) < len(cluster.masters):
+        name = f"sch:{base}:{i}"
+        found.setdefault(cluster.node_for_slot(key_hash_slot(name)), name)
+        i += 1
+    return [found[m] for m in cluster.masters]
+
+
+def shard_subscribers(cluster) -> int:
+    """Connections with shard subscriptions, over every master."""
+    total = 0
+    for m in cluster.masters:
+        listing = cluster.call(m, "CLIENT", "LIST").decode()
+        total += sum(1 for line in listing.splitlines() if " ssub=" in line and " ssub=0 " not in line)
+    return total
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+def test_sharded_subscribe_across_masters(cluster, proxy, standalone_like, proto):
+    a, b, c = shard_channels(cluster)
+    before = shard_subscribers(cluster)
+    with proxy.raw(timeout=10) as sub, RawConnection(standalone_like.port, timeout=10) as ref, proxy.raw() as pub:
+        if proto == 3:
+            sub.hello(3)
+            ref.hello(3)
+        for conn in (sub, ref):
+            conn.send_command("PING")
+            conn.send_command("SSUBSCRIBE", a)
+        assert sub.read_replies(2) == ref.read_replies(2)
+        # Channels on two other masters in one command: one confirmation
+        # each, counted over all the client's shard channels.
+        sub.send_command("SSUBSCRIBE", b, c)
+        got = sub.read_replies(2)
+        assert got == [[b"ssubscribe", b.encode(), 2], [b"ssubscribe", c.encode(), 3]]
+        assert shard_subscribers(cluster) == before + 3
+        # Each master delivers its own channel's messages.
+        for i, ch in enumerate((a, b, c)):
+            assert pub.command("SPUBLISH", ch, f"m{i}") == 1
+        msgs = sub.read_replies(3)
+        assert sorted(msgs) == sorted([[b"smessage", ch.encode(), f"m{i}".encode()] for i, ch in enumerate((a, b, c))])
+        if proto == 2:
+            for args in (("PING",), ("PING", "hi"), ("GET", "x")):
+                sub.send_command(*args)
+                ref.send_command(*args)
+                assert sub.read_replies(1) == ref.read_replies(1), args
+        # A regular channel besides: dropping it keeps the client subscribed.
+        for conn in (sub, ref):
+            conn.send_command("SUBSCRIBE", "plain:" + a)
+            conn.send_command("UNSUBSCRIBE")
+            conn.send_command("SUNSUBSCRIBE", a, "never-subscribed")
+        assert sub.read_replies(2) == ref.read_replies(2)
+        assert sub.read_replies(2) == [[b"sunsubscribe", a.encode(), 2], [b"sunsubscribe", b"never-subscribed", 2]]
+        if proto == 2:
+            sub.send_command("PING")
+            assert sub.read_replies(1) == [[b"pong", b""]]  # still in subscribe mode
+        sub.send_command("SUNSUBSCRIBE")
+        got = sub.read_replies(2)
+        # (Which channel goes first is unspecified, as on a server.)
+        assert sorted(r[1] for r in got) == sorted([b.encode(), c.encode()]) and [r[2] for r in got] == [1, 0], got
+        # Out of subscribe mode: ordinary commands again, and no shard
+        # subscription left on any master.
+        assert sub.command("PING") == b"PONG"
+        assert is_status(sub.command("SET", a, "after"))
+        deadline = time.monotonic() + 5
+        while shard_subscribers(cluster) > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert shard_subscribers(cluster) == before
+
+
+def test_sunsubscribe_when_not_subscribed(proxy, standalone_like):
+    with proxy.raw() as c, RawConnection(standalone_like.port) as s:
+        for args in (("SUNSUBSCRIBE",), ("SUNSUBSCRIBE", "a", "b")):
+            n = max(1, len(args) - 1)
+            c.send_command(*args)
+            s.send_command(*args)
+            assert c.read_replies(n) == s.read_replies(n)
+        assert c.command("PING") == b"PONG"
+
+
+def test_sharded_subscription_follows_slot_migration(cluster, proxy):
+    """The old owner drops the channel with a `sunsubscribe` push when its
+    slot leaves; the proxy subscribes it again on the new owner (following
+    the old owner's MOVED) and the client sees only its messages."""
+    from cluster import key_hash_slot
+
+    ch = shard_channels(cluster)[0]
+    slot = key_hash_slot(ch)
+    src = cluster.node_for_slot(slot)
+    dst = next(m for m in cluster.masters if m != src)
+
+    def publish_until_delivered(pub, text: str) -> None:
+        # Bounded: the resubscription follows the migration within moments.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if pub.command("SPUBLISH", ch, text) == 1:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"no subscriber for {ch} after the migration")
+
+    with proxy.raw(timeout=20) as sub, proxy.raw() as pub:
+        sub.send_command("SSUBSCRIBE", ch)
+        assert sub.read_replies(1) == [[b"ssubscribe", ch.encode(), 1]]
+        assert pub.command("SPUBLISH", ch, "before") == 1
+        assert sub.read_replies(1) == [[b"smessage", ch.encode(), b"before"]]
+        try:
+            cluster.migrate_slot(slot, dst)
+            publish_until_delivered(pub, "moved")
+            assert sub.read_replies(1) == [[b"smessage", ch.encode(), b"moved"]]
+        finally:
+            cluster.migrate_slot(slot, src)
+        publish_until_delivered(pub, "back")
+        assert sub.read_replies(1) == [[b"smessage", ch.encode(), b"back"]]
+        # The client's own count never moved.
+        sub.send_command("SUNSUBSCRIBE", ch)
+        assert sub.read_replies(1) == [[b"sunsubscribe", ch.encode(), 0]]
+        assert sub.command("PING") == b"PONG"
+    assert "slot migrated" in proxy.log_text()
+
+
+def test_sharded_subscription_survives_the_death_of_its_master(cluster, proxy_factory):
+    """The link's node dies: once a replica is promoted, the proxy subscribes
+    the channel on it, and the client's session goes on untouched."""
+    from cluster import key_hash_slot
+
+    proxy = proxy_factory("--topology-refresh-ms", "200")
+    ch = shard_channels(cluster)[0]
+    victim = cluster.node_for_slot(key_hash_slot(ch))
+    with proxy.raw(timeout=30) as sub, proxy.raw(timeout=5) as pub:
+        sub.send_command("SSUBSCRIBE", ch)
+        assert sub.read_replies(1) == [[b"ssubscribe", ch.encode(), 1]]
+        cluster.kill(victim)
+        try:
+            delivered = False
+            deadline = time.monotonic() + 40
+            while not delivered and time.monotonic() < deadline:
+                # Errors while the slot has no master; 1 once the new one
+                # carries the subscription.
+                delivered = pub.command("SPUBLISH", ch, "after-failover") == 1
+                if not delivered:
+                    time.sleep(0.2)
+            assert delivered, "the subscription never reached the promoted replica"
+            assert sub.read_replies(1) == [[b"smessage", ch.encode(), b"after-failover"]]
+            assert "wait for a live master" in proxy.log_text()
+        finally:
+            cluster.restart(victim)
+            cluster.wait_healthy(timeout=60)
+
+
+def test_client_tracking_is_refused_clearly(proxy):
+    """Client-side caching is not supported yet: a clear error, never a
+    silently missing invalidation."""
+    with proxy.raw() as c:
+        c.hello(3)
+        reply = c.command("CLIENT", "TRACKING", "ON")
+        assert isinstance(reply, RespError)
+        assert reply.message == "ERR slotproxy does not support CLIENT TRACKING yet: it needs a backend connection of the client's own"
+        assert c.command("PING") == b"PONG"
