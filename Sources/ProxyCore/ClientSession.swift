@@ -298,6 +298,14 @@ final class ClientSession {
         readEvent?.remove()
         writeEvent?.remove()
         Socket.close(fd)
+        if let relaxed = transaction?.relaxed {
+            transaction = nil
+            for connection in relaxed.watchConnections.values {
+                connection.transactionBound = false
+                connection.close()
+                worker.dedicated.release(connection)
+            }
+        }
         if let connection = transaction?.connection {
             // A transaction half done: the connection holds its MULTI or WATCH.
             transaction = nil

@@ -88,6 +88,14 @@ enum CommandHandling: Equatable {
 
     /// One line of the compatibility table.
     static func describe(_ spec: CommandSpec) -> String {
+        if Worker.listMoveCommands.contains(spec.name) {
+            return describeHandling(spec)
+                + "; with `cross-slot-transactions: relaxed`, across slots: popped, then pushed (not atomic)"
+        }
+        return describeHandling(spec)
+    }
+
+    private static func describeHandling(_ spec: CommandSpec) -> String {
         let multiKey = spec.keyStep > 0 && (spec.lastKey < 0 || spec.lastKey > spec.firstKey)
         switch of(spec) {
         case .bySlot:

@@ -27,6 +27,18 @@ enum MergeRule {
     case infoKeyspace(prefix: String)
     /// `DUMP`s of the sources of an emulated command, to be computed next.
     case emulate(Worker.EmulationPlan)
+    /// The slot groups of a relaxed transaction's `EXEC` (see `Worker+RelaxedTransactions`).
+    case relaxedTransaction(RelaxedExecution)
+    /// A step of a list move between slots (see `Worker+ListMove`).
+    case listMove(Worker.ListMovePlan)
+
+    /// Whether a part that answers `TRYAGAIN` may be split further, key by key.
+    var isSplitByKey: Bool {
+        switch self {
+        case .keyOrder, .sum, .allSucceeded: true
+        default: false
+        }
+    }
 }
 
 /// Where a finished fan-out's reply goes: to the client, or into one part of
@@ -132,7 +144,7 @@ final class FanOut {
             scanPage(parts[0], position: position, into: out, scanCursor: scanCursor)
         case .infoKeyspace(let prefix):
             Worker.appendInfo(prefix + KeyspaceSummer.sum(parts), resp3: resp3, to: out)
-        case .emulate:
+        case .emulate, .relaxedTransaction, .listMove:
             break  // handled by the worker before merging
         case .firstSuccess:
             break

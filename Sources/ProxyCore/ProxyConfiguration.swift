@@ -28,6 +28,15 @@ public enum LogLevelSetting: String, Sendable, CaseIterable {
     case trace, debug, info, notice, warning, error, critical
 }
 
+/// What a transaction whose keys span several slots gets (`cross-slot-transactions`).
+public enum CrossSlotTransactions: String, Sendable, CaseIterable {
+    /// `-CROSSSLOT`, then `-EXECABORT`, exactly as a cluster node answers.
+    case refuse
+    /// Run as one `MULTI`/`EXEC` per slot: atomic per slot, not across slots
+    /// (see `Worker+RelaxedTransactions.swift`).
+    case relaxed
+}
+
 /// Every setting of the proxy, with its default. The executable fills it from
 /// the YAML file and the command line; the core only reads it.
 public struct ProxyConfiguration: Sendable, Equatable {
@@ -61,6 +70,8 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// disconnected, as Redis's `client-output-buffer-limit pubsub` does
     /// (`pubsub-output-limit`).
     public var pubsubOutputLimit: Int = 32 * 1024 * 1024
+    /// Transactions over several slots: refused as by Redis, or run per slot (`cross-slot-transactions`).
+    public var crossSlotTransactions: CrossSlotTransactions = .refuse
     /// Log level (`log-level`).
     public var logLevel: LogLevelSetting = .info
     /// FLUSHALL/FLUSHDB through the proxy wipe every master; refused unless this is true (`allow-flush`).

@@ -61,6 +61,12 @@ final class SharedState: Sendable {
 
     func topologyPublished() { topologyEpochs.add(1, ordering: .relaxed) }
 
+    /// Relaxed transactions a WATCH aborted after some slot groups had
+    /// committed (`relaxed_transactions_partial` in `INFO proxy`).
+    private let relaxedPartialOutcomes = Atomic<Int>(0)
+    func relaxedTransactionPartialOutcome() { relaxedPartialOutcomes.add(1, ordering: .relaxed) }
+    var relaxedTransactionPartialOutcomes: Int { relaxedPartialOutcomes.load(ordering: .relaxed) }
+
     func nextClientID() -> Int { clientIDs.add(1, ordering: .relaxed).newValue }
 
     /// Counts a new client in, unless `limit` clients are already connected.

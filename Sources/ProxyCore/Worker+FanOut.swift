@@ -46,6 +46,14 @@ extension Worker {
 
     func partArrived(_ fanOut: FanOut, part: Int, reply: UnsafeRawBufferPointer) {
         guard fanOut.receive(part: part, reply: reply) else { return }
+        if case .relaxedTransaction(let execution) = fanOut.rule {
+            relaxedStageFinished(execution, fanOut)
+            return
+        }
+        if case .listMove(let plan) = fanOut.rule {
+            listMoveStep(plan, reply: fanOut.replies[0] ?? [], target: fanOut.target, session: fanOut.sessionForNextStage)
+            return
+        }
         if case .emulate(let plan) = fanOut.rule {
             let dumps = fanOut.replies.map { $0 ?? [] }
             if let error = dumps.first(where: isError) {
@@ -125,7 +133,7 @@ extension Worker {
     /// migration, so the part is split further, one key per sub-command, and
     /// each key follows its own `ASK`. False when the part has a single key.
     func resplitPerKey(_ record: RequestRecord, connection: BackendConnection) -> Bool {
-        guard let fanOut = record.fanOut else { return false }
+        guard let fanOut = record.fanOut, fanOut.rule.isSplitByKey else { return false }
         var parser = RequestParser()
         let bytes = record.request.readableArray()
         let arguments: [[UInt8]] = bytes.withUnsafeBytes { raw in

@@ -49,7 +49,9 @@ extension Worker {
         return "# Proxy\r\nslotproxy_version:\(Worker.proxyVersion)\r\nuptime_in_seconds:\(uptime)\r\n"
             + "workers:\(max(1, configuration.workers))\r\nconnected_clients:\(shared.connectedClients)\r\n"
             + "total_commands_processed:\(shared.commandsProcessed)\r\ntopology_epoch:\(shared.topologyEpoch)\r\n"
-            + "cluster_masters:\(slotMap?.shards.count ?? 0)\r\ncluster_slots_covered:\(slotMap?.assignedSlotCount ?? 0)\r\n\r\n"
+            + "cluster_masters:\(slotMap?.shards.count ?? 0)\r\ncluster_slots_covered:\(slotMap?.assignedSlotCount ?? 0)\r\n"
+            + "cross_slot_transactions:\(configuration.crossSlotTransactions.rawValue)\r\n"
+            + "relaxed_transactions_partial:\(shared.relaxedTransactionPartialOutcomes)\r\n\r\n"
     }
 
     /// A bulk string in RESP2; a verbatim `txt` string in RESP3, as Redis answers `INFO`.

@@ -14,6 +14,14 @@ final class Transaction {
     var queuedBeforeKey: [[UInt8]] = []
     /// A command was refused while queuing: `EXEC` answers `EXECABORT`.
     var aborted = false
+    /// A command of another slot was queued: `EXEC` answers `CROSSSLOT`.
+    var crossSlot = false
+    /// `cross-slot-transactions: relaxed`: queued in the proxy, run per slot at `EXEC`.
+    var relaxed: RelaxedTransaction?
+
+    init(relaxed: Bool) {
+        self.relaxed = relaxed ? RelaxedTransaction() : nil
+    }
 }
 
 /// Transactions: the client is bound to one dedicated connection to the
@@ -21,9 +29,10 @@ final class Transaction {
 /// `WATCH`) until `EXEC`, `DISCARD` or `UNWATCH`; then the connection goes
 /// back to the idle list (EXEC and DISCARD leave it with nothing watched).
 /// Commands queued before the first key are answered `+QUEUED` by the proxy
-/// and replayed on the bound connection. Keys of another slot are refused
-/// with `CROSSSLOT` and the transaction is aborted as Redis aborts it
-/// (`EXECABORT` at `EXEC`). A `MOVED` inside the transaction (its slot
+/// and replayed on the bound connection. A command of another slot is
+/// answered as a cluster node answers it: `+QUEUED`, then `CROSSSLOT` at
+/// `EXEC` (one command whose own keys span slots: `CROSSSLOT` at once and
+/// `EXECABORT` at `EXEC`). A `MOVED` inside the transaction (its slot
 /// migrated) aborts it the same way, with a `TRYAGAIN` the client can retry on.
 extension Worker {
     static let transactionControl: Set<String> = ["multi", "exec", "discard", "watch", "unwatch"]
@@ -37,12 +46,12 @@ extension Worker {
             guard isControl else { return false }
             switch name {
             case "multi":
-                let transaction = Transaction()
+                let transaction = newTransaction()
                 transaction.inMulti = true
                 session.transaction = transaction
                 session.replyLocally { $0.append("+OK\r\n") }
             case "watch":
-                let transaction = Transaction()
+                let transaction = newTransaction()
                 session.transaction = transaction
                 watch(spec, command, transaction, session: session)
             case "unwatch":
@@ -73,7 +82,10 @@ extension Worker {
             }
             return true
         case "unwatch" where !transaction.inMulti:
-            if let connection = transaction.connection {
+            if let relaxed = transaction.relaxed {
+                releaseWatches(relaxed)
+                session.replyLocally { $0.append("+OK\r\n") }
+            } else if let connection = transaction.connection {
                 send(command.frame, on: connection, session: session, ending: true)
             } else {
                 session.replyLocally { $0.append("+OK\r\n") }
@@ -96,8 +108,16 @@ extension Worker {
         return true
     }
 
+    private func newTransaction() -> Transaction {
+        Transaction(relaxed: configuration.crossSlotTransactions == .relaxed)
+    }
+
     /// `WATCH` binds the transaction to the master of its keys' slot.
     private func watch(_ spec: CommandSpec, _ command: Command, _ transaction: Transaction, session: ClientSession) {
+        if transaction.relaxed != nil {
+            relaxedWatch(spec, command, transaction, session: session)
+            return
+        }
         guard let slot = singleSlot(spec, command, session: session, transaction: transaction) else { return }
         guard bind(transaction, slot: slot, session: session), let connection = transaction.connection else { return }
         send(command.frame, on: connection, session: session, barrier: true)
@@ -132,6 +152,10 @@ extension Worker {
             transaction.aborted = true
             return
         }
+        if transaction.relaxed != nil {
+            relaxedQueue(spec, command, transaction, session: session)
+            return
+        }
         session.keyIndices.removeAll(keepingCapacity: true)
         spec.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices, includeNotKeys: true)
         if session.keyIndices.isEmpty {
@@ -143,8 +167,14 @@ extension Worker {
             }
             return
         }
-        guard let slot = singleSlot(spec, command, session: session, transaction: transaction) else {
+        guard let slot = singleSlot(spec, command, session: session, transaction: nil) else {
             transaction.aborted = true
+            return
+        }
+        if transaction.slot != -1 && slot != transaction.slot {
+            // As a cluster node: queued, and EXEC answers CROSSSLOT.
+            transaction.crossSlot = true
+            session.replyLocally { $0.append("+QUEUED\r\n") }
             return
         }
         if transaction.connection == nil {
@@ -157,14 +187,14 @@ extension Worker {
         send(command.frame, on: transaction.connection!, session: session)
     }
 
-    /// The one slot of a command's keys, also the transaction's; nil (after
-    /// answering `CROSSSLOT`) when they differ.
+    /// The one slot of a command's keys, also the transaction's when one is
+    /// given; nil (after answering `CROSSSLOT`) when they differ.
     private func singleSlot(
-        _ spec: CommandSpec, _ command: Command, session: ClientSession, transaction: Transaction
+        _ spec: CommandSpec, _ command: Command, session: ClientSession, transaction: Transaction?
     ) -> Int? {
         session.keyIndices.removeAll(keepingCapacity: true)
         spec.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices, includeNotKeys: true)
-        var slot = transaction.slot
+        var slot = transaction?.slot ?? -1
         for index in session.keyIndices {
             let keySlot = slotHasher.slot(of: command.argument(index))
             if slot != -1 && keySlot != slot {
@@ -246,12 +276,25 @@ extension Worker {
     /// `EXEC` or `DISCARD`.
     private func finish(_ exec: Bool, _ command: Command, _ transaction: Transaction, session: ClientSession) {
         session.transaction = nil
-        if exec && transaction.aborted {
+        if let relaxed = transaction.relaxed {
+            // DISCARD sends nothing: nothing reached a node but the watches.
+            if exec {
+                relaxedExec(transaction, session: session)
+            } else {
+                releaseWatches(relaxed)
+                session.replyLocally { $0.append("+OK\r\n") }
+            }
+            return
+        }
+        if exec && (transaction.aborted || transaction.crossSlot) {
             if let connection = transaction.connection {
                 connection.enqueueInternal([Array("DISCARD".utf8)])
                 endTransaction(connection)
             }
-            session.replyError("EXECABORT Transaction discarded because of previous errors.")
+            session.replyError(
+                transaction.aborted
+                    ? "EXECABORT Transaction discarded because of previous errors."
+                    : "CROSSSLOT Keys in request don't hash to the same slot")
             return
         }
         if let connection = transaction.connection {
@@ -274,6 +317,7 @@ extension Worker {
     func abandonTransaction(_ session: ClientSession) {
         guard let transaction = session.transaction else { return }
         session.transaction = nil
+        if let relaxed = transaction.relaxed { releaseWatches(relaxed) }
         if let connection = transaction.connection {
             // Replies still owed on it keep their order; the node is told to
             // forget the transaction, and the connection is reused after.

@@ -308,6 +308,8 @@ final class Worker {
                     split(spec, command, session: session)
                 } else if CommandHandling.of(spec) == .emulated {
                     emulate(spec, command, session: session)
+                } else if moveBetweenSlots(spec, command, session: session) {
+                    return
                 } else {
                     session.replyError("CROSSSLOT Keys in request don't hash to the same slot")
                 }
@@ -363,7 +365,9 @@ final class Worker {
         for index in session.keyIndices {
             let keySlot = slotHasher.slot(of: command.argument(index))
             if slot != -1 && keySlot != slot {
-                session.replyError("CROSSSLOT Keys in request don't hash to the same slot")
+                if !moveBetweenSlots(spec, command, session: session) {
+                    session.replyError("CROSSSLOT Keys in request don't hash to the same slot")
+                }
                 return
             }
             slot = keySlot
@@ -377,7 +381,7 @@ final class Worker {
     }
 
     /// Sends a blocking command on a dedicated connection to `address`.
-    private func sendBlocking(_ record: RequestRecord, to address: NodeAddress, asking: Bool, session: ClientSession) {
+    func sendBlocking(_ record: RequestRecord, to address: NodeAddress, asking: Bool, session: ClientSession) {
         guard let connection = dedicated.acquire(address, resp3: session.resp3) else {
             failRequest(
                 record,

@@ -138,6 +138,16 @@ struct SlotproxyOptions: ParsableCommand {
     )
     var allowDebug: Bool?
 
+    @Option(
+        help: ArgumentHelp(
+            "Transactions over several slots: refuse (as Redis: CROSSSLOT, EXECABORT) or relaxed "
+                + "(one MULTI/EXEC per slot, atomic per slot only) (file: cross-slot-transactions; default "
+                + "\(defaults.crossSlotTransactions.rawValue)).",
+            valueName: "mode"
+        )
+    )
+    var crossSlotTransactions: String?
+
     /// The config file to read: `--check-config`'s or `--config`'s.
     var configFile: String? { checkConfig ?? config }
 
@@ -212,6 +222,10 @@ struct SlotproxyOptions: ParsableCommand {
         if let logLevel { try ConfigSetting.logLevel.apply(logLevel, spelledAs: "--log-level", to: &configuration) }
         if let allowFlush { configuration.allowFlush = allowFlush }
         if let allowDebug { configuration.allowDebug = allowDebug }
+        if let crossSlotTransactions {
+            try ConfigSetting.crossSlotTransactions.apply(
+                crossSlotTransactions, spelledAs: "--cross-slot-transactions", to: &configuration)
+        }
         let numbers: [(ConfigSetting, Int?)] = [
             (.port, port), (.workers, workers), (.backendConnections, backendConnections),
             (.blockingConnectionsPerNode, blockingConnectionsPerNode),

@@ -26,11 +26,12 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case logLevel = "log-level"
     case allowFlush = "allow-flush"
     case allowDebug = "allow-debug"
+    case crossSlotTransactions = "cross-slot-transactions"
 
     /// The inclusive range of a numeric setting; nil for the others.
     var range: ClosedRange<Int>? {
         switch self {
-        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug: nil
+        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions: nil
         case .port: 1...65535
         case .workers: 1...256
         case .backendConnections: 1...64
@@ -63,6 +64,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
             return "one of " + LogLevelSetting.allCases.map(\.rawValue).joined(separator: ", ")
         case .allowFlush, .allowDebug:
             return "yes, no, true or false"
+        case .crossSlotTransactions:
+            return "one of " + CrossSlotTransactions.allCases.map(\.rawValue).joined(separator: ", ")
         default:
             guard let range else { preconditionFailure("\(self) has no range") }
             if isByteSize {
@@ -102,6 +105,9 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .allowDebug:
             guard let flag = Self.boolean(text) else { throw invalid(text, spelledAs: name) }
             configuration.allowDebug = flag
+        case .crossSlotTransactions:
+            guard let mode = CrossSlotTransactions(rawValue: text.lowercased()) else { throw invalid(text, spelledAs: name) }
+            configuration.crossSlotTransactions = mode
         default:
             guard let number = isByteSize ? ByteSize.parse(text) : Int(text) else {
                 throw invalid(text, spelledAs: name)
@@ -117,7 +123,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     ) throws(ConfigError) {
         guard let range, range.contains(number) else { throw invalid(text ?? "\(number)", spelledAs: name) }
         switch self {
-        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug: preconditionFailure("\(self) is not numeric")
+        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions: preconditionFailure("\(self) is not numeric")
         case .port: configuration.port = number
         case .workers: configuration.workers = number
         case .backendConnections: configuration.backendConnections = number

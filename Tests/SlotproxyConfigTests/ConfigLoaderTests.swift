@@ -70,6 +70,7 @@ func loadError(_ yaml: String) -> ConfigError? {
             log-level: debug
             allow-flush: yes
             allow-debug: yes
+            cross-slot-transactions: relaxed
             """)
         var expected = ProxyConfiguration()
         expected.seeds = [NodeAddress(host: "10.0.0.1", port: 7000), NodeAddress(host: "10.0.0.2", port: 7001)]
@@ -90,6 +91,7 @@ func loadError(_ yaml: String) -> ConfigError? {
         expected.logLevel = .debug
         expected.allowFlush = true
         expected.allowDebug = true
+        expected.crossSlotTransactions = .relaxed
         #expect(loaded == expected)
     }
 
@@ -198,6 +200,10 @@ func loadError(_ yaml: String) -> ConfigError? {
         ("allow-debug:", "allow-debug", "'allow-debug' must be yes, no, true or false, got nothing"),
         ("allow-debug: [yes]", "allow-debug", "'allow-debug' must be yes, no, true or false, got a list"),
         (
+            "cross-slot-transactions: loose", "cross-slot-transactions",
+            "'cross-slot-transactions' must be one of refuse, relaxed, got 'loose'"
+        ),
+        (
             "bind: 127.0.0.1 ::1", "bind",
             "'bind' must be one IPv4 or IPv6 address or host name to listen on, got '127.0.0.1 ::1'"
         ),
@@ -291,6 +297,14 @@ func loadError(_ yaml: String) -> ConfigError? {
             error?.description
                 == "config error: slotproxy.yaml line 4: 'allow-flush' must be yes, no, true or false,"
                 + " got 'on-weekends'")
+    }
+
+    // MARK: cross-slot-transactions
+
+    @Test func crossSlotTransactionsAreRefusedByDefault() throws {
+        #expect(ProxyConfiguration().crossSlotTransactions == .refuse)
+        #expect(try load("cross-slot-transactions: RELAXED\n").crossSlotTransactions == .relaxed)
+        #expect(try load("cross-slot-transactions: refuse\n").crossSlotTransactions == .refuse)
     }
 
     // MARK: allow-debug

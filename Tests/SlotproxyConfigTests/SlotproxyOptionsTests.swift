@@ -56,7 +56,7 @@ func parseFailure(_ arguments: [String]) -> String? {
             "--cluster", "a:1", "--bind", "0.0.0.0", "--port", "6000", "--workers", "3",
             "--backend-connections", "4", "--connect-timeout-ms", "50", "--request-timeout-ms", "60",
             "--max-redirects", "7", "--topology-refresh-ms", "70", "--maxclients", "80", "--log-level", "TRACE",
-            "--allow-flush", "--allow-debug",
+            "--allow-flush", "--allow-debug", "--cross-slot-transactions", "relaxed",
         ])
         var expected = ProxyConfiguration()
         expected.seeds = [NodeAddress(host: "a", port: 1)]
@@ -72,6 +72,7 @@ func parseFailure(_ arguments: [String]) -> String? {
         expected.logLevel = .trace
         expected.allowFlush = true
         expected.allowDebug = true
+        expected.crossSlotTransactions = .relaxed
         #expect(try options.resolveConfiguration() == expected)
     }
 

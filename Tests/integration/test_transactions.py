@@ -45,10 +45,14 @@ def test_watch_success_and_conflict(proxy):
 
 def test_cross_slot_inside_multi_aborts_like_redis(proxy):
     with proxy.raw() as c:
+        # Commands of two slots: queued, then EXEC says CROSSSLOT (a node's words).
         replies = c.pipeline([("MULTI",), ("SET", "a", "1"), ("SET", "b", "2"), ("EXEC",)])
-        assert is_status(replies[0]) and is_status(replies[1], b"QUEUED")
-        assert isinstance(replies[2], RespError) and replies[2].message.startswith("CROSSSLOT")
-        assert isinstance(replies[3], RespError) and replies[3].message.startswith("EXECABORT")
+        assert is_status(replies[0]) and is_status(replies[1], b"QUEUED") and is_status(replies[2], b"QUEUED")
+        assert isinstance(replies[3], RespError) and replies[3].message.startswith("CROSSSLOT")
+        # One command over two slots: refused at once, EXEC aborts.
+        replies = c.pipeline([("MULTI",), ("MSET", "a", "1", "b", "2"), ("EXEC",)])
+        assert isinstance(replies[1], RespError) and replies[1].message.startswith("CROSSSLOT")
+        assert isinstance(replies[2], RespError) and replies[2].message.startswith("EXECABORT")
         # Unknown command and wrong arity abort too; the connection stays usable.
         replies = c.pipeline([("MULTI",), ("NOSUCH",), ("GET",), ("EXEC",)])
         assert isinstance(replies[3], RespError) and replies[3].message.startswith("EXECABORT")

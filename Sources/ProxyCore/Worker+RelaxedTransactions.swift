@@ -1,0 +1,345 @@
+import ClusterTopology
+import CommandTable
+import RESPWire
+
+/// `cross-slot-transactions: relaxed`: a transaction may touch any slots.
+///
+/// The proxy answers `+QUEUED` itself (after the checks a server makes when
+/// queuing: unknown command, arity, and a single command's keys in one slot)
+/// and keeps the commands. At `EXEC` they are grouped by slot (a cluster node
+/// refuses an `EXEC` over several slots), and each group runs as one
+/// `MULTI` ... `EXEC` written in one piece to its master's connection, all
+/// groups at once. The client gets one `EXEC` reply with the results in its
+/// own order, errors per command as Redis reports them. A transaction within
+/// one slot is therefore exactly one atomic `MULTI`/`EXEC`; across slots,
+/// each slot's part is atomic and the parts are not.
+///
+/// `WATCH` goes at once to each watched key's master, on a dedicated
+/// connection per master. At `EXEC`, first each such master runs its group
+/// (or an empty `MULTI`/`EXEC` that only checks the watch) on that
+/// connection; only if none of them aborted do the other groups run. If one
+/// aborted, the client gets a null reply as for a failed `WATCH`; groups that
+/// had already committed on other masters cannot be undone: they are counted
+/// (`relaxed_transactions_partial` in `INFO proxy`) and logged.
+final class RelaxedTransaction {
+    struct Queued {
+        var frame: [UInt8]
+        /// The slot of its keys; -1 for a command without keys.
+        var slot: Int
+    }
+
+    var commands: [Queued] = []
+    /// Dedicated connections holding the client's `WATCH`es, by master.
+    var watchConnections: [NodeAddress: BackendConnection] = [:]
+}
+
+/// The `EXEC` of a relaxed transaction on its way: groups sent in stages,
+/// results gathered in the client's order.
+final class RelaxedExecution {
+    struct Group {
+        var slot: Int
+        var address: NodeAddress
+        var commandIndices: [Int]
+        /// The `WATCH` connection it runs on, for a group that checks a watch.
+        var watchConnection: BackendConnection?
+        var attempts = 0
+        /// Where its parts start in the stage's fan-out: one per command, then `EXEC`.
+        var firstPart = 0
+    }
+
+    let frames: [[UInt8]]
+    var results: [[UInt8]?]
+    /// Groups for after the watch checks, or to retry after a `MOVED`.
+    var later: [Group] = []
+    var current: [Group] = []
+    var committedGroups = 0
+    var watchFailed = false
+    let resp3: Bool
+
+    init(frames: [[UInt8]], resp3: Bool) {
+        self.frames = frames
+        self.resp3 = resp3
+        results = Array(repeating: nil, count: frames.count)
+    }
+}
+
+extension Worker {
+    /// `WATCH` in relaxed mode: each slot's keys to their master, on the
+    /// transaction's dedicated connection to it.
+    func relaxedWatch(_ spec: CommandSpec, _ command: Command, _ transaction: Transaction, session: ClientSession) {
+        let relaxed = transaction.relaxed!
+        guard slotMap != nil else {
+            session.replyError("CLUSTERDOWN The cluster is down")
+            return
+        }
+        var groups: [(slot: Int, keys: [[UInt8]])] = []
+        for index in 1..<command.count {
+            let slot = slotHasher.slot(of: command.argument(index))
+            if let group = groups.firstIndex(where: { $0.slot == slot }) {
+                groups[group].keys.append(command.bytes(index))
+            } else {
+                groups.append((slot, [command.bytes(index)]))
+            }
+        }
+        var parts: [(connection: BackendConnection, request: ByteBuffer)] = []
+        for group in groups {
+            guard let owner = slotOwners[group.slot] else {
+                session.replyError("CLUSTERDOWN Hash slot not served")
+                return
+            }
+            guard let connection = watchConnection(relaxed, owner.address, session: session) else { return }
+            let request = ByteBuffer(capacity: 64)
+            request.appendCommand([Array("WATCH".utf8)] + group.keys)
+            parts.append((connection, request))
+        }
+        let parent = recordPool.acquire()
+        session.expectReply(parent)
+        // The next command waits: it must not overtake the WATCH.
+        session.barrier = parent
+        let fanOut = FanOut(target: .client(parent), rule: .allSucceeded, parts: parts.count, resp3: session.resp3)
+        for (index, part) in parts.enumerated() {
+            part.connection.enqueue(partRecord(fanOut, index, request: part.request.readable, session: session))
+        }
+    }
+
+    private func watchConnection(_ relaxed: RelaxedTransaction, _ address: NodeAddress, session: ClientSession)
+        -> BackendConnection?
+    {
+        if let connection = relaxed.watchConnections[address] { return connection }
+        guard let connection = dedicated.acquire(address, resp3: session.resp3) else {
+            session.replyError(
+                "ERR slotproxy: too many dedicated connections to \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
+            )
+            return nil
+        }
+        connection.servedSession = session
+        connection.transactionBound = true
+        relaxed.watchConnections[address] = connection
+        return connection
+    }
+
+    /// A command inside a relaxed `MULTI`: kept, answered `+QUEUED`.
+    func relaxedQueue(_ spec: CommandSpec, _ command: Command, _ transaction: Transaction, session: ClientSession) {
+        session.keyIndices.removeAll(keepingCapacity: true)
+        spec.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices, includeNotKeys: true)
+        var slot = -1
+        for index in session.keyIndices {
+            let keySlot = slotHasher.slot(of: command.argument(index))
+            if slot != -1 && keySlot != slot {
+                // One command over several slots is refused even here, as a
+                // node refuses it: only whole commands are spread over slots.
+                session.replyError("CROSSSLOT Keys in request don't hash to the same slot")
+                transaction.aborted = true
+                return
+            }
+            slot = keySlot
+        }
+        transaction.relaxed!.commands.append(.init(frame: Array(command.frame), slot: slot))
+        session.replyLocally { $0.append("+QUEUED\r\n") }
+    }
+
+    /// `UNWATCH`, `DISCARD`, `RESET`, or a client gone: the watches are
+    /// dropped and their connections go back to the idle list.
+    func releaseWatches(_ relaxed: RelaxedTransaction) {
+        for connection in relaxed.watchConnections.values {
+            connection.enqueueInternal([Array("UNWATCH".utf8)])
+            endTransaction(connection)
+        }
+        relaxed.watchConnections.removeAll()
+    }
+
+    /// `EXEC` of a relaxed transaction.
+    func relaxedExec(_ transaction: Transaction, session: ClientSession) {
+        let relaxed = transaction.relaxed!
+        guard !transaction.aborted else {
+            releaseWatches(relaxed)
+            session.replyError("EXECABORT Transaction discarded because of previous errors.")
+            return
+        }
+        guard slotMap != nil, !masterPools.isEmpty else {
+            releaseWatches(relaxed)
+            session.replyError("CLUSTERDOWN The cluster is down")
+            return
+        }
+        let execution = RelaxedExecution(frames: relaxed.commands.map(\.frame), resp3: session.resp3)
+        var groups: [RelaxedExecution.Group] = []
+        // A command without keys joins the group of the keyed command before
+        // it (or after it, for leading ones): it needs some master.
+        let firstKeyed = relaxed.commands.first(where: { $0.slot >= 0 })?.slot ?? -1
+        var lastSlot = firstKeyed
+        for (index, queued) in relaxed.commands.enumerated() {
+            if queued.slot >= 0 { lastSlot = queued.slot }
+            if let group = groups.firstIndex(where: { $0.slot == lastSlot }) {
+                groups[group].commandIndices.append(index)
+            } else {
+                guard let address = groupAddress(slot: lastSlot, relaxed) else {
+                    releaseWatches(relaxed)
+                    session.replyError("CLUSTERDOWN Hash slot not served")
+                    return
+                }
+                groups.append(.init(slot: lastSlot, address: address, commandIndices: [index]))
+            }
+        }
+        // Each watched master checks its watch with the first group it owns
+        // (or with an empty MULTI/EXEC); the rest wait for the verdict.
+        for (address, connection) in relaxed.watchConnections.sorted(by: { $0.key.description < $1.key.description }) {
+            if let index = groups.firstIndex(where: { $0.address == address }) {
+                var group = groups.remove(at: index)
+                group.watchConnection = connection
+                execution.current.append(group)
+            } else {
+                execution.current.append(.init(slot: -1, address: address, commandIndices: [], watchConnection: connection))
+            }
+        }
+        relaxed.watchConnections.removeAll()
+        if execution.current.isEmpty {
+            execution.current = groups
+        } else {
+            execution.later = groups
+        }
+        if execution.current.isEmpty {
+            session.replyLocally { $0.append("*0\r\n") }  // EXEC of nothing, nothing watched
+            return
+        }
+        let parent = recordPool.acquire()
+        session.expectReply(parent)
+        if !execution.later.isEmpty { session.barrier = parent }
+        runStage(execution, target: .client(parent), session: session)
+    }
+
+    /// The master for a group of `slot` (-1: the watched master, or any).
+    private func groupAddress(slot: Int, _ relaxed: RelaxedTransaction) -> NodeAddress? {
+        if slot >= 0 { return slotOwners[slot]?.address }
+        if let watched = relaxed.watchConnections.keys.sorted(by: { $0.description < $1.description }).first {
+            return watched
+        }
+        return masterPools.first?.address
+    }
+
+    /// Sends the groups of `execution.current`, each as one `MULTI` ... `EXEC`.
+    private func runStage(_ execution: RelaxedExecution, target: FanOutTarget, session: ClientSession) {
+        var partCount = 0
+        for index in execution.current.indices {
+            execution.current[index].firstPart = partCount
+            partCount += execution.current[index].commandIndices.count + 1
+        }
+        let fanOut = FanOut(
+            target: target, rule: .relaxedTransaction(execution), parts: partCount, resp3: session.resp3)
+        fanOut.sessionForNextStage = session
+        for group in execution.current {
+            let connection = group.watchConnection ?? pool(for: group.address).connection(resp3: session.resp3)
+            // Written back to back on one connection, nothing of another
+            // client's can come between MULTI and EXEC.
+            connection.enqueueInternal([Array("MULTI".utf8)])
+            var part = group.firstPart
+            for command in group.commandIndices {
+                connection.enqueue(groupRecord(fanOut, part, execution.frames[command], session: session))
+                part += 1
+            }
+            connection.enqueue(groupRecord(fanOut, part, Worker.execFrame, session: session))
+        }
+    }
+
+    static let execFrame: [UInt8] = Array("*1\r\n$4\r\nEXEC\r\n".utf8)
+
+    private func groupRecord(_ fanOut: FanOut, _ part: Int, _ frame: [UInt8], session: ClientSession) -> RequestRecord {
+        let record = frame.withUnsafeBytes { partRecord(fanOut, part, request: $0, session: session) }
+        // Inside MULTI a redirect is never followed alone: the group's EXEC
+        // fails, and the group is retried as a whole.
+        record.redirects = configuration.maxRedirects
+        return record
+    }
+
+    /// Every part of a stage is in: results gathered, the next stage sent,
+    /// or the client answered.
+    func relaxedStageFinished(_ execution: RelaxedExecution, _ fanOut: FanOut) {
+        for group in execution.current {
+            if let connection = group.watchConnection { endTransaction(connection) }
+            let replies = fanOut.replies
+            let exec = replies[group.firstPart + group.commandIndices.count] ?? []
+            if Worker.isNullReply(exec) {
+                execution.watchFailed = true
+            } else if let elements = Worker.arrayElements(exec), elements.count == group.commandIndices.count {
+                for (command, element) in zip(group.commandIndices, elements) { execution.results[command] = element }
+                if !group.commandIndices.isEmpty { execution.committedGroups += 1 }
+            } else {
+                let queued = (0..<group.commandIndices.count).map { replies[group.firstPart + $0] ?? [] }
+                if let moved = queued.lazy.compactMap({ Worker.movedTarget($0, defaultHost: group.address.host) }).first,
+                    group.attempts < 3
+                {
+                    // The slot moved before the group ran: nothing of it ran, send it again.
+                    learnSlotOwner(group.slot, moved)
+                    var retry = group
+                    retry.address = moved
+                    retry.watchConnection = nil
+                    retry.attempts += 1
+                    execution.later.append(retry)
+                    continue
+                }
+                for (offset, command) in group.commandIndices.enumerated() {
+                    execution.results[command] = isError(queued[offset]) ? queued[offset] : exec
+                }
+            }
+        }
+        execution.current = []
+        if execution.watchFailed {
+            if execution.committedGroups > 0 {
+                shared.relaxedTransactionPartialOutcome()
+                logger.warning(
+                    "relaxed transaction: a WATCH aborted it after \(execution.committedGroups) slot group(s) had committed on other masters (not undone)"
+                )
+            }
+            deliver(execution.resp3 ? Array("_\r\n".utf8) : Array("*-1\r\n".utf8), to: fanOut.target)
+            return
+        }
+        if !execution.later.isEmpty, let session = fanOut.sessionForNextStage, !session.isClosed {
+            execution.current = execution.later
+            execution.later = []
+            runStage(execution, target: fanOut.target, session: session)
+            return
+        }
+        let out = ByteBuffer(capacity: 256)
+        out.appendArrayHeader(execution.results.count)
+        for result in execution.results {
+            out.append(result ?? Array("-ERR slotproxy: no reply for this command\r\n".utf8))
+        }
+        deliver(out.readable, to: fanOut.target)
+    }
+
+    func deliver(_ bytes: [UInt8], to target: FanOutTarget) {
+        bytes.withUnsafeBytes { deliver($0, to: target) }
+    }
+
+    static func isNullReply(_ reply: [UInt8]) -> Bool {
+        reply.starts(with: "*-1\r\n".utf8) || reply.starts(with: "_\r\n".utf8)
+    }
+
+    /// The elements of an array reply, each as its own bytes.
+    static func arrayElements(_ reply: [UInt8]) -> [[UInt8]]? {
+        guard reply.first == UInt8(ascii: "*"), let end = reply.firstIndex(of: UInt8(ascii: "\r")),
+            let count = Int(String(decoding: reply[1..<end], as: UTF8.self)), count >= 0
+        else { return nil }
+        var elements: [[UInt8]] = []
+        var offset = end + 2
+        return reply.withUnsafeBytes { raw in
+            for _ in 0..<count {
+                var scanner = ReplyScanner()
+                guard offset < raw.count,
+                    case .complete(let length, _) = scanner.scan(UnsafeRawBufferPointer(rebasing: raw[offset...]))
+                else { return nil }
+                elements.append(Array(raw[offset..<(offset + length)]))
+                offset += length
+            }
+            return elements
+        }
+    }
+
+    /// The node a `-MOVED` reply names, if `reply` is one.
+    static func movedTarget(_ reply: [UInt8], defaultHost: String) -> NodeAddress? {
+        guard reply.starts(with: "-MOVED ".utf8) else { return nil }
+        return reply.withUnsafeBytes { raw in
+            Redirect(errorText: UnsafeRawBufferPointer(rebasing: raw[1...]), defaultHost: defaultHost)
+                .map { NodeAddress(host: $0.host, port: $0.port) }
+        }
+    }
+}

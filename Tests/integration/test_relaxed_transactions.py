@@ -1,0 +1,212 @@
+"""`cross-slot-transactions: relaxed`: transactions over several slots run as
+one MULTI/EXEC per slot, so stock job queues and redis-py's transactional
+pipelines work through the proxy (issue 10); `refuse` answers exactly as a
+cluster node does."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+from harness import RawConnection, RespError, is_status
+from cluster import key_hash_slot
+
+
+@pytest.fixture
+def relaxed(proxy_factory):
+    return proxy_factory("--cross-slot-transactions", "relaxed")
+
+
+@pytest.fixture
+def standalone():
+    from cluster import start_standalone
+
+    server = start_standalone()
+    yield server
+    server.stop()
+
+
+def keys_on_each_master(cluster, prefix: str) -> list[str]:
+    """One key per master (its own slot), in `cluster.masters` order."""
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < len(cluster.masters):
+        name = f"{prefix}:{i}"
+        found.setdefault(cluster.node_for_slot(key_hash_slot(name)), name)
+        i += 1
+    return [found[m] for m in cluster.masters]
+
+
+def test_transaction_over_all_masters_replies_as_one_server(cluster, relaxed, standalone):
+    a, b, c = keys_on_each_master(cluster, uuid.uuid4().hex[:8])
+    commands = [
+        ("MULTI",),
+        ("SET", a, "1"), ("INCR", a), ("RPUSH", b, "x", "y"), ("LRANGE", b, 0, -1),
+        ("HSET", c, "f", "v", "g", "w"), ("HGETALL", c), ("PING",), ("SADD", f"{a}:set", "m"),
+        ("INCR", b),  # wrong type: an error inside EXEC's reply, the rest still runs
+        ("GET", a), ("ECHO", "hi"),
+        ("EXEC",),
+    ]
+    with relaxed.raw() as p, RawConnection(standalone.port) as s:
+        got, want = p.pipeline(commands), s.pipeline(commands)
+        assert got == want, (got, want)
+        assert isinstance(got[-1][8], RespError) and got[-1][8].message.startswith("WRONGTYPE")
+    # The writes landed on their own masters.
+    assert cluster.call(cluster.node_for_key(a), "GET", a) == b"2"
+    assert cluster.call(cluster.node_for_key(c), "HGET", c, "g") == b"w"
+
+
+def test_queue_time_errors_abort_as_redis(relaxed, standalone):
+    commands = [("MULTI",), ("SET", "a", "1"), ("NOSUCH",), ("GET",), ("EXEC",)]
+    with relaxed.raw() as p, RawConnection(standalone.port) as s:
+        assert p.pipeline(commands) == s.pipeline(commands)
+        # One command over several slots is still refused, and aborts.
+        replies = p.pipeline([("MULTI",), ("MSET", "a", "1", "b", "2"), ("EXEC",)])
+        assert replies[1].message.startswith("CROSSSLOT") and replies[2].message.startswith("EXECABORT")
+        # DISCARD sends nothing; the session goes on.
+        assert is_status(p.pipeline([("MULTI",), ("SET", "a", "9"), ("DISCARD",)])[-1])
+        assert p.command("GET", "a") != b"9"
+
+
+def test_watch_conflict_on_one_master_aborts_everything(cluster, relaxed):
+    a, b, c = keys_on_each_master(cluster, uuid.uuid4().hex[:8])
+    with relaxed.raw() as p, relaxed.raw() as other:
+        assert is_status(p.command("MSET", a, "0")) and is_status(p.command("SET", b, "0"))
+        # Only b watched: its master decides first, nothing else runs.
+        assert is_status(p.command("WATCH", b))
+        assert is_status(other.command("SET", b, "changed"))
+        replies = p.pipeline([("MULTI",), ("SET", a, "1"), ("SET", b, "1"), ("SET", c, "1"), ("EXEC",)])
+        assert replies[-1] is None
+        assert [p.command("GET", k) for k in (a, b, c)] == [b"0", b"changed", None]
+        # Watched on every master, no conflict: everything commits.
+        assert is_status(p.command("WATCH", a, b, c))
+        replies = p.pipeline([("MULTI",), ("SET", a, "2"), ("SET", b, "2"), ("SET", c, "2"), ("EXEC",)])
+        assert replies[-1] == [b"OK", b"OK", b"OK"]
+        # Watched on every master, conflict on one: null for the client; the
+        # groups of the other masters had committed (counted, not undone).
+        assert is_status(p.command("WATCH", a, b, c))
+        assert is_status(other.command("SET", b, "again"))
+        replies = p.pipeline([("MULTI",), ("SET", a, "3"), ("SET", b, "3"), ("SET", c, "3"), ("EXEC",)])
+        assert replies[-1] is None
+        assert p.command("GET", b) == b"again"
+        info = p.command("INFO", "proxy").decode()
+        assert "relaxed_transactions_partial:1" in info, info
+        # UNWATCH releases the watches: a conflict after it no longer aborts.
+        assert is_status(p.command("WATCH", a))
+        assert is_status(p.command("UNWATCH"))
+        assert is_status(other.command("SET", a, "x"))
+        assert p.pipeline([("MULTI",), ("SET", a, "4"), ("SET", c, "4"), ("EXEC",)])[-1] == [b"OK", b"OK"]
+
+
+def _clients_on_masters(cluster) -> int:
+    return sum(len(cluster.call(m, "CLIENT", "LIST").splitlines()) for m in cluster.masters)
+
+
+def test_redis_py_transactional_pipeline_over_many_slots(cluster, relaxed):
+    r = relaxed.client()
+    prefix = uuid.uuid4().hex[:8]
+    keys = [f"{prefix}:{i}" for i in range(50)]
+    assert len({key_hash_slot(k) for k in keys}) > 40
+
+    def one_round(i: int) -> None:
+        with r.pipeline() as pipe:  # transaction=True, redis-py's default
+            for k in keys[:10]:
+                pipe.incr(k)
+            pipe.lpush(f"{prefix}:list", i)
+            pipe.sadd(f"{prefix}:set", i)
+            results = pipe.execute()
+        assert results[:10] == [i + 1] * 10 and results[11] == 1
+
+    one_round(0)
+    before = _clients_on_masters(cluster)
+    for i in range(1, 1000):
+        one_round(i)
+    # 1,000 transactions over many slots: no connection per transaction.
+    assert _clients_on_masters(cluster) <= before + 1
+    assert r.llen(f"{prefix}:list") == 1000
+    # WATCH through redis-py's optimistic-locking helper.
+    def move(pipe):
+        value = int(pipe.get(keys[0]))
+        pipe.multi()
+        pipe.set(keys[0], value + 1)
+        pipe.set(keys[30], value)
+    r.transaction(move, keys[0], keys[30])
+    assert r.get(keys[0]) == b"1001" and r.get(keys[30]) == b"1000"
+
+
+def test_rq_runs_jobs_through_the_proxy(relaxed):
+    rq = pytest.importorskip("rq")
+    import rq_jobs
+
+    r = relaxed.client()
+    queue = rq.Queue(f"q-{uuid.uuid4().hex[:8]}", connection=r)
+    jobs = [queue.enqueue(rq_jobs.add, i, 1000) for i in range(100)]
+    assert queue.count == 100
+    worker = rq.SimpleWorker([queue], connection=r)
+    assert worker.work(burst=True)
+    assert [job.latest_result().return_value for job in jobs] == [i + 1000 for i in range(100)]
+    assert all(job.get_status(refresh=True) == "finished" for job in jobs)
+    assert queue.count == 0
+
+
+def test_refuse_mode_answers_as_a_cluster_node(cluster, proxy):
+    """The default: a transaction over two slots gets the node's own replies."""
+    node = cluster.masters[0]
+    from cluster import key_for_slot
+
+    first = next(s for s in range(16384) if cluster.node_for_slot(s) == node)
+    k1, k2 = key_for_slot(first, "r1"), key_for_slot(first + 1, "r2")
+    assert cluster.node_for_slot(first + 1) == node
+    commands = [("MULTI",), ("SET", k1, "1"), ("SET", k2, "2"), ("EXEC",)]
+    with proxy.raw() as p, RawConnection(node) as n:
+        got, want = p.pipeline(commands), n.pipeline(commands)
+        assert got == want, (got, want)
+        # (A Redis 7.0 node queues both and refuses at EXEC.)
+        assert is_status(want[2], b"QUEUED") and want[3].message.startswith("CROSSSLOT")
+        # One command over two slots: refused at once, then EXECABORT, as the node does.
+        commands = [("MULTI",), ("MSET", k1, "1", k2, "2"), ("EXEC",)]
+        got, want = p.pipeline(commands), n.pipeline(commands)
+        assert got == want, (got, want)
+        assert want[1].message.startswith("CROSSSLOT") and want[2].message.startswith("EXECABORT")
+
+
+def test_list_moves_between_slots(cluster, relaxed, proxy, standalone):
+    """LMOVE and friends across slots: popped, then pushed (relaxed only)."""
+    import threading
+
+    prefix = uuid.uuid4().hex[:8]
+    src, dst, other = keys_on_each_master(cluster, prefix)
+    assert key_hash_slot(src) != key_hash_slot(dst)
+    with relaxed.raw() as p, RawConnection(standalone.port) as s:
+        for c in (p, s):
+            c.command("RPUSH", src, "a", "b", "c")
+        for cmd in (("LMOVE", src, dst, "LEFT", "RIGHT"), ("RPOPLPUSH", src, dst),
+                    ("LMOVE", src, dst, "RIGHT", "LEFT"), ("LMOVE", src, dst, "LEFT", "LEFT"),
+                    ("LMOVE", src, dst, "UP", "LEFT"), ("BLMOVE", src, dst, "LEFT", "LEFT", "0.1"),
+                    ("BRPOPLPUSH", src, dst, "0.1"), ("BLMOVE", src, dst, "LEFT", "LEFT", "nan")):
+            assert p.command(*cmd) == s.command(*cmd), cmd
+        assert p.command("LRANGE", dst, 0, -1) == s.command("LRANGE", dst, 0, -1)
+        # A destination of the wrong type: the error, and the element back home.
+        p.command("SET", other, "string")
+        p.command("RPUSH", src, "x", "y")
+        reply = p.command("LMOVE", src, other, "LEFT", "LEFT")
+        assert isinstance(reply, RespError) and reply.message.startswith("WRONGTYPE")
+        assert p.command("LRANGE", src, 0, -1) == [b"x", b"y"]
+        # Blocking: a push from another client wakes the mover.
+        p.command("DEL", src, dst)
+        got = {}
+        mover = threading.Thread(target=lambda: got.setdefault("r", p.command("BLMOVE", src, dst, "RIGHT", "LEFT", "5")))
+        mover.start()
+        with relaxed.raw() as pusher:
+            import time
+            time.sleep(0.2)
+            pusher.command("RPUSH", src, "job")
+        mover.join(10)
+        assert got.get("r") == b"job"
+        assert p.command("LRANGE", dst, 0, -1) == [b"job"] and p.command("LLEN", src) == 0
+    # The default (refuse) answers as a cluster node.
+    with proxy.raw() as c:
+        reply = c.command("LMOVE", src, dst, "LEFT", "LEFT")
+        assert isinstance(reply, RespError) and reply.message.startswith("CROSSSLOT")
