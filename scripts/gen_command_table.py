@@ -70,12 +70,14 @@ LOCAL_COMMANDS = {
     # Commands that would change the state of a backend connection many
     # clients share: answered (or refused) by the proxy, never forwarded.
     "asking", "readonly", "readwrite", "sync", "psync", "replconf", "client|no-evict",
+    # Client-side caching: the proxy tracks keys per client (Worker+Tracking.swift).
+    "client|tracking", "client|caching", "client|getredir", "client|trackinginfo",
 }
 
 PINNED_COMMANDS = {
     "multi", "exec", "discard", "watch", "unwatch",
     "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe",
-    "monitor", "client|tracking", "client|caching", "client|reply", "wait", "xread", "xreadgroup",
+    "monitor", "client|reply", "wait", "xread", "xreadgroup",
 }
 
 REQUEST_TIPS = {

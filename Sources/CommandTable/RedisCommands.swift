@@ -302,7 +302,7 @@ extension CommandTable {
                     CommandSpec(
                         name: "client|caching", arity: 3, flags: [.noscript, .loading, .stale],
                         aclCategories: ["slow", "connection"],
-                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
+                        requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
                     ),
                     CommandSpec(
                         name: "client|getname", arity: 2, flags: [.noscript, .loading, .stale],
@@ -312,7 +312,7 @@ extension CommandTable {
                     CommandSpec(
                         name: "client|getredir", arity: 2, flags: [.noscript, .loading, .stale],
                         aclCategories: ["slow", "connection"],
-                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                        requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
                     ),
                     CommandSpec(
                         name: "client|help", arity: 2, flags: [.loading, .stale],
@@ -364,12 +364,12 @@ extension CommandTable {
                     CommandSpec(
                         name: "client|tracking", arity: -3, flags: [.noscript, .loading, .stale],
                         aclCategories: ["slow", "connection"],
-                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .pinned
+                        requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
                     ),
                     CommandSpec(
                         name: "client|trackinginfo", arity: 2, flags: [.noscript, .loading, .stale],
                         aclCategories: ["slow", "connection"],
-                        requestPolicy: .anyNode, responsePolicy: .passthrough, affinity: .multiplexed
+                        requestPolicy: .local, responsePolicy: .passthrough, affinity: .multiplexed
                     ),
                     CommandSpec(
                         name: "client|unblock", arity: -3, flags: [.admin, .noscript, .loading, .stale],

@@ -47,10 +47,15 @@ final class BackendConnection {
     private(set) var connectStartedAt: Int64 = 0
     private(set) var lastError = ""
 
-    init(worker: Worker, address: NodeAddress, resp3: Bool) {
+    /// Has `CLIENT TRACKING` on: the node pushes invalidations for the keys
+    /// read over it (see `Worker+Tracking`).
+    let tracking: Bool
+
+    init(worker: Worker, address: NodeAddress, resp3: Bool, tracking: Bool = false) {
         self.worker = worker
         self.address = address
         self.resp3 = resp3
+        self.tracking = tracking
         connectStartedAt = worker.loop.nowMilliseconds
         startConnect()
     }
@@ -95,6 +100,10 @@ final class BackendConnection {
         writeEvent?.add()
         if resp3 {
             output.appendCommand("HELLO", "3")
+            inFlight.append(nil)
+        }
+        if tracking {
+            output.appendCommand("CLIENT", "TRACKING", "ON")
             inFlight.append(nil)
         }
     }
@@ -228,7 +237,8 @@ final class BackendConnection {
                     continue
                 }
                 if kind == .push {
-                    // Out-of-band (client tracking, keyspace events): no request owns it.
+                    // Out of band: no request owns it.
+                    if tracking { worker.invalidationArrived(reply) }
                     input.consume(length)
                     continue
                 }
@@ -268,6 +278,8 @@ final class BackendConnection {
             worker.subscriptionLost(subscriber, from: self)
         }
         if isDedicated { worker.dedicated.release(self) }
+        // The node's memory of what was read over it is gone with it.
+        if tracking { worker.invalidateAllTracking(reason: "a tracking connection to \(address) was lost") }
         for entry in inFlight.removeAll() {
             guard let record = entry else { continue }
             worker.failRequest(record, message: message)

@@ -3,7 +3,9 @@ import EventLoop
 /// A worker's connections to one node: `backend-connections` multiplexed
 /// connections per protocol (RESP2 and RESP3 replies differ in shape, so a
 /// RESP3 client's requests go over connections that said `HELLO 3`), opened
-/// lazily and reopened after a failure.
+/// lazily and reopened after a failure. Clients using `CLIENT TRACKING` read
+/// over RESP3 connections of their own that have tracking on, so the node's
+/// invalidations name only keys such clients read.
 final class BackendPool {
     // The worker owns this object and outlives it (closed objects are released
     // by the worker after the loop turn), so no reference counting is needed.
@@ -11,14 +13,31 @@ final class BackendPool {
     let address: NodeAddress
     private var resp2: [BackendConnection?]
     private var resp3: [BackendConnection?]
+    private var tracking: [BackendConnection?]
     private var nextResp2 = 0
     private var nextResp3 = 0
+    private var nextTracking = 0
 
     init(worker: Worker, address: NodeAddress, connections: Int) {
         self.worker = worker
         self.address = address
         resp2 = Array(repeating: nil, count: max(1, connections))
         resp3 = Array(repeating: nil, count: max(1, connections))
+        tracking = Array(repeating: nil, count: max(1, connections))
+    }
+
+    /// The connection for a request of `session`.
+    @inline(__always)
+    func connection(for session: ClientSession) -> BackendConnection {
+        session.tracking ? trackingConnection() : connection(resp3: session.resp3)
+    }
+
+    func trackingConnection() -> BackendConnection {
+        nextTracking = nextTracking + 1 == tracking.count ? 0 : nextTracking + 1
+        if let existing = tracking[nextTracking], existing.state != .closed { return existing }
+        let fresh = BackendConnection(worker: worker, address: address, resp3: true, tracking: true)
+        tracking[nextTracking] = fresh
+        return fresh
     }
 
     /// A usable connection, round robin over the pool.
@@ -38,7 +57,7 @@ final class BackendPool {
     }
 
     var openConnections: [BackendConnection] {
-        (resp2 + resp3).compactMap { $0 }.filter { $0.state != .closed }
+        (resp2 + resp3 + tracking).compactMap { $0 }.filter { $0.state != .closed }
     }
 
     func closeAll() {

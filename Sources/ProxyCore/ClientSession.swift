@@ -51,6 +51,9 @@ final class ClientSession {
     var subscribedPatterns = Set<[UInt8]>()
     /// Confirmations of such a resubscription, swallowed (the client did not ask).
     var confirmationsToSwallow = 0
+    /// `CLIENT TRACKING ON`: reads go over tracking connections, and the
+    /// node's invalidations of keys it read are pushed to it.
+    var tracking = false
     /// Shard channels (`SSUBSCRIBE`), one connection per master they live on.
     var shards: ShardedSubscriptions?
     /// In subscribe mode (RESP2: only subscription commands are allowed).

@@ -42,6 +42,7 @@ enum LocalCommands {
             hello(command, session: session)
         case "reset":
             worker.abandonTransaction(session)
+            session.tracking = false
             session.resp3 = false
             session.clientName = nil
             session.replyLocally { $0.append("+RESET\r\n") }
@@ -77,6 +78,10 @@ enum LocalCommands {
         case "sync", "psync", "replconf":
             session.replyError(
                 "ERR slotproxy does not support replication commands ('\(spec.name)'): connect replicas to the cluster nodes directly")
+        case "client|tracking":
+            worker.clientTracking(command, session: session)
+        case "client|trackinginfo", "client|getredir", "client|caching":
+            worker.trackingQuery(spec, command, session: session)
         case "client|no-evict":
             session.replyError(
                 "ERR slotproxy does not forward 'client|no-evict': its backend connections are shared by many clients")
@@ -133,6 +138,8 @@ enum LocalCommands {
         }
         if let newName { session.clientName = newName.isEmpty ? nil : newName }
         session.resp3 = protocolVersion == 3
+        // Invalidations are pushes: a client back on RESP2 stops tracking.
+        if !session.resp3 { session.tracking = false }
         let resp3 = session.resp3
         let id = session.id
         session.replyLocally { out in

@@ -72,6 +72,9 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var pubsubOutputLimit: Int = 32 * 1024 * 1024
     /// Transactions over several slots: refused as by Redis, or run per slot (`cross-slot-transactions`).
     public var crossSlotTransactions: CrossSlotTransactions = .refuse
+    /// Keys remembered for clients' `CLIENT TRACKING`, per worker; past it
+    /// the oldest are invalidated early, as Redis's `tracking-table-max-keys` does.
+    public var trackingTableMaxKeys: Int = 1_000_000
     /// Log level (`log-level`).
     public var logLevel: LogLevelSetting = .info
     /// FLUSHALL/FLUSHDB through the proxy wipe every master; refused unless this is true (`allow-flush`).

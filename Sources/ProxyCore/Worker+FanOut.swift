@@ -22,7 +22,7 @@ extension Worker {
         for (index, part) in parts.enumerated() {
             let record = partRecord(fanOut, index, request: part.request.readable, session: session)
             record.slot = part.slot
-            part.pool.connection(resp3: session.resp3).enqueue(record)
+            part.pool.connection(for: session).enqueue(record)
         }
         return fanOut
     }

@@ -45,6 +45,8 @@ final class Worker {
     var anyNodeCursor = 0
 
     let workerIndex: Int
+    /// `CLIENT TRACKING`: the clients that read each key over a tracking connection.
+    var trackedReaders: [[UInt8]: [ClientSession]] = [:]
     /// Sessions with shard channels waiting for a live master (see `Worker+ShardedPubSub`).
     var sessionsAwaitingResubscription: [ObjectIdentifier: ClientSession] = [:]
 
@@ -187,10 +189,15 @@ final class Worker {
             if pool.openConnections.allSatisfy({ $0.outstandingRequests == 0 }) { pool.closeAll() } else { wanted[address] = pool }
         }
         pools = wanted
+        var ownersChanged = false
         for slot in 0..<clusterSlotCount {
             let shard = map.shardForSlot[slot]
-            slotOwners[slot] = shard == SlotMap.unassigned ? nil : masterPools[Int(shard)]
+            let owner = shard == SlotMap.unassigned ? nil : masterPools[Int(shard)]
+            if !ownersChanged && !trackedReaders.isEmpty && owner?.address != slotOwners[slot]?.address { ownersChanged = true }
+            slotOwners[slot] = owner
         }
+        // A moved slot's new owner never saw the reads: tracking starts over.
+        if ownersChanged { invalidateAllTracking(reason: "the slot map changed") }
         slotMap = map
         retryShardResubscriptions(force: true)
     }
@@ -198,6 +205,9 @@ final class Worker {
     /// A `MOVED` named the slot's new owner: remember it now, and learn the
     /// rest of the new topology in the background.
     func learnSlotOwner(_ slot: Int, _ address: NodeAddress) {
+        if !trackedReaders.isEmpty && slotOwners[slot]?.address != address {
+            invalidateAllTracking(reason: "slot \(slot) moved")
+        }
         slotOwners[slot] = pool(for: address)
         shared.requestTopologyRefresh()
     }
@@ -328,7 +338,7 @@ final class Worker {
         record.request.append(command.frame)
         record.slot = slot
         session.expectReply(record)
-        target.connection(resp3: session.resp3).enqueue(record)
+        target.connection(for: session).enqueue(record)
     }
 
     /// The pool of the master serving `slot`, or of any master (round robin)
@@ -439,7 +449,8 @@ final class Worker {
                 if connection.isDedicated {
                     sendBlocking(record, to: address, asking: redirect.kind == .ask, session: session)
                 } else {
-                    target.connection(resp3: connection.resp3).enqueue(record, asking: redirect.kind == .ask)
+                    let next = connection.tracking ? target.trackingConnection() : target.connection(resp3: connection.resp3)
+                    next.enqueue(record, asking: redirect.kind == .ask)
                 }
             } else {
                 recordPool.release(record)
@@ -451,6 +462,7 @@ final class Worker {
         {
             return
         }
+        if connection.tracking { noteTrackedRead(record) }
         if let fanOut = record.fanOut {
             if case .error(.tryAgain) = kind, resplitPerKey(record, connection: connection) { return }
             let part = record.part

@@ -78,6 +78,14 @@ struct SlotproxyOptions: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
+            "Keys remembered per worker for CLIENT TRACKING (file: tracking-table-max-keys; default \(defaults.trackingTableMaxKeys)).",
+            valueName: "n"
+        )
+    )
+    var trackingTableMaxKeys: Int?
+
+    @Option(
+        help: ArgumentHelp(
             "Backend connect timeout (file: connect-timeout-ms; default \(defaults.connectTimeoutMs)).", valueName: "ms"
         )
     )
@@ -228,7 +236,7 @@ struct SlotproxyOptions: ParsableCommand {
         }
         let numbers: [(ConfigSetting, Int?)] = [
             (.port, port), (.workers, workers), (.backendConnections, backendConnections),
-            (.blockingConnectionsPerNode, blockingConnectionsPerNode),
+            (.blockingConnectionsPerNode, blockingConnectionsPerNode), (.trackingTableMaxKeys, trackingTableMaxKeys),
             (.connectTimeoutMs, connectTimeoutMs), (.requestTimeoutMs, requestTimeoutMs),
             (.maxRedirects, maxRedirects), (.topologyRefreshMs, topologyRefreshMs), (.maxClients, maxclients),
         ]

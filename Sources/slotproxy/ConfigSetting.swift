@@ -15,6 +15,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case backendConnections = "backend-connections"
     case blockingConnectionsPerNode = "blocking-connections-per-node"
     case pubsubOutputLimit = "pubsub-output-limit"
+    case trackingTableMaxKeys = "tracking-table-max-keys"
     case connectTimeoutMs = "connect-timeout-ms"
     case requestTimeoutMs = "request-timeout-ms"
     case maxRedirects = "max-redirects"
@@ -37,6 +38,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .backendConnections: 1...64
         case .blockingConnectionsPerNode: 1...100_000
         case .pubsubOutputLimit: (1 << 16)...(1 << 40)
+        case .trackingTableMaxKeys: 1...100_000_000
         case .connectTimeoutMs: 1...600_000
         case .requestTimeoutMs: 1...86_400_000
         case .maxRedirects: 0...100
@@ -129,6 +131,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .backendConnections: configuration.backendConnections = number
         case .blockingConnectionsPerNode: configuration.blockingConnectionsPerNode = number
         case .pubsubOutputLimit: configuration.pubsubOutputLimit = number
+        case .trackingTableMaxKeys: configuration.trackingTableMaxKeys = number
         case .connectTimeoutMs: configuration.connectTimeoutMs = number
         case .requestTimeoutMs: configuration.requestTimeoutMs = number
         case .maxRedirects: configuration.maxRedirects = number

@@ -85,10 +85,13 @@ struct CommandTableLookupTests {
         #expect(CommandTable.lookup(name: "config|set")?.requestPolicy == .allNodes)
         #expect(CommandTable.lookup(name: "script|exists")?.responsePolicy == .logicalAnd)
         #expect(CommandTable.lookup(name: "script|kill")?.responsePolicy == .firstSuccess)
-        for name in ["ping", "echo", "quit", "select", "hello", "reset", "client|setname", "client|getname", "client|id"] {
+        for name in [
+            "ping", "echo", "quit", "select", "hello", "reset", "client|setname", "client|getname", "client|id",
+            "client|tracking", "client|trackinginfo",
+        ] {
             #expect(CommandTable.lookup(name: name)?.requestPolicy == .local, "\(name)")
         }
-        for name in ["blpop", "bzmpop", "multi", "watch", "subscribe", "ssubscribe", "monitor", "client|tracking", "xread"] {
+        for name in ["blpop", "bzmpop", "multi", "watch", "subscribe", "ssubscribe", "monitor", "client|reply", "xread"] {
             #expect(CommandTable.lookup(name: name)?.affinity == .pinned, "\(name)")
         }
         #expect(CommandTable.lookup(name: "get")?.affinity == .multiplexed)

@@ -71,6 +71,7 @@ func loadError(_ yaml: String) -> ConfigError? {
             allow-flush: yes
             allow-debug: yes
             cross-slot-transactions: relaxed
+            tracking-table-max-keys: 5
             """)
         var expected = ProxyConfiguration()
         expected.seeds = [NodeAddress(host: "10.0.0.1", port: 7000), NodeAddress(host: "10.0.0.2", port: 7001)]
@@ -92,6 +93,7 @@ func loadError(_ yaml: String) -> ConfigError? {
         expected.allowFlush = true
         expected.allowDebug = true
         expected.crossSlotTransactions = .relaxed
+        expected.trackingTableMaxKeys = 5
         #expect(loaded == expected)
     }
 

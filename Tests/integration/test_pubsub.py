@@ -321,13 +321,3 @@ def test_sharded_subscription_survives_the_death_of_its_master(cluster, proxy_fa
             cluster.restart(victim)
             cluster.wait_healthy(timeout=60)
 
-
-def test_client_tracking_is_refused_clearly(proxy):
-    """Client-side caching is not supported yet: a clear error, never a
-    silently missing invalidation."""
-    with proxy.raw() as c:
-        c.hello(3)
-        reply = c.command("CLIENT", "TRACKING", "ON")
-        assert isinstance(reply, RespError)
-        assert reply.message == "ERR slotproxy does not support CLIENT TRACKING yet: it needs a backend connection of the client's own"
-        assert c.command("PING") == b"PONG"
