@@ -54,6 +54,8 @@ final class ClientSession {
     /// `CLIENT TRACKING ON`: reads go over tracking connections, and the
     /// node's invalidations of keys it read are pushed to it.
     var tracking = false
+    /// The keys `worker.trackedReaders` lists this client for.
+    var trackedKeys = Set<[UInt8]>()
     /// Shard channels (`SSUBSCRIBE`), one connection per master they live on.
     var shards: ShardedSubscriptions?
     /// In subscribe mode (RESP2: only subscription commands are allowed).
@@ -116,20 +118,39 @@ final class ClientSession {
     /// command, `WATCH`, `EXEC` ...), and a later command on a shared
     /// connection could otherwise overtake it, which one server never allows.
     var barrier: RequestRecord?
+    /// Requests of this client in flight on shared connections. A command
+    /// bound for a dedicated connection (a blocking command, a transaction,
+    /// `WAIT`) waits until they are answered: on another connection it could
+    /// otherwise overtake them (`RPUSH` then `BLPOP`, `SET` then `MULTI`/`INCR`).
+    var sharedInFlight = 0
+    /// Parsing stopped, with the command that must wait still unconsumed.
+    var waitingForSharedReplies = false
     /// Subscribe mode: parsing waits for the proxy's marker `PING`s after an
     /// unsubscribe, so the subscriptions' state is known before going on.
     var subscriptionMarkersOwed = 0
     /// Of those, the ones on `subscription`'s connection.
     var regularMarkersOwed = 0
 
-    /// Parses what is buffered once a barrier is lifted.
+    /// Parses what is buffered once a barrier is lifted. Inside the parsing
+    /// loop (a barrier lifted while its command is routed) it does nothing:
+    /// the loop goes on by itself, and the frame being routed is not
+    /// consumed yet.
     func resumeParsing() {
-        guard !isClosed, barrier == nil, subscriptionMarkersOwed == 0 else { return }
+        guard !isClosed, !isParsing, barrier == nil, subscriptionMarkersOwed == 0, !waitingForSharedReplies else {
+            return
+        }
         parseRequests()
     }
 
+    private var isParsing = false
+
     private func parseRequests() {
-        while !input.isEmpty && !closeAfterFlush && barrier == nil && subscriptionMarkersOwed == 0 {
+        guard !isParsing else { return }
+        isParsing = true
+        defer { isParsing = false }
+        while !input.isEmpty && !closeAfterFlush && barrier == nil && subscriptionMarkersOwed == 0
+            && !waitingForSharedReplies
+        {
             if pending.count >= ClientSession.pauseAtPendingReplies
                 || output.readableBytes >= ClientSession.pauseAtOutputBytes
             {
@@ -156,6 +177,11 @@ final class ClientSession {
                             self, frame: UnsafeRawBufferPointer(rebasing: input.readable[0..<frameLength]),
                             arguments: parser.arguments)
                     }
+                    if waitingForSharedReplies {
+                        // Parsed again, and routed, once the shared replies are in.
+                        parser.reset()
+                        return
+                    }
                 }
                 input.consume(frameLength)
                 parser.reset()
@@ -172,15 +198,30 @@ final class ClientSession {
         pending.append(record)
     }
 
+    /// Registers a request answered over shared connections (see `sharedInFlight`).
+    @inline(__always)
+    func expectSharedReply(_ record: RequestRecord) {
+        record.countsAsShared = true
+        sharedInFlight += 1
+        expectReply(record)
+    }
+
     /// A reply for `record` arrived (from a node, or made by the proxy).
     func complete(_ record: RequestRecord, reply: UnsafeRawBufferPointer) {
         if isClosed {
             worker.recordPool.release(record)
             return
         }
-        let liftsBarrier = barrier === record
-        if liftsBarrier { barrier = nil }
-        defer { if liftsBarrier { resumeParsing() } }
+        var resumes = barrier === record
+        if resumes { barrier = nil }
+        if record.countsAsShared {
+            sharedInFlight -= 1
+            if sharedInFlight == 0 && waitingForSharedReplies {
+                waitingForSharedReplies = false
+                resumes = true
+            }
+        }
+        defer { if resumes { resumeParsing() } }
         if pending.first === record {
             output.append(reply)
             _ = pending.popFirst()
@@ -219,6 +260,17 @@ final class ClientSession {
 
     func streamArrived(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { streamArrived($0) }
+    }
+
+    /// An out-of-band push (an invalidation) that must not overtake the
+    /// replies still owed: queued behind them, or written at once.
+    func pushInOrder(_ bytes: [UInt8]) {
+        guard !isClosed else { return }
+        if subscriptionStream != nil {
+            streamArrived(bytes)
+        } else {
+            replyLocally { $0.append(bytes) }
+        }
     }
 
     /// Subscribe mode ended: the stream's place in the queue is released.
@@ -330,6 +382,8 @@ final class ClientSession {
             worker.dedicated.release(connection)
         }
         waitConnections.removeAll()
+        if !trackedKeys.isEmpty { worker.stopTracking(self) }
+        worker.sessionsAwaitingResubscription[ObjectIdentifier(self)] = nil
         barrier = nil
         for record in pending.removeAll() where record.isComplete {
             worker.recordPool.release(record)

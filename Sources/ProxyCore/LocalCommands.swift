@@ -42,7 +42,7 @@ enum LocalCommands {
             hello(command, session: session)
         case "reset":
             worker.abandonTransaction(session)
-            session.tracking = false
+            worker.stopTracking(session)
             session.resp3 = false
             session.clientName = nil
             session.replyLocally { $0.append("+RESET\r\n") }
@@ -139,7 +139,7 @@ enum LocalCommands {
         if let newName { session.clientName = newName.isEmpty ? nil : newName }
         session.resp3 = protocolVersion == 3
         // Invalidations are pushes: a client back on RESP2 stops tracking.
-        if !session.resp3 { session.tracking = false }
+        if !session.resp3 && session.tracking { session.worker.stopTracking(session) }
         let resp3 = session.resp3
         let id = session.id
         session.replyLocally { out in

@@ -28,6 +28,9 @@ final class RequestRecord {
     /// Its reply ends the client's transaction (`EXEC`, `DISCARD`, `UNWATCH`)
     /// number `endsTransaction` on its connection; 0: it ends none.
     var endsTransaction = 0
+    /// Answered over shared connections: counted in the client's
+    /// `sharedInFlight` until its reply is delivered.
+    var countsAsShared = false
 
     func reset() {
         session = nil
@@ -43,6 +46,7 @@ final class RequestRecord {
         part = 0
         isStream = false
         endsTransaction = 0
+        countsAsShared = false
     }
 }
 

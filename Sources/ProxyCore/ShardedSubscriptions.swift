@@ -26,8 +26,6 @@ final class ShardedSubscriptions {
         case marker
         /// A client's `PING`: its reply goes to the client as it is.
         case clientCommand
-        /// `ASKING` before an `SSUBSCRIBE` sent on an `ASK` redirect.
-        case asking
     }
 
     final class Link {

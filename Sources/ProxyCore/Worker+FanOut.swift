@@ -17,6 +17,7 @@ extension Worker {
     /// Sends `parts` and arranges for their merged reply to reach `target`.
     @discardableResult
     func dispatch(_ parts: [Part], rule: MergeRule, target: FanOutTarget, session: ClientSession) -> FanOut {
+        countAsShared(target, session: session)
         let fanOut = FanOut(target: target, rule: rule, parts: parts.count, resp3: session.resp3)
         fanOut.sessionForNextStage = session
         for (index, part) in parts.enumerated() {
@@ -25,6 +26,13 @@ extension Worker {
             part.pool.connection(for: session).enqueue(record)
         }
         return fanOut
+    }
+
+    /// A client reply that waits on shared connections (see `ClientSession.sharedInFlight`).
+    func countAsShared(_ target: FanOutTarget, session: ClientSession) {
+        guard case .client(let parent) = target, !parent.countsAsShared, parent.session === session else { return }
+        parent.countsAsShared = true
+        session.sharedInFlight += 1
     }
 
     /// The record that carries part `index` of `fanOut`.

@@ -67,7 +67,7 @@ extension Worker {
             record.slot = slot
             sendBlocking(record, to: pool.address, asking: false, session: session)
             // The client waits for the whole move, not only the pop.
-            if session.barrier === record { session.barrier = parent }
+            session.barrier = parent
         } else {
             dispatch([Part(pool: pool, slot: slot, request: request)], rule: .listMove(plan), target: .client(parent), session: session)
         }

@@ -29,6 +29,8 @@ final class RelaxedTransaction {
     }
 
     var commands: [Queued] = []
+    /// A watch connection died: what it watched is unknown, EXEC answers null.
+    var watchLost = false
     /// Dedicated connections holding the client's `WATCH`es, by master.
     var watchConnections: [NodeAddress: BackendConnection] = [:]
 }
@@ -54,6 +56,8 @@ final class RelaxedExecution {
     var current: [Group] = []
     var committedGroups = 0
     var watchFailed = false
+    /// The error of a watch check that could not run.
+    var watchError: [UInt8]?
     let resp3: Bool
 
     init(frames: [[UInt8]], resp3: Bool) {
@@ -105,7 +109,11 @@ extension Worker {
     private func watchConnection(_ relaxed: RelaxedTransaction, _ address: NodeAddress, session: ClientSession)
         -> BackendConnection?
     {
-        if let connection = relaxed.watchConnections[address] { return connection }
+        if let connection = relaxed.watchConnections[address] {
+            if connection.state != .closed { return connection }
+            // The node forgot the watch with the connection: EXEC must fail.
+            relaxed.watchLost = true
+        }
         guard let connection = dedicated.acquire(address, resp3: session.resp3) else {
             session.replyError(
                 "ERR slotproxy: too many dedicated connections to \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
@@ -154,6 +162,12 @@ extension Worker {
         guard !transaction.aborted else {
             releaseWatches(relaxed)
             session.replyError("EXECABORT Transaction discarded because of previous errors.")
+            return
+        }
+        if relaxed.watchLost || relaxed.watchConnections.values.contains(where: { $0.state == .closed }) {
+            // A watch could not be kept: as if the watched key had changed.
+            releaseWatches(relaxed)
+            session.replyLocally { $0.append(session.resp3 ? "_\r\n" : "*-1\r\n") }
             return
         }
         guard slotMap != nil, !masterPools.isEmpty else {
@@ -218,6 +232,7 @@ extension Worker {
 
     /// Sends the groups of `execution.current`, each as one `MULTI` ... `EXEC`.
     private func runStage(_ execution: RelaxedExecution, target: FanOutTarget, session: ClientSession) {
+        countAsShared(target, session: session)
         var partCount = 0
         for index in execution.current.indices {
             execution.current[index].firstPart = partCount
@@ -259,12 +274,17 @@ extension Worker {
             let exec = replies[group.firstPart + group.commandIndices.count] ?? []
             if Worker.isNullReply(exec) {
                 execution.watchFailed = true
+            } else if group.watchConnection != nil, Worker.arrayElements(exec) == nil {
+                // A watch check that could not run (connection lost, slot
+                // moved): the transaction cannot go on; the client hears why.
+                execution.watchError = exec
             } else if let elements = Worker.arrayElements(exec), elements.count == group.commandIndices.count {
                 for (command, element) in zip(group.commandIndices, elements) { execution.results[command] = element }
                 if !group.commandIndices.isEmpty { execution.committedGroups += 1 }
             } else {
                 let queued = (0..<group.commandIndices.count).map { replies[group.firstPart + $0] ?? [] }
-                if let moved = queued.lazy.compactMap({ Worker.movedTarget($0, defaultHost: group.address.host) }).first,
+                if group.slot >= 0,
+                    let moved = queued.lazy.compactMap({ Worker.movedTarget($0, defaultHost: group.address.host) }).first,
                     group.attempts < 3
                 {
                     // The slot moved before the group ran: nothing of it ran, send it again.
@@ -282,14 +302,16 @@ extension Worker {
             }
         }
         execution.current = []
-        if execution.watchFailed {
+        if execution.watchFailed || execution.watchError != nil {
             if execution.committedGroups > 0 {
                 shared.relaxedTransactionPartialOutcome()
                 logger.warning(
-                    "relaxed transaction: a WATCH aborted it after \(execution.committedGroups) slot group(s) had committed on other masters (not undone)"
+                    "relaxed transaction: a WATCH check stopped it after \(execution.committedGroups) slot group(s) had committed on other masters (not undone)"
                 )
             }
-            deliver(execution.resp3 ? Array("_\r\n".utf8) : Array("*-1\r\n".utf8), to: fanOut.target)
+            deliver(
+                execution.watchError ?? (execution.resp3 ? Array("_\r\n".utf8) : Array("*-1\r\n".utf8)),
+                to: fanOut.target)
             return
         }
         if !execution.later.isEmpty, let session = fanOut.sessionForNextStage, !session.isClosed {

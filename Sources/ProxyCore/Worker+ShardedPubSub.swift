@@ -10,7 +10,8 @@ import RESPWire
 ///
 /// When a slot moves to another master, the old owner drops its channels
 /// with a `sunsubscribe` push and the proxy subscribes them again on the new
-/// owner (following `MOVED`/`ASK`); when a link's node dies, its channels are
+/// owner (following `MOVED`; an `ASK`, mid-migration, is retried once a
+/// second until the move is over); when a link's node dies, its channels are
 /// subscribed again once the topology names a live master. The client sees
 /// none of it; messages published while no node carried a channel are lost,
 /// as they would be for a client reconnecting itself.
@@ -118,8 +119,8 @@ extension Worker {
     /// Sends `SSUBSCRIBE channels` (all of `slot`) to `address`, by default
     /// the slot's master; without a connection there, the channels wait.
     private func subscribeShardChannels(
-        _ channels: [[UInt8]], slot: Int, fromClient: Bool, to target: NodeAddress? = nil, asking: Bool = false,
-        redirects: Int = 0, session: ClientSession, shards: ShardedSubscriptions
+        _ channels: [[UInt8]], slot: Int, fromClient: Bool, to target: NodeAddress? = nil, redirects: Int = 0,
+        session: ClientSession, shards: ShardedSubscriptions
     ) {
         for channel in channels {
             if let old = shards.home[channel] { shards.links[old]?.channels.remove(channel) }
@@ -138,10 +139,6 @@ extension Worker {
             shards.homeless.remove(channel)
             shards.home[channel] = address
             link.channels.insert(channel)
-        }
-        if asking {
-            link.connection.enqueueInternalStream([Array("ASKING".utf8)])
-            link.sent.append(.asking)
         }
         link.connection.enqueueInternalStream([Array("SSUBSCRIBE".utf8)] + channels)
         link.sent.append(.subscribe(channels: channels, confirmed: 0, fromClient: fromClient, redirects: redirects))
@@ -211,8 +208,6 @@ extension Worker {
             link.sent.removeFirst()
             session.subscriptionMarkersOwed -= 1
             settleSubscribeMode(session)
-        case .asking?:
-            link.sent.removeFirst()
         case .clientCommand?:
             link.sent.removeFirst()
             session.streamArrived(bytes)
@@ -238,7 +233,7 @@ extension Worker {
     private func shardChannelUnsubscribed(
         _ channel: [UInt8], link: ShardedSubscriptions.Link, session: ClientSession, shards: ShardedSubscriptions
     ) {
-        if case .unsubscribe(let channels, let confirmed)? = link.sent.first {
+        if case .unsubscribe(let channels, let confirmed)? = link.sent.first, channels[confirmed...].contains(channel) {
             if confirmed + 1 >= channels.count {
                 link.sent.removeFirst()
             } else {
@@ -277,11 +272,21 @@ extension Worker {
                 let redirect = Redirect(
                     errorText: UnsafeRawBufferPointer(rebasing: bytes[1...]), defaultHost: link.connection.address.host)
             {
-                let address = NodeAddress(host: redirect.host, port: redirect.port)
-                if redirect.kind == .moved { learnSlotOwner(redirect.slot, address) }
-                subscribeShardChannels(
-                    pending, slot: redirect.slot, fromClient: fromClient, to: address, asking: redirect.kind == .ask,
-                    redirects: redirects + 1, session: session, shards: shards)
+                if redirect.kind == .ask {
+                    // The slot is half-way to another master. ASKING is refused
+                    // on a subscribed RESP2 connection: wait for the move to end.
+                    for channel in pending {
+                        shards.home[channel] = nil
+                        shards.homeless.insert(channel)
+                    }
+                    awaitShardResubscription(session)
+                } else {
+                    let address = NodeAddress(host: redirect.host, port: redirect.port)
+                    learnSlotOwner(redirect.slot, address)
+                    subscribeShardChannels(
+                        pending, slot: redirect.slot, fromClient: fromClient, to: address, redirects: redirects + 1,
+                        session: session, shards: shards)
+                }
             } else if fromClient {
                 // Refused (cluster down, no permission ...): as a node refuses it.
                 shards.refusals.append(Array(bytes))
@@ -307,8 +312,6 @@ extension Worker {
             settleSubscribeMode(session)
         case .clientCommand:
             session.streamArrived(bytes)
-        case .asking:
-            break
         }
     }
 
@@ -319,7 +322,7 @@ extension Worker {
             switch entry {
             case .marker: session.subscriptionMarkersOwed -= 1
             case .clientCommand: session.streamArrived(subscriptionConfirmation("pong", [], count: nil, resp3: session.resp3))
-            case .subscribe, .unsubscribe, .asking: break
+            case .subscribe, .unsubscribe: break
             }
         }
         link.sent.removeAll()

@@ -10,7 +10,9 @@ import RESPWire
 /// reply of a read-only command arrives (the node tracks it from then on;
 /// an invalidation that came earlier on the same connection was for an
 /// older read). An invalidation goes to every client that read the key and
-/// still tracks, and the key is forgotten, as on the node.
+/// still tracks, and the key is forgotten, as on the node. It is written
+/// after the replies the client is still owed, so it never overtakes the
+/// stale value it invalidates.
 ///
 /// When the proxy cannot know what a node still tracks (a tracking
 /// connection lost, the slot map changed), every tracking client gets an
@@ -36,7 +38,7 @@ extension Worker {
             return
         }
         if mode == "off" {
-            session.tracking = false
+            stopTracking(session)
             session.replyLocally { $0.append("+OK\r\n") }
             return
         }
@@ -102,7 +104,19 @@ extension Worker {
         }
     }
 
+    /// `CLIENT TRACKING OFF`, `RESET`, `HELLO 2`, a client gone: its keys are forgotten.
+    func stopTracking(_ session: ClientSession) {
+        session.tracking = false
+        for key in session.trackedKeys {
+            guard var readers = trackedReaders[key] else { continue }
+            readers.removeAll { $0 === session }
+            trackedReaders[key] = readers.isEmpty ? nil : readers
+        }
+        session.trackedKeys.removeAll()
+    }
+
     private func remember(reader session: ClientSession, of key: [UInt8]) {
+        session.trackedKeys.insert(key)
         if var readers = trackedReaders[key] {
             if !readers.contains(where: { $0 === session }) {
                 readers.append(session)
@@ -141,8 +155,9 @@ extension Worker {
         }
         trackedReaders.removeAll()
         if let reason { logger.info("client-side caching: every tracking client invalidated (\(reason))") }
-        for session in readers.values where session.tracking && !session.isClosed {
-            session.streamArrived(Array(">2\r\n$10\r\ninvalidate\r\n_\r\n".utf8))
+        for session in readers.values {
+            session.trackedKeys.removeAll()
+            if session.tracking && !session.isClosed { session.pushInOrder(Array(">2\r\n$10\r\ninvalidate\r\n_\r\n".utf8)) }
         }
     }
 
@@ -153,6 +168,9 @@ extension Worker {
         out.appendArrayHeader(keys.count)
         for key in keys { out.appendBulk(key) }
         let push = out.readableArray()
-        for session in readers where session.tracking && !session.isClosed { session.streamArrived(push) }
+        for session in readers {
+            for key in keys { session.trackedKeys.remove(key) }
+            if session.tracking && !session.isClosed { session.pushInOrder(push) }
+        }
     }
 }

@@ -42,6 +42,9 @@ extension Worker {
     func routeTransaction(_ spec: CommandSpec, _ command: Command, session: ClientSession) -> Bool {
         let name = spec.name
         let isControl = Worker.transactionControl.contains(name)
+        // What reaches a transaction's connection must not overtake what the
+        // client sent before on shared ones.
+        if isControl || session.transaction?.inMulti == true, mustWaitForSharedReplies(session) { return true }
         guard let transaction = session.transaction else {
             guard isControl else { return false }
             switch name {

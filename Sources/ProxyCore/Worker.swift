@@ -117,6 +117,8 @@ final class Worker {
         listenerEvent?.remove()
         tickEvent?.remove()
         for session in sessions.values { session.close() }
+        trackedReaders.removeAll()
+        sessionsAwaitingResubscription.removeAll()
         for pool in pools.values { pool.closeAll() }
         dedicated.closeAll()
         afterTurn()
@@ -257,6 +259,7 @@ final class Worker {
                 return
             case .blocking:
                 if isNonBlockingStreamRead(spec, command) { break }
+                if mustWaitForSharedReplies(session) { return }
                 runBlocking(spec, command, session: session)
                 return
             case .subscribe:
@@ -271,6 +274,7 @@ final class Worker {
             case .transaction:
                 return  // routeTransaction took it above
             case .wait:
+                if mustWaitForSharedReplies(session) { return }
                 wait(command, session: session)
                 return
             case .pinned:
@@ -329,6 +333,16 @@ final class Worker {
         forward(command, slot: slot, session: session)
     }
 
+    /// A command bound for a dedicated connection waits for the client's
+    /// requests on shared connections (see `ClientSession.sharedInFlight`):
+    /// true, and parsing stops, until they are answered.
+    @inline(__always)
+    func mustWaitForSharedReplies(_ session: ClientSession) -> Bool {
+        guard session.sharedInFlight > 0 else { return false }
+        session.waitingForSharedReplies = true
+        return true
+    }
+
     /// Sends a command as is to the master of `slot` (-1: any master) over a
     /// shared connection.
     @inline(__always)
@@ -337,7 +351,7 @@ final class Worker {
         let record = recordPool.acquire()
         record.request.append(command.frame)
         record.slot = slot
-        session.expectReply(record)
+        session.expectSharedReply(record)
         target.connection(for: session).enqueue(record)
     }
 
@@ -403,8 +417,9 @@ final class Worker {
         connection.servedSession = session
         connection.servesBlocking = true
         session.blockedOn = connection
-        // Like on one server, the client's next command waits for this one.
-        session.barrier = record
+        // Like on one server, the client's next command waits for this one
+        // (for a step of a larger command, the caller's record is the barrier).
+        if record.fanOut == nil { session.barrier = record }
         connection.enqueue(record, asking: asking)
     }
 
@@ -425,7 +440,11 @@ final class Worker {
     /// goes to the client (or, for a part of a split command, to its fan-out).
     func handleReply(_ record: RequestRecord, reply: UnsafeRawBufferPointer, kind: ReplyKind, from connection: BackendConnection) {
         if connection.transactionBound {
-            if case .error(let errorClass) = kind, errorClass == .moved || errorClass == .ask {
+            // (Records of a relaxed EXEC's groups never follow redirects:
+            // their group's EXEC tells.)
+            if case .error(let errorClass) = kind, errorClass == .moved || errorClass == .ask,
+                record.redirects < configuration.maxRedirects
+            {
                 redirectInTransaction(record, connection: connection)
                 return
             }
@@ -464,7 +483,9 @@ final class Worker {
         }
         if connection.tracking { noteTrackedRead(record) }
         if let fanOut = record.fanOut {
-            if case .error(.tryAgain) = kind, resplitPerKey(record, connection: connection) { return }
+            if case .error(.tryAgain) = kind, !connection.isDedicated, resplitPerKey(record, connection: connection) {
+                return
+            }
             let part = record.part
             recordPool.release(record)
             partArrived(fanOut, part: part, reply: reply)

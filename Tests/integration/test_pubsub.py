@@ -321,3 +321,27 @@ def test_sharded_subscription_survives_the_death_of_its_master(cluster, proxy_fa
             cluster.restart(victim)
             cluster.wait_healthy(timeout=60)
 
+
+
+def test_sharded_subscribe_without_a_free_connection(cluster, proxy_factory):
+    """No dedicated connection to the channel's master can be had (all taken
+    by blocked clients): the client is still confirmed, the proxy keeps
+    serving, and the channel is subscribed once a connection frees up."""
+    from cluster import key_hash_slot
+
+    proxy = proxy_factory("--blocking-connections-per-node", "1")
+    ch = shard_channels(cluster)[0]
+    blocker_key = next(f"blk:{i}" for i in range(10000)
+                       if cluster.node_for_slot(key_hash_slot(f"blk:{i}")) == cluster.node_for_slot(key_hash_slot(ch)))
+    with proxy.raw(timeout=10) as blocker, proxy.raw(timeout=10) as sub, proxy.raw() as pub:
+        blocker.send_command("BLPOP", blocker_key, 0)
+        time.sleep(0.3)
+        sub.send_command("SSUBSCRIBE", ch)
+        assert sub.read_replies(1) == [[b"ssubscribe", ch.encode(), 1]]
+        assert pub.command("PING") == b"PONG"
+        assert pub.command("RPUSH", blocker_key, "go") == 1
+        assert blocker.read_replies(1) == [[blocker_key.encode(), b"go"]]
+        deadline = time.monotonic() + 10
+        while pub.command("SPUBLISH", ch, "late") != 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sub.read_replies(1) == [[b"smessage", ch.encode(), b"late"]]
