@@ -229,19 +229,21 @@ extension Worker {
             return
         }
         if let count = Worker.subscriptionCount(in: bytes) { session.subscriptionCount = count }
+        guard withinPubsubOutputLimit(session, adding: bytes.count) else { return }
         session.streamArrived(bytes)
-        enforcePubsubOutputLimit(session)
     }
 
-    /// A subscriber that does not read is disconnected past `pubsub-output-limit`.
-    func enforcePubsubOutputLimit(_ session: ClientSession) {
+    /// A subscriber that does not read is disconnected before its unread
+    /// output would pass `pubsub-output-limit` (checked before the bytes are
+    /// added, so the proxy never holds more than the limit for it).
+    func withinPubsubOutputLimit(_ session: ClientSession, adding count: Int) -> Bool {
         let unread = session.output.readableBytes + (session.subscriptionStream?.reply.readableBytes ?? 0)
-        if unread > configuration.pubsubOutputLimit {
-            logger.warning(
-                "closing subscriber client \(session.id): \(unread) bytes unread (pubsub-output-limit \(configuration.pubsubOutputLimit))"
-            )
-            session.close()
-        }
+        guard unread + count > configuration.pubsubOutputLimit else { return true }
+        logger.warning(
+            "closing subscriber client \(session.id): \(unread) bytes unread and \(count) more (pubsub-output-limit \(configuration.pubsubOutputLimit))"
+        )
+        session.close()
+        return false
     }
 
     /// The subscription's connection died (its node failed): subscribe again

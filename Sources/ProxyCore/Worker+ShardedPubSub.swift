@@ -179,8 +179,7 @@ extension Worker {
         shards: ShardedSubscriptions
     ) {
         if Worker.isShardMessage(bytes) {
-            session.streamArrived(bytes)
-            enforcePubsubOutputLimit(session)
+            if withinPubsubOutputLimit(session, adding: bytes.count) { session.streamArrived(bytes) }
             return
         }
         guard let value = RESPValue.decode(Array(bytes))?.value else {

@@ -86,6 +86,14 @@ struct SlotproxyOptions: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
+            "Unread bytes a subscriber may leave before it is disconnected, e.g. 32mb (file: pubsub-output-limit; default \(ByteSize.format(defaults.pubsubOutputLimit))).",
+            valueName: "size"
+        )
+    )
+    var pubsubOutputLimit: String?
+
+    @Option(
+        help: ArgumentHelp(
             "Backend connect timeout (file: connect-timeout-ms; default \(defaults.connectTimeoutMs)).", valueName: "ms"
         )
     )
@@ -230,6 +238,9 @@ struct SlotproxyOptions: ParsableCommand {
         if let logLevel { try ConfigSetting.logLevel.apply(logLevel, spelledAs: "--log-level", to: &configuration) }
         if let allowFlush { configuration.allowFlush = allowFlush }
         if let allowDebug { configuration.allowDebug = allowDebug }
+        if let pubsubOutputLimit {
+            try ConfigSetting.pubsubOutputLimit.apply(pubsubOutputLimit, spelledAs: "--pubsub-output-limit", to: &configuration)
+        }
         if let crossSlotTransactions {
             try ConfigSetting.crossSlotTransactions.apply(
                 crossSlotTransactions, spelledAs: "--cross-slot-transactions", to: &configuration)

@@ -103,13 +103,13 @@ def test_redis_py_pubsub(proxy):
 
 
 def test_subscriber_that_does_not_read_is_disconnected(cluster, proxy_factory):
-    proxy = proxy_factory()
+    proxy = proxy_factory("--pubsub-output-limit", "4mb")
     ch = channel()
     sub = proxy.raw(timeout=10)
     sub.send_command("SUBSCRIBE", ch)
     assert sub.read_replies(1)[0][0] == b"subscribe"
     payload = "x" * 100_000
-    # 32 MB limit: publish ~60 MB that the subscriber never reads.
+    # 4 MB limit: publish ~60 MB that the subscriber never reads.
     with proxy.raw(timeout=30) as pub:
         for _ in range(12):
             pub.pipeline([("PUBLISH", ch, payload)] * 50)
@@ -117,9 +117,22 @@ def test_subscriber_that_does_not_read_is_disconnected(cluster, proxy_factory):
     while "pubsub-output-limit" not in proxy.log_text() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "pubsub-output-limit" in proxy.log_text()
+    # The proxy's peak memory stayed far below the 60 MB published: the
+    # limit (and buffers in flight), not the stream, bounds it.
+    peak = _memory_bytes(proxy.pid, "VmHWM")
+    assert peak < 48 * 1024 * 1024, peak
     sub.abort()
     with proxy.raw() as c:
         assert c.command("PING") == b"PONG"
+
+
+def _memory_bytes(pid: int, field: str) -> int:
+    """A memory figure of /proc/PID/status (VmRSS, VmHWM: the peak RSS)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field}")
 
 
 def _node_with_subscriber(cluster, pattern: str) -> int | None:
