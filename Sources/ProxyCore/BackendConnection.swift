@@ -45,6 +45,9 @@ final class BackendConnection {
     /// Goes back to the idle list once the replies it still owes are in.
     var releaseWhenIdle = false
     private(set) var connectStartedAt: Int64 = 0
+    /// Bytes written to the socket so far (with `output`'s size, where each
+    /// request's bytes end: see `RequestRecord.streamEnd`).
+    private var bytesWritten = 0
     private(set) var lastError = ""
 
     /// Has `CLIENT TRACKING` on: the node pushes invalidations for the keys
@@ -112,7 +115,11 @@ final class BackendConnection {
     /// (an ASK redirect: the target serves the slot only for the next command).
     func enqueue(_ record: RequestRecord, asking: Bool = false) {
         guard state != .closed else {
-            worker.failRequest(record, message: "ERR slotproxy: cannot connect to \(address): \(lastError)")
+            if isDedicated {
+                worker.failRequest(record, message: "ERR slotproxy: cannot connect to \(address): \(lastError)")
+            } else {
+                worker.holdForFailover(record)
+            }
             return
         }
         if asking {
@@ -120,6 +127,7 @@ final class BackendConnection {
             inFlight.append(nil)
         }
         output.append(record.request.readable)
+        record.streamEnd = bytesWritten + output.readableBytes
         record.sentAt = worker.loop.turnTime
         inFlight.append(record)
         markDirty()
@@ -176,6 +184,7 @@ final class BackendConnection {
             let n = Socket.write(fd, output.readable)
             if n > 0 {
                 output.consume(n)
+                bytesWritten += n
             } else if n == -1 {
                 writeEvent?.add()
                 return
@@ -197,6 +206,9 @@ final class BackendConnection {
             state = .ready
             readEvent?.add()
             worker.logger.debug("connected to \(address)\(resp3 ? " (RESP3)" : "")")
+            writeOutput()
+            if !isDedicated { worker.backendConnected(self) }
+            return
         }
         writeOutput()
     }
@@ -261,8 +273,11 @@ final class BackendConnection {
         input.shrinkIfIdle(above: 4 << 20, to: 64 * 1024)
     }
 
-    /// Closes the connection and answers everything it owed with an error.
-    /// A request already written may or may not have run on the node.
+    /// Closes the connection. What it owed is retried where that is safe: a
+    /// request not written in full never ran, and a read-only one may run
+    /// twice; they wait for a reachable master (`Worker+Failover`). A write
+    /// already sent may or may not have run: its client is told so, never
+    /// a silent second write.
     func fail(reason: String) {
         guard state != .closed else { return }
         worker.logger.warning("connection to \(address) lost: \(reason)")
@@ -280,9 +295,15 @@ final class BackendConnection {
         if isDedicated { worker.dedicated.release(self) }
         // The node's memory of what was read over it is gone with it.
         if tracking { worker.invalidateAllTracking(reason: "a tracking connection to \(address) was lost") }
+        let written = bytesWritten
+        if !isDedicated { worker.backendFailed(self) }
         for entry in inFlight.removeAll() {
             guard let record = entry else { continue }
-            worker.failRequest(record, message: message)
+            if !isDedicated && (record.streamEnd > written || worker.isSafeToRepeat(record)) {
+                worker.holdForFailover(record)
+            } else {
+                worker.failRequest(record, message: message)
+            }
         }
         worker.backendClosed(self)
     }

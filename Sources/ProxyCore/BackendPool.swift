@@ -60,6 +60,37 @@ final class BackendPool {
         (resp2 + resp3 + tracking).compactMap { $0 }.filter { $0.state != .closed }
     }
 
+    // MARK: health
+
+    /// Set when a connection to the node failed; requests for it are held
+    /// (see `Worker+Failover`) until a connection succeeds again.
+    private(set) var isDown = false
+    private var consecutiveFailures = 0
+    /// When the next connection attempt may be made (backoff with jitter,
+    /// so a dead or flapping node is never hammered).
+    private(set) var nextAttemptAt: Int64 = 0
+    /// Held requests that will be sent here: new requests for the node wait
+    /// behind them, so a slot's requests keep their order.
+    var heldCount = 0
+
+    func markDown(now: Int64) {
+        isDown = true
+        consecutiveFailures += 1
+        let backoff = min(1000, 25 << min(consecutiveFailures, 6))
+        nextAttemptAt = now + Int64(backoff / 2 + Int.random(in: 0...(backoff / 2)))
+    }
+
+    func markUp() {
+        isDown = false
+        consecutiveFailures = 0
+    }
+
+    /// Whether requests must wait instead of going to a connection now.
+    @inline(__always)
+    func mustHold(now: Int64) -> Bool {
+        heldCount > 0 || (isDown && now < nextAttemptAt)
+    }
+
     func closeAll() {
         for connection in openConnections { connection.close() }
     }

@@ -56,6 +56,12 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var requestTimeoutMs: Int = 5000
     /// MOVED/ASK redirects followed per request before the error goes to the client (`max-redirects`).
     public var maxRedirects: Int = 5
+    /// How long a request for a slot whose master cannot be reached waits for
+    /// a new master (a failover) before the client gets `CLUSTERDOWN` (`failover-timeout-ms`).
+    public var failoverTimeoutMs: Int = 15000
+    /// Requests a worker holds at most while masters are unreachable; past
+    /// it new ones get an error at once (`failover-queue-limit`).
+    public var failoverQueueLimit: Int = 100_000
     /// Periodic topology refresh interval in milliseconds (`topology-refresh-ms`).
     public var topologyRefreshMs: Int = 5000
     /// Client stream limits (`proto-max-bulk-len`, `max-multibulk-length`, `max-inline-length`).

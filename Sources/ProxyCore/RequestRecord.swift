@@ -31,6 +31,18 @@ final class RequestRecord {
     /// Answered over shared connections: counted in the client's
     /// `sharedInFlight` until its reply is delivered.
     var countsAsShared = false
+    /// Where its bytes end in its connection's output stream: written in
+    /// full once the connection has written that many bytes.
+    var streamEnd = 0
+    /// When it was first held for want of a reachable master (0: never);
+    /// it fails once held longer than `failover-timeout-ms`.
+    var heldSince: Int64 = 0
+    /// Retries after `TRYAGAIN`/`LOADING`/`CLUSTERDOWN`, and the earliest
+    /// time for the next.
+    var retries = 0
+    var retryAt: Int64 = 0
+    /// The pool whose held-request count includes it, while held.
+    var heldFor: BackendPool?
 
     func reset() {
         session = nil
@@ -47,6 +59,11 @@ final class RequestRecord {
         isStream = false
         endsTransaction = 0
         countsAsShared = false
+        streamEnd = 0
+        heldSince = 0
+        retries = 0
+        retryAt = 0
+        heldFor = nil
     }
 }
 

@@ -23,7 +23,11 @@ extension Worker {
         for (index, part) in parts.enumerated() {
             let record = partRecord(fanOut, index, request: part.request.readable, session: session)
             record.slot = part.slot
-            part.pool.connection(for: session).enqueue(record)
+            if part.pool.mustHold(now: loop.turnTime) {
+                holdForFailover(record)
+            } else {
+                part.pool.connection(for: session).enqueue(record)
+            }
         }
         return fanOut
     }

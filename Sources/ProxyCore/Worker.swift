@@ -39,12 +39,14 @@ final class Worker {
     /// (patched by MOVED until the next snapshot arrives).
     private(set) var slotMap: SlotMap?
     private(set) var slotOwners: [BackendPool?] = Array(repeating: nil, count: clusterSlotCount)
-    private var pools: [NodeAddress: BackendPool] = [:]
+    private(set) var pools: [NodeAddress: BackendPool] = [:]
     /// The pools of `slotMap.shards`' masters, in the same order.
     private(set) var masterPools: [BackendPool] = []
     var anyNodeCursor = 0
 
     let workerIndex: Int
+    /// Requests waiting for a reachable master (see `Worker+Failover`).
+    var heldRequests: [RequestRecord] = []
     /// `CLIENT TRACKING`: the clients that read each key over a tracking connection.
     var trackedReaders: [[UInt8]: [ClientSession]] = [:]
     /// Sessions with shard channels waiting for a live master (see `Worker+ShardedPubSub`).
@@ -202,6 +204,7 @@ final class Worker {
         if ownersChanged { invalidateAllTracking(reason: "the slot map changed") }
         slotMap = map
         retryShardResubscriptions(force: true)
+        resendHeldRequests()
     }
 
     /// A `MOVED` named the slot's new owner: remember it now, and learn the
@@ -352,7 +355,11 @@ final class Worker {
         record.request.append(command.frame)
         record.slot = slot
         session.expectSharedReply(record)
-        target.connection(for: session).enqueue(record)
+        if target.mustHold(now: loop.turnTime) {
+            holdForFailover(record)  // its master is down: wait for it, or for a new one
+        } else {
+            target.connection(for: session).enqueue(record)
+        }
     }
 
     /// The pool of the master serving `slot`, or of any master (round robin)
@@ -482,6 +489,13 @@ final class Worker {
             return
         }
         if connection.tracking { noteTrackedRead(record) }
+        if case .error(let errorClass) = kind, !connection.isDedicated, errorClass != .other,
+            !(errorClass == .tryAgain && record.fanOut?.rule.isSplitByKey == true),
+            retryAfterTransientError(record, errorClass)
+        {
+            if errorClass == .clusterDown || errorClass == .masterDown { shared.requestTopologyRefresh() }
+            return
+        }
         if let fanOut = record.fanOut {
             if case .error(.tryAgain) = kind, !connection.isDedicated, resplitPerKey(record, connection: connection) {
                 return
@@ -552,6 +566,7 @@ final class Worker {
             listenerEvent?.add()
         }
         retryShardResubscriptions(force: false)
+        resendHeldRequests()
         for connection in dedicated.busy.values {
             if connection.state == .connecting {
                 if now - connection.connectStartedAt > Int64(configuration.connectTimeoutMs) {

@@ -86,6 +86,22 @@ struct SlotproxyOptions: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
+            "How long requests for an unreachable master wait for a new one (file: failover-timeout-ms; default \(defaults.failoverTimeoutMs)).",
+            valueName: "ms"
+        )
+    )
+    var failoverTimeoutMs: Int?
+
+    @Option(
+        help: ArgumentHelp(
+            "Requests held per worker while masters are unreachable (file: failover-queue-limit; default \(defaults.failoverQueueLimit)).",
+            valueName: "n"
+        )
+    )
+    var failoverQueueLimit: Int?
+
+    @Option(
+        help: ArgumentHelp(
             "Unread bytes a subscriber may leave before it is disconnected, e.g. 32mb (file: pubsub-output-limit; default \(ByteSize.format(defaults.pubsubOutputLimit))).",
             valueName: "size"
         )
@@ -248,6 +264,7 @@ struct SlotproxyOptions: ParsableCommand {
         let numbers: [(ConfigSetting, Int?)] = [
             (.port, port), (.workers, workers), (.backendConnections, backendConnections),
             (.blockingConnectionsPerNode, blockingConnectionsPerNode), (.trackingTableMaxKeys, trackingTableMaxKeys),
+            (.failoverTimeoutMs, failoverTimeoutMs), (.failoverQueueLimit, failoverQueueLimit),
             (.connectTimeoutMs, connectTimeoutMs), (.requestTimeoutMs, requestTimeoutMs),
             (.maxRedirects, maxRedirects), (.topologyRefreshMs, topologyRefreshMs), (.maxClients, maxclients),
         ]

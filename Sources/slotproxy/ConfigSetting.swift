@@ -19,6 +19,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case connectTimeoutMs = "connect-timeout-ms"
     case requestTimeoutMs = "request-timeout-ms"
     case maxRedirects = "max-redirects"
+    case failoverTimeoutMs = "failover-timeout-ms"
+    case failoverQueueLimit = "failover-queue-limit"
     case topologyRefreshMs = "topology-refresh-ms"
     case protoMaxBulkLen = "proto-max-bulk-len"
     case maxMultibulkLength = "max-multibulk-length"
@@ -42,6 +44,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .connectTimeoutMs: 1...600_000
         case .requestTimeoutMs: 1...86_400_000
         case .maxRedirects: 0...100
+        case .failoverTimeoutMs: 0...3_600_000
+        case .failoverQueueLimit: 0...10_000_000
         case .topologyRefreshMs: 10...86_400_000
         // Redis's own bounds for proto-max-bulk-len start at 1mb; the top keeps
         // `position + length + 2` in the request parser far from overflowing.
@@ -135,6 +139,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .connectTimeoutMs: configuration.connectTimeoutMs = number
         case .requestTimeoutMs: configuration.requestTimeoutMs = number
         case .maxRedirects: configuration.maxRedirects = number
+        case .failoverTimeoutMs: configuration.failoverTimeoutMs = number
+        case .failoverQueueLimit: configuration.failoverQueueLimit = number
         case .topologyRefreshMs: configuration.topologyRefreshMs = number
         case .protoMaxBulkLen: configuration.requestLimits.maxBulkLength = number
         case .maxMultibulkLength: configuration.requestLimits.maxMultibulkLength = number

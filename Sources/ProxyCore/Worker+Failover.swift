@@ -1,0 +1,148 @@
+import ClusterTopology
+import CommandTable
+import RESPWire
+
+/// Requests that wait for a reachable master instead of failing.
+///
+/// When a connection to a master fails, the node is marked down and
+/// reconnected with backoff and jitter (`BackendPool`). Requests that cannot
+/// go anywhere now are held here, in order:
+/// - requests for a node that is down (new ones too, behind the held ones,
+///   so a slot's requests keep their order);
+/// - requests of a lost connection that never reached the node, or that
+///   are read-only (running them twice is harmless);
+/// - requests answered `TRYAGAIN`, `LOADING`, `CLUSTERDOWN` or `MASTERDOWN`
+///   (retried with backoff).
+/// They are sent again when the node answers again or when a new slot map
+/// names another master (a failover), and get `CLUSTERDOWN` only once held
+/// longer than `failover-timeout-ms`. At most `failover-queue-limit` are
+/// held per worker; past it, new ones fail at once, so memory stays bounded.
+extension Worker {
+    /// Holds `record` until its slot has a reachable master (or the
+    /// failover timeout passes).
+    func holdForFailover(_ record: RequestRecord, retryAfterMs: Int = 0) {
+        guard let session = record.session, !session.isClosed else {
+            failRequest(record, message: "ERR slotproxy: client gone")
+            return
+        }
+        let now = loop.nowMilliseconds
+        if record.heldSince == 0 { record.heldSince = now }
+        if now - record.heldSince >= Int64(configuration.failoverTimeoutMs) {
+            failHeld(record)
+            return
+        }
+        guard heldRequests.count < configuration.failoverQueueLimit else {
+            failRequest(
+                record,
+                message:
+                    "CLUSTERDOWN slotproxy: too many requests waiting for unreachable masters (failover-queue-limit \(configuration.failoverQueueLimit))"
+            )
+            return
+        }
+        record.retryAt = retryAfterMs > 0 ? now + Int64(retryAfterMs) : 0
+        // Held for a down node: later requests for it queue behind. (A retry
+        // after TRYAGAIN and the like holds up nobody else.)
+        if record.retryAt == 0, let target = record.slot >= 0 ? slotOwners[record.slot] : nil {
+            target.heldCount += 1
+            record.heldFor = target
+        }
+        heldRequests.append(record)
+        shared.requestTopologyRefresh()
+    }
+
+    private func failHeld(_ record: RequestRecord) {
+        let slot = record.slot >= 0 ? " for slot \(record.slot)" : ""
+        failRequest(
+            record,
+            message:
+                "CLUSTERDOWN slotproxy: no reachable master\(slot) within failover-timeout-ms (\(configuration.failoverTimeoutMs))"
+        )
+    }
+
+    /// Sends held requests whose master can be tried now, oldest first;
+    /// the others stay, in order.
+    func resendHeldRequests() {
+        guard !heldRequests.isEmpty else { return }
+        let now = loop.nowMilliseconds
+        let records = heldRequests
+        heldRequests = []
+        for record in records {
+            record.heldFor?.heldCount -= 1
+            record.heldFor = nil
+        }
+        var blocked = Set<ObjectIdentifier>()
+        for record in records {
+            guard let session = record.session, !session.isClosed else {
+                failRequest(record, message: "ERR slotproxy: client gone")
+                continue
+            }
+            let pool = record.slot >= 0 ? slotOwners[record.slot] : anyReachableMaster(now: now)
+            let backingOff = now < record.retryAt
+            let waits =
+                backingOff || pool == nil || pool!.isDown && now < pool!.nextAttemptAt
+                || blocked.contains(ObjectIdentifier(pool!))
+            guard waits else {
+                pool!.connection(for: session).enqueue(record)
+                continue
+            }
+            if now - record.heldSince >= Int64(configuration.failoverTimeoutMs) {
+                failHeld(record)
+                continue
+            }
+            if !backingOff, let pool {
+                // Later requests for the same master stay behind this one.
+                blocked.insert(ObjectIdentifier(pool))
+                pool.heldCount += 1
+                record.heldFor = pool
+            }
+            heldRequests.append(record)
+        }
+    }
+
+    private func anyReachableMaster(now: Int64) -> BackendPool? {
+        masterPools.first { !$0.isDown || now >= $0.nextAttemptAt } ?? masterPools.first
+    }
+
+    /// A shared connection failed: its node is down until one connects.
+    func backendFailed(_ connection: BackendConnection) {
+        pools[connection.address]?.markDown(now: loop.nowMilliseconds)
+    }
+
+    /// A shared connection is up: its node is reachable again.
+    func backendConnected(_ connection: BackendConnection) {
+        guard let pool = pools[connection.address], pool.isDown else { return }
+        pool.markUp()
+        logger.info("\(connection.address) reachable again")
+        resendHeldRequests()
+    }
+
+    /// Whether a request whose outcome is unknown may be sent again: a
+    /// read-only command changes nothing when it runs twice.
+    func isSafeToRepeat(_ record: RequestRecord) -> Bool {
+        var parser = RequestParser()
+        let request = record.request.readableArray()
+        return request.withUnsafeBytes { raw in
+            guard case .complete = parser.parse(raw), !parser.arguments.isEmpty else { return false }
+            let command = Command(frame: raw, arguments: parser.arguments)
+            guard var spec = CommandLookup().find(command.argument(0)) else { return false }
+            if spec.isContainer, command.count > 1, let sub = spec.subcommand(command.argument(1)) { spec = sub }
+            return spec.flags.contains(.readonly) && !spec.flags.contains(.blocking)
+        }
+    }
+
+    /// `TRYAGAIN`, `LOADING`, `CLUSTERDOWN`, `MASTERDOWN`: nothing ran; try
+    /// again after a backoff, within the failover timeout. True when held.
+    func retryAfterTransientError(_ record: RequestRecord, _ errorClass: ErrorClass) -> Bool {
+        switch errorClass {
+        case .tryAgain, .loading, .clusterDown, .masterDown: break
+        default: return false
+        }
+        // The records of a relaxed transaction's groups are answered by their EXEC.
+        guard record.redirects < configuration.maxRedirects else { return false }
+        let now = loop.nowMilliseconds
+        if record.heldSince != 0 && now - record.heldSince >= Int64(configuration.failoverTimeoutMs) { return false }
+        record.retries += 1
+        holdForFailover(record, retryAfterMs: min(1000, 20 << min(record.retries, 6)))
+        return true
+    }
+}
