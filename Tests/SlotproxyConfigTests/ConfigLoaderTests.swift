@@ -72,6 +72,8 @@ func loadError(_ yaml: String) -> ConfigError? {
             allow-debug: yes
             cross-slot-transactions: relaxed
             tracking-table-max-keys: 5
+            failover-timeout-ms: 250
+            failover-queue-limit: 7
             """)
         var expected = ProxyConfiguration()
         expected.seeds = [NodeAddress(host: "10.0.0.1", port: 7000), NodeAddress(host: "10.0.0.2", port: 7001)]
@@ -94,6 +96,8 @@ func loadError(_ yaml: String) -> ConfigError? {
         expected.allowDebug = true
         expected.crossSlotTransactions = .relaxed
         expected.trackingTableMaxKeys = 5
+        expected.failoverTimeoutMs = 250
+        expected.failoverQueueLimit = 7
         #expect(loaded == expected)
     }
 

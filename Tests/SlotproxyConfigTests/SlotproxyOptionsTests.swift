@@ -57,6 +57,8 @@ func parseFailure(_ arguments: [String]) -> String? {
             "--backend-connections", "4", "--connect-timeout-ms", "50", "--request-timeout-ms", "60",
             "--max-redirects", "7", "--topology-refresh-ms", "70", "--maxclients", "80", "--log-level", "TRACE",
             "--allow-flush", "--allow-debug", "--cross-slot-transactions", "relaxed",
+            "--failover-timeout-ms", "90", "--failover-queue-limit", "100", "--tracking-table-max-keys", "11",
+            "--pubsub-output-limit", "1mb",
         ])
         var expected = ProxyConfiguration()
         expected.seeds = [NodeAddress(host: "a", port: 1)]
@@ -73,6 +75,10 @@ func parseFailure(_ arguments: [String]) -> String? {
         expected.allowFlush = true
         expected.allowDebug = true
         expected.crossSlotTransactions = .relaxed
+        expected.failoverTimeoutMs = 90
+        expected.failoverQueueLimit = 100
+        expected.trackingTableMaxKeys = 11
+        expected.pubsubOutputLimit = 1 << 20
         #expect(try options.resolveConfiguration() == expected)
     }
 
