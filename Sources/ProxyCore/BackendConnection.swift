@@ -277,8 +277,9 @@ final class BackendConnection {
     /// request not written in full never ran, and a read-only one may run
     /// twice; they wait for a reachable master (`Worker+Failover`). A write
     /// already sent may or may not have run: its client is told so, never
-    /// a silent second write.
-    func fail(reason: String) {
+    /// a silent second write. After a timeout (`retryReads` false) reads fail
+    /// too: a node that hangs would hang them again.
+    func fail(reason: String, retryReads: Bool = true) {
         guard state != .closed else { return }
         worker.logger.warning("connection to \(address) lost: \(reason)")
         lastError = reason
@@ -299,7 +300,7 @@ final class BackendConnection {
         if !isDedicated { worker.backendFailed(self) }
         for entry in inFlight.removeAll() {
             guard let record = entry else { continue }
-            if !isDedicated && (record.streamEnd > written || worker.isSafeToRepeat(record)) {
+            if !isDedicated && (record.streamEnd > written || retryReads && worker.isSafeToRepeat(record)) {
                 worker.holdForFailover(record)
             } else {
                 worker.failRequest(record, message: message)

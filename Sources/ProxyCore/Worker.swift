@@ -577,7 +577,8 @@ final class Worker {
             {
                 // Transactions answer at once; blocking commands and
                 // subscriptions wait as long as they like.
-                connection.fail(reason: "no reply within request-timeout-ms \(configuration.requestTimeoutMs)")
+                connection.fail(
+                        reason: "no reply within request-timeout-ms \(configuration.requestTimeoutMs)", retryReads: false)
             }
         }
         for pool in pools.values {
@@ -589,7 +590,8 @@ final class Worker {
                 } else if let oldest = connection.oldestSentAt,
                     now - oldest > Int64(configuration.requestTimeoutMs)
                 {
-                    connection.fail(reason: "no reply within request-timeout-ms \(configuration.requestTimeoutMs)")
+                    connection.fail(
+                        reason: "no reply within request-timeout-ms \(configuration.requestTimeoutMs)", retryReads: false)
                 }
             }
         }

@@ -4,6 +4,7 @@ every acknowledged write reads back."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 import uuid
@@ -155,4 +156,85 @@ def test_planned_failover_is_invisible(cluster, proxy_factory):
     finally:
         # Hand the slots back, so later tests see the usual layout.
         cluster.call(master, "CLUSTER", "FAILOVER")
+        cluster.wait_healthy(timeout=60)
+
+
+def test_a_hung_master_times_out_without_holding_up_the_others(cluster, proxy_factory):
+    """A master that accepts TCP but never answers (SIGSTOP): its requests
+    fail with a clear error after request-timeout-ms; clients of the other
+    masters never wait for it."""
+    import os
+    import signal
+
+    proxy = proxy_factory("--request-timeout-ms", "500")
+    victim = cluster.masters[2]
+    hung_key = next(f"hung:{i}" for i in range(10000) if cluster.node_for_slot(key_hash_slot(f"hung:{i}")) == victim)
+    other_keys = [f"ok:{i}" for i in range(200) if cluster.node_for_slot(key_hash_slot(f"ok:{i}")) != victim][:50]
+    with proxy.raw(timeout=10) as stuck, proxy.raw(timeout=10) as free:
+        assert is_status(free.command("SET", hung_key, "v"))
+        os.kill(cluster.pids[victim], signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            stuck.send_command("GET", hung_key)
+            # Meanwhile the other masters answer at once, round after round.
+            slowest = 0.0
+            while time.monotonic() - started < 1.0:
+                t = time.monotonic()
+                assert free.pipeline([("GET", k) for k in other_keys]) == [None] * len(other_keys)
+                slowest = max(slowest, time.monotonic() - t)
+            reply = stuck.read_replies(1)[0]
+            waited = time.monotonic() - started
+        finally:
+            os.kill(cluster.pids[victim], signal.SIGCONT)
+        assert isinstance(reply, RespError) and "request-timeout-ms 500" in reply.message, reply
+        assert 0.4 <= waited <= 2.0, waited
+        assert slowest < 0.3, slowest
+        # Back to normal once the node answers again.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if stuck.command("GET", hung_key) == b"v":
+                break
+            time.sleep(0.1)
+        assert stuck.command("GET", hung_key) == b"v"
+
+
+def _reshard(cluster, src: int, dst: int, slots: int) -> None:
+    subprocess.run(
+        ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{src}", "--cluster-from", cluster.node_id(src),
+         "--cluster-to", cluster.node_id(dst), "--cluster-slots", str(slots), "--cluster-yes"],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=180, check=True,
+    )
+
+
+def test_reshard_under_load(cluster, proxy_factory):
+    """`redis-cli --cluster reshard` of 1,000 slots while loaders write and
+    read: every MOVED and ASK is followed, no client sees an error."""
+    proxy = proxy_factory("--topology-refresh-ms", "500")
+    src, dst = cluster.masters[0], cluster.masters[1]
+    report = LoadReport()
+    stop = threading.Event()
+    workers = run_loaders(proxy, report, stop)
+    try:
+        time.sleep(1.0)
+        started = time.monotonic()
+        _reshard(cluster, src, dst, 1000)
+        took = time.monotonic() - started
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(60)
+    try:
+        print(f"\nreshard of 1000 slots under load: {took:.1f} s, {len(report.acknowledged)} writes acknowledged, "
+              f"{len(report.unexpected)} unexpected errors")
+        assert not report.unexpected, report.unexpected[:5]
+        assert not report.uncertain, sorted(report.uncertain)[:5]
+        r = proxy.client()
+        keys = sorted(report.acknowledged)
+        values = []
+        for i in range(0, len(keys), 500):
+            values += r.mget(keys[i:i + 500])
+        assert [k for k, v in zip(keys, values) if v != report.acknowledged[k]] == []
+    finally:
+        _reshard(cluster, dst, src, 1000)
         cluster.wait_healthy(timeout=60)
