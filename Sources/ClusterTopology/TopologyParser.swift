@@ -11,7 +11,10 @@ public enum TopologyParser {
     /// `CLUSTER SHARDS` (Redis 7+): per shard a map with `slots` (flat list of
     /// range bounds) and `nodes` (maps with id, port/tls-port, ip, endpoint,
     /// hostname, role, replication-offset, health). Shards without slots are
-    /// skipped, so are masters in `fail` health.
+    /// skipped. A shard listing two masters (the old one failed, its replica
+    /// promoted) is owned by the online one; a shard whose only master has
+    /// failed keeps it, so requests for its slots wait for the failover
+    /// rather than finding no owner.
     public static func parseShards(_ reply: RESPValue, queriedHost: String) throws -> SlotMap {
         guard let shardValues = reply.elements else {
             throw TopologyParseError("CLUSTER SHARDS: expected an array, got \(reply)")
@@ -34,7 +37,9 @@ public enum TopologyParser {
                     for nodeValue in value.elements ?? [] {
                         guard let node = try parseShardNode(nodeValue, queriedHost: queriedHost) else { continue }
                         if node.isMaster {
-                            if node.health != "fail" { master = node }
+                            // After a failover the old master may still be listed
+                            // (failed): the online one owns the slots.
+                            if master == nil || master!.health != "online" && node.health == "online" { master = node }
                         } else {
                             replicas.append(node)
                         }

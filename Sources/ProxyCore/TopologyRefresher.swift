@@ -40,7 +40,8 @@ final class TopologyRefresher {
             refreshOnce()
             let complete = current?.coversAllSlots ?? false
             let interval = complete ? configuration.topologyRefreshMs : min(configuration.topologyRefreshMs, 500)
-            waitForBell(timeoutMs: interval)
+            // Jitter, so many proxies started together do not ask in step.
+            waitForBell(timeoutMs: interval * Int.random(in: 90...110) / 100)
             usleep(useconds_t(minimumSpacingMs * 1000))
         }
     }
@@ -63,18 +64,29 @@ final class TopologyRefresher {
         return ordered
     }
 
+    /// Asks the candidates in turn until one reports every slot served by
+    /// an online master; otherwise keeps the best view seen: most slots
+    /// covered, then fewest failed masters (nodes learn of a failover at
+    /// slightly different times, and a node cut off from the others keeps a
+    /// stale view).
     func refreshOnce() {
         var best: SlotMap?
+        var bestScore = (covered: -1, online: -1)
         var failures: [String] = []
         for address in candidates() {
             if shared.isStopping { return }
             do {
                 let map = try fetch(from: address)
-                if map.coversAllSlots {
+                let online = map.shards.filter { $0.master.health == "online" }.count
+                if map.coversAllSlots && online == map.shards.count {
                     best = map
                     break
                 }
-                if map.assignedSlotCount > (best?.assignedSlotCount ?? -1) { best = map }
+                let score = (covered: map.assignedSlotCount, online: online)
+                if score > bestScore {
+                    best = map
+                    bestScore = score
+                }
             } catch {
                 failures.append("\(address): \(error)")
             }

@@ -350,6 +350,16 @@ final class Worker {
     /// shared connection.
     @inline(__always)
     private func forward(_ command: Command, slot: Int, session: ClientSession) {
+        if slot >= 0 && slotOwners[slot] == nil && slotMap != nil {
+            // No master serves the slot now (mid-failover, or a shard gone):
+            // wait for the map to name one, up to failover-timeout-ms.
+            let record = recordPool.acquire()
+            record.request.append(command.frame)
+            record.slot = slot
+            session.expectSharedReply(record)
+            holdForFailover(record)
+            return
+        }
         guard let target = targetPool(slot: slot, session: session) else { return }
         let record = recordPool.acquire()
         record.request.append(command.frame)

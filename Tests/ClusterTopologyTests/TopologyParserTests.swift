@@ -39,6 +39,22 @@ func shardNode(id: String, port: Int, ip: String, endpoint: String, role: String
         #expect(map.assignedSlotCount == 301)
     }
 
+    @Test func afterAFailoverTheOnlineMasterOwnsTheShard() throws {
+        // The old master, failed, is still listed next to its promoted replica.
+        let shard =
+            "*4\r\n" + bulk("slots") + "*2\r\n:0\r\n:16383\r\n" + bulk("nodes") + "*2\r\n"
+            + shardNode(id: "old", port: 7001, ip: "127.0.0.1", endpoint: "127.0.0.1", role: "master", health: "failed")
+            + shardNode(id: "new", port: 7004, ip: "127.0.0.1", endpoint: "127.0.0.1", role: "master")
+        let map = try TopologyParser.parseShards(decoded("*1\r\n" + shard), queriedHost: "seed")
+        #expect(map.shards[0].master.port == 7004)
+        // A failed master with no successor yet keeps its slots: requests wait for it.
+        let alone =
+            "*4\r\n" + bulk("slots") + "*2\r\n:0\r\n:16383\r\n" + bulk("nodes") + "*1\r\n"
+            + shardNode(id: "old", port: 7001, ip: "127.0.0.1", endpoint: "127.0.0.1", role: "master", health: "failed")
+        let waiting = try TopologyParser.parseShards(decoded("*1\r\n" + alone), queriedHost: "seed")
+        #expect(waiting.shards[0].master.health == "failed" && waiting.coversAllSlots)
+    }
+
     @Test func unknownEndpointMeansTheQueriedHost() throws {
         let shard =
             "*4\r\n" + bulk("slots") + "*2\r\n:0\r\n:16383\r\n" + bulk("nodes") + "*1\r\n"
