@@ -51,10 +51,17 @@ public func hashSlot(_ key: String) -> Int {
 /// on Linux) that reading the global table costs.
 public struct SlotHasher: Sendable {
     @usableFromInline let table: [UInt16]
+    /// A standalone (non-cluster) backend: every key is in slot 0, so no
+    /// command is ever split or refused for crossing slots.
+    @usableFromInline let everyKeyInOneSlot: Bool
 
-    public init() { table = crc16Table }
+    public init(everyKeyInOneSlot: Bool = false) {
+        table = crc16Table
+        self.everyKeyInOneSlot = everyKeyInOneSlot
+    }
 
     @inlinable public func slot(of key: UnsafeRawBufferPointer) -> Int {
+        if everyKeyInOneSlot { return 0 }
         let hashed = hashedPart(of: key)
         return table.withUnsafeBufferPointer { table in
             var crc: UInt16 = 0

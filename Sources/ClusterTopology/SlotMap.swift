@@ -40,9 +40,12 @@ public struct SlotMap: Sendable, Equatable {
     public let shards: [Shard]
     /// For each of the 16384 slots, the index into `shards`, or `unassigned`.
     public private(set) var shardForSlot: [UInt16]
+    /// The backend is one plain Redis server, not a cluster.
+    public let isStandalone: Bool
 
-    public init(shards: [Shard]) {
+    public init(shards: [Shard], isStandalone: Bool = false) {
         self.shards = shards
+        self.isStandalone = isStandalone
         var table = [UInt16](repeating: SlotMap.unassigned, count: clusterSlotCount)
         for (index, shard) in shards.enumerated() {
             for range in shard.slotRanges where range.lowerBound >= 0 && range.upperBound < clusterSlotCount {
@@ -58,6 +61,12 @@ public struct SlotMap: Sendable, Equatable {
     public var assignedSlotCount: Int { shardForSlot.lazy.filter { $0 != SlotMap.unassigned }.count }
 
     public var masters: [ClusterNode] { shards.map(\.master) }
+
+    /// One plain Redis server serving everything (no cluster).
+    public static func standalone(host: String, port: Int) -> SlotMap {
+        let node = ClusterNode(id: "standalone", host: host, port: port, isMaster: true)
+        return SlotMap(shards: [Shard(master: node, replicas: [], slotRanges: [0...(clusterSlotCount - 1)])], isStandalone: true)
+    }
 
     /// Every node, masters first: candidates to ask for the next refresh.
     public var allNodes: [ClusterNode] { shards.map(\.master) + shards.flatMap(\.replicas) }

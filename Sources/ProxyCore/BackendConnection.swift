@@ -54,11 +54,15 @@ final class BackendConnection {
     /// read over it (see `Worker+Tracking`).
     let tracking: Bool
 
-    init(worker: Worker, address: NodeAddress, resp3: Bool, tracking: Bool = false) {
+    /// The database it `SELECT`ed at connect (standalone backends only).
+    let database: Int
+
+    init(worker: Worker, address: NodeAddress, resp3: Bool, tracking: Bool = false, database: Int = 0) {
         self.worker = worker
         self.address = address
         self.resp3 = resp3
         self.tracking = tracking
+        self.database = database
         connectStartedAt = worker.loop.nowMilliseconds
         startConnect()
     }
@@ -107,6 +111,10 @@ final class BackendConnection {
         }
         if tracking {
             output.appendCommand("CLIENT", "TRACKING", "ON")
+            inFlight.append(nil)
+        }
+        if database != 0 {
+            output.appendCommand("SELECT", String(database))
             inFlight.append(nil)
         }
     }

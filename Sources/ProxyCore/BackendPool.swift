@@ -29,7 +29,20 @@ final class BackendPool {
     /// The connection for a request of `session`.
     @inline(__always)
     func connection(for session: ClientSession) -> BackendConnection {
-        session.tracking ? trackingConnection() : connection(resp3: session.resp3)
+        if session.database != 0 { return connection(database: session.database, resp3: session.resp3) }
+        return session.tracking ? trackingConnection() : connection(resp3: session.resp3)
+    }
+
+    /// Standalone backends: one connection per database other than 0 (and
+    /// protocol), which `SELECT`ed it when it connected.
+    private var otherDatabases: [Int: BackendConnection] = [:]
+
+    private func connection(database: Int, resp3: Bool) -> BackendConnection {
+        let key = database * 2 + (resp3 ? 1 : 0)
+        if let existing = otherDatabases[key], existing.state != .closed { return existing }
+        let fresh = BackendConnection(worker: worker, address: address, resp3: resp3, database: database)
+        otherDatabases[key] = fresh
+        return fresh
     }
 
     func trackingConnection() -> BackendConnection {
@@ -57,7 +70,7 @@ final class BackendPool {
     }
 
     var openConnections: [BackendConnection] {
-        (resp2 + resp3 + tracking).compactMap { $0 }.filter { $0.state != .closed }
+        (resp2 + resp3 + tracking + otherDatabases.values.map { $0 }).compactMap { $0 }.filter { $0.state != .closed }
     }
 
     // MARK: health

@@ -54,6 +54,8 @@ final class ClientSession {
     /// `CLIENT TRACKING ON`: reads go over tracking connections, and the
     /// node's invalidations of keys it read are pushed to it.
     var tracking = false
+    /// `SELECT`ed database: always 0 on a cluster; any on a standalone backend.
+    var database = 0
     /// The keys `worker.trackedReaders` lists this client for.
     var trackedKeys = Set<[UInt8]>()
     /// Shard channels (`SSUBSCRIBE`), one connection per master they live on.

@@ -13,6 +13,7 @@ final class DedicatedConnections {
     struct Key: Hashable {
         var address: NodeAddress
         var resp3: Bool
+        var database: Int
     }
 
     unowned(unsafe) let worker: Worker
@@ -28,8 +29,9 @@ final class DedicatedConnections {
     }
 
     /// An idle connection to `address`, or a new one; nil past the limit.
-    func acquire(_ address: NodeAddress, resp3: Bool) -> BackendConnection? {
-        let key = Key(address: address, resp3: resp3)
+    func acquire(_ address: NodeAddress, for session: ClientSession) -> BackendConnection? {
+        let resp3 = session.resp3
+        let key = Key(address: address, resp3: resp3, database: session.database)
         while let connection = idle[key]?.popLast() {
             if connection.state != .closed {
                 inUse[address, default: 0] += 1
@@ -39,7 +41,7 @@ final class DedicatedConnections {
         }
         guard inUse[address, default: 0] < limitPerNode else { return nil }
         inUse[address, default: 0] += 1
-        let connection = BackendConnection(worker: worker, address: address, resp3: resp3)
+        let connection = BackendConnection(worker: worker, address: address, resp3: resp3, database: session.database)
         connection.isDedicated = true
         busy[ObjectIdentifier(connection)] = connection
         return connection
@@ -65,7 +67,8 @@ final class DedicatedConnections {
             worker.keepUntilTurnEnds(connection)
             return
         }
-        idle[Key(address: connection.address, resp3: connection.resp3), default: []].append(connection)
+        idle[Key(address: connection.address, resp3: connection.resp3, database: connection.database), default: []]
+            .append(connection)
     }
 
     var all: [BackendConnection] { idle.values.flatMap { $0 } }

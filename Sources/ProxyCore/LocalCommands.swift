@@ -8,6 +8,8 @@ enum LocalCommands {
     /// The version the proxy reports in `HELLO`: the Redis release whose
     /// command table it carries.
     static let reportedVersion = "7.0.15"
+    /// Databases a standalone backend has (Redis's default `databases 16`).
+    static let standaloneDatabases = 16
 
     /// `CLIENT SETINFO` arrived with Redis 7.2; clients send it on connect.
     static let clientSetInfo = CommandSpec(
@@ -34,6 +36,15 @@ enum LocalCommands {
                 return
             }
             if index == 0 {
+                session.database = 0
+                session.replyLocally { $0.append("+OK\r\n") }
+            } else if worker.slotMap?.isStandalone == true {
+                guard (0..<LocalCommands.standaloneDatabases).contains(index) else {
+                    session.replyError("ERR DB index is out of range")
+                    return
+                }
+                // The session's requests go over connections that selected it.
+                session.database = index
                 session.replyLocally { $0.append("+OK\r\n") }
             } else {
                 session.replyError("ERR SELECT is not allowed in cluster mode")
@@ -43,6 +54,7 @@ enum LocalCommands {
         case "reset":
             worker.abandonTransaction(session)
             worker.stopTracking(session)
+            session.database = 0
             session.resp3 = false
             session.clientName = nil
             session.replyLocally { $0.append("+RESET\r\n") }

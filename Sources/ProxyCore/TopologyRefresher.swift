@@ -102,6 +102,10 @@ final class TopologyRefresher {
     func fetch(from address: NodeAddress) throws -> SlotMap {
         let connection = try BlockingConnection(host: address.host, port: address.port, timeoutMs: configuration.connectTimeoutMs)
         let shards = try connection.call("CLUSTER", "SHARDS")
+        if case .error(let message) = shards, message.contains("cluster support disabled") {
+            // A plain Redis server: standalone mode, everything goes to it.
+            return SlotMap.standalone(host: address.host, port: address.port)
+        }
         if case .error(let message) = shards {
             guard message.contains("unknown subcommand") || message.contains("Unknown subcommand") else {
                 throw TopologyParseError(message)
@@ -117,7 +121,9 @@ final class TopologyRefresher {
         guard map != current else { return }
         let first = current == nil
         current = map
-        if map.coversAllSlots {
+        if map.isStandalone {
+            logger.info("standalone backend (cluster support disabled on \(map.summary)): every command goes to it")
+        } else if map.coversAllSlots {
             logger.info(
                 "\(first ? "topology" : "topology changed"): \(map.shards.count) masters, \(map.assignedSlotCount) of \(clusterSlotCount) slots covered: \(map.summary)"
             )

@@ -120,7 +120,7 @@ extension Worker {
         }
         anyNodeCursor = anyNodeCursor + 1 >= masterPools.count ? 0 : anyNodeCursor + 1
         let address = masterPools[anyNodeCursor].address
-        guard let connection = dedicated.acquire(address, resp3: session.resp3) else {
+        guard let connection = dedicated.acquire(address, for: session) else {
             session.replyError(
                 "ERR slotproxy: too many dedicated connections to \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
             )
@@ -260,7 +260,7 @@ extension Worker {
         session.subscription = nil
         guard !session.isClosed,
             let pool = masterPools.first(where: { $0.address != dead.address }),
-            let connection = dedicated.acquire(pool.address, resp3: session.resp3)
+            let connection = dedicated.acquire(pool.address, for: session)
         else {
             logger.warning("subscriber client \(session.id) disconnected: its subscription connection was lost")
             session.subscriptionStream = nil

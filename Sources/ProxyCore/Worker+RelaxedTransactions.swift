@@ -114,7 +114,7 @@ extension Worker {
             // The node forgot the watch with the connection: EXEC must fail.
             relaxed.watchLost = true
         }
-        guard let connection = dedicated.acquire(address, resp3: session.resp3) else {
+        guard let connection = dedicated.acquire(address, for: session) else {
             session.replyError(
                 "ERR slotproxy: too many dedicated connections to \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
             )

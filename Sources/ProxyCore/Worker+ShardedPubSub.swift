@@ -156,7 +156,7 @@ extension Worker {
         -> ShardedSubscriptions.Link?
     {
         if let link = shards.links[address], link.connection.state != .closed { return link }
-        guard let connection = dedicated.acquire(address, resp3: session.resp3) else {
+        guard let connection = dedicated.acquire(address, for: session) else {
             logger.warning(
                 "client \(session.id): no connection for shard channels on \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
             )

@@ -228,7 +228,7 @@ extension Worker {
                 return true
             }
         }
-        guard let connection = dedicated.acquire(address, resp3: session.resp3) else {
+        guard let connection = dedicated.acquire(address, for: session) else {
             session.replyError(
                 "ERR slotproxy: too many dedicated connections to \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
             )

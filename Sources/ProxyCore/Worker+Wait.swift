@@ -35,7 +35,7 @@ extension Worker {
         for (index, pool) in masterPools.enumerated() {
             let record = partRecord(fanOut, index, request: command.frame, session: session)
             guard index < map.shards.count, let key = scratchKey(servedBy: map.shards[index]),
-                let connection = dedicated.acquire(pool.address, resp3: session.resp3)
+                let connection = dedicated.acquire(pool.address, for: session)
             else {
                 failRequest(record, message: "ERR slotproxy: no connection for WAIT on \(pool.address)")
                 continue

@@ -33,7 +33,7 @@ final class Worker {
     private(set) lazy var dedicated = DedicatedConnections(worker: self, limitPerNode: configuration.blockingConnectionsPerNode)
     let mailbox: Mailbox<WorkerMessage>
     private let commands = CommandLookup()
-    let slotHasher = SlotHasher()
+    private(set) var slotHasher = SlotHasher()
 
     /// The current topology and, per slot, the pool of the node serving it
     /// (patched by MOVED until the next snapshot arrives).
@@ -180,6 +180,9 @@ final class Worker {
     // MARK: topology
 
     private func apply(_ map: SlotMap) {
+        if map.isStandalone != (slotMap?.isStandalone ?? false) {
+            slotHasher = SlotHasher(everyKeyInOneSlot: map.isStandalone)
+        }
         var wanted: [NodeAddress: BackendPool] = [:]
         masterPools = map.shards.map { shard in
             let address = NodeAddress(host: shard.master.host, port: shard.master.port)
@@ -423,7 +426,7 @@ final class Worker {
 
     /// Sends a blocking command on a dedicated connection to `address`.
     func sendBlocking(_ record: RequestRecord, to address: NodeAddress, asking: Bool, session: ClientSession) {
-        guard let connection = dedicated.acquire(address, resp3: session.resp3) else {
+        guard let connection = dedicated.acquire(address, for: session) else {
             failRequest(
                 record,
                 message:

@@ -10,7 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from harness import RespError, is_status
+from harness import RawConnection, RespError, is_status
 from cluster import key_hash_slot
 
 UNKNOWN_OUTCOME = "may or may not have run"
@@ -238,3 +238,38 @@ def test_reshard_under_load(cluster, proxy_factory):
     finally:
         _reshard(cluster, dst, src, 1000)
         cluster.wait_healthy(timeout=60)
+
+
+def test_standalone_backend(proxy_factory):
+    """A plain (non-cluster) redis-server as the seed: every command goes to
+    it, keys in any slots mix freely, and SELECT works."""
+    from cluster import start_standalone
+
+    server = start_standalone()
+    try:
+        proxy = proxy_factory(seeds=f"127.0.0.1:{server.port}")
+        assert "standalone backend" in proxy.log_text()
+        with proxy.raw() as c, proxy.raw() as other:
+            assert is_status(c.command("MSET", "a", "1", "b", "2", "c", "3"))
+            assert c.command("MGET", "a", "b", "c") == [b"1", b"2", b"3"]
+            assert is_status(c.command("RENAME", "a", "z"))  # across "slots": fine on one server
+            replies = c.pipeline([("MULTI",), ("INCR", "b"), ("INCR", "c"), ("EXEC",)])
+            assert replies[-1] == [3, 4]
+            # SELECT: this client's keys live in database 1, the other's in 0.
+            assert is_status(c.command("SELECT", "1"))
+            assert is_status(c.command("SET", "k", "in-db-1"))
+            assert c.command("GET", "k") == b"in-db-1"
+            assert other.command("GET", "k") is None
+            with RawConnection(server.port) as direct:
+                assert direct.pipeline([("SELECT", "1"), ("GET", "k")])[1] == b"in-db-1"
+            # Blocking commands and transactions in database 1 too.
+            other.command("SELECT", "1")
+            other.command("RPUSH", "q", "job")
+            assert c.command("BLPOP", "q", "1") == [b"q", b"job"]
+            assert c.pipeline([("MULTI",), ("GET", "k"), ("EXEC",)])[-1] == [b"in-db-1"]
+            assert c.command("DBSIZE") == 1
+            assert isinstance(c.command("SELECT", "16"), RespError)
+            assert is_status(c.command("SELECT", "0"))
+            assert c.command("GET", "k") is None and c.command("GET", "z") == b"1"
+    finally:
+        server.stop()
