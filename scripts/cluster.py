@@ -997,6 +997,42 @@ class Cluster:
         self._spawn(n)
         _wait_ping(port, n.proc, time.monotonic() + timeout, n.log)
 
+    def add_master(self, timeout: float = 60.0) -> int:
+        """Start one more node and join it as an empty master (redis-cli
+        --cluster add-node); returns its port once every node knows it."""
+        port = free_cluster_ports(1, exclude=set(self.nodes))[0]
+        node = Node(port, os.path.join(self.dir, str(port)), os.path.join(self.dir, f"redis-{port}.log"))
+        self.nodes[port] = node
+        self._spawn(node)
+        _wait_ping(port, node.proc, time.monotonic() + 15, node.log)
+        anchor = self.masters[0]
+        self.cli(anchor, "--cluster", "add-node", f"{HOST}:{port}", f"{HOST}:{anchor}", timeout=timeout)
+        self.n_masters += 1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # Every node knows it, and it knows the cluster is up (a node that
+            # still says CLUSTERDOWN refuses the keys a rebalance migrates).
+            state = _text(self.call(port, "CLUSTER", "INFO"))
+            if "cluster_state:ok" in state and all(
+                len(self.cluster_nodes(p)) == len(self.nodes) for p in self.live_ports()
+            ):
+                return port
+            time.sleep(0.1)
+        raise TimeoutError(f"node {port} not known to every node after {timeout} s")
+
+    def remove_master(self, port: int, timeout: float = 120.0) -> None:
+        """Move every slot off master `port` (rebalance with weight 0), make
+        every node forget it (redis-cli --cluster del-node) and stop it."""
+        anchor = next(p for p in self.masters if p != port)
+        node_id = self.node_id(port)
+        self.cli(anchor, "--cluster", "rebalance", f"{HOST}:{anchor}", "--cluster-weight", f"{node_id}=0",
+                 timeout=timeout)
+        self.cli(anchor, "--cluster", "del-node", f"{HOST}:{anchor}", node_id, timeout=timeout)
+        node = self.nodes.pop(port)
+        if node.pid is not None and _pid_alive(node.pid):
+            stop_pid(node.pid, proc=node.proc)
+        self.n_masters -= 1
+
     def migrate_slot(self, slot: int, dst_port: int, batch: int = 100, timeout: float = 30.0) -> None:
         """Move `slot` with all its keys from its owner to master `dst_port`, the
         way redis-cli --cluster reshard does, and wait until all nodes agree."""

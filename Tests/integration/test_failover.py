@@ -26,9 +26,10 @@ class LoadReport:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def run_loaders(proxy, report: LoadReport, stop: threading.Event, threads: int = 4, batch: int = 20):
+def run_loaders(proxy, report: LoadReport, stop: threading.Event, threads: int = 4, batch: int = 20,
+                pause: float = 0.0):
     """Each loader pipelines `batch` SETs of fresh keys plus GETs of keys it
-    wrote before, and records what was acknowledged."""
+    wrote before (then sleeps `pause` s), and records what was acknowledged."""
     prefix = uuid.uuid4().hex[:6]
 
     def loader(n: int):
@@ -56,6 +57,8 @@ def run_loaders(proxy, report: LoadReport, stop: threading.Event, threads: int =
                             report.unexpected.append(f"GET {k}: {r!r}, acknowledged {v!r}")
                     report.successes.append((started, time.monotonic(), keys))
                 i += batch
+                if pause:
+                    time.sleep(pause)
 
     workers = [threading.Thread(target=loader, args=(n,), daemon=True) for n in range(threads)]
     for w in workers:
@@ -273,3 +276,96 @@ def test_standalone_backend(proxy_factory):
             assert c.command("GET", "k") is None and c.command("GET", "z") == b"1"
     finally:
         server.stop()
+
+
+def test_add_and_remove_a_master_under_load(cluster, proxy_factory):
+    """A master joins and gets slots (rebalance), then leaves again: its
+    traffic starts and stops without a proxy restart, and no client sees an
+    error; the proxy's connections to the removed node close."""
+    proxy = proxy_factory("--topology-refresh-ms", "500")
+    report = LoadReport()
+    stop = threading.Event()
+    # A steady load (not flat out): the rebalance moves every key written.
+    workers = run_loaders(proxy, report, stop, threads=2, pause=0.02)
+    new = None
+    try:
+        time.sleep(0.5)
+        new = cluster.add_master()
+        cluster.cli(cluster.masters[0], "--cluster", "rebalance", f"127.0.0.1:{cluster.masters[0]}",
+                    "--cluster-use-empty-masters", timeout=180)
+        served = sum(1 for s in range(0, 16384, 64) if cluster.node_for_slot(s) == new)
+        assert served > 0
+        # Traffic reaches the new master.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            stats = cluster.call(new, "INFO", "commandstats").decode()
+            if "cmdstat_set:" in stats:
+                break
+            time.sleep(0.2)
+        assert "cmdstat_set:" in stats
+        cluster.remove_master(new)
+        removed, new = new, None
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(60)
+        if new is not None:
+            cluster.remove_master(new)
+    try:
+        print(f"\nadd + rebalance + remove under load: {len(report.acknowledged)} writes, "
+              f"{len(report.unexpected)} unexpected errors")
+        assert not report.unexpected, report.unexpected[:5]
+        assert not report.uncertain, sorted(report.uncertain)[:5]
+        r = proxy.client()
+        keys = sorted(report.acknowledged)
+        values = []
+        for i in range(0, len(keys), 500):
+            values += r.mget(keys[i:i + 500])
+        assert [k for k, v in zip(keys, values) if v != report.acknowledged[k]] == []
+        # The proxy's map lost the node again (its pool and connections with it).
+        assert r.info("proxy")["cluster_masters"] == 3, removed
+    finally:
+        cluster.wait_healthy(timeout=60)
+
+
+def test_seed_nodes_restarted_one_by_one(cluster, proxy_factory):
+    """The proxy's seeds (a master and its replica) are killed and restarted
+    one after the other, failovers included: it keeps working, learning the
+    topology from the nodes it knows."""
+    master = cluster.masters[0]
+    seeds = [master, cluster.replica_of(master)[0]]
+    proxy = proxy_factory("--topology-refresh-ms", "500", seeds=",".join(f"127.0.0.1:{p}" for p in seeds))
+    slot = next(s for s in range(16384) if cluster.node_for_slot(s) == master)
+    report = LoadReport()
+    stop = threading.Event()
+    workers = run_loaders(proxy, report, stop, threads=2, pause=0.01)
+    try:
+        for port in seeds:
+            was_master = port in cluster.masters
+            cluster.kill(port)
+            deadline = time.monotonic() + 30
+            while was_master and time.monotonic() < deadline:
+                try:
+                    if cluster.node_for_slot(slot) != port:
+                        break
+                except Exception:
+                    pass
+                time.sleep(0.1)
+            time.sleep(1.0)
+            cluster.restart(port)
+            cluster.wait_healthy(timeout=60)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(60)
+    print(f"\nseeds restarted one by one: {len(report.acknowledged)} writes, {len(report.uncertain)} with unknown "
+          f"outcome, {len(report.unexpected)} unexpected errors")
+    assert not report.unexpected, report.unexpected[:5]
+    r = proxy.client()
+    keys = sorted(report.acknowledged)
+    values = []
+    for i in range(0, len(keys), 500):
+        values += r.mget(keys[i:i + 500])
+    assert [k for k, v in zip(keys, values) if v != report.acknowledged[k]] == []
