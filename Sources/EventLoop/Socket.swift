@@ -15,11 +15,15 @@ public enum Socket {
     }
 
     /// Resolves `host` (numeric address or name) for TCP; blocking, so call it
-    /// off the worker loops or only for numeric addresses.
-    public static func resolve(host: String, port: Int) throws -> [(family: CInt, address: [UInt8])] {
+    /// off the worker loops, or with `numericOnly` (which never asks DNS and
+    /// fails for names).
+    public static func resolve(host: String, port: Int, numericOnly: Bool = false) throws -> [(
+        family: CInt, address: [UInt8]
+    )] {
         var hints = addrinfo()
         hints.ai_socktype = CInt(SOCK_STREAM.rawValue)
         hints.ai_family = AF_UNSPEC
+        if numericOnly { hints.ai_flags = AI_NUMERICHOST }
         var result: UnsafeMutablePointer<addrinfo>?
         let rc = getaddrinfo(host, String(port), &hints, &result)
         guard rc == 0, let first = result else {

@@ -82,14 +82,21 @@ final class BackendConnection {
 
     private func startConnect() {
         do {
-            guard let target = try Socket.resolve(host: address.host, port: address.port).first else {
-                throw Socket.Failure(operation: "resolve \(address.host)", code: 0)
+            // Numeric addresses directly; host names only as the refresher
+            // resolved them (DNS would block the loop).
+            if let numeric = try? Socket.resolve(host: address.host, port: address.port, numericOnly: true).first {
+                fd = try Socket.startConnect(family: numeric.family, address: numeric.address)
+            } else if let resolved = worker.shared.resolvedAddress(of: address) {
+                fd = try Socket.startConnect(family: resolved.family, address: resolved.address)
+            } else {
+                worker.shared.needsResolution(address)
+                throw Socket.Failure(operation: "resolve \(address.host) (asked the topology thread)", code: 0)
             }
-            fd = try Socket.startConnect(family: target.family, address: target.address)
         } catch {
             worker.logger.warning("cannot connect to \(address): \(error)")
             lastError = "\(error)"
             state = .closed
+            if !isDedicated { worker.backendFailed(self) }
             worker.backendClosed(self)
             return
         }

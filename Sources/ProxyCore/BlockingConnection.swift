@@ -10,6 +10,8 @@ import RESPWire
 final class BlockingConnection {
     private let fd: CInt
     private var buffer: [UInt8] = []
+    /// The address it connected to (of those the host name resolved to).
+    let connectedTo: (family: CInt, address: [UInt8])
 
     struct Failure: Error, CustomStringConvertible {
         let description: String
@@ -32,6 +34,7 @@ final class BlockingConnection {
                 setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
                 setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
                 self.fd = fd
+                connectedTo = target
                 return
             } catch {
                 lastError = error

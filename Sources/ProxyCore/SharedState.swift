@@ -67,6 +67,40 @@ final class SharedState: Sendable {
     func relaxedTransactionPartialOutcome() { relaxedPartialOutcomes.add(1, ordering: .relaxed) }
     var relaxedTransactionPartialOutcomes: Int { relaxedPartialOutcomes.load(ordering: .relaxed) }
 
+    // MARK: host names
+
+    /// Nodes named by host name (`cluster-announce-hostname`), resolved by
+    /// the refresher thread to an address that accepted a connection, so a
+    /// worker never waits on DNS.
+    private let resolvedNodes = Mutex<[NodeAddress: ResolvedAddress]>([:])
+    private let unresolvedNodes = Mutex<Set<NodeAddress>>([])
+
+    struct ResolvedAddress: Sendable {
+        var family: CInt
+        var address: [UInt8]
+    }
+
+    func resolvedAddress(of node: NodeAddress) -> ResolvedAddress? {
+        resolvedNodes.withLock { $0[node] }
+    }
+
+    func storeResolved(_ node: NodeAddress, _ address: ResolvedAddress) {
+        resolvedNodes.withLock { $0[node] = address }
+    }
+
+    /// A worker met a host name not resolved yet: the refresher resolves it next.
+    func needsResolution(_ node: NodeAddress) {
+        unresolvedNodes.withLock { _ = $0.insert(node) }
+        requestTopologyRefresh()
+    }
+
+    func takeUnresolvedNodes() -> Set<NodeAddress> {
+        unresolvedNodes.withLock { nodes in
+            defer { nodes.removeAll() }
+            return nodes
+        }
+    }
+
     func nextClientID() -> Int { clientIDs.add(1, ordering: .relaxed).newValue }
 
     /// Counts a new client in, unless `limit` clients are already connected.

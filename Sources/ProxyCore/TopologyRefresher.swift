@@ -38,6 +38,7 @@ final class TopologyRefresher {
     func run() {
         while !shared.isStopping {
             refreshOnce()
+            resolveHostNames()
             let complete = current?.coversAllSlots ?? false
             let interval = complete ? configuration.topologyRefreshMs : min(configuration.topologyRefreshMs, 500)
             // Jitter, so many proxies started together do not ask in step.
@@ -96,6 +97,26 @@ final class TopologyRefresher {
             return
         }
         publish(map)
+    }
+
+    /// Resolves the nodes named by host name (and those a worker asked
+    /// for, met in a `MOVED`), keeping for each the first address that
+    /// accepts a connection; again every round, as DNS may change.
+    private func resolveHostNames() {
+        var nodes = shared.takeUnresolvedNodes()
+        for node in current?.allNodes ?? [] { nodes.insert(NodeAddress(host: node.host, port: node.port)) }
+        for node in nodes where (try? Socket.resolve(host: node.host, port: node.port, numericOnly: true)) == nil {
+            do {
+                let probe = try BlockingConnection(host: node.host, port: node.port, timeoutMs: configuration.connectTimeoutMs)
+                shared.storeResolved(node, .init(family: probe.connectedTo.family, address: probe.connectedTo.address))
+            } catch {
+                // Down, or not resolvable now: use the first address, if any.
+                if let first = try? Socket.resolve(host: node.host, port: node.port).first {
+                    shared.storeResolved(node, .init(family: first.family, address: first.address))
+                }
+                logger.debug("resolving \(node): \(error)")
+            }
+        }
     }
 
     /// Asks one node for the slot map.

@@ -369,3 +369,35 @@ def test_seed_nodes_restarted_one_by_one(cluster, proxy_factory):
     for i in range(0, len(keys), 500):
         values += r.mget(keys[i:i + 500])
     assert [k for k, v in zip(keys, values) if v != report.acknowledged[k]] == []
+
+
+def test_nodes_announced_by_host_name(cluster, proxy_factory):
+    """Nodes that announce a host name (cluster-announce-hostname, preferred
+    endpoint type hostname): CLUSTER SHARDS and MOVED name them so, and the
+    proxy reaches them (resolved off the worker loops, to an address that
+    answers: `localhost` may list ::1 first, where the nodes do not listen)."""
+    ports = cluster.live_ports()
+    try:
+        for p in ports:
+            cluster.call(p, "CONFIG", "SET", "cluster-announce-hostname", "localhost")
+            cluster.call(p, "CONFIG", "SET", "cluster-preferred-endpoint-type", "hostname")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            shards = cluster.call(ports[0], "CLUSTER", "SHARDS")
+            endpoints = {n[n.index(b"endpoint") + 1] for s in shards for n in s[s.index(b"nodes") + 1]}
+            if endpoints == {b"localhost"}:
+                break
+            time.sleep(0.1)
+        assert endpoints == {b"localhost"}, endpoints
+        proxy = proxy_factory()
+        # (Its map names the nodes by host name.)
+        assert "localhost:" in proxy.log_text(), proxy.log_text()
+        with proxy.raw() as c:
+            keys = [f"hn:{i}" for i in range(300)]
+            assert {cluster.node_for_slot(key_hash_slot(k)) for k in keys} == set(cluster.masters)
+            assert all(is_status(r) for r in c.pipeline([("SET", k, k) for k in keys]))
+            assert c.pipeline([("GET", k) for k in keys]) == [k.encode() for k in keys]
+    finally:
+        for p in ports:
+            cluster.call(p, "CONFIG", "SET", "cluster-preferred-endpoint-type", "ip")
+            cluster.call(p, "CONFIG", "SET", "cluster-announce-hostname", "")
