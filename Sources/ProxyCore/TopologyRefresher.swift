@@ -65,25 +65,22 @@ final class TopologyRefresher {
         return ordered
     }
 
-    /// Asks the candidates in turn until one reports every slot served by
-    /// an online master; otherwise keeps the best view seen: most slots
-    /// covered, then fewest failed masters (nodes learn of a failover at
-    /// slightly different times, and a node cut off from the others keeps a
-    /// stale view).
+    /// Asks up to `viewsCompared` reachable nodes and keeps the freshest
+    /// view: from a node that says the cluster is up (a node cut off in a
+    /// minority says `cluster_state:fail`), with the highest current epoch
+    /// (it has seen the latest failover or slot move), then most slots
+    /// covered by online masters. Nodes learn of a failover at slightly
+    /// different times; this keeps a lagging node's view from winning.
     func refreshOnce() {
         var best: SlotMap?
-        var bestScore = (covered: -1, online: -1)
+        var bestScore = ViewScore.none
         var failures: [String] = []
-        for address in candidates() {
+        var compared = 0
+        for address in candidates() where compared < TopologyRefresher.viewsCompared {
             if shared.isStopping { return }
             do {
-                let map = try fetch(from: address)
-                let online = map.shards.filter { $0.master.health == "online" }.count
-                if map.coversAllSlots && online == map.shards.count {
-                    best = map
-                    break
-                }
-                let score = (covered: map.assignedSlotCount, online: online)
+                let (map, score) = try fetchScored(from: address)
+                compared += 1
                 if score > bestScore {
                     best = map
                     bestScore = score
@@ -119,9 +116,37 @@ final class TopologyRefresher {
         }
     }
 
-    /// Asks one node for the slot map.
-    func fetch(from address: NodeAddress) throws -> SlotMap {
+    static let viewsCompared = 3
+
+    struct ViewScore: Comparable {
+        var stateOK: Int
+        var currentEpoch: Int
+        var covered: Int
+        var onlineMasters: Int
+        static let none = ViewScore(stateOK: -1, currentEpoch: -1, covered: -1, onlineMasters: -1)
+        static func < (a: ViewScore, b: ViewScore) -> Bool {
+            (a.stateOK, a.currentEpoch, a.covered, a.onlineMasters) < (b.stateOK, b.currentEpoch, b.covered, b.onlineMasters)
+        }
+    }
+
+    /// One node's slot map with what says how fresh it is.
+    func fetchScored(from address: NodeAddress) throws -> (SlotMap, ViewScore) {
         let connection = try BlockingConnection(host: address.host, port: address.port, timeoutMs: configuration.connectTimeoutMs)
+        let map = try fetch(address, over: connection)
+        let online = map.shards.filter { $0.master.health == "online" }.count
+        var score = ViewScore(stateOK: 1, currentEpoch: 0, covered: map.assignedSlotCount, onlineMasters: online)
+        if !map.isStandalone, case .bulkString(let bytes)? = try? connection.call("CLUSTER", "INFO") {
+            let info = String(decoding: bytes, as: UTF8.self)
+            for line in info.split(whereSeparator: { $0 == "\r" || $0 == "\n" }) {
+                if line.hasPrefix("cluster_state:") { score.stateOK = line.hasSuffix(":ok") ? 1 : 0 }
+                if line.hasPrefix("cluster_current_epoch:") { score.currentEpoch = Int(line.dropFirst(22)) ?? 0 }
+            }
+        }
+        return (map, score)
+    }
+
+    /// Asks one node for the slot map.
+    func fetch(_ address: NodeAddress, over connection: BlockingConnection) throws -> SlotMap {
         let shards = try connection.call("CLUSTER", "SHARDS")
         if case .error(let message) = shards, message.contains("cluster support disabled") {
             // A plain Redis server: standalone mode, everything goes to it.
