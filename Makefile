@@ -36,6 +36,7 @@ demo: release
 
 bench: release
 	scripts/bench
+	scripts/bench replicas
 
 callgrind: release
 	scripts/bench callgrind

@@ -4,8 +4,12 @@ public struct ClusterNode: Hashable, Sendable {
     public var host: String
     public var port: Int
     public var isMaster: Bool
-    /// `online`, `loading`, `failed` (from `CLUSTER SHARDS` health; `online` otherwise).
+    /// `online`, `loading`, `failed` (from `CLUSTER SHARDS` health; `online`
+    /// otherwise); `unhealthy` when the proxy's own check found a replica
+    /// loading, cut off from its master, or not answering.
     public var health: String
+    /// Round trip of the proxy's last health check, in 100 µs steps (0: not measured).
+    public var roundTrip: Int = 0
 
     public init(id: String, host: String, port: Int, isMaster: Bool, health: String = "online") {
         self.id = id

@@ -57,7 +57,14 @@ final class BackendConnection {
     /// The database it `SELECT`ed at connect (standalone backends only).
     let database: Int
 
-    init(worker: Worker, address: NodeAddress, resp3: Bool, tracking: Bool = false, database: Int = 0) {
+    /// The pool's counters (nil for dedicated connections).
+    let stats: NodeStats?
+
+    init(
+        worker: Worker, address: NodeAddress, resp3: Bool, tracking: Bool = false, database: Int = 0,
+        stats: NodeStats? = nil
+    ) {
+        self.stats = stats
         self.worker = worker
         self.address = address
         self.resp3 = resp3
@@ -124,6 +131,11 @@ final class BackendConnection {
             output.appendCommand("SELECT", String(database))
             inFlight.append(nil)
         }
+        if worker.readsFromReplicas {
+            // Lets a replica serve its master's slots (a master ignores it).
+            output.appendCommand("READONLY")
+            inFlight.append(nil)
+        }
     }
 
     /// Queues `record` for this node; with `asking`, an `ASKING` goes first
@@ -144,6 +156,7 @@ final class BackendConnection {
         output.append(record.request.readable)
         record.streamEnd = bytesWritten + output.readableBytes
         record.sentAt = worker.loop.turnTime
+        stats?.requests &+= 1
         inFlight.append(record)
         markDirty()
     }
@@ -274,6 +287,10 @@ final class BackendConnection {
                     return
                 }
                 if let record = entry {
+                    if let stats {
+                        stats.latencyMsTotal &+= Int(worker.loop.turnTime - record.sentAt)
+                        if case .error = kind { stats.errors &+= 1 }
+                    }
                     worker.handleReply(record, reply: reply, kind: kind, from: self)
                 } else if case .error = kind {
                     worker.logger.warning("\(address) refused a proxy command: \(String(decoding: reply, as: UTF8.self))")

@@ -40,7 +40,7 @@ final class BackendPool {
     private func connection(database: Int, resp3: Bool) -> BackendConnection {
         let key = database * 2 + (resp3 ? 1 : 0)
         if let existing = otherDatabases[key], existing.state != .closed { return existing }
-        let fresh = BackendConnection(worker: worker, address: address, resp3: resp3, database: database)
+        let fresh = BackendConnection(worker: worker, address: address, resp3: resp3, database: database, stats: stats)
         otherDatabases[key] = fresh
         return fresh
     }
@@ -48,7 +48,7 @@ final class BackendPool {
     func trackingConnection() -> BackendConnection {
         nextTracking = nextTracking + 1 == tracking.count ? 0 : nextTracking + 1
         if let existing = tracking[nextTracking], existing.state != .closed { return existing }
-        let fresh = BackendConnection(worker: worker, address: address, resp3: true, tracking: true)
+        let fresh = BackendConnection(worker: worker, address: address, resp3: true, tracking: true, stats: stats)
         tracking[nextTracking] = fresh
         return fresh
     }
@@ -58,13 +58,13 @@ final class BackendPool {
         if wantsResp3 {
             nextResp3 = nextResp3 + 1 == resp3.count ? 0 : nextResp3 + 1
             if let existing = resp3[nextResp3], existing.state != .closed { return existing }
-            let fresh = BackendConnection(worker: worker, address: address, resp3: true)
+            let fresh = BackendConnection(worker: worker, address: address, resp3: true, stats: stats)
             resp3[nextResp3] = fresh
             return fresh
         }
         nextResp2 = nextResp2 + 1 == resp2.count ? 0 : nextResp2 + 1
         if let existing = resp2[nextResp2], existing.state != .closed { return existing }
-        let fresh = BackendConnection(worker: worker, address: address, resp3: false)
+        let fresh = BackendConnection(worker: worker, address: address, resp3: false, stats: stats)
         resp2[nextResp2] = fresh
         return fresh
     }
@@ -85,6 +85,9 @@ final class BackendPool {
     /// Held requests that will be sent here: new requests for the node wait
     /// behind them, so a slot's requests keep their order.
     var heldCount = 0
+
+    /// What the worker sent this node, for `INFO nodes`.
+    let stats = NodeStats()
 
     func markDown(now: Int64) {
         isDown = true
@@ -107,4 +110,12 @@ final class BackendPool {
     func closeAll() {
         for connection in openConnections { connection.close() }
     }
+}
+
+/// Requests a worker sent one node over its shared connections, the error
+/// replies among them, and their total reply time (loop-clock milliseconds).
+final class NodeStats {
+    var requests = 0
+    var errors = 0
+    var latencyMsTotal = 0
 }

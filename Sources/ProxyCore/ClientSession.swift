@@ -56,6 +56,8 @@ final class ClientSession {
     var tracking = false
     /// `SELECT`ed database: always 0 on a cluster; any on a standalone backend.
     var database = 0
+    /// When the client last wrote (loop clock), for `read-your-writes-ms`.
+    var lastWriteAt: Int64 = .min / 2
     /// The keys `worker.trackedReaders` lists this client for.
     var trackedKeys = Set<[UInt8]>()
     /// Shard channels (`SSUBSCRIBE`), one connection per master they live on.

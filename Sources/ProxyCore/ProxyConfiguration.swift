@@ -37,6 +37,18 @@ public enum CrossSlotTransactions: String, Sendable, CaseIterable {
     case relaxed
 }
 
+/// Where read-only commands go (`read-from`).
+public enum ReadFrom: String, Sendable, CaseIterable {
+    /// Always the slot's master (Redis Cluster's own default).
+    case master
+    /// A healthy replica of the slot's master, round robin; the master when none is.
+    case preferReplica = "prefer-replica"
+    /// A healthy replica; an error when the master has none.
+    case replica
+    /// The master or replica with the lowest round-trip time the health checks measured.
+    case nearest
+}
+
 /// Every setting of the proxy, with its default. The executable fills it from
 /// the YAML file and the command line; the core only reads it.
 public struct ProxyConfiguration: Sendable, Equatable {
@@ -81,6 +93,11 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// Keys remembered for clients' `CLIENT TRACKING`, per worker; past it
     /// the oldest are invalidated early, as Redis's `tracking-table-max-keys` does.
     public var trackingTableMaxKeys: Int = 1_000_000
+    /// Where read-only commands go (`read-from`); see `Worker+ReplicaReads`.
+    public var readFrom: ReadFrom = .master
+    /// After a write, the client's reads go to the master for this long, so it
+    /// reads its own writes (`read-your-writes-ms`; 0: off).
+    public var readYourWritesMs: Int = 0
     /// Log level (`log-level`).
     public var logLevel: LogLevelSetting = .info
     /// FLUSHALL/FLUSHDB through the proxy wipe every master; refused unless this is true (`allow-flush`).

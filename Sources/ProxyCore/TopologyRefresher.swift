@@ -93,7 +93,7 @@ final class TopologyRefresher {
             logger.warning("topology refresh failed on every node: \(failures.joined(separator: "; "))")
             return
         }
-        publish(map)
+        publish(configuration.readFrom == .master || map.isStandalone ? map : checkingHealth(of: map))
     }
 
     /// Resolves the nodes named by host name (and those a worker asked
@@ -117,6 +117,33 @@ final class TopologyRefresher {
     }
 
     static let viewsCompared = 3
+
+    /// For reads from replicas: every node's round trip, and whether each
+    /// replica can serve reads (answers, not loading, link to its master up).
+    private func checkingHealth(of map: SlotMap) -> SlotMap {
+        func check(_ node: ClusterNode) -> ClusterNode {
+            var node = node
+            let started = ContinuousClock.now
+            guard
+                let connection = try? BlockingConnection(host: node.host, port: node.port, timeoutMs: configuration.connectTimeoutMs),
+                case .bulkString(let bytes)? = try? connection.call("INFO", "replication", "persistence")
+            else {
+                node.health = "unhealthy"
+                return node
+            }
+            let elapsed = ContinuousClock.now - started
+            let micros = Int(elapsed.components.seconds) * 1_000_000 + Int(elapsed.components.attoseconds / 1_000_000_000_000)
+            node.roundTrip = max(1, micros / 100)
+            let info = String(decoding: bytes, as: UTF8.self)
+            let linkDown = !node.isMaster && !info.contains("master_link_status:up")
+            if info.contains("loading:1") || linkDown { node.health = "unhealthy" }
+            return node
+        }
+        let shards = map.shards.map { shard in
+            Shard(master: check(shard.master), replicas: shard.replicas.map(check), slotRanges: shard.slotRanges)
+        }
+        return SlotMap(shards: shards)
+    }
 
     struct ViewScore: Comparable {
         var stateOK: Int
@@ -166,8 +193,16 @@ final class TopologyRefresher {
     private func publish(_ map: SlotMap) {
         guard map != current else { return }
         let first = current == nil
+        // Health and round trips change often: logged only when they change what serves reads.
+        let healthOnly = !first && current!.summary == map.summary
+        let unhealthy = map.shards.flatMap(\.replicas).filter { $0.health != "online" }.map(\.endpoint)
+        let wasUnhealthy = (current?.shards.flatMap(\.replicas) ?? []).filter { $0.health != "online" }.map(\.endpoint)
         current = map
-        if map.isStandalone {
+        if healthOnly {
+            if unhealthy != wasUnhealthy {
+                logger.info("replicas not serving reads: \(unhealthy.isEmpty ? "none" : unhealthy.joined(separator: ", "))")
+            }
+        } else if map.isStandalone {
             logger.info("standalone backend (cluster support disabled on \(map.summary)): every command goes to it")
         } else if map.coversAllSlots {
             logger.info(

@@ -23,6 +23,9 @@ extension Worker {
         if wants("clients") { text += "# Clients\r\nconnected_clients:\(shared.connectedClients)\r\n\r\n" }
         if wants("proxy") { text += proxySection() }
         if wants("cluster") { text += "# Cluster\r\ncluster_enabled:0\r\n\r\n" }
+        if requested.contains("nodes") || requested.contains("all") || requested.contains("everything") {
+            text += nodesSection()
+        }
         guard wants("keyspace"), slotMap != nil, !masterPools.isEmpty else {
             session.replyLocally { Worker.appendInfo(text, resp3: session.resp3, to: $0) }
             return
@@ -52,6 +55,28 @@ extension Worker {
             + "cluster_masters:\(slotMap?.shards.count ?? 0)\r\ncluster_slots_covered:\(slotMap?.assignedSlotCount ?? 0)\r\n"
             + "cross_slot_transactions:\(configuration.crossSlotTransactions.rawValue)\r\n"
             + "relaxed_transactions_partial:\(shared.relaxedTransactionPartialOutcomes)\r\n\r\n"
+    }
+
+    /// `INFO nodes`: per node this worker talks to, its role and what was
+    /// sent to it over shared connections (so an operator sees the read split).
+    private func nodesSection() -> String {
+        var roles: [NodeAddress: String] = [:]
+        for shard in slotMap?.shards ?? [] {
+            roles[NodeAddress(host: shard.master.host, port: shard.master.port)] = "master"
+            for replica in shard.replicas {
+                roles[NodeAddress(host: replica.host, port: replica.port)] = replica.health == "online" ? "replica" : "replica-unhealthy"
+            }
+        }
+        var text = "# Nodes\r\n"
+        for (address, pool) in pools.sorted(by: { $0.key.description < $1.key.description }) {
+            let stats = pool.stats
+            // (Reply times come from the loop's millisecond clock: coarse.)
+            let averageMicros = stats.requests == 0 ? 0 : stats.latencyMsTotal * 1000 / stats.requests
+            let role = roles[address] ?? "unknown"
+            text += "node:\(address),role=\(role),requests=\(stats.requests),errors=\(stats.errors),"
+            text += "avg_latency_us=\(averageMicros),down=\(pool.isDown ? 1 : 0)\r\n"
+        }
+        return text + "\r\n"
     }
 
     /// A bulk string in RESP2; a verbatim `txt` string in RESP3, as Redis answers `INFO`.

@@ -45,6 +45,9 @@ final class Worker {
     var anyNodeCursor = 0
 
     let workerIndex: Int
+    /// `read-from` other than master, on a cluster (see `Worker+ReplicaReads`).
+    private(set) var readsFromReplicas = false
+    var readTargets: [ReadTargets] = []
     /// Requests waiting for a reachable master (see `Worker+Failover`).
     var heldRequests: [RequestRecord] = []
     /// `CLIENT TRACKING`: the clients that read each key over a tracking connection.
@@ -190,6 +193,15 @@ final class Worker {
             wanted[address] = pool
             return pool
         }
+        readsFromReplicas = configuration.readFrom != .master && !map.isStandalone
+        if readsFromReplicas {
+            // Replicas serve reads: their pools stay from one map to the next.
+            for replica in map.shards.flatMap(\.replicas) {
+                let address = NodeAddress(host: replica.host, port: replica.port)
+                wanted[address] = wanted[address] ?? pools[address]
+                    ?? BackendPool(worker: self, address: address, connections: configuration.backendConnections)
+            }
+        }
         for (address, pool) in pools where wanted[address] == nil {
             // A node that serves no slot any more: its connections go once
             // they have nothing in flight (they are not reused for routing).
@@ -206,6 +218,7 @@ final class Worker {
         // A moved slot's new owner never saw the reads: tracking starts over.
         if ownersChanged { invalidateAllTracking(reason: "the slot map changed") }
         slotMap = map
+        updateReadTargets(map)
         retryShardResubscriptions(force: true)
         resendHeldRequests()
     }
@@ -336,7 +349,27 @@ final class Worker {
                 return
             }
         }
-        forward(command, slot: slot, session: session)
+        if readsFromReplicas || configuration.readYourWritesMs > 0 {
+            forwardConsideringReplicas(spec, command, slot: slot, session: session)
+        } else {
+            forward(command, slot: slot, session: session)
+        }
+    }
+
+    /// `read-from` / `read-your-writes-ms`: reads may go to a replica; writes
+    /// mark the client's last write.
+    private func forwardConsideringReplicas(_ spec: CommandSpec, _ command: Command, slot: Int, session: ClientSession) {
+        guard spec.flags.contains(.readonly), readsFromReplicas, slot >= 0, slotOwners[slot] != nil else {
+            if !spec.flags.contains(.readonly) { session.lastWriteAt = loop.turnTime }
+            forward(command, slot: slot, session: session)
+            return
+        }
+        guard let target = readTarget(slot: slot, session: session) else { return }
+        let record = recordPool.acquire()
+        record.request.append(command.frame)
+        record.slot = slot
+        session.expectSharedReply(record)
+        target.connection(for: session).enqueue(record)
     }
 
     /// A command bound for a dedicated connection waits for the client's

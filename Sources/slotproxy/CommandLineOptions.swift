@@ -180,6 +180,22 @@ struct SlotproxyOptions: ParsableCommand {
     )
     var crossSlotTransactions: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Where reads go: \(ReadFrom.allCases.map(\.rawValue).joined(separator: ", ")) (file: read-from; default \(defaults.readFrom.rawValue)).",
+            valueName: "policy"
+        )
+    )
+    var readFrom: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "After a write, a client's reads go to the master for this long; 0: off (file: read-your-writes-ms; default \(defaults.readYourWritesMs)).",
+            valueName: "ms"
+        )
+    )
+    var readYourWritesMs: Int?
+
     /// The config file to read: `--check-config`'s or `--config`'s.
     var configFile: String? { checkConfig ?? config }
 
@@ -257,6 +273,7 @@ struct SlotproxyOptions: ParsableCommand {
         if let pubsubOutputLimit {
             try ConfigSetting.pubsubOutputLimit.apply(pubsubOutputLimit, spelledAs: "--pubsub-output-limit", to: &configuration)
         }
+        if let readFrom { try ConfigSetting.readFrom.apply(readFrom, spelledAs: "--read-from", to: &configuration) }
         if let crossSlotTransactions {
             try ConfigSetting.crossSlotTransactions.apply(
                 crossSlotTransactions, spelledAs: "--cross-slot-transactions", to: &configuration)
@@ -265,6 +282,7 @@ struct SlotproxyOptions: ParsableCommand {
             (.port, port), (.workers, workers), (.backendConnections, backendConnections),
             (.blockingConnectionsPerNode, blockingConnectionsPerNode), (.trackingTableMaxKeys, trackingTableMaxKeys),
             (.failoverTimeoutMs, failoverTimeoutMs), (.failoverQueueLimit, failoverQueueLimit),
+            (.readYourWritesMs, readYourWritesMs),
             (.connectTimeoutMs, connectTimeoutMs), (.requestTimeoutMs, requestTimeoutMs),
             (.maxRedirects, maxRedirects), (.topologyRefreshMs, topologyRefreshMs), (.maxClients, maxclients),
         ]

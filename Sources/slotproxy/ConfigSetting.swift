@@ -30,17 +30,20 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case allowFlush = "allow-flush"
     case allowDebug = "allow-debug"
     case crossSlotTransactions = "cross-slot-transactions"
+    case readFrom = "read-from"
+    case readYourWritesMs = "read-your-writes-ms"
 
     /// The inclusive range of a numeric setting; nil for the others.
     var range: ClosedRange<Int>? {
         switch self {
-        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions: nil
+        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom: nil
         case .port: 1...65535
         case .workers: 1...256
         case .backendConnections: 1...64
         case .blockingConnectionsPerNode: 1...100_000
         case .pubsubOutputLimit: (1 << 16)...(1 << 40)
         case .trackingTableMaxKeys: 1...100_000_000
+        case .readYourWritesMs: 0...3_600_000
         case .connectTimeoutMs: 1...600_000
         case .requestTimeoutMs: 1...86_400_000
         case .maxRedirects: 0...100
@@ -72,6 +75,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
             return "yes, no, true or false"
         case .crossSlotTransactions:
             return "one of " + CrossSlotTransactions.allCases.map(\.rawValue).joined(separator: ", ")
+        case .readFrom:
+            return "one of " + ReadFrom.allCases.map(\.rawValue).joined(separator: ", ")
         default:
             guard let range else { preconditionFailure("\(self) has no range") }
             if isByteSize {
@@ -114,6 +119,9 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .crossSlotTransactions:
             guard let mode = CrossSlotTransactions(rawValue: text.lowercased()) else { throw invalid(text, spelledAs: name) }
             configuration.crossSlotTransactions = mode
+        case .readFrom:
+            guard let mode = ReadFrom(rawValue: text.lowercased()) else { throw invalid(text, spelledAs: name) }
+            configuration.readFrom = mode
         default:
             guard let number = isByteSize ? ByteSize.parse(text) : Int(text) else {
                 throw invalid(text, spelledAs: name)
@@ -129,13 +137,14 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     ) throws(ConfigError) {
         guard let range, range.contains(number) else { throw invalid(text ?? "\(number)", spelledAs: name) }
         switch self {
-        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions: preconditionFailure("\(self) is not numeric")
+        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom: preconditionFailure("\(self) is not numeric")
         case .port: configuration.port = number
         case .workers: configuration.workers = number
         case .backendConnections: configuration.backendConnections = number
         case .blockingConnectionsPerNode: configuration.blockingConnectionsPerNode = number
         case .pubsubOutputLimit: configuration.pubsubOutputLimit = number
         case .trackingTableMaxKeys: configuration.trackingTableMaxKeys = number
+        case .readYourWritesMs: configuration.readYourWritesMs = number
         case .connectTimeoutMs: configuration.connectTimeoutMs = number
         case .requestTimeoutMs: configuration.requestTimeoutMs = number
         case .maxRedirects: configuration.maxRedirects = number
