@@ -119,6 +119,14 @@ final class BackendConnection {
                 Unmanaged<BackendConnection>.fromOpaque(context!).takeUnretainedValue().onWritable()
             }, context: context)
         writeEvent?.add()
+        if let password = worker.configuration.backendPassword {
+            if let user = worker.configuration.backendUser {
+                output.appendCommand("AUTH", user, password)
+            } else {
+                output.appendCommand("AUTH", password)
+            }
+            inFlight.append(nil)
+        }
         if resp3 {
             output.appendCommand("HELLO", "3")
             inFlight.append(nil)

@@ -56,6 +56,10 @@ final class ClientSession {
     var tracking = false
     /// `SELECT`ed database: always 0 on a cluster; any on a standalone backend.
     var database = 0
+    /// Authenticated (always, when no password or user is configured).
+    var authenticated: Bool
+    /// The user, when its rules restrict commands or keys; nil: anything goes.
+    var restrictedUser: ProxyUser?
     /// When the client last wrote (loop clock), for `read-your-writes-ms`.
     var lastWriteAt: Int64 = .min / 2
     /// The keys `worker.trackedReaders` lists this client for.
@@ -77,6 +81,7 @@ final class ClientSession {
         self.fd = fd
         self.id = id
         parser = RequestParser(limits: worker.configuration.requestLimits)
+        authenticated = !worker.configuration.requiresAuthentication
         keyIndices.reserveCapacity(16)
         let context = Unmanaged.passUnretained(self).toOpaque()
         readEvent = LoopEvent(

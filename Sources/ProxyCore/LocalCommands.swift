@@ -55,14 +55,33 @@ enum LocalCommands {
             worker.abandonTransaction(session)
             worker.stopTracking(session)
             session.database = 0
+            // RESET signs the client out, as on a server.
+            if worker.configuration.requiresAuthentication {
+                session.authenticated = false
+                session.restrictedUser = nil
+            }
             session.resp3 = false
             session.clientName = nil
             session.replyLocally { $0.append("+RESET\r\n") }
         case "auth":
-            session.replyError(
-                command.count == 2
-                    ? "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
-                    : "WRONGPASS invalid username-password pair or user is disabled.")
+            guard worker.configuration.requiresAuthentication else {
+                session.replyError(
+                    command.count == 2
+                        ? "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
+                        : "WRONGPASS invalid username-password pair or user is disabled.")
+                return
+            }
+            guard command.count == 2 || command.count == 3 else {
+                session.replyError("ERR syntax error")
+                return
+            }
+            let name: [UInt8]? = command.count == 3 ? command.bytes(1) : nil
+            if let user = worker.authenticate(user: name, password: command.bytes(command.count - 1)) {
+                worker.signIn(session, as: user)
+                session.replyLocally { $0.append("+OK\r\n") }
+            } else {
+                session.replyError("WRONGPASS invalid username-password pair or user is disabled.")
+            }
         case "client|setname":
             let name = command.bytes(2)
             guard isValidClientName(name) else {
@@ -128,9 +147,18 @@ enum LocalCommands {
         while index < command.count {
             let remaining = command.count - index - 1
             if command.argument(index, equals: "auth") && remaining >= 2 {
-                // No client authentication is configured: like a server without
-                // requirepass, the default user accepts any password.
-                if !command.argument(index + 1, equals: "default") {
+                if session.worker.configuration.requiresAuthentication {
+                    guard
+                        let user = session.worker.authenticate(
+                            user: command.bytes(index + 1), password: command.bytes(index + 2))
+                    else {
+                        session.replyError("WRONGPASS invalid username-password pair or user is disabled.")
+                        return
+                    }
+                    session.worker.signIn(session, as: user)
+                } else if !command.argument(index + 1, equals: "default") {
+                    // No authentication configured: like a server without
+                    // requirepass, the default user accepts any password.
                     session.replyError("WRONGPASS invalid username-password pair or user is disabled.")
                     return
                 }
@@ -147,6 +175,12 @@ enum LocalCommands {
                 session.replyError("ERR Syntax error in HELLO option '\(command.string(index))'")
                 return
             }
+        }
+        guard session.authenticated else {
+            session.replyError(
+                "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"
+            )
+            return
         }
         if let newName { session.clientName = newName.isEmpty ? nil : newName }
         session.resp3 = protocolVersion == 3

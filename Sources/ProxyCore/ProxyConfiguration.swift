@@ -52,6 +52,9 @@ public enum ReadFrom: String, Sendable, CaseIterable {
 /// Every setting of the proxy, with its default. The executable fills it from
 /// the YAML file and the command line; the core only reads it.
 public struct ProxyConfiguration: Sendable, Equatable {
+    /// Whether clients must authenticate (`requirepass` or `users` set).
+    public var requiresAuthentication: Bool { requirePass != nil || !users.isEmpty }
+
     /// Seed nodes to learn the topology from (`cluster` in the file, `--cluster`).
     public var seeds: [NodeAddress] = []
     /// Address to listen on (`bind`).
@@ -98,6 +101,13 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// After a write, the client's reads go to the master for this long, so it
     /// reads its own writes (`read-your-writes-ms`; 0: off).
     public var readYourWritesMs: Int = 0
+    /// The default user's password (`requirepass`); nil: no password.
+    public var requirePass: String?
+    /// Users with their rules (`users`; see `ProxyUser`).
+    public var users: [ProxyUser] = []
+    /// Credentials sent to every cluster node on connect (`backend-user`, `backend-password`).
+    public var backendUser: String?
+    public var backendPassword: String?
     /// Log level (`log-level`).
     public var logLevel: LogLevelSetting = .info
     /// FLUSHALL/FLUSHDB through the proxy wipe every master; refused unless this is true (`allow-flush`).

@@ -118,6 +118,21 @@ final class TopologyRefresher {
 
     static let viewsCompared = 3
 
+    /// A connection to a node, authenticated with the backend credentials.
+    private func connect(to host: String, port: Int) throws -> BlockingConnection {
+        let connection = try BlockingConnection(host: host, port: port, timeoutMs: configuration.connectTimeoutMs)
+        if let password = configuration.backendPassword {
+            let reply =
+                if let user = configuration.backendUser {
+                    try connection.call("AUTH", user, password)
+                } else {
+                    try connection.call("AUTH", password)
+                }
+            if case .error(let message) = reply { throw BlockingConnection.Failure(description: "AUTH refused: \(message)") }
+        }
+        return connection
+    }
+
     /// For reads from replicas: every node's round trip, and whether each
     /// replica can serve reads (answers, not loading, link to its master up).
     private func checkingHealth(of map: SlotMap) -> SlotMap {
@@ -125,7 +140,7 @@ final class TopologyRefresher {
             var node = node
             let started = ContinuousClock.now
             guard
-                let connection = try? BlockingConnection(host: node.host, port: node.port, timeoutMs: configuration.connectTimeoutMs),
+                let connection = try? connect(to: node.host, port: node.port),
                 case .bulkString(let bytes)? = try? connection.call("INFO", "replication", "persistence")
             else {
                 node.health = "unhealthy"
@@ -158,7 +173,7 @@ final class TopologyRefresher {
 
     /// One node's slot map with what says how fresh it is.
     func fetchScored(from address: NodeAddress) throws -> (SlotMap, ViewScore) {
-        let connection = try BlockingConnection(host: address.host, port: address.port, timeoutMs: configuration.connectTimeoutMs)
+        let connection = try connect(to: address.host, port: address.port)
         let map = try fetch(address, over: connection)
         let online = map.shards.filter { $0.master.health == "online" }.count
         var score = ViewScore(stateOK: 1, currentEpoch: 0, covered: map.assignedSlotCount, onlineMasters: online)

@@ -248,8 +248,13 @@ final class Worker {
         commandsProcessed &+= 1
         let command = Command(frame: frame, arguments: arguments)
         if session.isSubscribed && routeInSubscribeMode(command, session: session) { return }
+        if !session.authenticated && !admitsUnauthenticated(command, session: session) { return }
         guard let spec = CommandResolver.resolve(command, in: commands, session: session) else {
             // A refused command inside MULTI aborts the transaction, as in Redis.
+            if let transaction = session.transaction, transaction.inMulti { transaction.aborted = true }
+            return
+        }
+        if let user = session.restrictedUser, !permits(user, spec, command, session: session) {
             if let transaction = session.transaction, transaction.inMulti { transaction.aborted = true }
             return
         }

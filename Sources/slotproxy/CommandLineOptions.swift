@@ -196,6 +196,22 @@ struct SlotproxyOptions: ParsableCommand {
     )
     var readYourWritesMs: Int?
 
+    @Option(help: ArgumentHelp("The default user's password (file: requirepass; default none).", valueName: "password"))
+    var requirepass: String?
+
+    @Option(
+        name: .customLong("user"),
+        help: ArgumentHelp(
+            "A user as ACL SETUSER rules, repeatable: \"alice on >secret ~app:* +@read\" (file: users).",
+            valueName: "rules"))
+    var users: [String] = []
+
+    @Option(help: ArgumentHelp("ACL user the proxy authenticates as on the cluster nodes (file: backend-user).", valueName: "name"))
+    var backendUser: String?
+
+    @Option(help: ArgumentHelp("Password the proxy sends to the cluster nodes (file: backend-password).", valueName: "password"))
+    var backendPassword: String?
+
     /// The config file to read: `--check-config`'s or `--config`'s.
     var configFile: String? { checkConfig ?? config }
 
@@ -274,6 +290,12 @@ struct SlotproxyOptions: ParsableCommand {
             try ConfigSetting.pubsubOutputLimit.apply(pubsubOutputLimit, spelledAs: "--pubsub-output-limit", to: &configuration)
         }
         if let readFrom { try ConfigSetting.readFrom.apply(readFrom, spelledAs: "--read-from", to: &configuration) }
+        if let requirepass { try ConfigSetting.requirePass.apply(requirepass, spelledAs: "--requirepass", to: &configuration) }
+        for user in users { try ConfigSetting.users.apply(user, spelledAs: "--user", to: &configuration) }
+        if let backendUser { try ConfigSetting.backendUser.apply(backendUser, spelledAs: "--backend-user", to: &configuration) }
+        if let backendPassword {
+            try ConfigSetting.backendPassword.apply(backendPassword, spelledAs: "--backend-password", to: &configuration)
+        }
         if let crossSlotTransactions {
             try ConfigSetting.crossSlotTransactions.apply(
                 crossSlotTransactions, spelledAs: "--cross-slot-transactions", to: &configuration)

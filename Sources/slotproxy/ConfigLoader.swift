@@ -100,6 +100,20 @@ struct ConfigLoader {
                 }
             }
             configuration.seeds = seeds
+        case .sequence(let entries) where setting == .users:
+            configuration.users = []
+            for entry in entries {
+                guard case .scalar(let scalar) = entry else {
+                    throw located(
+                        ConfigError(key: key, message: "'\(key)' entries must be strings like \"alice on >secret ~app:* +@read\""),
+                        at: entry)
+                }
+                do {
+                    try setting.apply(scalar.string, spelledAs: key, to: &configuration)
+                } catch {
+                    throw located(error, at: entry)
+                }
+            }
         default:
             throw setting.invalid(described: Self.describe(value), spelledAs: key)
         }

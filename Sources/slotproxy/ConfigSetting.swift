@@ -32,11 +32,15 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case crossSlotTransactions = "cross-slot-transactions"
     case readFrom = "read-from"
     case readYourWritesMs = "read-your-writes-ms"
+    case requirePass = "requirepass"
+    case users
+    case backendUser = "backend-user"
+    case backendPassword = "backend-password"
 
     /// The inclusive range of a numeric setting; nil for the others.
     var range: ClosedRange<Int>? {
         switch self {
-        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom: nil
+        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword: nil
         case .port: 1...65535
         case .workers: 1...256
         case .backendConnections: 1...64
@@ -59,6 +63,10 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         }
     }
 
+    /// Settings that are off unless given (secrets): the shipped file shows
+    /// them commented out.
+    var isUnsetByDefault: Bool { [.requirePass, .users, .backendUser, .backendPassword].contains(self) }
+
     /// Whether the value is a byte count that may carry a unit (`64kb`).
     var isByteSize: Bool { self == .protoMaxBulkLen || self == .maxInlineLength || self == .pubsubOutputLimit }
 
@@ -77,6 +85,10 @@ enum ConfigSetting: String, CaseIterable, Sendable {
             return "one of " + CrossSlotTransactions.allCases.map(\.rawValue).joined(separator: ", ")
         case .readFrom:
             return "one of " + ReadFrom.allCases.map(\.rawValue).joined(separator: ", ")
+        case .requirePass, .backendUser, .backendPassword:
+            return "a non-empty string"
+        case .users:
+            return "a list of users, each like \"alice on >secret ~app:* +@read\""
         default:
             guard let range else { preconditionFailure("\(self) has no range") }
             if isByteSize {
@@ -122,6 +134,22 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .readFrom:
             guard let mode = ReadFrom(rawValue: text.lowercased()) else { throw invalid(text, spelledAs: name) }
             configuration.readFrom = mode
+        case .requirePass, .backendUser, .backendPassword:
+            // (Never echoed back in an error: it may be a secret.)
+            guard !text.isEmpty else { throw invalid(described: "nothing", spelledAs: name) }
+            switch self {
+            case .requirePass: configuration.requirePass = text
+            case .backendUser: configuration.backendUser = text
+            default: configuration.backendPassword = text
+            }
+        case .users:
+            do {
+                let user = try ProxyUser.parse(text)
+                configuration.users.removeAll { $0.name == user.name }
+                configuration.users.append(user)
+            } catch {
+                throw ConfigError(key: rawValue, message: "'\(name)': \(error.message)")
+            }
         default:
             guard let number = isByteSize ? ByteSize.parse(text) : Int(text) else {
                 throw invalid(text, spelledAs: name)
@@ -137,7 +165,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     ) throws(ConfigError) {
         guard let range, range.contains(number) else { throw invalid(text ?? "\(number)", spelledAs: name) }
         switch self {
-        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom: preconditionFailure("\(self) is not numeric")
+        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword:
+            preconditionFailure("\(self) is not numeric")
         case .port: configuration.port = number
         case .workers: configuration.workers = number
         case .backendConnections: configuration.backendConnections = number

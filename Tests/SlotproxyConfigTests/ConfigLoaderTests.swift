@@ -41,7 +41,11 @@ func loadError(_ yaml: String) -> ConfigError? {
             guard let first = line.first, first.isLetter, let colon = line.firstIndex(of: ":") else { return nil }
             return String(line[..<colon])
         }
-        #expect(keys == ConfigSetting.allCases.map(\.rawValue))
+        #expect(keys == ConfigSetting.allCases.filter { !$0.isUnsetByDefault }.map(\.rawValue))
+        // The others are shown commented out, with an example.
+        for setting in ConfigSetting.allCases where setting.isUnsetByDefault {
+            #expect(yaml.contains("\n# \(setting.rawValue):"), "\(setting.rawValue)")
+        }
     }
 
     @Test func emptyFileKeepsTheDefaults() throws {
@@ -303,6 +307,27 @@ func loadError(_ yaml: String) -> ConfigError? {
             error?.description
                 == "config error: slotproxy.yaml line 4: 'allow-flush' must be yes, no, true or false,"
                 + " got 'on-weekends'")
+    }
+
+    // MARK: authentication
+
+    @Test func usersAndPasswordsLoad() throws {
+        let loaded = try load(
+            """
+            requirepass: "s3cret"
+            users:
+              - "alice on >wonderland ~app:* +@read"
+              - "bob off >x"
+            backend-user: proxy
+            backend-password: "node-secret"
+            """)
+        #expect(loaded.requirePass == "s3cret")
+        #expect(loaded.users.map(\.name) == ["alice", "bob"])
+        #expect(loaded.users[0].accepts(password: Array("wonderland".utf8)))
+        #expect(!loaded.users[1].accepts(password: Array("x".utf8)))  // disabled
+        #expect(loaded.backendUser == "proxy" && loaded.backendPassword == "node-secret")
+        let error = loadError("users:\n  - \"carol on =oops\"\n")
+        #expect(error?.description.contains("unknown rule '=oops'") == true)
     }
 
     // MARK: cross-slot-transactions

@@ -1,0 +1,103 @@
+"""Client authentication and per-user permissions (issue 7, first part):
+Redis's exact replies, passwords never in the logs; backend credentials."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import redis
+
+from harness import RespError, is_status
+
+SHA = hashlib.sha256(b"reports-pw").hexdigest()
+
+
+def auth_proxy(proxy_factory):
+    proxy = proxy_factory(
+        "--requirepass", "default-pw",
+        "--user", "alice on >alice-pw ~app:* +@read +@write +@transaction -@dangerous",
+        "--user", f"reports on #{SHA} ~report:* +@read",
+        "--user", "gone off >gone-pw allkeys allcommands",
+        wait=False,
+    )
+    # (The harness's readiness probe cannot authenticate: wait here, bounded.)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with proxy.raw(timeout=2) as c:
+                if is_status(c.command("AUTH", "default-pw")):
+                    probe = c.command("GET", "__probe__")
+                    if not (isinstance(probe, RespError) and probe.message.startswith("CLUSTERDOWN")):
+                        return proxy
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("proxy with authentication never became ready")
+
+
+def test_authentication_replies_as_redis(proxy_factory):
+    proxy = auth_proxy(proxy_factory)
+    with proxy.raw() as c:
+        assert c.command("GET", "app:1").message == "NOAUTH Authentication required."
+        assert c.command("PING").message == "NOAUTH Authentication required."
+        reply = c.command("HELLO", "3")
+        assert reply.message.startswith("NOAUTH HELLO must be called with the client already authenticated")
+        for args in (("AUTH", "nope"), ("AUTH", "alice", "nope"), ("AUTH", "gone", "gone-pw"), ("AUTH", "nobody", "x")):
+            assert c.command(*args).message == "WRONGPASS invalid username-password pair or user is disabled.", args
+        assert is_status(c.command("AUTH", "default-pw"))
+        assert is_status(c.command("SET", "anything", "1"))
+    with proxy.raw() as c:
+        assert is_status(c.command("AUTH", "alice", "alice-pw"))
+        assert is_status(c.command("SET", "app:1", "v")) and c.command("GET", "app:1") == b"v"
+        reply = c.command("GET", "other:1")
+        assert reply.message == "NOPERM this user has no permissions to access one of the keys used as arguments"
+        assert c.command("FLUSHALL").message == "NOPERM this user has no permissions to run the 'flushall' command"
+        # Inside MULTI a denied command aborts the transaction, as on a server.
+        replies = c.pipeline([("MULTI",), ("SET", "app:2", "x"), ("GET", "other:2"), ("EXEC",)])
+        assert replies[2].message.startswith("NOPERM") and replies[3].message.startswith("EXECABORT")
+        # RESET signs out.
+        assert is_status(c.command("RESET"), b"RESET")
+        assert c.command("GET", "app:1").message == "NOAUTH Authentication required."
+    with proxy.raw() as c:
+        # HELLO AUTH, and a user whose password is configured as its SHA-256.
+        reply = c.command("HELLO", "3", "AUTH", "reports", "reports-pw")
+        assert isinstance(reply, dict) or not isinstance(reply, RespError), reply
+        assert c.command("GET", "report:1") is None
+        assert c.command("SET", "report:1", "x").message == "NOPERM this user has no permissions to run the 'set' command"
+    # A stock client.
+    r = redis.Redis(host="127.0.0.1", port=proxy.port, username="alice", password="alice-pw", protocol=3)
+    assert r.set("app:py", "1") and r.get("app:py") == b"1"
+    try:
+        redis.Redis(host="127.0.0.1", port=proxy.port, username="alice", password="wrong").ping()
+        raise AssertionError("a wrong password was accepted")
+    except redis.AuthenticationError:
+        pass
+    # Passwords never reach the log.
+    log = proxy.log_text()
+    for secret in ("default-pw", "alice-pw", "reports-pw", "gone-pw"):
+        assert secret not in log
+
+
+def test_backend_password(cluster, proxy_factory):
+    """Nodes that require a password: the proxy sends it on every connection
+    (shared, dedicated, topology)."""
+    ports = cluster.live_ports()
+    try:
+        for p in ports:
+            cluster.call(p, "CONFIG", "SET", "masterauth", "node-pw")
+            cluster.call(p, "CONFIG", "SET", "requirepass", "node-pw")
+        proxy = proxy_factory("--backend-password", "node-pw")
+        with proxy.raw(timeout=10) as c:
+            keys = [f"bp:{i}" for i in range(100)]
+            assert all(is_status(r) for r in c.pipeline([("SET", k, k) for k in keys]))
+            assert c.pipeline([("GET", k) for k in keys]) == [k.encode() for k in keys]
+            c.command("RPUSH", "bp:q", "x")
+            assert c.command("BLPOP", "bp:q", "1") == [b"bp:q", b"x"]
+            assert c.pipeline([("MULTI",), ("INCR", "bp:n"), ("EXEC",)])[-1] == [1]
+        assert "node-pw" not in proxy.log_text()
+    finally:
+        for p in ports:
+            r = redis.Redis(host="127.0.0.1", port=p, password="node-pw")
+            r.config_set("requirepass", "")
+            r.config_set("masterauth", "")
