@@ -1,6 +1,9 @@
 # slotproxy sidecar image: build with the Swift toolchain, run on slim Debian.
 #   docker build -t slotproxy .
-#   docker run --rm -p 7777:7777 slotproxy --cluster redis-a:6379,redis-b:6379 --bind 0.0.0.0
+#   docker run --rm -p 7777:7777 slotproxy --cluster redis-a:6379,redis-b:6379 --bind 0.0.0.0 \
+#       --requirepass "$PROXY_PASSWORD"
+# (A non-loopback bind without requirepass/users is refused: protected mode.
+#  In a pod where only the app reaches it, --no-protected-mode allows it.)
 FROM swift:6.1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends libevent-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*

@@ -108,6 +108,8 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// Credentials sent to every cluster node on connect (`backend-user`, `backend-password`).
     public var backendUser: String?
     public var backendPassword: String?
+    /// Refuse to listen on a non-loopback address with no authentication (`protected-mode`).
+    public var protectedMode = true
     /// Log level (`log-level`).
     public var logLevel: LogLevelSetting = .info
     /// FLUSHALL/FLUSHDB through the proxy wipe every master; refused unless this is true (`allow-flush`).
@@ -116,4 +118,16 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var allowDebug: Bool = false
 
     public init() {}
+
+    /// Whether `bind` only reaches this machine (127.0.0.0/8, ::1, localhost).
+    public var bindsLoopbackOnly: Bool {
+        bind.hasPrefix("127.") || bind == "::1" || bind == "localhost"
+    }
+
+    /// Why this configuration exposes the cluster to anyone who can reach the
+    /// proxy (a non-loopback `bind` and no authentication), or nil.
+    public var unprotectedExposure: String? {
+        guard !bindsLoopbackOnly, !requiresAuthentication else { return nil }
+        return "'bind' is \(bind), which other machines can reach, and neither requirepass nor users is set: anyone who can connect gets the whole cluster"
+    }
 }

@@ -170,6 +170,13 @@ struct SlotproxyOptions: ParsableCommand {
     )
     var allowDebug: Bool?
 
+    @Flag(
+        inversion: .prefixedNo,
+        help: ArgumentHelp(
+            "Refuse a non-loopback bind without requirepass or users (file: protected-mode; default yes).")
+    )
+    var protectedMode: Bool?
+
     @Option(
         help: ArgumentHelp(
             "Transactions over several slots: refuse (as Redis: CROSSSLOT, EXECABORT) or relaxed "
@@ -238,6 +245,11 @@ struct SlotproxyOptions: ParsableCommand {
         }
         try applyFlags(to: &configuration)
         guard !configuration.seeds.isEmpty else { throw ConfigError.noSeeds }
+        if configuration.protectedMode, let exposure = configuration.unprotectedExposure {
+            throw ConfigError(
+                key: ConfigSetting.protectedMode.rawValue,
+                message: "protected mode: \(exposure); set requirepass or users, or protected-mode: no (--no-protected-mode) to allow it")
+        }
         return configuration
     }
 
@@ -286,6 +298,7 @@ struct SlotproxyOptions: ParsableCommand {
         if let logLevel { try ConfigSetting.logLevel.apply(logLevel, spelledAs: "--log-level", to: &configuration) }
         if let allowFlush { configuration.allowFlush = allowFlush }
         if let allowDebug { configuration.allowDebug = allowDebug }
+        if let protectedMode { configuration.protectedMode = protectedMode }
         if let pubsubOutputLimit {
             try ConfigSetting.pubsubOutputLimit.apply(pubsubOutputLimit, spelledAs: "--pubsub-output-limit", to: &configuration)
         }

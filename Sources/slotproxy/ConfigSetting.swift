@@ -36,11 +36,12 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case users
     case backendUser = "backend-user"
     case backendPassword = "backend-password"
+    case protectedMode = "protected-mode"
 
     /// The inclusive range of a numeric setting; nil for the others.
     var range: ClosedRange<Int>? {
         switch self {
-        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword: nil
+        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .protectedMode: nil
         case .port: 1...65535
         case .workers: 1...256
         case .backendConnections: 1...64
@@ -79,7 +80,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
             return "one IPv4 or IPv6 address or host name to listen on"
         case .logLevel:
             return "one of " + LogLevelSetting.allCases.map(\.rawValue).joined(separator: ", ")
-        case .allowFlush, .allowDebug:
+        case .allowFlush, .allowDebug, .protectedMode:
             return "yes, no, true or false"
         case .crossSlotTransactions:
             return "one of " + CrossSlotTransactions.allCases.map(\.rawValue).joined(separator: ", ")
@@ -128,6 +129,9 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .allowDebug:
             guard let flag = Self.boolean(text) else { throw invalid(text, spelledAs: name) }
             configuration.allowDebug = flag
+        case .protectedMode:
+            guard let flag = Self.boolean(text) else { throw invalid(text, spelledAs: name) }
+            configuration.protectedMode = flag
         case .crossSlotTransactions:
             guard let mode = CrossSlotTransactions(rawValue: text.lowercased()) else { throw invalid(text, spelledAs: name) }
             configuration.crossSlotTransactions = mode
@@ -165,7 +169,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     ) throws(ConfigError) {
         guard let range, range.contains(number) else { throw invalid(text ?? "\(number)", spelledAs: name) }
         switch self {
-        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword:
+        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .protectedMode:
             preconditionFailure("\(self) is not numeric")
         case .port: configuration.port = number
         case .workers: configuration.workers = number

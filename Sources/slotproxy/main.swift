@@ -22,6 +22,9 @@ LoggingSystem.bootstrap { label in
     return handler
 }
 let logger = Logger(label: "slotproxy")
+if let exposure = configuration.unprotectedExposure {
+    logger.warning("PROTECTED MODE IS OFF: \(exposure)")
+}
 
 // Block the stop signals in every thread (threads inherit the mask) and take
 // them synchronously here; SIGPIPE is ignored: writes report EPIPE instead.

@@ -58,7 +58,7 @@ func parseFailure(_ arguments: [String]) -> String? {
             "--max-redirects", "7", "--topology-refresh-ms", "70", "--maxclients", "80", "--log-level", "TRACE",
             "--allow-flush", "--allow-debug", "--cross-slot-transactions", "relaxed",
             "--failover-timeout-ms", "90", "--failover-queue-limit", "100", "--tracking-table-max-keys", "11",
-            "--pubsub-output-limit", "1mb",
+            "--pubsub-output-limit", "1mb", "--no-protected-mode",
         ])
         var expected = ProxyConfiguration()
         expected.seeds = [NodeAddress(host: "a", port: 1)]
@@ -79,6 +79,7 @@ func parseFailure(_ arguments: [String]) -> String? {
         expected.failoverQueueLimit = 100
         expected.trackingTableMaxKeys = 11
         expected.pubsubOutputLimit = 1 << 20
+        expected.protectedMode = false
         #expect(try options.resolveConfiguration() == expected)
     }
 
@@ -155,11 +156,32 @@ func parseFailure(_ arguments: [String]) -> String? {
     }
 
     @Test func ipv6ClusterFlag() throws {
-        let options = try SlotproxyOptions.parse(["--cluster", "[::1]:7000,[::1]:7001", "--bind", "::"])
+        let options = try SlotproxyOptions.parse([
+            "--cluster", "[::1]:7000,[::1]:7001", "--bind", "::", "--requirepass", "pw",
+        ])
         let configuration = try options.resolveConfiguration()
         #expect(configuration.seeds == [NodeAddress(host: "::1", port: 7000), NodeAddress(host: "::1", port: 7001)])
         #expect(configuration.seeds.map(\.description) == ["[::1]:7000", "[::1]:7001"])
         #expect(configuration.bind == "::")
+    }
+
+    @Test func protectedModeRefusesAnOpenBindWithoutAuthentication() throws {
+        let open = try SlotproxyOptions.parse(["--cluster", "h:1", "--bind", "0.0.0.0"])
+        #expect(throws: ConfigError.self) { try open.resolveConfiguration() }
+        do {
+            _ = try open.resolveConfiguration()
+        } catch {
+            #expect(error.description.contains("protected mode") && error.description.contains("--no-protected-mode"))
+        }
+        // Loopback, or authentication, or protected mode off: fine.
+        for args in [
+            ["--cluster", "h:1", "--bind", "127.0.0.1"], ["--cluster", "h:1", "--bind", "::1"],
+            ["--cluster", "h:1", "--bind", "0.0.0.0", "--requirepass", "pw"],
+            ["--cluster", "h:1", "--bind", "0.0.0.0", "--user", "a on >pw allkeys allcommands"],
+            ["--cluster", "h:1", "--bind", "0.0.0.0", "--no-protected-mode"],
+        ] {
+            #expect(throws: Never.self) { try SlotproxyOptions.parse(args).resolveConfiguration() }
+        }
     }
 
     @Test func flagValuesAreCheckedLikeTheFile() {
