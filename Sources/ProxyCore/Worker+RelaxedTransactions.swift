@@ -76,15 +76,7 @@ extension Worker {
             session.replyError("CLUSTERDOWN The cluster is down")
             return
         }
-        var groups: [(slot: Int, keys: [[UInt8]])] = []
-        for index in 1..<command.count {
-            let slot = slotHasher.slot(of: command.argument(index))
-            if let group = groups.firstIndex(where: { $0.slot == slot }) {
-                groups[group].keys.append(command.bytes(index))
-            } else {
-                groups.append((slot, [command.bytes(index)]))
-            }
-        }
+        let groups = argumentsBySlot(command, from: 1)
         var parts: [(connection: BackendConnection, request: ByteBuffer)] = []
         for group in groups {
             guard let owner = slotOwners[group.slot] else {
@@ -93,7 +85,7 @@ extension Worker {
             }
             guard let connection = watchConnection(relaxed, owner.address, session: session) else { return }
             let request = ByteBuffer(capacity: 64)
-            request.appendCommand([Array("WATCH".utf8)] + group.keys)
+            request.appendCommand([Array("WATCH".utf8)] + group.arguments)
             parts.append((connection, request))
         }
         let parent = recordPool.acquire()

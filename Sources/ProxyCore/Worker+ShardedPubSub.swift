@@ -29,17 +29,8 @@ extension Worker {
         let shards = enterShardedSubscribeMode(session)
         // One SSUBSCRIBE per slot (a node refuses channels of several slots
         // in one), in the order the client named them.
-        var groups: [(slot: Int, channels: [[UInt8]])] = []
-        for index in 1..<command.count {
-            let slot = slotHasher.slot(of: command.argument(index))
-            if let group = groups.firstIndex(where: { $0.slot == slot }) {
-                groups[group].channels.append(command.bytes(index))
-            } else {
-                groups.append((slot, [command.bytes(index)]))
-            }
-        }
-        for group in groups {
-            subscribeShardChannels(group.channels, slot: group.slot, fromClient: true, session: session, shards: shards)
+        for group in argumentsBySlot(command, from: 1) {
+            subscribeShardChannels(group.arguments, slot: group.slot, fromClient: true, session: session, shards: shards)
         }
         for index in 1..<command.count { shards.owedReplies.append(("ssubscribe", command.bytes(index))) }
         sendSubscriptionMarkers(session)

@@ -370,11 +370,33 @@ final class Worker {
             return
         }
         guard let target = readTarget(slot: slot, session: session) else { return }
+        target.connection(for: session).enqueue(sharedRecord(command, slot: slot, session: session))
+    }
+
+    /// The record of a command sent as is over a shared connection, in the
+    /// client's reply queue.
+    @inline(__always)
+    private func sharedRecord(_ command: Command, slot: Int, session: ClientSession) -> RequestRecord {
         let record = recordPool.acquire()
         record.request.append(command.frame)
         record.slot = slot
         session.expectSharedReply(record)
-        target.connection(for: session).enqueue(record)
+        return record
+    }
+
+    /// The arguments from `first` on grouped by hash slot, slots and
+    /// arguments in the client's order (a node takes one slot per command).
+    func argumentsBySlot(_ command: Command, from first: Int) -> [(slot: Int, arguments: [[UInt8]])] {
+        var groups: [(slot: Int, arguments: [[UInt8]])] = []
+        for index in first..<max(first, command.count) {
+            let slot = slotHasher.slot(of: command.argument(index))
+            if let group = groups.firstIndex(where: { $0.slot == slot }) {
+                groups[group].arguments.append(command.bytes(index))
+            } else {
+                groups.append((slot, [command.bytes(index)]))
+            }
+        }
+        return groups
     }
 
     /// A command bound for a dedicated connection waits for the client's
@@ -394,18 +416,11 @@ final class Worker {
         if slot >= 0 && slotOwners[slot] == nil && slotMap != nil {
             // No master serves the slot now (mid-failover, or a shard gone):
             // wait for the map to name one, up to failover-timeout-ms.
-            let record = recordPool.acquire()
-            record.request.append(command.frame)
-            record.slot = slot
-            session.expectSharedReply(record)
-            holdForFailover(record)
+            holdForFailover(sharedRecord(command, slot: slot, session: session))
             return
         }
         guard let target = targetPool(slot: slot, session: session) else { return }
-        let record = recordPool.acquire()
-        record.request.append(command.frame)
-        record.slot = slot
-        session.expectSharedReply(record)
+        let record = sharedRecord(command, slot: slot, session: session)
         if target.mustHold(now: loop.turnTime) {
             holdForFailover(record)  // its master is down: wait for it, or for a new one
         } else {

@@ -398,3 +398,15 @@ def verify_on_masters(cluster: Cluster, keys, values, timeout: float = 60.0) -> 
             )
         counts[port] = len(idx)
     return counts
+
+
+def keys_on_each_master(cluster, prefix: str) -> list[str]:
+    """One name `prefix:N` owned by each master (its own slot), in
+    `cluster.masters` order: keys or shard channels spread over every master."""
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < len(cluster.masters):
+        name = f"{prefix}:{i}"
+        found.setdefault(cluster.node_for_slot(cluster_mod.key_hash_slot(name)), name)
+        i += 1
+    return [found[m] for m in cluster.masters]

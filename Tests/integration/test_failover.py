@@ -66,6 +66,16 @@ def run_loaders(proxy, report: LoadReport, stop: threading.Event, threads: int =
     return workers
 
 
+def lost_writes(proxy, report: LoadReport) -> list[str]:
+    """The acknowledged keys that do not read back their value."""
+    r = proxy.client()
+    keys = sorted(report.acknowledged)
+    values = []
+    for i in range(0, len(keys), 500):
+        values += r.mget(keys[i:i + 500])
+    return [k for k, v in zip(keys, values) if v != report.acknowledged[k]]
+
+
 def test_master_killed_under_load(cluster, proxy_factory):
     proxy = proxy_factory("--topology-refresh-ms", "500")
     victim = cluster.masters[0]
@@ -102,12 +112,7 @@ def test_master_killed_under_load(cluster, proxy_factory):
     try:
         recovery = (resumed_at - killed_at) if resumed_at else None
         # Everything acknowledged reads back (the victim's replica took over).
-        r = proxy.client()
-        keys = sorted(report.acknowledged)
-        values = []
-        for i in range(0, len(keys), 500):
-            values += r.mget(keys[i:i + 500])
-        lost = [k for k, v in zip(keys, values) if v != report.acknowledged[k]]
+        lost = lost_writes(proxy, report)
         print(
             f"\nfailover under load: {len(report.acknowledged)} writes acknowledged, "
             f"{len(report.uncertain)} with unknown outcome, {len(report.unexpected)} unexpected errors, "
@@ -150,12 +155,7 @@ def test_planned_failover_is_invisible(cluster, proxy_factory):
     try:
         assert not report.unexpected, report.unexpected[:5]
         assert not report.uncertain, sorted(report.uncertain)[:5]
-        r = proxy.client()
-        keys = sorted(report.acknowledged)
-        values = []
-        for i in range(0, len(keys), 500):
-            values += r.mget(keys[i:i + 500])
-        assert [k for k, v in zip(keys, values) if v != report.acknowledged[k]] == []
+        assert lost_writes(proxy, report) == []
     finally:
         # Hand the slots back, so later tests see the usual layout.
         cluster.call(master, "CLUSTER", "FAILOVER")
@@ -232,12 +232,7 @@ def test_reshard_under_load(cluster, proxy_factory):
               f"{len(report.unexpected)} unexpected errors")
         assert not report.unexpected, report.unexpected[:5]
         assert not report.uncertain, sorted(report.uncertain)[:5]
-        r = proxy.client()
-        keys = sorted(report.acknowledged)
-        values = []
-        for i in range(0, len(keys), 500):
-            values += r.mget(keys[i:i + 500])
-        assert [k for k, v in zip(keys, values) if v != report.acknowledged[k]] == []
+        assert lost_writes(proxy, report) == []
     finally:
         _reshard(cluster, dst, src, 1000)
         cluster.wait_healthy(timeout=60)
@@ -317,14 +312,9 @@ def test_add_and_remove_a_master_under_load(cluster, proxy_factory):
               f"{len(report.unexpected)} unexpected errors")
         assert not report.unexpected, report.unexpected[:5]
         assert not report.uncertain, sorted(report.uncertain)[:5]
-        r = proxy.client()
-        keys = sorted(report.acknowledged)
-        values = []
-        for i in range(0, len(keys), 500):
-            values += r.mget(keys[i:i + 500])
-        assert [k for k, v in zip(keys, values) if v != report.acknowledged[k]] == []
+        assert lost_writes(proxy, report) == []
         # The proxy's map lost the node again (its pool and connections with it).
-        assert r.info("proxy")["cluster_masters"] == 3, removed
+        assert proxy.client().info("proxy")["cluster_masters"] == 3, removed
     finally:
         cluster.wait_healthy(timeout=60)
 
@@ -363,12 +353,7 @@ def test_seed_nodes_restarted_one_by_one(cluster, proxy_factory):
     print(f"\nseeds restarted one by one: {len(report.acknowledged)} writes, {len(report.uncertain)} with unknown "
           f"outcome, {len(report.unexpected)} unexpected errors")
     assert not report.unexpected, report.unexpected[:5]
-    r = proxy.client()
-    keys = sorted(report.acknowledged)
-    values = []
-    for i in range(0, len(keys), 500):
-        values += r.mget(keys[i:i + 500])
-    assert [k for k, v in zip(keys, values) if v != report.acknowledged[k]] == []
+    assert lost_writes(proxy, report) == []
 
 
 def test_nodes_announced_by_host_name(cluster, proxy_factory):

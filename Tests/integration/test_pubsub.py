@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from harness import RawConnection, RespError, is_status
+from harness import RawConnection, RespError, is_status, keys_on_each_master
 
 
 def channel() -> str:
@@ -183,16 +183,7 @@ def test_subscription_survives_the_death_of_its_node(cluster, proxy_factory):
 
 def shard_channels(cluster) -> list[str]:
     """One fresh shard channel owned by each master, in `cluster.masters` order."""
-    from cluster import key_hash_slot
-
-    found: dict[int, str] = {}
-    base = uuid.uuid4().hex[:8]
-    i = 0
-    while len(found) < len(cluster.masters):
-        name = f"sch:{base}:{i}"
-        found.setdefault(cluster.node_for_slot(key_hash_slot(name)), name)
-        i += 1
-    return [found[m] for m in cluster.masters]
+    return keys_on_each_master(cluster, f"sch:{uuid.uuid4().hex[:8]}")
 
 
 def shard_subscribers(cluster) -> int:

@@ -10,7 +10,7 @@ import uuid
 import pytest
 import redis
 
-from harness import RawConnection, RespError, is_status
+from harness import RawConnection, RespError, is_status, keys_on_each_master
 from cluster import key_hash_slot
 
 
@@ -26,17 +26,6 @@ def standalone():
     server = start_standalone()
     yield server
     server.stop()
-
-
-def keys_on_each_master(cluster, prefix: str) -> list[str]:
-    """One key per master (its own slot), in `cluster.masters` order."""
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < len(cluster.masters):
-        name = f"{prefix}:{i}"
-        found.setdefault(cluster.node_for_slot(key_hash_slot(name)), name)
-        i += 1
-    return [found[m] for m in cluster.masters]
 
 
 def test_transaction_over_all_masters_replies_as_one_server(cluster, relaxed, standalone):
@@ -137,7 +126,7 @@ def test_redis_py_transactional_pipeline_over_many_slots(cluster, relaxed):
 
 
 def test_rq_runs_jobs_through_the_proxy(relaxed):
-    rq = pytest.importorskip("rq")
+    import rq  # installed by scripts/install-deps: missing is a failure, not a skip
     import rq_jobs
 
     r = relaxed.client()

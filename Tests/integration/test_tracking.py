@@ -8,18 +8,8 @@ import uuid
 
 import pytest
 
-from harness import RawConnection, RespError, is_status
+from harness import RawConnection, RespError, is_status, keys_on_each_master
 from cluster import Push, key_hash_slot
-
-
-def keys_on_each_master(cluster, prefix: str) -> list[str]:
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < len(cluster.masters):
-        name = f"{prefix}:{i}"
-        found.setdefault(cluster.node_for_slot(key_hash_slot(name)), name)
-        i += 1
-    return [found[m] for m in cluster.masters]
 
 
 def no_push_within(conn, seconds: float) -> bool:
