@@ -5,7 +5,7 @@
 # (A non-loopback bind without requirepass/users is refused: protected mode.
 #  In a pod where only the app reaches it, --no-protected-mode allows it.)
 FROM swift:6.1-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends libevent-dev pkg-config \
+RUN apt-get update && apt-get install -y --no-install-recommends libevent-dev libssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Package.swift ./
@@ -15,7 +15,7 @@ RUN swift build -c release --product slotproxy --static-swift-stdlib \
     && install -D .build/release/slotproxy /out/slotproxy
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends libevent-2.1-7 libevent-core-2.1-7 \
+RUN apt-get update && apt-get install -y --no-install-recommends libevent-2.1-7 libevent-core-2.1-7 libssl3 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --no-create-home slotproxy
 COPY --from=build /out/slotproxy /usr/local/bin/slotproxy

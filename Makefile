@@ -5,7 +5,7 @@ SWIFT ?= swift
 PYTHON ?= python3
 DEMO_DIR ?= run/demo
 
-.PHONY: deps build release test unit integration demo bench callgrind clean
+.PHONY: deps build release test unit integration fuzz test-sanitize demo bench callgrind clean
 
 deps:
 	scripts/install-deps
@@ -22,6 +22,21 @@ test: build
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	$(PYTHON) -m pytest -q Tests/integration
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz
+
+# libFuzzer on the request parser and reply scanner; `make test` runs it for
+# 20 s, `make fuzz FUZZ_SECONDS=3600` for a long run.
+FUZZ_SECONDS ?= 20
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz
+
+# The integration suite against a proxy built with a sanitizer:
+# SANITIZER=address (default) or thread. Slow; not part of `make test`.
+SANITIZER ?= address
+test-sanitize: deps
+	$(SWIFT) build --product slotproxy --build-path .build/sanitize-$(SANITIZER) -Xswiftc -sanitize=$(SANITIZER)
+	SLOTPROXY_BIN=.build/sanitize-$(SANITIZER)/debug/slotproxy SLOTPROXY_SANITIZER=$(SANITIZER) \
+		$(PYTHON) -m pytest -q Tests/integration $(PYTEST_ARGS)
 
 unit: build
 	$(SWIFT) test

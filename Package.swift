@@ -26,6 +26,12 @@ let package = Package(
             pkgConfig: "libevent",
             providers: [.apt(["libevent-dev"])]
         ),
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .target(name: "TLS", dependencies: ["COpenSSL"], swiftSettings: hotPathSettings),
         .target(name: "RESPWire", swiftSettings: hotPathSettings),
         .target(name: "CommandTable", dependencies: ["RESPWire"], swiftSettings: hotPathSettings),
         .target(name: "ClusterTopology", dependencies: ["RESPWire"], swiftSettings: hotPathSettings),
@@ -33,7 +39,7 @@ let package = Package(
         .target(
             name: "ProxyCore",
             dependencies: [
-                "RESPWire", "CommandTable", "ClusterTopology", "EventLoop",
+                "RESPWire", "CommandTable", "ClusterTopology", "EventLoop", "TLS",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPathSettings
@@ -41,7 +47,7 @@ let package = Package(
         .executableTarget(
             name: "slotproxy",
             dependencies: [
-                "ProxyCore",
+                "ProxyCore", "CommandTable",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
@@ -50,7 +56,10 @@ let package = Package(
         // Prints the command table as JSON and the keys it finds in given
         // commands, so the integration suite can compare both with a live server.
         .executableTarget(name: "commandtable-tool", dependencies: ["CommandTable", "RESPWire"]),
-        .testTarget(name: "RESPWireTests", dependencies: ["RESPWire"]),
+        // The parser and scanner properties, for `make fuzz` (libFuzzer) and a
+        // seeded generator in the unit tests.
+        .target(name: "RESPFuzzing", dependencies: ["RESPWire"]),
+        .testTarget(name: "RESPWireTests", dependencies: ["RESPWire", "RESPFuzzing"]),
         .testTarget(name: "CommandTableTests", dependencies: ["CommandTable", "RESPWire"]),
         .testTarget(name: "ClusterTopologyTests", dependencies: ["ClusterTopology", "RESPWire"]),
         .testTarget(name: "SlotproxyConfigTests", dependencies: ["slotproxy", "ProxyCore"]),

@@ -626,6 +626,7 @@ class Cluster:
         extra_args=(),
         die_with_parent: bool = True,
         detach: bool = False,
+        tls: dict | None = None,
     ):
         self._own_dir = directory is None
         self.dir = os.path.abspath(directory) if directory else tempfile.mkdtemp(prefix="redis-cluster-")
@@ -636,6 +637,12 @@ class Cluster:
         self.extra_args = list(extra_args)
         self.die_with_parent = die_with_parent
         self.detach = detach
+        # TLS: {"cert": path, "key": path, "ca": path}. Each node then also
+        # listens for TLS on `tls_ports[port]`, and the cluster bus and
+        # replication use TLS (tls-cluster, tls-replication). The plain port
+        # stays, for the harness's own calls.
+        self.tls = tls
+        self.tls_ports: dict[int, int] = {}
         self.nodes: dict[int, Node] = {}
         self._lock = threading.Lock()
 
@@ -692,8 +699,30 @@ class Cluster:
             "--enable-debug-command", "local",
             # Full syncs start at once instead of waiting 5 s for more replicas.
             "--repl-diskless-sync-delay", "0",
+            *self._tls_args(node),
             *self.extra_args,
         ]
+
+    def _tls_args(self, node: Node) -> list[str]:
+        if not self.tls:
+            return []
+        if node.port not in self.tls_ports:
+            self.tls_ports[node.port] = free_cluster_ports(1, exclude=[*self.nodes, *self.tls_ports.values()])[0]
+        return [
+            "--tls-port", str(self.tls_ports[node.port]),
+            # The bus stays at port + 10000 (with tls-cluster it would follow the TLS port).
+            "--cluster-port", str(node.port + BUS_OFFSET),
+            "--tls-cluster", "yes",
+            "--tls-replication", "yes",
+            "--tls-cert-file", self.tls["cert"],
+            "--tls-key-file", self.tls["key"],
+            "--tls-ca-cert-file", self.tls["ca"],
+            "--tls-auth-clients", "optional",
+        ]
+
+    @property
+    def tls_seeds(self) -> str:
+        return ",".join(f"{HOST}:{self.tls_ports[p]}" for p in self.masters)
 
     def _spawn(self, node: Node) -> None:
         os.makedirs(node.dir, exist_ok=True)

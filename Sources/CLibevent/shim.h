@@ -7,5 +7,6 @@
 #include <sys/select.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <malloc.h>
 
 #include <event2/event.h>

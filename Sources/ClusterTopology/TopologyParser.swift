@@ -15,7 +15,7 @@ public enum TopologyParser {
     /// promoted) is owned by the online one; a shard whose only master has
     /// failed keeps it, so requests for its slots wait for the failover
     /// rather than finding no owner.
-    public static func parseShards(_ reply: RESPValue, queriedHost: String) throws -> SlotMap {
+    public static func parseShards(_ reply: RESPValue, queriedHost: String, overTLS: Bool = false) throws -> SlotMap {
         guard let shardValues = reply.elements else {
             throw TopologyParseError("CLUSTER SHARDS: expected an array, got \(reply)")
         }
@@ -35,7 +35,7 @@ public enum TopologyParser {
                     }
                 case "nodes":
                     for nodeValue in value.elements ?? [] {
-                        guard let node = try parseShardNode(nodeValue, queriedHost: queriedHost) else { continue }
+                        guard let node = try parseShardNode(nodeValue, queriedHost: queriedHost, overTLS: overTLS) else { continue }
                         if node.isMaster {
                             // After a failover the old master may still be listed
                             // (failed): the online one owns the slots.
@@ -54,14 +54,15 @@ public enum TopologyParser {
         return SlotMap(shards: shards.sorted { $0.slotRanges[0].lowerBound < $1.slotRanges[0].lowerBound })
     }
 
-    static func parseShardNode(_ value: RESPValue, queriedHost: String) throws -> ClusterNode? {
+    /// `overTLS`: the proxy reaches the nodes over TLS, at their `tls-port`.
+    static func parseShardNode(_ value: RESPValue, queriedHost: String, overTLS: Bool = false) throws -> ClusterNode? {
         guard let fields = value.pairs else { throw TopologyParseError("CLUSTER SHARDS: node is not a map") }
         var id = "", endpoint = "", ip = "", hostname = "", role = "", health = "online"
         var port = 0
         for (key, field) in fields {
             switch key {
             case "id": id = field.string ?? ""
-            case "port": port = field.integer ?? 0
+            case "port" where !overTLS, "tls-port" where overTLS: port = field.integer ?? 0
             case "endpoint": endpoint = field.string ?? ""
             case "ip": ip = field.string ?? ""
             case "hostname": hostname = field.string ?? ""
@@ -70,7 +71,7 @@ public enum TopologyParser {
             default: break
             }
         }
-        guard port > 0 else { return nil }  // TLS-only node: not reachable over plain TCP
+        guard port > 0 else { return nil }  // not reachable the way the proxy connects
         var host = endpoint
         if host.isEmpty || host == "?" { host = !ip.isEmpty && ip != "?" ? ip : !hostname.isEmpty ? hostname : queriedHost }
         return ClusterNode(id: id, host: host, port: port, isMaster: role == "master", health: health)

@@ -52,6 +52,16 @@ public struct CommandLookup: Sendable {
         rows = CommandTable.all
     }
 
+    /// A table where some top-level commands answer to another name
+    /// (`rename-command`): `renames` maps a lower-case command name to its new
+    /// name, or to "" to make it unknown. The rows keep their real names,
+    /// which is what the nodes are sent.
+    public init(renames: [String: String]) {
+        rows = CommandTable.all
+        index =
+            renames.isEmpty ? CommandTable.nameIndex : CommandNameIndex(names: rows.map { renames[$0.name] ?? $0.name })
+    }
+
     /// The row of the command called `name` (any case), or nil. Allocation-free.
     @inlinable public func find(_ name: UnsafeRawBufferPointer) -> CommandSpec? {
         guard let i = index.find(name) else { return nil }

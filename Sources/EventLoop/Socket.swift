@@ -1,3 +1,4 @@
+import CLibevent
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -119,6 +120,22 @@ public enum Socket {
         setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<CInt>.size))
     }
 
+    /// TCP keepalive probes after `idleSeconds` of silence, then every third
+    /// of it, 3 unanswered probes dropping the connection (as Redis's
+    /// `tcp-keepalive`); 0 leaves keepalive off.
+    public static func setKeepAlive(_ fd: CInt, idleSeconds: Int) {
+        guard idleSeconds > 0 else { return }
+        let size = socklen_t(MemoryLayout<CInt>.size)
+        var one: CInt = 1
+        var idle = CInt(idleSeconds)
+        var interval = CInt(max(1, idleSeconds / 3))
+        var count: CInt = 3
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, size)
+        setsockopt(fd, CInt(IPPROTO_TCP), TCP_KEEPIDLE, &idle, size)
+        setsockopt(fd, CInt(IPPROTO_TCP), TCP_KEEPINTVL, &interval, size)
+        setsockopt(fd, CInt(IPPROTO_TCP), TCP_KEEPCNT, &count, size)
+    }
+
     /// `read(2)` into `buffer`; returns bytes read, 0 at end of stream, -1 when
     /// it would block, -2 on error.
     @inlinable public static func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer) -> Int {
@@ -157,5 +174,16 @@ public enum Socket {
         return withUnsafePointer(to: &storage) {
             $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
         }
+    }
+}
+
+/// The C allocator's housekeeping.
+public enum Allocator {
+    /// Gives free heap pages back to the system (glibc keeps them after a
+    /// burst of allocations, so RSS would stay at the burst's peak).
+    public static func releaseFreePages() {
+        #if canImport(Glibc)
+        _ = CLibevent.malloc_trim(0)
+        #endif
     }
 }

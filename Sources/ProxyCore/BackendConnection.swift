@@ -2,6 +2,7 @@ import ClusterTopology
 import EventLoop
 import Logging
 import RESPWire
+import TLS
 
 /// One multiplexed connection from a worker to a cluster node.
 ///
@@ -20,6 +21,8 @@ final class BackendConnection {
     let resp3: Bool
     private(set) var state = State.connecting
     private var fd: CInt = -1
+    /// With `backend-tls`: bytes go through OpenSSL.
+    private var tls: TLSStream?
     private let input = ByteBuffer(capacity: 64 * 1024)
     private let output = ByteBuffer(capacity: 64 * 1024)
     private var scanner = ReplyScanner()
@@ -60,11 +63,15 @@ final class BackendConnection {
     /// The pool's counters (nil for dedicated connections).
     let stats: NodeStats?
 
+    /// The backend user it authenticated as, when not `backend-user`.
+    let identity: BackendIdentity?
+
     init(
         worker: Worker, address: NodeAddress, resp3: Bool, tracking: Bool = false, database: Int = 0,
-        stats: NodeStats? = nil
+        stats: NodeStats? = nil, identity: BackendIdentity? = nil
     ) {
         self.stats = stats
+        self.identity = identity
         self.worker = worker
         self.address = address
         self.resp3 = resp3
@@ -107,6 +114,23 @@ final class BackendConnection {
             worker.backendClosed(self)
             return
         }
+        Socket.setKeepAlive(fd, idleSeconds: worker.configuration.tcpKeepAliveSeconds)
+        if let context = worker.shared.tls.backend {
+            do {
+                tls = try TLSStream(
+                    context: context, fd: fd, accepting: false,
+                    peerName: worker.configuration.backendTLSServerName ?? address.host)
+            } catch {
+                Socket.close(fd)
+                fd = -1
+                worker.logger.error("cannot connect to \(address): \(error)")
+                lastError = "\(error)"
+                state = .closed
+                if !isDedicated { worker.backendFailed(self) }
+                worker.backendClosed(self)
+                return
+            }
+        }
         let context = Unmanaged.passUnretained(self).toOpaque()
         readEvent = LoopEvent(
             loop: worker.loop, fd: fd, flags: EventFlags.read | EventFlags.persist,
@@ -119,7 +143,10 @@ final class BackendConnection {
                 Unmanaged<BackendConnection>.fromOpaque(context!).takeUnretainedValue().onWritable()
             }, context: context)
         writeEvent?.add()
-        if let password = worker.configuration.backendPassword {
+        if let identity {
+            output.appendCommand("AUTH", identity.user, identity.password)
+            inFlight.append(nil)
+        } else if let password = worker.configuration.backendPassword {
             if let user = worker.configuration.backendUser {
                 output.appendCommand("AUTH", user, password)
             } else {
@@ -216,16 +243,21 @@ final class BackendConnection {
     }
 
     private func writeOutput() {
+        if let tls, tls.readWantsWrite {
+            onReadable()
+            if state == .closed { return }
+        }
         while !output.isEmpty {
-            let n = Socket.write(fd, output.readable)
+            let n = tls.map { $0.write(output.readable) } ?? Socket.write(fd, output.readable)
             if n > 0 {
                 output.consume(n)
                 bytesWritten += n
             } else if n == -1 {
-                writeEvent?.add()
+                // (A TLS write waiting for a read goes on from onReadable.)
+                if !(tls?.writeWantsRead ?? false) { writeEvent?.add() }
                 return
             } else {
-                fail(reason: "write failed")
+                fail(reason: tls.map { "TLS: \($0.failure)" } ?? "write failed")
                 return
             }
         }
@@ -253,17 +285,30 @@ final class BackendConnection {
         if input.readableBytes == input.allocatedCapacity || input.writableTail.count < 4096 {
             input.reserveWritable(max(16 * 1024, input.readableBytes))
         }
-        let n = Socket.read(fd, into: input.writableTail)
+        let n = tls.map { $0.read(into: input.writableTail) } ?? Socket.read(fd, into: input.writableTail)
         if n == 0 {
             fail(reason: "connection closed by the node")
             return
         }
         if n < 0 {
-            if n == -2 { fail(reason: "read failed") }
+            if n == -2 {
+                fail(reason: tls.map { "TLS: \($0.failure)" } ?? "read failed")
+            } else if let tls {
+                continueTLS(tls)
+            }
             return
         }
         input.commitWritten(n)
         scanReplies()
+        if let tls { continueTLS(tls) }
+    }
+
+    /// See `ClientSession.continueTLS`.
+    private func continueTLS(_ tls: TLSStream) {
+        guard state == .ready else { return }
+        if tls.readWantsWrite { writeEvent?.add() }
+        if tls.writeWantsRead && !output.isEmpty { writeOutput() }
+        if tls.hasBufferedPlaintext && state == .ready { onReadable() }
     }
 
     private func scanReplies() {
@@ -355,6 +400,7 @@ final class BackendConnection {
         // Events are freed with the connection, after this loop turn.
         readEvent?.remove()
         writeEvent?.remove()
+        tls?.shutdown()
         if fd >= 0 { Socket.close(fd) }
         fd = -1
     }

@@ -29,6 +29,9 @@ final class BackendPool {
     /// The connection for a request of `session`.
     @inline(__always)
     func connection(for session: ClientSession) -> BackendConnection {
+        if let identity = session.backendIdentity {
+            return connection(as: identity, resp3: session.resp3, tracking: session.tracking)
+        }
         if session.database != 0 { return connection(database: session.database, resp3: session.resp3) }
         return session.tracking ? trackingConnection() : connection(resp3: session.resp3)
     }
@@ -53,6 +56,31 @@ final class BackendPool {
         return fresh
     }
 
+    /// Connections of users with backend credentials of their own
+    /// (`user-backend-credentials`): one per user, protocol and tracking.
+    private var identityConnections: [IdentityKey: BackendConnection] = [:]
+
+    private struct IdentityKey: Hashable {
+        var identity: BackendIdentity
+        var resp3: Bool
+        var tracking: Bool
+    }
+
+    func connection(as identity: BackendIdentity, resp3: Bool, tracking: Bool) -> BackendConnection {
+        let key = IdentityKey(identity: identity, resp3: resp3 || tracking, tracking: tracking)
+        if let existing = identityConnections[key], existing.state != .closed { return existing }
+        let fresh = BackendConnection(
+            worker: worker, address: address, resp3: key.resp3, tracking: tracking, stats: stats, identity: identity)
+        identityConnections[key] = fresh
+        return fresh
+    }
+
+    /// A shared connection for `identity` (nil: the proxy's own), without tracking.
+    func connection(resp3: Bool, identity: BackendIdentity?) -> BackendConnection {
+        guard let identity else { return connection(resp3: resp3) }
+        return connection(as: identity, resp3: resp3, tracking: false)
+    }
+
     /// A usable connection, round robin over the pool.
     func connection(resp3 wantsResp3: Bool) -> BackendConnection {
         if wantsResp3 {
@@ -70,7 +98,8 @@ final class BackendPool {
     }
 
     var openConnections: [BackendConnection] {
-        (resp2 + resp3 + tracking + otherDatabases.values.map { $0 }).compactMap { $0 }.filter { $0.state != .closed }
+        (resp2 + resp3 + tracking + otherDatabases.values.map { $0 } + identityConnections.values.map { $0 })
+            .compactMap { $0 }.filter { $0.state != .closed }
     }
 
     // MARK: health

@@ -1,5 +1,6 @@
 import EventLoop
 import RESPWire
+import TLS
 
 #if canImport(Glibc)
     import Glibc
@@ -9,6 +10,7 @@ import RESPWire
 /// occasional queries (never used on a worker loop).
 final class BlockingConnection {
     private let fd: CInt
+    private var tls: TLSStream?
     private var buffer: [UInt8] = []
     /// The address it connected to (of those the host name resolved to).
     let connectedTo: (family: CInt, address: [UInt8])
@@ -17,7 +19,9 @@ final class BlockingConnection {
         let description: String
     }
 
-    init(host: String, port: Int, timeoutMs: Int) throws {
+    /// `tls`: speak TLS (`backend-tls`), the certificate checked against
+    /// `serverName`, or `host` when nil.
+    init(host: String, port: Int, timeoutMs: Int, tls context: TLSContext? = nil, serverName: String? = nil) throws {
         var lastError: Error = Failure(description: "no address for \(host)")
         for target in try Socket.resolve(host: host, port: port) {
             do {
@@ -33,6 +37,14 @@ final class BlockingConnection {
                 var tv = timeval(tv_sec: timeoutMs / 1000, tv_usec: (timeoutMs % 1000) * 1000)
                 setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
                 setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+                if let context {
+                    do {
+                        tls = try TLSStream(context: context, fd: fd, accepting: false, peerName: serverName ?? host)
+                    } catch {
+                        Socket.close(fd)
+                        throw error
+                    }
+                }
                 self.fd = fd
                 connectedTo = target
                 return
@@ -43,7 +55,15 @@ final class BlockingConnection {
         throw lastError
     }
 
-    deinit { Socket.close(fd) }
+    deinit {
+        tls?.shutdown()
+        Socket.close(fd)
+    }
+
+    private var failure: String {
+        if let tls { return tls.failure.isEmpty ? "TLS: timed out" : "TLS: \(tls.failure)" }
+        return String(cString: strerror(errno))
+    }
 
     /// Sends one command and waits for its decoded reply.
     func call(_ arguments: String...) throws -> RESPValue {
@@ -51,8 +71,10 @@ final class BlockingConnection {
         out.appendCommand(arguments.map { Array($0.utf8) })
         var bytes = out.readableArray()[...]
         while !bytes.isEmpty {
-            let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
-            guard n > 0 else { throw Failure(description: "write failed: \(String(cString: strerror(errno)))") }
+            let n = bytes.withUnsafeBytes { raw in
+                tls.map { $0.write(raw) } ?? send(fd, raw.baseAddress, raw.count, CInt(MSG_NOSIGNAL))
+            }
+            guard n > 0 else { throw Failure(description: "write failed: \(failure)") }
             bytes = bytes.dropFirst(n)
         }
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
@@ -61,9 +83,9 @@ final class BlockingConnection {
                 buffer.removeFirst(length)
                 return value
             }
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            let n = chunk.withUnsafeMutableBytes { raw in tls.map { $0.read(into: raw) } ?? recv(fd, raw.baseAddress, raw.count, 0) }
             guard n > 0 else {
-                throw Failure(description: n == 0 ? "connection closed" : "read failed: \(String(cString: strerror(errno)))")
+                throw Failure(description: n == 0 ? "connection closed" : "read failed: \(failure)")
             }
             buffer.append(contentsOf: chunk[0..<n])
         }

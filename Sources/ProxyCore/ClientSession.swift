@@ -1,5 +1,6 @@
 import EventLoop
 import RESPWire
+import TLS
 
 /// One client connection: reads and parses its requests, hands each to the
 /// worker's router, and writes the replies back in request order, whichever
@@ -14,8 +15,12 @@ final class ClientSession {
     unowned(unsafe) let worker: Worker
     let id: Int
     private let fd: CInt
-    let output = ByteBuffer(capacity: 16 * 1024)
-    private let input = ByteBuffer(capacity: 16 * 1024)
+    /// A client of the TLS port: bytes go through OpenSSL.
+    private let tls: TLSStream?
+    // Small at first: most clients send and receive little, and an idle
+    // connection should cost little. Busy ones grow their buffers once.
+    let output = ByteBuffer(capacity: 4096)
+    private let input = ByteBuffer(capacity: 4096)
     private var parser: RequestParser
     private var pending = RingQueue<RequestRecord>(capacity: 64)
     private var readEvent: LoopEvent?
@@ -26,11 +31,15 @@ final class ClientSession {
     /// Reading stops while the client owes the proxy too much reading of its
     /// own (a slow reader or a pipeline far ahead of the cluster), so one
     /// client cannot make the proxy buffer without bound.
+    /// Reading resumes at a tenth of `client-read-pause-replies`.
     private var readPaused = false
-    static let pauseAtPendingReplies = 10_000
-    static let resumeAtPendingReplies = 1_000
-    static let pauseAtOutputBytes = 8 << 20
-    static let resumeAtOutputBytes = 1 << 20
+    /// Reply bytes waiting in records behind an earlier request still owed:
+    /// with `output`, what the client has not read yet.
+    private var queuedReplyBytes = 0
+    /// When the unread bytes last went above `client-output-limit-soft` (loop clock).
+    private var softLimitExceededSince: Int64?
+    /// When the client last sent bytes (loop clock), for `timeout`.
+    private(set) var lastReadAt: Int64
     /// Speaks RESP3 after `HELLO 3`.
     var resp3 = false
     var clientName: [UInt8]? = nil
@@ -60,6 +69,9 @@ final class ClientSession {
     var authenticated: Bool
     /// The user, when its rules restrict commands or keys; nil: anything goes.
     var restrictedUser: ProxyUser?
+    /// The backend ACL user its requests go as (`user-backend-credentials`);
+    /// nil: `backend-user`.
+    var backendIdentity: BackendIdentity?
     /// When the client last wrote (loop clock), for `read-your-writes-ms`.
     var lastWriteAt: Int64 = .min / 2
     /// The keys `worker.trackedReaders` lists this client for.
@@ -76,12 +88,14 @@ final class ClientSession {
     /// still in flight: the next transaction continues on it.
     var previousTransactionConnection: BackendConnection?
 
-    init(worker: Worker, fd: CInt, id: Int) {
+    init(worker: Worker, fd: CInt, id: Int, tls: TLSStream? = nil) {
         self.worker = worker
         self.fd = fd
+        self.tls = tls
         self.id = id
         parser = RequestParser(limits: worker.configuration.requestLimits)
         authenticated = !worker.configuration.requiresAuthentication
+        lastReadAt = worker.loop.turnTime
         keyIndices.reserveCapacity(16)
         let context = Unmanaged.passUnretained(self).toOpaque()
         readEvent = LoopEvent(
@@ -109,17 +123,42 @@ final class ClientSession {
         } else if input.writableTail.count < 4096 {
             input.reserveWritable(16 * 1024)
         }
-        let n = Socket.read(fd, into: input.writableTail)
+        let n = tls.map { $0.read(into: input.writableTail) } ?? Socket.read(fd, into: input.writableTail)
         if n == 0 {
             close()
             return
         }
         if n < 0 {
-            if n == -2 { close() }
+            if n == -2 {
+                if let tls { worker.logger.debug("client \(id): TLS: \(tls.failure)") }
+                close()
+            } else if let tls {
+                continueTLS(tls)
+            }
             return
         }
         input.commitWritten(n)
+        lastReadAt = worker.loop.turnTime
+        if input.readableBytes > worker.configuration.effectiveQueryBufferLimit {
+            // Requests piling up unparsed (behind a blocking command, say):
+            // as Redis's client-query-buffer-limit, the client goes.
+            worker.logger.warning(
+                "closing client \(id): \(input.readableBytes) bytes of requests buffered (client-query-buffer-limit \(worker.configuration.effectiveQueryBufferLimit))")
+            close()
+            return
+        }
         parseRequests()
+        if let tls { continueTLS(tls) }
+    }
+
+    /// What TLS needs besides the socket's own events: a read that needs
+    /// the socket writable, a write that waited for a read, and decrypted
+    /// bytes OpenSSL holds that no event will announce.
+    private func continueTLS(_ tls: TLSStream) {
+        guard !isClosed else { return }
+        if tls.readWantsWrite { writeEvent?.add() }
+        if tls.writeWantsRead && !output.isEmpty { writeOutput() }
+        if tls.hasBufferedPlaintext && !readPaused && !closeAfterFlush && !isClosed { onReadable() }
     }
 
     /// A request whose reply must come back before the client's next
@@ -160,8 +199,8 @@ final class ClientSession {
         while !input.isEmpty && !closeAfterFlush && barrier == nil && subscriptionMarkersOwed == 0
             && !waitingForSharedReplies
         {
-            if pending.count >= ClientSession.pauseAtPendingReplies
-                || output.readableBytes >= ClientSession.pauseAtOutputBytes
+            if pending.count >= worker.configuration.clientReadPauseReplies
+                || unreadBytes >= worker.configuration.clientReadPauseBytes
             {
                 readPaused = true
                 readEvent?.remove()
@@ -240,16 +279,32 @@ final class ClientSession {
         } else {
             record.reply.append(reply)
             record.isComplete = true
+            queuedReplyBytes += reply.count
+            markDirty()  // the soft limit is checked at the end of the turn
         }
+        checkHardOutputLimit()
     }
+
+    /// The hard limit holds as replies arrive, not only at the end of the
+    /// turn: a turn can bring in many replies for a client that reads none.
+    @inline(__always) private func checkHardOutputLimit() {
+        let hard = worker.configuration.clientOutputLimitHard
+        if hard > 0 && output.readableBytes + queuedReplyBytes > hard { enforceOutputLimits() }
+    }
+
+    /// Replies the client has not read yet: written to neither the socket nor
+    /// the kernel, held in the proxy.
+    var unreadBytes: Int { output.readableBytes + queuedReplyBytes }
 
     private func drainCompleted() {
         while let head = pending.first, head.isComplete {
+            queuedReplyBytes -= head.reply.readableBytes
             output.append(head.reply.readable)
             _ = pending.popFirst()
             worker.recordPool.release(head)
         }
         if let head = pending.first, head.isStream, !head.reply.isEmpty {
+            queuedReplyBytes -= head.reply.readableBytes
             output.append(head.reply.readable)
             head.reply.clear()
         }
@@ -261,10 +316,13 @@ final class ClientSession {
         guard !isClosed else { return }
         if let stream = subscriptionStream, pending.first !== stream {
             stream.reply.append(bytes)
+            queuedReplyBytes += bytes.count
+            checkHardOutputLimit()
             return
         }
         output.append(bytes)
         markDirty()
+        checkHardOutputLimit()
     }
 
     func streamArrived(_ bytes: [UInt8]) {
@@ -299,6 +357,7 @@ final class ClientSession {
             record.session = self
             write(record.reply)
             record.isComplete = true
+            queuedReplyBytes += record.reply.readableBytes
             pending.append(record)
         }
     }
@@ -327,15 +386,55 @@ final class ClientSession {
         isDirty = false
         guard !isClosed else { return }
         if !(writeEvent?.isPending ?? false) { writeOutput() }
+        if !isClosed { enforceOutputLimits() }
+    }
+
+    /// `client-output-limit-hard`: a client with more unread replies is
+    /// dropped at once; `-soft`: dropped when above it for `-soft-seconds`
+    /// (as Redis's `client-output-buffer-limit`). 0 turns a limit off.
+    func enforceOutputLimits() {
+        let unread = unreadBytes
+        let settings = worker.configuration
+        if settings.clientOutputLimitHard > 0 && unread > settings.clientOutputLimitHard {
+            worker.logger.warning(
+                "closing client \(id): \(unread) bytes of replies unread (client-output-limit-hard \(settings.clientOutputLimitHard))")
+            close()
+            return
+        }
+        guard settings.clientOutputLimitSoft > 0 && unread > settings.clientOutputLimitSoft else {
+            softLimitExceededSince = nil
+            return
+        }
+        let now = worker.loop.turnTime
+        guard let since = softLimitExceededSince else {
+            softLimitExceededSince = now
+            return
+        }
+        if now - since >= Int64(settings.clientOutputLimitSoftSeconds) * 1000 {
+            worker.logger.warning(
+                "closing client \(id): \(unread) bytes of replies unread for \((now - since) / 1000) s (client-output-limit-soft \(settings.clientOutputLimitSoft), client-output-limit-soft-seconds \(settings.clientOutputLimitSoftSeconds))")
+            close()
+        }
+    }
+
+    /// Whether `timeout` may close this client now: idle, and not waiting on
+    /// anything (subscribers and blocked clients are never timed out, as in Redis).
+    func isIdle(since deadline: Int64) -> Bool {
+        lastReadAt < deadline && pending.isEmpty && !isSubscribed && blockedOn == nil
     }
 
     private func writeOutput() {
+        if let tls, tls.readWantsWrite {
+            onReadable()
+            if isClosed { return }
+        }
         while !output.isEmpty {
-            let n = Socket.write(fd, output.readable)
+            let n = tls.map { $0.write(output.readable) } ?? Socket.write(fd, output.readable)
             if n > 0 {
                 output.consume(n)
             } else if n == -1 {
-                writeEvent?.add()
+                // (A TLS write waiting for a read goes on from onReadable.)
+                if !(tls?.writeWantsRead ?? false) { writeEvent?.add() }
                 return
             } else {
                 close()
@@ -345,10 +444,11 @@ final class ClientSession {
         output.shrinkIfIdle(above: 4 << 20, to: 16 * 1024)
         if closeAfterFlush && pending.isEmpty {
             close()
-        } else if readPaused && pending.count <= ClientSession.resumeAtPendingReplies {
+        } else if readPaused && pending.count <= worker.configuration.clientReadPauseReplies / 10 {
             readPaused = false
             if !closeAfterFlush { readEvent?.add() }
             parseRequests()
+            if let tls { continueTLS(tls) }
         }
     }
 
@@ -361,6 +461,7 @@ final class ClientSession {
         // may run inside one of their callbacks.
         readEvent?.remove()
         writeEvent?.remove()
+        tls?.shutdown()
         Socket.close(fd)
         if let relaxed = transaction?.relaxed {
             transaction = nil

@@ -14,6 +14,7 @@ final class DedicatedConnections {
         var address: NodeAddress
         var resp3: Bool
         var database: Int
+        var identity: BackendIdentity?
     }
 
     unowned(unsafe) let worker: Worker
@@ -31,7 +32,7 @@ final class DedicatedConnections {
     /// An idle connection to `address`, or a new one; nil past the limit.
     func acquire(_ address: NodeAddress, for session: ClientSession) -> BackendConnection? {
         let resp3 = session.resp3
-        let key = Key(address: address, resp3: resp3, database: session.database)
+        let key = Key(address: address, resp3: resp3, database: session.database, identity: session.backendIdentity)
         while let connection = idle[key]?.popLast() {
             if connection.state != .closed {
                 inUse[address, default: 0] += 1
@@ -41,7 +42,8 @@ final class DedicatedConnections {
         }
         guard inUse[address, default: 0] < limitPerNode else { return nil }
         inUse[address, default: 0] += 1
-        let connection = BackendConnection(worker: worker, address: address, resp3: resp3, database: session.database)
+        let connection = BackendConnection(
+            worker: worker, address: address, resp3: resp3, database: session.database, identity: session.backendIdentity)
         connection.isDedicated = true
         busy[ObjectIdentifier(connection)] = connection
         return connection
@@ -67,7 +69,10 @@ final class DedicatedConnections {
             worker.keepUntilTurnEnds(connection)
             return
         }
-        idle[Key(address: connection.address, resp3: connection.resp3, database: connection.database), default: []]
+        idle[
+            Key(
+                address: connection.address, resp3: connection.resp3, database: connection.database,
+                identity: connection.identity), default: []]
             .append(connection)
     }
 

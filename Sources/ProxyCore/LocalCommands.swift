@@ -58,6 +58,7 @@ enum LocalCommands {
             // RESET signs the client out, as on a server.
             if worker.configuration.requiresAuthentication {
                 session.authenticated = false
+                session.backendIdentity = nil
                 session.restrictedUser = nil
             }
             session.resp3 = false

@@ -1,5 +1,6 @@
 import EventLoop
 import Logging
+import TLS
 
 #if canImport(Glibc)
     import Glibc
@@ -25,14 +26,27 @@ public final class Proxy {
     /// Binds the listeners and starts every thread. Throws when the address
     /// cannot be bound.
     public func start() throws {
+        shared.tls = try TLSContexts(configuration)
         var listeners: [CInt] = []
+        var tlsListeners: [CInt?] = []
         var port = configuration.port
+        var tlsPort = configuration.tlsPort
         for _ in 0..<max(1, configuration.workers) {
             let fd = try Socket.listen(host: configuration.bind, port: port, reusePort: true)
             if port == 0 { port = Socket.localPort(fd) }
             listeners.append(fd)
+            if shared.tls.server != nil {
+                let tlsFD = try Socket.listen(host: configuration.bind, port: tlsPort, reusePort: true)
+                tlsPort = Socket.localPort(tlsFD)
+                tlsListeners.append(tlsFD)
+            } else {
+                tlsListeners.append(nil)
+            }
         }
         boundPort = port
+        if shared.tls.server != nil {
+            logger.info("TLS on \(configuration.bind):\(tlsPort)\(configuration.tlsAuthClients ? " (client certificates required)" : "")")
+        }
         mailboxes = listeners.map { _ in Mailbox<WorkerMessage>() }
         logger.info(
             "slotproxy listening on \(configuration.bind):\(port) with \(listeners.count) worker(s); seeds: \(configuration.seeds.map(\.description).joined(separator: ","))"
@@ -42,19 +56,34 @@ public final class Proxy {
         for (index, fd) in listeners.enumerated() {
             let configuration = configuration
             let mailbox = mailboxes[index]
+            let tlsFD = tlsListeners[index]
             let shared = shared
             var logger = logger
             logger[metadataKey: "worker"] = "\(index)"
             threads.append(
                 startThread { [logger] in
                     let worker = Worker(
-                        index: index, configuration: configuration, listenerFD: fd, mailbox: mailbox, shared: shared, logger: logger)
+                        index: index, configuration: configuration, listenerFD: fd, tlsListenerFD: tlsFD, mailbox: mailbox,
+                        shared: shared, logger: logger)
                     worker.run()
                     Socket.close(fd)
+                    if let tlsFD { Socket.close(tlsFD) }
                 })
         }
         let box = UncheckedTransfer(refresher)
         threads.append(startThread { box.value.run() })
+    }
+
+    /// Re-reads the TLS certificates, keys and CAs (SIGHUP): new connections
+    /// use them, open ones keep theirs. On an error the old ones stay.
+    public func reloadTLS() {
+        guard configuration.tlsPort > 0 || configuration.backendTLS else { return }
+        do {
+            shared.tls = try TLSContexts(configuration)
+            logger.info("TLS certificates re-read")
+        } catch {
+            logger.error("TLS certificates not re-read, the old ones stay: \(error)")
+        }
     }
 
     /// Stops every thread and waits for them.

@@ -37,6 +37,16 @@ public enum CrossSlotTransactions: String, Sendable, CaseIterable {
     case relaxed
 }
 
+/// An ACL user of the cluster nodes the proxy connects as.
+public struct BackendIdentity: Hashable, Sendable {
+    public var user: String
+    public var password: String
+    public init(user: String, password: String) {
+        self.user = user
+        self.password = password
+    }
+}
+
 /// Where read-only commands go (`read-from`).
 public enum ReadFrom: String, Sendable, CaseIterable {
     /// Always the slot's master (Redis Cluster's own default).
@@ -108,8 +118,65 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// Credentials sent to every cluster node on connect (`backend-user`, `backend-password`).
     public var backendUser: String?
     public var backendPassword: String?
+    /// Proxy users whose requests reach the nodes as another backend ACL
+    /// user than `backend-user` (`user-backend-credentials`): each such user
+    /// gets connections of its own, still multiplexed among its clients.
+    public var userBackendCredentials: [String: BackendIdentity] = [:]
     /// Refuse to listen on a non-loopback address with no authentication (`protected-mode`).
     public var protectedMode = true
+    /// A client with more unread reply bytes than this is disconnected at
+    /// once (`client-output-limit-hard`; 0: no limit).
+    public var clientOutputLimitHard: Int = 1 << 30
+    /// ... or above this for `clientOutputLimitSoftSeconds` (`client-output-limit-soft`,
+    /// `client-output-limit-soft-seconds`), like Redis's `client-output-buffer-limit`.
+    public var clientOutputLimitSoft: Int = 256 << 20
+    public var clientOutputLimitSoftSeconds: Int = 60
+    /// Reading from a client pauses while this many of its requests await
+    /// replies (`client-read-pause-replies`) ...
+    public var clientReadPauseReplies: Int = 10_000
+    /// ... or while this many reply bytes are unread (`client-read-pause-bytes`).
+    public var clientReadPauseBytes: Int = 8 << 20
+    /// Request bytes buffered per client, unparsed, before it is disconnected
+    /// (`client-query-buffer-limit`, as Redis's).
+    public var clientQueryBufferLimit: Int = 1 << 30
+    /// The query buffer limit applied: never below what one request with an
+    /// argument of `proto-max-bulk-len` needs.
+    public var effectiveQueryBufferLimit: Int {
+        max(clientQueryBufferLimit, requestLimits.maxBulkLength + 2 * requestLimits.maxInlineLength)
+    }
+    /// Clients silent for this many seconds are closed (`timeout`; 0: never).
+    public var idleTimeoutSeconds: Int = 0
+    /// TCP keepalive on client and node connections, in seconds (`tcp-keepalive`; 0: off).
+    public var tcpKeepAliveSeconds: Int = 300
+    /// Commands refused by the proxy (`deny-commands`): names as `COMMAND
+    /// INFO` gives them, `container|sub` for a subcommand.
+    public var deniedCommands: [String] = ["config|set", "config|rewrite", "config|resetstat", "monitor"]
+    /// Commands clients must call by another name, "" for none (`rename-command`), as in redis.conf.
+    public var renamedCommands: [String: String] = [:]
+    /// TLS port for clients, next to the plain one (`tls-port`; 0: none).
+    public var tlsPort: Int = 0
+    /// The proxy's certificate chain and key, PEM (`tls-cert-file`, `tls-key-file`).
+    public var tlsCertFile: String?
+    public var tlsKeyFile: String?
+    /// CAs client certificates are checked against (`tls-ca-cert-file`).
+    public var tlsCACertFile: String?
+    /// Clients must present a certificate from those CAs (`tls-auth-clients`).
+    public var tlsAuthClients = false
+    /// Oldest TLS version accepted, client and node side (`tls-min-version`: 1.2 or 1.3).
+    public var tlsMinVersion = "1.2"
+    /// Connect to the cluster nodes over TLS, at their `tls-port` (`backend-tls`).
+    public var backendTLS = false
+    /// CAs the nodes' certificates are checked against; the system's when unset (`backend-tls-ca-cert-file`).
+    public var backendTLSCACertFile: String?
+    /// A client certificate for nodes that ask for one (`backend-tls-cert-file`, `backend-tls-key-file`).
+    public var backendTLSCertFile: String?
+    public var backendTLSKeyFile: String?
+    /// Check the nodes' certificates and that they name the address connected
+    /// to (`backend-tls-verify`; no: encryption without authentication).
+    public var backendTLSVerify = true
+    /// The name the nodes' certificates must carry, and the SNI sent, when
+    /// not the node's announced address (`backend-tls-server-name`).
+    public var backendTLSServerName: String?
     /// Log level (`log-level`).
     public var logLevel: LogLevelSetting = .info
     /// FLUSHALL/FLUSHDB through the proxy wipe every master; refused unless this is true (`allow-flush`).

@@ -48,8 +48,10 @@ final class RequestRecord {
         session = nil
         request.clear()
         reply.clear()
-        request.shrinkIfIdle(above: 1 << 20, to: 128)
-        reply.shrinkIfIdle(above: 1 << 20, to: 64)
+        // Pooled records keep small buffers only: thousands of them holding
+        // the biggest value each ever carried would be memory held for nothing.
+        request.shrinkIfIdle(above: 16 * 1024, to: 128)
+        reply.shrinkIfIdle(above: 16 * 1024, to: 64)
         isComplete = false
         slot = -1
         redirects = 0

@@ -1,5 +1,6 @@
 import EventLoop
 import Synchronization
+import TLS
 
 #if canImport(Glibc)
     import Glibc
@@ -21,6 +22,15 @@ final class SharedState: Sendable {
     /// polls the read end (a pipe coalesces many rings into one refresh).
     let refreshBellRead: CInt
     private let refreshBellWrite: CInt
+
+    /// The TLS contexts new connections are made with: replaced when the
+    /// certificates are re-read (SIGHUP); a connection keeps the one it began with.
+    private let tlsContexts = Mutex<TLSContexts>(TLSContexts())
+
+    var tls: TLSContexts {
+        get { tlsContexts.withLock { $0 } }
+        set { tlsContexts.withLock { $0 = newValue } }
+    }
 
     init(workers: Int) {
         commandCounts = (0..<max(1, workers)).map { _ in PublishedCounter() }
@@ -130,4 +140,53 @@ final class SharedState: Sendable {
 /// One worker's counter, readable from any thread.
 final class PublishedCounter: Sendable {
     let value = Atomic<Int>(0)
+}
+
+/// The listener's and the node connections' TLS contexts (nil: plain TCP).
+struct TLSContexts: Sendable {
+    var server: TLSContext?
+    var backend: TLSContext?
+
+    init() {}
+
+    /// Both, from the files the configuration names (certificates, keys,
+    /// CAs read now).
+    init(_ configuration: ProxyConfiguration) throws(TLSContext.Failure) {
+        if configuration.tlsPort > 0 {
+            guard let certificate = configuration.tlsCertFile, let key = configuration.tlsKeyFile else {
+                throw TLSContext.Failure(description: "tls-port needs tls-cert-file and tls-key-file")
+            }
+            server = try .server(
+                certificateFile: certificate, keyFile: key, caFile: configuration.tlsCACertFile,
+                requireClientCertificate: configuration.tlsAuthClients, minimumVersion: configuration.tlsMinVersion)
+        }
+        if configuration.backendTLS {
+            backend = try .client(
+                caFile: configuration.backendTLSCACertFile, certificateFile: configuration.backendTLSCertFile,
+                keyFile: configuration.backendTLSKeyFile, verifyPeer: configuration.backendTLSVerify,
+                minimumVersion: configuration.tlsMinVersion)
+        }
+    }
+}
+
+extension ProxyConfiguration {
+    /// What is wrong with the TLS settings or the files they name (checked
+    /// by loading them), with the setting to blame; nil when nothing is.
+    public var tlsProblem: (setting: String, message: String)? {
+        if tlsPort > 0 && (tlsCertFile == nil || tlsKeyFile == nil) {
+            return ("tls-port", "'tls-port' needs 'tls-cert-file' and 'tls-key-file'")
+        }
+        if tlsAuthClients && tlsCACertFile == nil {
+            return ("tls-auth-clients", "'tls-auth-clients' needs 'tls-ca-cert-file' to check client certificates against")
+        }
+        if (backendTLSCertFile == nil) != (backendTLSKeyFile == nil) {
+            return ("backend-tls-cert-file", "'backend-tls-cert-file' and 'backend-tls-key-file' go together")
+        }
+        do {
+            _ = try TLSContexts(self)
+        } catch {
+            return (tlsPort > 0 ? "tls-cert-file" : "backend-tls", error.description)
+        }
+        return nil
+    }
 }

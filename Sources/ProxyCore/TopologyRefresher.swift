@@ -120,7 +120,9 @@ final class TopologyRefresher {
 
     /// A connection to a node, authenticated with the backend credentials.
     private func connect(to host: String, port: Int) throws -> BlockingConnection {
-        let connection = try BlockingConnection(host: host, port: port, timeoutMs: configuration.connectTimeoutMs)
+        let connection = try BlockingConnection(
+            host: host, port: port, timeoutMs: configuration.connectTimeoutMs, tls: shared.tls.backend,
+            serverName: configuration.backendTLSServerName)
         if let password = configuration.backendPassword {
             let reply =
                 if let user = configuration.backendUser {
@@ -202,7 +204,7 @@ final class TopologyRefresher {
             if case .error(let message) = slots { throw TopologyParseError(message) }
             return try TopologyParser.parseSlots(slots, queriedHost: address.host)
         }
-        return try TopologyParser.parseShards(shards, queriedHost: address.host)
+        return try TopologyParser.parseShards(shards, queriedHost: address.host, overTLS: configuration.backendTLS)
     }
 
     private func publish(_ map: SlotMap) {

@@ -38,6 +38,7 @@ extension Worker {
     func signIn(_ session: ClientSession, as user: ProxyUser) {
         session.authenticated = true
         session.restrictedUser = user.isUnrestricted ? nil : user
+        session.backendIdentity = configuration.userBackendCredentials[user.name]
     }
 
     /// Whether `user` may run the command on its keys; answers `NOPERM` if not.

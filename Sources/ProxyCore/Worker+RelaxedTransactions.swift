@@ -234,7 +234,7 @@ extension Worker {
             target: target, rule: .relaxedTransaction(execution), parts: partCount, resp3: session.resp3)
         fanOut.sessionForNextStage = session
         for group in execution.current {
-            let connection = group.watchConnection ?? pool(for: group.address).connection(resp3: session.resp3)
+            let connection = group.watchConnection ?? pool(for: group.address).connection(resp3: session.resp3, identity: session.backendIdentity)
             // Written back to back on one connection, nothing of another
             // client's can come between MULTI and EXEC.
             connection.enqueueInternal([Array("MULTI".utf8)])

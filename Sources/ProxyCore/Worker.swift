@@ -3,6 +3,7 @@ import CommandTable
 import EventLoop
 import Logging
 import RESPWire
+import TLS
 
 /// Messages a worker accepts from other threads.
 enum WorkerMessage: Sendable {
@@ -27,12 +28,20 @@ final class Worker {
     private var sessions: [ObjectIdentifier: ClientSession] = [:]
     private let listenerFD: CInt
     private var listenerEvent: LoopEvent?
+    /// The TLS port's listener, when `tls-port` is set.
+    private let tlsListenerFD: CInt?
+    private var tlsListenerEvent: LoopEvent?
     private var tickEvent: LoopEvent?
     private var acceptPaused = false
     /// Connections for blocking commands, one client at a time.
     private(set) lazy var dedicated = DedicatedConnections(worker: self, limitPerNode: configuration.blockingConnectionsPerNode)
     let mailbox: Mailbox<WorkerMessage>
-    private let commands = CommandLookup()
+    /// The table clients' command names are looked up in (with `rename-command`).
+    private let commands: CommandLookup
+    /// The table without renames, for a renamed command re-encoded under its real name.
+    private let realCommands = CommandLookup()
+    let commandPolicy: CommandPolicy
+    private var routingRealName = false
     private(set) var slotHasher = SlotHasher()
 
     /// The current topology and, per slot, the pool of the node serving it
@@ -56,15 +65,18 @@ final class Worker {
     var sessionsAwaitingResubscription: [ObjectIdentifier: ClientSession] = [:]
 
     init(
-        index: Int, configuration: ProxyConfiguration, listenerFD: CInt, mailbox: Mailbox<WorkerMessage>,
-        shared: SharedState, logger: Logger
+        index: Int, configuration: ProxyConfiguration, listenerFD: CInt, tlsListenerFD: CInt? = nil,
+        mailbox: Mailbox<WorkerMessage>, shared: SharedState, logger: Logger
     ) {
         workerIndex = index
         self.configuration = configuration
         self.listenerFD = listenerFD
+        self.tlsListenerFD = tlsListenerFD
         self.mailbox = mailbox
         self.shared = shared
         self.logger = logger
+        commands = CommandLookup(renames: configuration.renamedCommands)
+        commandPolicy = CommandPolicy(denied: configuration.deniedCommands, renames: configuration.renamedCommands)
     }
 
     /// Runs the loop on the calling thread until a `.stop` message.
@@ -74,9 +86,17 @@ final class Worker {
         listenerEvent = LoopEvent(
             loop: loop, fd: listenerFD, flags: EventFlags.read | EventFlags.persist,
             callback: { _, _, context in
-                Unmanaged<Worker>.fromOpaque(context!).takeUnretainedValue().acceptClients()
+                Unmanaged<Worker>.fromOpaque(context!).takeUnretainedValue().acceptClients(overTLS: false)
             }, context: context)
         listenerEvent?.add()
+        if let tlsListenerFD {
+            tlsListenerEvent = LoopEvent(
+                loop: loop, fd: tlsListenerFD, flags: EventFlags.read | EventFlags.persist,
+                callback: { _, _, context in
+                    Unmanaged<Worker>.fromOpaque(context!).takeUnretainedValue().acceptClients(overTLS: true)
+                }, context: context)
+            tlsListenerEvent?.add()
+        }
         tickEvent = LoopEvent(
             loop: loop, fd: -1, flags: EventFlags.persist,
             callback: { _, _, context in
@@ -120,6 +140,7 @@ final class Worker {
 
     private func shutdown() {
         listenerEvent?.remove()
+        tlsListenerEvent?.remove()
         tickEvent?.remove()
         for session in sessions.values { session.close() }
         trackedReaders.removeAll()
@@ -133,19 +154,24 @@ final class Worker {
         masterPools = []
         // Events go before the loop's event_base does.
         listenerEvent = nil
+        tlsListenerEvent = nil
         tickEvent = nil
         mailbox.detach()
     }
 
     // MARK: clients
 
-    private func acceptClients() {
+    private var refusedSinceLog = 0
+    private var lastRefusalLogAt: Int64 = .min / 2
+
+    private func acceptClients(overTLS: Bool) {
         while true {
-            guard let fd = Socket.accept(listener: listenerFD) else {
+            guard let fd = Socket.accept(listener: overTLS ? tlsListenerFD! : listenerFD) else {
                 if Socket.lastErrorIsOutOfDescriptors {
                     // The listener would fire again at once: stop accepting
                     // until the next tick instead of spinning.
                     listenerEvent?.remove()
+                    tlsListenerEvent?.remove()
                     acceptPaused = true
                     logger.error("out of file descriptors: not accepting clients for now (raise LimitNOFILE / ulimit -n)")
                 }
@@ -156,16 +182,36 @@ final class Worker {
                     Socket.write(fd, UnsafeRawBufferPointer(rebasing: $0.dropLast()))
                 }
                 Socket.close(fd)
-                logger.warning("refused a client: maxclients (\(configuration.maxClients)) reached")
+                refusedSinceLog += 1
+                if loop.turnTime - lastRefusalLogAt >= 10_000 {
+                    // One line per 10 s, not one per connection: a flood must not flood the log.
+                    logger.warning(
+                        "refused \(refusedSinceLog) client(s): maxclients (\(configuration.maxClients)) reached")
+                    lastRefusalLogAt = loop.turnTime
+                    refusedSinceLog = 0
+                }
                 continue
             }
-            let session = ClientSession(worker: self, fd: fd, id: shared.nextClientID())
+            Socket.setKeepAlive(fd, idleSeconds: configuration.tcpKeepAliveSeconds)
+            var tls: TLSStream?
+            if overTLS, let context = shared.tls.server {
+                do {
+                    tls = try TLSStream(context: context, fd: fd, accepting: true)
+                } catch {
+                    logger.error("TLS: \(error)")
+                    Socket.close(fd)
+                    shared.clientLeft()
+                    continue
+                }
+            }
+            let session = ClientSession(worker: self, fd: fd, id: shared.nextClientID(), tls: tls)
             sessions[ObjectIdentifier(session)] = session
         }
     }
 
     func sessionClosed(_ session: ClientSession) {
         if sessions.removeValue(forKey: ObjectIdentifier(session)) != nil {
+            sessionsClosedSinceTrim += 1
             shared.clientLeft()
             closedSessions.append(session)
         }
@@ -245,12 +291,28 @@ final class Worker {
     /// Routes one parsed command. `frame` holds its RESP bytes; `arguments`
     /// are spans into it (index 0 is the command name).
     func route(_ session: ClientSession, frame: UnsafeRawBufferPointer, arguments: [ArgumentSpan]) {
-        commandsProcessed &+= 1
         let command = Command(frame: frame, arguments: arguments)
+        if commandPolicy.hasRenames && !routingRealName, let row = commands.find(command.argument(0)),
+            commandPolicy.isRenamed(row)
+        {
+            // The nodes know the command by its real name only.
+            let real = CommandPolicy.realFrame(of: command, name: row.name)
+            routingRealName = true
+            defer { routingRealName = false }
+            real.frame.withUnsafeBytes { route(session, frame: $0, arguments: real.arguments) }
+            return
+        }
+        commandsProcessed &+= 1
         if session.isSubscribed && routeInSubscribeMode(command, session: session) { return }
         if !session.authenticated && !admitsUnauthenticated(command, session: session) { return }
-        guard let spec = CommandResolver.resolve(command, in: commands, session: session) else {
+        guard let spec = CommandResolver.resolve(command, in: routingRealName ? realCommands : commands, session: session)
+        else {
             // A refused command inside MULTI aborts the transaction, as in Redis.
+            if let transaction = session.transaction, transaction.inMulti { transaction.aborted = true }
+            return
+        }
+        if commandPolicy.denies(spec) {
+            session.replyError(CommandPolicy.deniedMessage(spec))
             if let transaction = session.transaction, transaction.inMulti { transaction.aborted = true }
             return
         }
@@ -541,7 +603,14 @@ final class Worker {
                 if connection.isDedicated {
                     sendBlocking(record, to: address, asking: redirect.kind == .ask, session: session)
                 } else {
-                    let next = connection.tracking ? target.trackingConnection() : target.connection(resp3: connection.resp3)
+                    let next =
+                        if let identity = connection.identity {
+                            target.connection(as: identity, resp3: connection.resp3, tracking: connection.tracking)
+                        } else if connection.tracking {
+                            target.trackingConnection()
+                        } else {
+                            target.connection(resp3: connection.resp3)
+                        }
                     next.enqueue(record, asking: redirect.kind == .ask)
                 }
             } else {
@@ -630,6 +699,7 @@ final class Worker {
         if acceptPaused {
             acceptPaused = false
             listenerEvent?.add()
+            tlsListenerEvent?.add()
         }
         retryShardResubscriptions(force: false)
         resendHeldRequests()
@@ -660,6 +730,35 @@ final class Worker {
                         reason: "no reply within request-timeout-ms \(configuration.requestTimeoutMs)", retryReads: false)
                 }
             }
+        }
+        if now - lastClientSweepAt >= 1000 {
+            lastClientSweepAt = now
+            sweepClients(now: now)
+        }
+    }
+
+    private var lastClientSweepAt: Int64 = 0
+    private var sessionsClosedSinceTrim = 0
+
+    /// Once a second: closes clients idle past `timeout`, and drops those
+    /// whose unread replies stayed above the soft output limit too long
+    /// (also checked whenever replies arrive).
+    private func sweepClients(now: Int64) {
+        let idleDeadline = configuration.idleTimeoutSeconds > 0 ? now - Int64(configuration.idleTimeoutSeconds) * 1000 : nil
+        let soft = configuration.clientOutputLimitSoft
+        for session in Array(sessions.values) {
+            if let idleDeadline, session.isIdle(since: idleDeadline) {
+                logger.debug("closing client \(session.id): idle for more than \(configuration.idleTimeoutSeconds) s (timeout)")
+                session.close()
+            } else if soft > 0 && session.unreadBytes > soft {
+                session.enforceOutputLimits()
+            }
+        }
+        if sessionsClosedSinceTrim >= 100 {
+            // After a wave of short-lived clients the allocator keeps their
+            // buffers' pages; hand the free ones back to the system.
+            sessionsClosedSinceTrim = 0
+            Allocator.releaseFreePages()
         }
     }
 }

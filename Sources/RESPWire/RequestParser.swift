@@ -73,11 +73,17 @@ public struct RequestParser {
                 position = 1
                 state = .multibulkLength
             case .multibulkLength:
+                // Too long whether or not its CRLF has arrived yet (a last
+                // byte may be its CR), so how the bytes are split into reads
+                // never changes the outcome.
                 guard let lineEnd = findCRLF(bytes, from: position) else {
-                    if bytes.count - position > limits.maxInlineLength {
+                    if bytes.count - position > limits.maxInlineLength + 1 {
                         return .error(ProtocolError("Protocol error: too big mbulk count string"))
                     }
                     return .incomplete
+                }
+                if lineEnd - position > limits.maxInlineLength {
+                    return .error(ProtocolError("Protocol error: too big mbulk count string"))
                 }
                 guard let count = parseDecimal(bytes, position, lineEnd),
                     count <= limits.maxMultibulkLength
@@ -99,10 +105,13 @@ public struct RequestParser {
                     return .error(ProtocolError("Protocol error: expected '$', got '\(printable(marker))'"))
                 }
                 guard let lineEnd = findCRLF(bytes, from: position + 1) else {
-                    if bytes.count - position > limits.maxInlineLength {
+                    if bytes.count - (position + 1) > limits.maxInlineLength + 1 {
                         return .error(ProtocolError("Protocol error: too big bulk count string"))
                     }
                     return .incomplete
+                }
+                if lineEnd - (position + 1) > limits.maxInlineLength {
+                    return .error(ProtocolError("Protocol error: too big bulk count string"))
                 }
                 guard let length = parseDecimal(bytes, position + 1, lineEnd),
                     length >= 0, length <= limits.maxBulkLength

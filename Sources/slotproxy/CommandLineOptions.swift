@@ -110,6 +110,48 @@ struct SlotproxyOptions: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
+            "Unread reply bytes that get a client disconnected at once, 0 for none (file: client-output-limit-hard; default \(ByteSize.format(defaults.clientOutputLimitHard))).",
+            valueName: "size"))
+    var clientOutputLimitHard: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Unread reply bytes that get a client disconnected after client-output-limit-soft-seconds (file: client-output-limit-soft; default \(ByteSize.format(defaults.clientOutputLimitSoft))).",
+            valueName: "size"))
+    var clientOutputLimitSoft: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Seconds a silent client stays connected, 0 for ever (file: timeout; default \(defaults.idleTimeoutSeconds)).",
+            valueName: "seconds"))
+    var timeout: Int?
+
+    @Option(
+        help: ArgumentHelp(
+            "TCP keepalive interval on client and node connections, 0 for off (file: tcp-keepalive; default \(defaults.tcpKeepAliveSeconds)).",
+            valueName: "seconds"))
+    var tcpKeepalive: Int?
+
+    @Option(
+        help: ArgumentHelp(
+            "Commands refused by the proxy, comma-separated, \"\" for none (file: deny-commands; default \(defaults.deniedCommands.joined(separator: ","))).",
+            valueName: "names"))
+    var denyCommands: String?
+
+    @Option(
+        name: .customLong("set"),
+        help: ArgumentHelp(
+            "Any setting as in the file, repeatable: --set tls-port=6380 --set tls-cert-file=/etc/slotproxy/proxy.pem.",
+            valueName: "key=value"))
+    var settings: [String] = []
+
+    @Option(
+        name: .customLong("rename-command"),
+        help: ArgumentHelp("NAME=NEWNAME, repeatable; NAME= disables NAME (file: rename-command).", valueName: "rename"))
+    var renameCommands: [String] = []
+
+    @Option(
+        help: ArgumentHelp(
             "Backend connect timeout (file: connect-timeout-ms; default \(defaults.connectTimeoutMs)).", valueName: "ms"
         )
     )
@@ -245,6 +287,15 @@ struct SlotproxyOptions: ParsableCommand {
         }
         try applyFlags(to: &configuration)
         guard !configuration.seeds.isEmpty else { throw ConfigError.noSeeds }
+        for user in configuration.userBackendCredentials.keys.sorted()
+        where !configuration.users.contains(where: { $0.name == user }) && !(user == "default" && configuration.requirePass != nil) {
+            throw ConfigError(
+                key: ConfigSetting.userBackendCredentials.rawValue,
+                message: "'user-backend-credentials' names '\(user)', which is not one of the users")
+        }
+        if let problem = configuration.tlsProblem {
+            throw ConfigError(key: problem.setting, message: problem.message)
+        }
         if configuration.protectedMode, let exposure = configuration.unprotectedExposure {
             throw ConfigError(
                 key: ConfigSetting.protectedMode.rawValue,
@@ -293,6 +344,14 @@ struct SlotproxyOptions: ParsableCommand {
 
     /// Applies every flag that was given over `configuration`.
     func applyFlags(to configuration: inout ProxyConfiguration) throws(ConfigError) {
+        for entry in settings {
+            guard let equals = entry.firstIndex(of: "=") else {
+                throw ConfigError(key: nil, message: "'--set' takes key=value, got '\(entry)'")
+            }
+            let key = String(entry[..<equals])
+            guard let setting = ConfigSetting(rawValue: key) else { throw ConfigLoader.unknownKey(key) }
+            try setting.apply(String(entry[entry.index(after: equals)...]), spelledAs: key, to: &configuration)
+        }
         if let cluster { try ConfigSetting.cluster.apply(cluster, spelledAs: "--cluster", to: &configuration) }
         if let bind { try ConfigSetting.bind.apply(bind, spelledAs: "--bind", to: &configuration) }
         if let logLevel { try ConfigSetting.logLevel.apply(logLevel, spelledAs: "--log-level", to: &configuration) }
@@ -301,6 +360,18 @@ struct SlotproxyOptions: ParsableCommand {
         if let protectedMode { configuration.protectedMode = protectedMode }
         if let pubsubOutputLimit {
             try ConfigSetting.pubsubOutputLimit.apply(pubsubOutputLimit, spelledAs: "--pubsub-output-limit", to: &configuration)
+        }
+        if let clientOutputLimitHard {
+            try ConfigSetting.clientOutputLimitHard.apply(
+                clientOutputLimitHard, spelledAs: "--client-output-limit-hard", to: &configuration)
+        }
+        if let clientOutputLimitSoft {
+            try ConfigSetting.clientOutputLimitSoft.apply(
+                clientOutputLimitSoft, spelledAs: "--client-output-limit-soft", to: &configuration)
+        }
+        if let denyCommands { try ConfigSetting.denyCommands.apply(denyCommands, spelledAs: "--deny-commands", to: &configuration) }
+        for rename in renameCommands {
+            try ConfigSetting.renameCommand.apply(rename, spelledAs: "--rename-command", to: &configuration)
         }
         if let readFrom { try ConfigSetting.readFrom.apply(readFrom, spelledAs: "--read-from", to: &configuration) }
         if let requirepass { try ConfigSetting.requirePass.apply(requirepass, spelledAs: "--requirepass", to: &configuration) }
@@ -317,7 +388,7 @@ struct SlotproxyOptions: ParsableCommand {
             (.port, port), (.workers, workers), (.backendConnections, backendConnections),
             (.blockingConnectionsPerNode, blockingConnectionsPerNode), (.trackingTableMaxKeys, trackingTableMaxKeys),
             (.failoverTimeoutMs, failoverTimeoutMs), (.failoverQueueLimit, failoverQueueLimit),
-            (.readYourWritesMs, readYourWritesMs),
+            (.readYourWritesMs, readYourWritesMs), (.timeout, timeout), (.tcpKeepAlive, tcpKeepalive),
             (.connectTimeoutMs, connectTimeoutMs), (.requestTimeoutMs, requestTimeoutMs),
             (.maxRedirects, maxRedirects), (.topologyRefreshMs, topologyRefreshMs), (.maxClients, maxclients),
         ]

@@ -100,6 +100,43 @@ struct ConfigLoader {
                 }
             }
             configuration.seeds = seeds
+        case .sequence(let entries) where setting == .denyCommands:
+            var names: [String] = []
+            for entry in entries {
+                guard case .scalar(let scalar) = entry else {
+                    throw located(setting.invalid(described: Self.describe(entry), spelledAs: key), at: entry)
+                }
+                do {
+                    names.append(try ConfigSetting.commandName(scalar.string, spelledAs: key))
+                } catch {
+                    throw located(error, at: entry)
+                }
+            }
+            configuration.deniedCommands = names
+        case .mapping(let pairs) where setting == .userBackendCredentials:
+            configuration.userBackendCredentials = [:]
+            for (userNode, credentialsNode) in pairs {
+                guard case .scalar(let user) = userNode, case .scalar(let credentials) = credentialsNode else {
+                    throw located(setting.invalid(described: "a nested value", spelledAs: key), at: userNode)
+                }
+                do {
+                    try ConfigSetting.backendCredentials(for: user.string, credentials.string, spelledAs: key, in: &configuration)
+                } catch {
+                    throw located(error, at: userNode)
+                }
+            }
+        case .mapping(let pairs) where setting == .renameCommand:
+            configuration.renamedCommands = [:]
+            for (nameNode, newNameNode) in pairs {
+                guard case .scalar(let command) = nameNode, case .scalar(let newName) = newNameNode else {
+                    throw located(setting.invalid(described: "a nested value", spelledAs: key), at: nameNode)
+                }
+                do {
+                    try ConfigSetting.rename(command.string, to: newName.string, spelledAs: key, in: &configuration)
+                } catch {
+                    throw located(error, at: nameNode)
+                }
+            }
         case .sequence(let entries) where setting == .users:
             configuration.users = []
             for entry in entries {

@@ -1,4 +1,5 @@
 import Foundation
+import CommandTable
 import ProxyCore
 
 /// One setting of slotproxy, named as in the config file: kebab-case like
@@ -26,6 +27,16 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case maxMultibulkLength = "max-multibulk-length"
     case maxInlineLength = "max-inline-length"
     case maxClients = "maxclients"
+    case clientOutputLimitHard = "client-output-limit-hard"
+    case clientOutputLimitSoft = "client-output-limit-soft"
+    case clientOutputLimitSoftSeconds = "client-output-limit-soft-seconds"
+    case clientReadPauseReplies = "client-read-pause-replies"
+    case clientReadPauseBytes = "client-read-pause-bytes"
+    case clientQueryBufferLimit = "client-query-buffer-limit"
+    case timeout
+    case tcpKeepAlive = "tcp-keepalive"
+    case denyCommands = "deny-commands"
+    case renameCommand = "rename-command"
     case logLevel = "log-level"
     case allowFlush = "allow-flush"
     case allowDebug = "allow-debug"
@@ -36,12 +47,25 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case users
     case backendUser = "backend-user"
     case backendPassword = "backend-password"
+    case userBackendCredentials = "user-backend-credentials"
     case protectedMode = "protected-mode"
+    case tlsPort = "tls-port"
+    case tlsCertFile = "tls-cert-file"
+    case tlsKeyFile = "tls-key-file"
+    case tlsCACertFile = "tls-ca-cert-file"
+    case tlsAuthClients = "tls-auth-clients"
+    case tlsMinVersion = "tls-min-version"
+    case backendTLS = "backend-tls"
+    case backendTLSCACertFile = "backend-tls-ca-cert-file"
+    case backendTLSCertFile = "backend-tls-cert-file"
+    case backendTLSKeyFile = "backend-tls-key-file"
+    case backendTLSVerify = "backend-tls-verify"
+    case backendTLSServerName = "backend-tls-server-name"
 
     /// The inclusive range of a numeric setting; nil for the others.
     var range: ClosedRange<Int>? {
         switch self {
-        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .protectedMode: nil
+        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .userBackendCredentials, .protectedMode, .denyCommands, .renameCommand, .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .tlsAuthClients, .tlsMinVersion, .backendTLS, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile, .backendTLSVerify, .backendTLSServerName: nil
         case .port: 1...65535
         case .workers: 1...256
         case .backendConnections: 1...64
@@ -61,15 +85,34 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .maxMultibulkLength: 1...(1 << 30)
         case .maxInlineLength: (1 << 10)...(1 << 29)
         case .maxClients: 1...1_000_000
+        case .clientOutputLimitHard, .clientOutputLimitSoft: 0...(1 << 40)
+        case .clientOutputLimitSoftSeconds: 0...86_400
+        case .clientReadPauseReplies: 1...10_000_000
+        case .clientReadPauseBytes: (1 << 16)...(1 << 40)
+        // Above proto-max-bulk-len's floor: one argument must fit.
+        case .clientQueryBufferLimit: (1 << 20)...(1 << 40)
+        case .timeout: 0...(1 << 31)
+        case .tcpKeepAlive: 0...86_400
+        case .tlsPort: 0...65535
         }
     }
 
     /// Settings that are off unless given (secrets): the shipped file shows
     /// them commented out.
-    var isUnsetByDefault: Bool { [.requirePass, .users, .backendUser, .backendPassword].contains(self) }
+    var isUnsetByDefault: Bool { Self.pathsAndSecrets.contains(self) }
+
+    private static let pathsAndSecrets: Set<ConfigSetting> = [
+        .requirePass, .users, .backendUser, .backendPassword, .userBackendCredentials, .tlsCertFile, .tlsKeyFile, .tlsCACertFile,
+        .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile, .backendTLSServerName,
+    ]
+
 
     /// Whether the value is a byte count that may carry a unit (`64kb`).
-    var isByteSize: Bool { self == .protoMaxBulkLen || self == .maxInlineLength || self == .pubsubOutputLimit }
+    var isByteSize: Bool {
+        [.protoMaxBulkLen, .maxInlineLength, .pubsubOutputLimit, .clientOutputLimitHard, .clientOutputLimitSoft, .clientReadPauseBytes,
+            .clientQueryBufferLimit]
+            .contains(self)
+    }
 
     /// What the setting accepts, to finish "'port' must be ...".
     var expectation: String {
@@ -80,8 +123,14 @@ enum ConfigSetting: String, CaseIterable, Sendable {
             return "one IPv4 or IPv6 address or host name to listen on"
         case .logLevel:
             return "one of " + LogLevelSetting.allCases.map(\.rawValue).joined(separator: ", ")
-        case .allowFlush, .allowDebug, .protectedMode:
+        case .allowFlush, .allowDebug, .protectedMode, .tlsAuthClients, .backendTLS, .backendTLSVerify:
             return "yes, no, true or false"
+        case .tlsMinVersion:
+            return "1.2 or 1.3"
+        case .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile:
+            return "the path of a readable PEM file"
+        case .backendTLSServerName:
+            return "a host name"
         case .crossSlotTransactions:
             return "one of " + CrossSlotTransactions.allCases.map(\.rawValue).joined(separator: ", ")
         case .readFrom:
@@ -90,6 +139,12 @@ enum ConfigSetting: String, CaseIterable, Sendable {
             return "a non-empty string"
         case .users:
             return "a list of users, each like \"alice on >secret ~app:* +@read\""
+        case .userBackendCredentials:
+            return "a map from proxy user to \"backend-user:password\", or user=backend-user:password entries"
+        case .denyCommands:
+            return "a list of command names (a subcommand as config|set), or comma-separated"
+        case .renameCommand:
+            return "a map from command name to its new name (\"\" disables it), or NAME=NEWNAME entries"
         default:
             guard let range else { preconditionFailure("\(self) has no range") }
             if isByteSize {
@@ -132,6 +187,29 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .protectedMode:
             guard let flag = Self.boolean(text) else { throw invalid(text, spelledAs: name) }
             configuration.protectedMode = flag
+        case .tlsAuthClients, .backendTLS, .backendTLSVerify:
+            guard let flag = Self.boolean(text) else { throw invalid(text, spelledAs: name) }
+            switch self {
+            case .tlsAuthClients: configuration.tlsAuthClients = flag
+            case .backendTLS: configuration.backendTLS = flag
+            default: configuration.backendTLSVerify = flag
+            }
+        case .tlsMinVersion:
+            guard text == "1.2" || text == "1.3" else { throw invalid(text, spelledAs: name) }
+            configuration.tlsMinVersion = text
+        case .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile:
+            guard FileManager.default.isReadableFile(atPath: text) else { throw invalid(text, spelledAs: name) }
+            switch self {
+            case .tlsCertFile: configuration.tlsCertFile = text
+            case .tlsKeyFile: configuration.tlsKeyFile = text
+            case .tlsCACertFile: configuration.tlsCACertFile = text
+            case .backendTLSCACertFile: configuration.backendTLSCACertFile = text
+            case .backendTLSCertFile: configuration.backendTLSCertFile = text
+            default: configuration.backendTLSKeyFile = text
+            }
+        case .backendTLSServerName:
+            guard !text.isEmpty, !text.contains(where: \.isWhitespace) else { throw invalid(text, spelledAs: name) }
+            configuration.backendTLSServerName = text
         case .crossSlotTransactions:
             guard let mode = CrossSlotTransactions(rawValue: text.lowercased()) else { throw invalid(text, spelledAs: name) }
             configuration.crossSlotTransactions = mode
@@ -145,6 +223,23 @@ enum ConfigSetting: String, CaseIterable, Sendable {
             case .requirePass: configuration.requirePass = text
             case .backendUser: configuration.backendUser = text
             default: configuration.backendPassword = text
+            }
+        case .userBackendCredentials:
+            // (Never echoed back in an error: it holds passwords.)
+            for entry in text.split(separator: ",") {
+                guard let equals = entry.firstIndex(of: "=") else { throw invalid(described: "an entry without '='", spelledAs: name) }
+                try Self.backendCredentials(
+                    for: String(entry[..<equals]), String(entry[entry.index(after: equals)...]), spelledAs: name,
+                    in: &configuration)
+            }
+        case .denyCommands:
+            configuration.deniedCommands = try Self.commandNames(fromList: text, spelledAs: name)
+        case .renameCommand:
+            for entry in text.split(separator: ",") {
+                guard let equals = entry.firstIndex(of: "=") else { throw invalid(text, spelledAs: name) }
+                let command = entry[..<equals].trimmingCharacters(in: .whitespaces)
+                let newName = entry[entry.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+                try Self.rename(command, to: newName, spelledAs: name, in: &configuration)
             }
         case .users:
             do {
@@ -169,7 +264,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     ) throws(ConfigError) {
         guard let range, range.contains(number) else { throw invalid(text ?? "\(number)", spelledAs: name) }
         switch self {
-        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .protectedMode:
+        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .userBackendCredentials, .protectedMode, .denyCommands, .renameCommand, .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .tlsAuthClients, .tlsMinVersion, .backendTLS, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile, .backendTLSVerify, .backendTLSServerName:
             preconditionFailure("\(self) is not numeric")
         case .port: configuration.port = number
         case .workers: configuration.workers = number
@@ -188,6 +283,15 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .maxMultibulkLength: configuration.requestLimits.maxMultibulkLength = number
         case .maxInlineLength: configuration.requestLimits.maxInlineLength = number
         case .maxClients: configuration.maxClients = number
+        case .clientOutputLimitHard: configuration.clientOutputLimitHard = number
+        case .clientOutputLimitSoft: configuration.clientOutputLimitSoft = number
+        case .clientOutputLimitSoftSeconds: configuration.clientOutputLimitSoftSeconds = number
+        case .clientReadPauseReplies: configuration.clientReadPauseReplies = number
+        case .clientReadPauseBytes: configuration.clientReadPauseBytes = number
+        case .clientQueryBufferLimit: configuration.clientQueryBufferLimit = number
+        case .timeout: configuration.idleTimeoutSeconds = number
+        case .tcpKeepAlive: configuration.tcpKeepAliveSeconds = number
+        case .tlsPort: configuration.tlsPort = number
         }
     }
 
@@ -199,6 +303,64 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case "no", "false": false
         default: nil
         }
+    }
+
+    /// One `user-backend-credentials` entry: the proxy user, and
+    /// `backend-user:password` (split at the first colon).
+    static func backendCredentials(
+        for proxyUser: String, _ credentials: String, spelledAs name: String, in configuration: inout ProxyConfiguration
+    ) throws(ConfigError) {
+        let user = proxyUser.trimmingCharacters(in: .whitespaces)
+        guard !user.isEmpty, let colon = credentials.firstIndex(of: ":"), colon != credentials.startIndex,
+            credentials.index(after: colon) != credentials.endIndex
+        else {
+            throw ConfigError(
+                key: userBackendCredentials.rawValue,
+                message: "'\(name)': the entry for '\(user)' must be backend-user:password")
+        }
+        configuration.userBackendCredentials[user] = BackendIdentity(
+            user: String(credentials[..<colon]), password: String(credentials[credentials.index(after: colon)...]))
+    }
+
+    // MARK: command names
+
+    /// `deny-commands` from `a,b|c`: each a command the table knows, lower-cased.
+    static func commandNames(fromList text: String, spelledAs name: String) throws(ConfigError) -> [String] {
+        var names: [String] = []
+        for entry in text.split(separator: ",") {
+            names.append(try commandName(entry.trimmingCharacters(in: .whitespaces), spelledAs: name))
+        }
+        return names
+    }
+
+    static func commandName(_ text: String, spelledAs name: String) throws(ConfigError) -> String {
+        let lowered = text.lowercased().replacingOccurrences(of: " ", with: "|")
+        guard CommandTable.lookup(name: lowered) != nil else {
+            throw ConfigError(key: denyCommands.rawValue, message: "'\(name)': unknown command '\(text)'")
+        }
+        return lowered
+    }
+
+    /// One `rename-command` entry: a top-level command the table knows, to a
+    /// name no other command answers to ("" disables it).
+    static func rename(
+        _ command: String, to newName: String, spelledAs name: String, in configuration: inout ProxyConfiguration
+    ) throws(ConfigError) {
+        let key = renameCommand.rawValue
+        let original = command.lowercased()
+        guard let spec = CommandTable.lookup(name: original), !original.contains("|") else {
+            throw ConfigError(key: key, message: "'\(name)': unknown command '\(command)' (only whole commands can be renamed)")
+        }
+        let lowered = newName.lowercased()
+        guard !lowered.contains(where: { $0.isWhitespace || $0 == "|" }) else {
+            throw ConfigError(key: key, message: "'\(name)': '\(newName)' cannot be a command name")
+        }
+        if !lowered.isEmpty, let taken = CommandTable.lookup(name: lowered), taken.name != spec.name,
+            configuration.renamedCommands[taken.name] == nil
+        {
+            throw ConfigError(key: key, message: "'\(name)': '\(newName)' is already the name of another command")
+        }
+        configuration.renamedCommands[spec.name] = lowered
     }
 
     // MARK: seeds and addresses

@@ -6,7 +6,8 @@ import ProxyCore
 #endif
 
 // Start-up: flags and file into one configuration, logging to stderr, then
-// the proxy threads; the main thread only waits for SIGINT/SIGTERM.
+// the proxy threads; the main thread only waits for SIGINT/SIGTERM (and
+// SIGHUP, which re-reads the TLS certificates).
 let options = SlotproxyOptions.parseOrExit()
 if options.compatibilityTable {
     print(CompatibilityTable.markdown(), terminator: "")
@@ -33,6 +34,7 @@ var stopSignals = sigset_t()
 sigemptyset(&stopSignals)
 sigaddset(&stopSignals, SIGINT)
 sigaddset(&stopSignals, SIGTERM)
+sigaddset(&stopSignals, SIGHUP)
 pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
 
 let proxy = Proxy(configuration: configuration, logger: logger)
@@ -44,7 +46,11 @@ do {
 }
 
 var received: CInt = 0
-sigwait(&stopSignals, &received)
+while true {
+    sigwait(&stopSignals, &received)
+    guard received == SIGHUP else { break }
+    proxy.reloadTLS()
+}
 logger.info("received signal \(received), shutting down")
 proxy.stop()
 exit(0)

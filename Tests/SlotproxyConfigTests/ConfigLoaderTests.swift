@@ -78,6 +78,15 @@ func loadError(_ yaml: String) -> ConfigError? {
             tracking-table-max-keys: 5
             failover-timeout-ms: 250
             failover-queue-limit: 7
+            client-output-limit-hard: 2gb
+            client-output-limit-soft: 0
+            client-output-limit-soft-seconds: 5
+            client-read-pause-replies: 100
+            client-read-pause-bytes: 1mb
+            timeout: 30
+            tcp-keepalive: 0
+            deny-commands: [keys, CONFIG]
+            rename-command: {flushall: "", Config: cfg}
             """)
         var expected = ProxyConfiguration()
         expected.seeds = [NodeAddress(host: "10.0.0.1", port: 7000), NodeAddress(host: "10.0.0.2", port: 7001)]
@@ -102,7 +111,42 @@ func loadError(_ yaml: String) -> ConfigError? {
         expected.trackingTableMaxKeys = 5
         expected.failoverTimeoutMs = 250
         expected.failoverQueueLimit = 7
+        expected.clientOutputLimitHard = 2 << 30
+        expected.clientOutputLimitSoft = 0
+        expected.clientOutputLimitSoftSeconds = 5
+        expected.clientReadPauseReplies = 100
+        expected.clientReadPauseBytes = 1 << 20
+        expected.idleTimeoutSeconds = 30
+        expected.tcpKeepAliveSeconds = 0
+        expected.deniedCommands = ["keys", "config"]
+        expected.renamedCommands = ["flushall": "", "config": "cfg"]
         #expect(loaded == expected)
+    }
+
+    @Test(arguments: [
+        ("deny-commands: [nosuchcommand]", "'deny-commands': unknown command 'nosuchcommand'"),
+        ("deny-commands: config|nosuch", "'deny-commands': unknown command 'config|nosuch'"),
+        ("rename-command: {nosuch: x}", "'rename-command': unknown command 'nosuch' (only whole commands can be renamed)"),
+        ("rename-command: {config: get}", "'rename-command': 'get' is already the name of another command"),
+        ("rename-command: {config: \"a b\"}", "'rename-command': 'a b' cannot be a command name"),
+    ])
+    func commandSettingsAreChecked(yaml: String, message: String) {
+        let error = loadError(yaml + "\n")
+        #expect(error?.message == message, "\(String(describing: error))")
+    }
+
+    @Test func userBackendCredentials() throws {
+        let loaded = try load("user-backend-credentials: {reports: \"reports-ro:s3:cr3t\"}\n")
+        #expect(loaded.userBackendCredentials == ["reports": BackendIdentity(user: "reports-ro", password: "s3:cr3t")])
+        let error = loadError("user-backend-credentials: {reports: \"no-colon\"}\n")
+        #expect(error?.message == "'user-backend-credentials': the entry for 'reports' must be backend-user:password")
+        #expect(!(error?.description.contains("no-colon") ?? true))
+    }
+
+    @Test func renamingIntoAFreedNameIsAllowed() throws {
+        // GET's name is free once GET itself is renamed.
+        let loaded = try load("rename-command: {get: fetch, config: get}\n")
+        #expect(loaded.renamedCommands == ["get": "fetch", "config": "get"])
     }
 
     // MARK: errors name the key and the line

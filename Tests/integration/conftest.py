@@ -83,6 +83,13 @@ def proxy_factory(cluster, workdir, request):
     yield start
     for p in started:
         p.stop()
+    # Under `make test-sanitize`: a sanitizer report fails the test that caused it.
+    if os.environ.get("SLOTPROXY_SANITIZER"):
+        for p in started:
+            log = p.log_text()
+            for marker in ("ERROR: AddressSanitizer", "WARNING: ThreadSanitizer", "ERROR: LeakSanitizer"):
+                if marker in log:
+                    pytest.fail(f"{marker} in slotproxy :{p.port}'s log:\n{p.log_tail()}", pytrace=False)
 
 
 @pytest.fixture

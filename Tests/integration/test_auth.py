@@ -101,3 +101,50 @@ def test_backend_password(cluster, proxy_factory):
             r = redis.Redis(host="127.0.0.1", port=p, password="node-pw")
             r.config_set("requirepass", "")
             r.config_set("masterauth", "")
+
+
+def test_user_backend_credentials(cluster, proxy_factory):
+    """A proxy user mapped to a node ACL user: its requests go as that user
+    (the nodes enforce their rules and list it), over connections of its own
+    shared by its clients; other users keep the proxy's identity."""
+    ports = cluster.live_ports()
+    try:
+        for p in ports:
+            cluster.call(p, "ACL", "SETUSER", "reports-ro", "on", ">ro-secret", "~report:*", "+@read", "+@connection")
+        proxy = proxy_factory(
+            "--requirepass", "default-pw",
+            "--user", "reports on >reports-pw allkeys allcommands",
+            "--set", "user-backend-credentials=reports=reports-ro:ro-secret",
+            wait=False,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with proxy.raw(timeout=2) as c:
+                    if is_status(c.command("AUTH", "default-pw")) and not isinstance(c.command("GET", "x"), RespError):
+                        break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        with proxy.raw() as owner:
+            assert is_status(owner.command("AUTH", "default-pw"))
+            assert all(is_status(r) for r in owner.pipeline([("SET", f"report:{i}", i) for i in range(30)]))
+        readers = [proxy.raw() for _ in range(3)]
+        for c in readers:
+            assert is_status(c.command("AUTH", "reports", "reports-pw"))
+        for c in readers:
+            # Reads pass the nodes' rules; a write is refused by the node itself.
+            assert c.pipeline([("GET", f"report:{i}") for i in range(30)]) == [str(i).encode() for i in range(30)]
+            reply = c.command("SET", "report:1", "changed")
+            assert isinstance(reply, RespError) and reply.message.startswith("NOPERM"), reply
+            assert c.command("MGET", "report:1", "report:2", "report:3") == [b"1", b"2", b"3"]
+        # Three clients, one connection per master as reports-ro.
+        for m in cluster.masters:
+            listing = cluster.call(m, "CLIENT", "LIST").decode()
+            assert listing.count("user=reports-ro") == 1, listing
+        assert "ro-secret" not in proxy.log_text() and "reports-pw" not in proxy.log_text()
+        for c in readers:
+            c.close()
+    finally:
+        for p in ports:
+            cluster.call(p, "ACL", "DELUSER", "reports-ro")
