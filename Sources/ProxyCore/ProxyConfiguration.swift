@@ -122,6 +122,8 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// user than `backend-user` (`user-backend-credentials`): each such user
     /// gets connections of its own, still multiplexed among its clients.
     public var userBackendCredentials: [String: BackendIdentity] = [:]
+    /// `PING` is answered before `AUTH` too (`ping-before-auth`), for health checks.
+    public var pingBeforeAuth = false
     /// Refuse to listen on a non-loopback address with no authentication (`protected-mode`).
     public var protectedMode = true
     /// A client with more unread reply bytes than this is disconnected at

@@ -50,8 +50,8 @@ final class RequestRecord {
         reply.clear()
         // Pooled records keep small buffers only: thousands of them holding
         // the biggest value each ever carried would be memory held for nothing.
-        request.shrinkIfIdle(above: 16 * 1024, to: 128)
-        reply.shrinkIfIdle(above: 16 * 1024, to: 64)
+        request.shrinkIfIdle(above: 8 * 1024, to: 128)
+        reply.shrinkIfIdle(above: 8 * 1024, to: 64)
         isComplete = false
         slot = -1
         redirects = 0
@@ -74,7 +74,8 @@ struct RequestRecordPool {
     private var free: [RequestRecord] = []
     private let limit: Int
 
-    init(limit: Int = 4096) {
+    /// At most `limit` records (of at most 16 kB of buffers each) are kept.
+    init(limit: Int = 2048) {
         self.limit = limit
         free.reserveCapacity(limit)
     }

@@ -4,11 +4,12 @@ import RESPWire
 /// Client authentication and per-user permissions (`requirepass`, `users`),
 /// with Redis's exact replies.
 extension Worker {
-    /// Before `AUTH`, only `AUTH`, `HELLO` and `QUIT` are served; true when
-    /// `command` may go on.
+    /// Before `AUTH`, only `AUTH`, `HELLO` and `QUIT` are served (and `PING`
+    /// with `ping-before-auth`, for health checks); true when `command` may go on.
     func admitsUnauthenticated(_ command: Command, session: ClientSession) -> Bool {
         if command.argument(0, equals: "auth") || command.argument(0, equals: "hello")
             || command.argument(0, equals: "quit")
+            || (configuration.pingBeforeAuth && command.argument(0, equals: "ping"))
         {
             return true
         }

@@ -149,6 +149,8 @@ public final class TLSStream {
 
     public func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
         readWantsWrite = false
+        // SSL_get_error reads the thread's error queue: it must start empty.
+        ERR_clear_error()
         let n = SSL_read(ssl, buffer.baseAddress, CInt(clamping: buffer.count))
         if n > 0 { return Int(n) }
         return outcome(of: n, wantsOtherDirection: &readWantsWrite, other: SSL_ERROR_WANT_WRITE)
@@ -156,6 +158,7 @@ public final class TLSStream {
 
     public func write(_ bytes: UnsafeRawBufferPointer) -> Int {
         writeWantsRead = false
+        ERR_clear_error()
         let n = SSL_write(ssl, bytes.baseAddress, CInt(clamping: bytes.count))
         if n > 0 { return Int(n) }
         return outcome(of: n, wantsOtherDirection: &writeWantsRead, other: SSL_ERROR_WANT_READ)

@@ -48,6 +48,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case backendUser = "backend-user"
     case backendPassword = "backend-password"
     case userBackendCredentials = "user-backend-credentials"
+    case pingBeforeAuth = "ping-before-auth"
     case protectedMode = "protected-mode"
     case tlsPort = "tls-port"
     case tlsCertFile = "tls-cert-file"
@@ -65,7 +66,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     /// The inclusive range of a numeric setting; nil for the others.
     var range: ClosedRange<Int>? {
         switch self {
-        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .userBackendCredentials, .protectedMode, .denyCommands, .renameCommand, .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .tlsAuthClients, .tlsMinVersion, .backendTLS, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile, .backendTLSVerify, .backendTLSServerName: nil
+        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .userBackendCredentials, .pingBeforeAuth, .protectedMode, .denyCommands, .renameCommand, .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .tlsAuthClients, .tlsMinVersion, .backendTLS, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile, .backendTLSVerify, .backendTLSServerName: nil
         case .port: 1...65535
         case .workers: 1...256
         case .backendConnections: 1...64
@@ -123,7 +124,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
             return "one IPv4 or IPv6 address or host name to listen on"
         case .logLevel:
             return "one of " + LogLevelSetting.allCases.map(\.rawValue).joined(separator: ", ")
-        case .allowFlush, .allowDebug, .protectedMode, .tlsAuthClients, .backendTLS, .backendTLSVerify:
+        case .allowFlush, .allowDebug, .protectedMode, .pingBeforeAuth, .tlsAuthClients, .backendTLS, .backendTLSVerify:
             return "yes, no, true or false"
         case .tlsMinVersion:
             return "1.2 or 1.3"
@@ -187,9 +188,10 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .protectedMode:
             guard let flag = Self.boolean(text) else { throw invalid(text, spelledAs: name) }
             configuration.protectedMode = flag
-        case .tlsAuthClients, .backendTLS, .backendTLSVerify:
+        case .pingBeforeAuth, .tlsAuthClients, .backendTLS, .backendTLSVerify:
             guard let flag = Self.boolean(text) else { throw invalid(text, spelledAs: name) }
             switch self {
+            case .pingBeforeAuth: configuration.pingBeforeAuth = flag
             case .tlsAuthClients: configuration.tlsAuthClients = flag
             case .backendTLS: configuration.backendTLS = flag
             default: configuration.backendTLSVerify = flag
@@ -264,7 +266,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     ) throws(ConfigError) {
         guard let range, range.contains(number) else { throw invalid(text ?? "\(number)", spelledAs: name) }
         switch self {
-        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .userBackendCredentials, .protectedMode, .denyCommands, .renameCommand, .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .tlsAuthClients, .tlsMinVersion, .backendTLS, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile, .backendTLSVerify, .backendTLSServerName:
+        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .userBackendCredentials, .pingBeforeAuth, .protectedMode, .denyCommands, .renameCommand, .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .tlsAuthClients, .tlsMinVersion, .backendTLS, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile, .backendTLSVerify, .backendTLSServerName:
             preconditionFailure("\(self) is not numeric")
         case .port: configuration.port = number
         case .workers: configuration.workers = number

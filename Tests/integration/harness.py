@@ -41,6 +41,23 @@ from cluster import (  # noqa: E402,F401  (re-exported for the tests)
 DEFAULT_PROXY_BIN = REPO / ".build" / "debug" / "slotproxy"
 
 
+# Under a sanitizer (`make test-sanitize`) the proxy's memory figures mean
+# nothing (shadow memory and quarantine dominate): memory_bytes reads 0 then,
+# so memory bounds are checked in normal runs only.
+SANITIZED = bool(os.environ.get("SLOTPROXY_SANITIZER"))
+
+
+def memory_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure of /proc/PID/status (VmRSS, or VmHWM: the peak RSS)."""
+    if SANITIZED:
+        return 0
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field}")
+
+
 def proxy_binary() -> Path:
     """$SLOTPROXY_BIN, else <repo>/.build/debug/slotproxy."""
     return Path(os.environ.get("SLOTPROXY_BIN") or DEFAULT_PROXY_BIN)

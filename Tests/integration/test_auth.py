@@ -79,6 +79,20 @@ def test_authentication_replies_as_redis(proxy_factory):
         assert secret not in log
 
 
+def test_ping_before_auth(proxy_factory):
+    proxy = proxy_factory("--requirepass", "pw", "--set", "ping-before-auth=yes", wait=False)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with proxy.raw(timeout=2) as c:
+                assert c.command("PING") == b"PONG"
+                assert c.command("GET", "k").message == "NOAUTH Authentication required."
+                break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
 def test_backend_password(cluster, proxy_factory):
     """Nodes that require a password: the proxy sends it on every connection
     (shared, dedicated, topology)."""

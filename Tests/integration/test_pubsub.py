@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from harness import RawConnection, RespError, is_status, keys_on_each_master
+from harness import RawConnection, RespError, is_status, keys_on_each_master, memory_bytes
 
 
 def channel() -> str:
@@ -119,20 +119,11 @@ def test_subscriber_that_does_not_read_is_disconnected(cluster, proxy_factory):
     assert "pubsub-output-limit" in proxy.log_text()
     # The proxy's peak memory stayed far below the 60 MB published: the
     # limit (and buffers in flight), not the stream, bounds it.
-    peak = _memory_bytes(proxy.pid, "VmHWM")
+    peak = memory_bytes(proxy.pid, "VmHWM")
     assert peak < 48 * 1024 * 1024, peak
     sub.abort()
     with proxy.raw() as c:
         assert c.command("PING") == b"PONG"
-
-
-def _memory_bytes(pid: int, field: str) -> int:
-    """A memory figure of /proc/PID/status (VmRSS, VmHWM: the peak RSS)."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no {field}")
 
 
 def _node_with_subscriber(cluster, pattern: str) -> int | None:
