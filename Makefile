@@ -18,7 +18,7 @@ release: deps
 
 # Unit tests (pure modules, config) then the integration suite against a real
 # 6-node cluster started and stopped by the harness.
-test: build
+test: build release
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	$(PYTHON) -m pytest -q Tests/integration
@@ -50,8 +50,7 @@ demo: release
 	scripts/demo $(DEMO_DIR)
 
 bench: release
-	scripts/bench
-	scripts/bench replicas
+	scripts/bench markdown
 
 callgrind: release
 	scripts/bench callgrind

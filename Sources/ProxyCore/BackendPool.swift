@@ -97,6 +97,23 @@ final class BackendPool {
         return fresh
     }
 
+    /// Calls `body` with each open connection, without building an array
+    /// (the worker's 100 ms tick checks every connection's timeouts).
+    func forEachOpenConnection(_ body: (BackendConnection) -> Void) {
+        func each(_ list: [BackendConnection?]) {
+            var i = 0
+            while i < list.count {
+                if let connection = list[i], connection.state != .closed { body(connection) }
+                i += 1
+            }
+        }
+        each(resp2)
+        each(resp3)
+        each(tracking)
+        for connection in otherDatabases.values where connection.state != .closed { body(connection) }
+        for connection in identityConnections.values where connection.state != .closed { body(connection) }
+    }
+
     var openConnections: [BackendConnection] {
         (resp2 + resp3 + tracking + otherDatabases.values.map { $0 } + identityConnections.values.map { $0 })
             .compactMap { $0 }.filter { $0.state != .closed }

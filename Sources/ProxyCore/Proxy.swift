@@ -20,7 +20,7 @@ public final class Proxy {
     public init(configuration: ProxyConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        shared = SharedState(workers: max(1, configuration.workers))
+        shared = SharedState(workers: configuration.effectiveWorkers)
     }
 
     /// Binds the listeners and starts every thread. Throws when the address
@@ -31,7 +31,7 @@ public final class Proxy {
         var tlsListeners: [CInt?] = []
         var port = configuration.port
         var tlsPort = configuration.tlsPort
-        for _ in 0..<max(1, configuration.workers) {
+        for _ in 0..<configuration.effectiveWorkers {
             let fd = try Socket.listen(host: configuration.bind, port: port, reusePort: true)
             if port == 0 { port = Socket.localPort(fd) }
             listeners.append(fd)

@@ -1,5 +1,9 @@
 import RESPWire
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A `host:port` address of a cluster node or seed.
 public struct NodeAddress: Hashable, Sendable, CustomStringConvertible {
     public var host: String
@@ -71,8 +75,15 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var bind: String = "127.0.0.1"
     /// Port to listen on (`port`).
     public var port: Int = 7777
-    /// Worker threads, each with its own event loop (`workers`).
-    public var workers: Int = 1
+    /// Worker threads, each with its own event loop (`workers`); 0 (`auto`):
+    /// one per online core.
+    public var workers: Int = 0
+
+    /// The number of workers started: `workers`, or the online cores.
+    public var effectiveWorkers: Int {
+        if workers > 0 { return workers }
+        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
     /// Multiplexed connections per worker per node and protocol (`backend-connections`).
     public var backendConnections: Int = 1
     /// Backend connect timeout in milliseconds (`connect-timeout-ms`).

@@ -50,7 +50,7 @@ extension Worker {
     private func proxySection() -> String {
         let uptime = Int((ContinuousClock.now - shared.startedAt).components.seconds)
         return "# Proxy\r\nslotproxy_version:\(Worker.proxyVersion)\r\nuptime_in_seconds:\(uptime)\r\n"
-            + "workers:\(max(1, configuration.workers))\r\nconnected_clients:\(shared.connectedClients)\r\n"
+            + "workers:\(configuration.effectiveWorkers)\r\nconnected_clients:\(shared.connectedClients)\r\n"
             + "total_commands_processed:\(shared.commandsProcessed)\r\ntopology_epoch:\(shared.topologyEpoch)\r\n"
             + "cluster_masters:\(slotMap?.shards.count ?? 0)\r\ncluster_slots_covered:\(slotMap?.assignedSlotCount ?? 0)\r\n"
             + "cross_slot_transactions:\(configuration.crossSlotTransactions.rawValue)\r\n"

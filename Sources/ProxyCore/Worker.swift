@@ -397,7 +397,11 @@ final class Worker {
         // Shard channels (`SPUBLISH`) are "not keys" to Redis but route by slot.
         spec.extractKeys(frame: frame, arguments: arguments, into: &session.keyIndices, includeNotKeys: true)
         var slot = -1
-        for index in session.keyIndices {
+        // (Indexed: iterating the session's array allocates an iterator box in debug builds.)
+        var position = 0
+        while position < session.keyIndices.count {
+            let index = session.keyIndices[position]
+            position += 1
             let keySlot = slotHasher.slot(of: command.argument(index))
             if slot == -1 {
                 slot = keySlot
@@ -718,7 +722,7 @@ final class Worker {
             }
         }
         for pool in pools.values {
-            for connection in pool.openConnections {
+            pool.forEachOpenConnection { connection in
                 if connection.state == .connecting {
                     if now - connection.connectStartedAt > Int64(configuration.connectTimeoutMs) {
                         connection.fail(reason: "connect timeout (connect-timeout-ms \(configuration.connectTimeoutMs))")
@@ -746,7 +750,9 @@ final class Worker {
     private func sweepClients(now: Int64) {
         let idleDeadline = configuration.idleTimeoutSeconds > 0 ? now - Int64(configuration.idleTimeoutSeconds) * 1000 : nil
         let soft = configuration.clientOutputLimitSoft
-        for session in Array(sessions.values) {
+        // (Closing a session while iterating is safe: the loop walks the
+        // dictionary as it was, copied only if a close changes it.)
+        for session in sessions.values {
             if let idleDeadline, session.isIdle(since: idleDeadline) {
                 logger.debug("closing client \(session.id): idle for more than \(configuration.idleTimeoutSeconds) s (timeout)")
                 session.close()

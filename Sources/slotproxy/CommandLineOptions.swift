@@ -57,8 +57,9 @@ struct SlotproxyOptions: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "Worker threads, one event loop each (file: workers; default \(defaults.workers)).", valueName: "n"))
-    var workers: Int?
+            "Worker threads, one event loop each, or auto: one per online core (file: workers; default auto).",
+            valueName: "n"))
+    var workers: String?
 
     @Option(
         help: ArgumentHelp(
@@ -373,6 +374,7 @@ struct SlotproxyOptions: ParsableCommand {
         for rename in renameCommands {
             try ConfigSetting.renameCommand.apply(rename, spelledAs: "--rename-command", to: &configuration)
         }
+        if let workers { try ConfigSetting.workers.apply(workers, spelledAs: "--workers", to: &configuration) }
         if let readFrom { try ConfigSetting.readFrom.apply(readFrom, spelledAs: "--read-from", to: &configuration) }
         if let requirepass { try ConfigSetting.requirePass.apply(requirepass, spelledAs: "--requirepass", to: &configuration) }
         for user in users { try ConfigSetting.users.apply(user, spelledAs: "--user", to: &configuration) }
@@ -385,7 +387,7 @@ struct SlotproxyOptions: ParsableCommand {
                 crossSlotTransactions, spelledAs: "--cross-slot-transactions", to: &configuration)
         }
         let numbers: [(ConfigSetting, Int?)] = [
-            (.port, port), (.workers, workers), (.backendConnections, backendConnections),
+            (.port, port), (.backendConnections, backendConnections),
             (.blockingConnectionsPerNode, blockingConnectionsPerNode), (.trackingTableMaxKeys, trackingTableMaxKeys),
             (.failoverTimeoutMs, failoverTimeoutMs), (.failoverQueueLimit, failoverQueueLimit),
             (.readYourWritesMs, readYourWritesMs), (.timeout, timeout), (.tcpKeepAlive, tcpKeepalive),

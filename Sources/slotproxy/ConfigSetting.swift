@@ -68,7 +68,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         switch self {
         case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .userBackendCredentials, .pingBeforeAuth, .protectedMode, .denyCommands, .renameCommand, .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .tlsAuthClients, .tlsMinVersion, .backendTLS, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile, .backendTLSVerify, .backendTLSServerName: nil
         case .port: 1...65535
-        case .workers: 1...256
+        case .workers: 0...256  // 0: auto
         case .backendConnections: 1...64
         case .blockingConnectionsPerNode: 1...100_000
         case .pubsubOutputLimit: (1 << 16)...(1 << 40)
@@ -136,6 +136,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
             return "one of " + CrossSlotTransactions.allCases.map(\.rawValue).joined(separator: ", ")
         case .readFrom:
             return "one of " + ReadFrom.allCases.map(\.rawValue).joined(separator: ", ")
+        case .workers:
+            return "auto (one per online core) or an integer between 1 and 256"
         case .requirePass, .backendUser, .backendPassword:
             return "a non-empty string"
         case .users:
@@ -251,6 +253,10 @@ enum ConfigSetting: String, CaseIterable, Sendable {
             } catch {
                 throw ConfigError(key: rawValue, message: "'\(name)': \(error.message)")
             }
+        case .workers where text.lowercased() == "auto":
+            configuration.workers = 0
+        case .workers where Int(text) == 0:
+            throw invalid(text, spelledAs: name)
         default:
             guard let number = isByteSize ? ByteSize.parse(text) : Int(text) else {
                 throw invalid(text, spelledAs: name)

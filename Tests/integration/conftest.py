@@ -65,10 +65,11 @@ def proxy_factory(cluster, workdir, request):
             pytrace=False,
         )
 
-    def start(*extra_args, env=None, seeds=None, port=None, wait=True, ready_timeout=20.0, log_level="info"):
+    def start(*extra_args, env=None, seeds=None, port=None, wait=True, ready_timeout=20.0, log_level="info",
+              binary_path=None):
         p = ProxyProcess(
             seeds or cluster.seeds, workdir, extra_args=extra_args, port=port,
-            binary=binary, env=env, log_level=log_level,
+            binary=binary_path or binary, env=env, log_level=log_level,
         )
         started.append(p)
         problem = None

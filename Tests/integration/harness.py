@@ -277,8 +277,12 @@ class ProxyProcess:
 
     @property
     def argv(self) -> list[str]:
+        # $SLOTPROXY_TEST_WORKERS runs every proxy of the suite with that many
+        # workers (default: the proxy's own, one per core); a test's own
+        # --workers comes later and wins.
+        workers = os.environ.get("SLOTPROXY_TEST_WORKERS")
         return [str(self.binary), "--cluster", self.seeds, "--bind", HOST, "--port", str(self.port),
-                "--log-level", self.log_level, *self.extra_args]
+                "--log-level", self.log_level, *(["--workers", workers] if workers else []), *self.extra_args]
 
     @property
     def pid(self) -> int | None:
