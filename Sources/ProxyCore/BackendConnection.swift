@@ -53,6 +53,14 @@ final class BackendConnection {
     private var bytesWritten = 0
     private(set) var lastError = ""
 
+    /// A big bulk reply passed to its client as its bytes arrive, instead of
+    /// being buffered whole and then copied (see `startStreaming`), and how
+    /// many of its bytes are still to come.
+    private var streamingRecord: RequestRecord?
+    private var streamingRemaining = 0
+    /// Bulk replies at least this big are streamed.
+    static let streamingThreshold = 256 * 1024
+
     /// Has `CLIENT TRACKING` on: the node pushes invalidations for the keys
     /// read over it (see `Worker+Tracking`).
     let tracking: Bool
@@ -299,8 +307,54 @@ final class BackendConnection {
             return
         }
         input.commitWritten(n)
+        if streamingRecord != nil {
+            continueStreaming()
+            if streamingRecord != nil || state == .closed {
+                if let tls { continueTLS(tls) }
+                return
+            }
+        }
         scanReplies()
         if let tls { continueTLS(tls) }
+    }
+
+    /// The reply being scanned is a bulk of `total` bytes (header and CRLF
+    /// included) that has not all arrived: when its client is owed it next
+    /// and nothing else needs to see it whole, its bytes go to the client as
+    /// they come, so a 100 MB value is held once (in the client's output,
+    /// while the client reads), not twice. True when streaming started.
+    private func startStreaming(total: Int) -> Bool {
+        guard !isDedicated, !tracking, subscriber == nil, scanner.isAtTopLevel, let first = inFlight.first,
+            let record = first, record.fanOut == nil, let session = record.session, !session.isClosed,
+            session.isOwedNext(record)
+        else { return false }
+        streamingRecord = record
+        streamingRemaining = total - input.readableBytes
+        session.streamReplyBytes(input.readable)
+        input.consume(input.readableBytes)
+        scanner.reset()
+        return true
+    }
+
+    private func continueStreaming() {
+        guard let record = streamingRecord else { return }
+        let count = min(streamingRemaining, input.readableBytes)
+        if let session = record.session, !session.isClosed {
+            session.streamReplyBytes(UnsafeRawBufferPointer(rebasing: input.readable[0..<count]))
+        }
+        input.consume(count)
+        streamingRemaining -= count
+        // Progress counts as an answer for request-timeout-ms.
+        record.sentAt = worker.loop.turnTime
+        guard streamingRemaining == 0 else { return }
+        streamingRecord = nil
+        _ = inFlight.popFirst()
+        if let session = record.session {
+            session.complete(record, reply: UnsafeRawBufferPointer(start: nil, count: 0))
+        } else {
+            worker.recordPool.release(record)
+        }
+        input.shrinkIfIdle(above: 4 << 20, to: 64 * 1024)
     }
 
     /// See `ClientSession.continueTLS`.
@@ -316,6 +370,7 @@ final class BackendConnection {
             switch scanner.scan(input.readable) {
             case .incomplete:
                 if let needed = scanner.bytesStillNeeded, needed > input.readableBytes {
+                    if needed >= BackendConnection.streamingThreshold && startStreaming(total: needed) { return }
                     input.reserveWritable(needed - input.readableBytes)
                 }
                 return
@@ -381,6 +436,13 @@ final class BackendConnection {
         if isDedicated { worker.dedicated.release(self) }
         // The node's memory of what was read over it is gone with it.
         if tracking { worker.invalidateAllTracking(reason: "a tracking connection to \(address) was lost") }
+        if let record = streamingRecord {
+            // Its client has part of the reply: its stream cannot be resynced.
+            streamingRecord = nil
+            _ = inFlight.popFirst()
+            record.session?.close()
+            worker.recordPool.release(record)
+        }
         let written = bytesWritten
         if !isDedicated { worker.backendFailed(self) }
         for entry in inFlight.removeAll() {

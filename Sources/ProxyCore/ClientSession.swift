@@ -310,6 +310,18 @@ final class ClientSession {
         }
     }
 
+    /// Whether `record`'s reply is the next the client is owed.
+    func isOwedNext(_ record: RequestRecord) -> Bool { pending.first === record }
+
+    /// Part of the reply the client is owed next, streamed from a node
+    /// (`BackendConnection.startStreaming`); `complete` follows with no bytes.
+    func streamReplyBytes(_ bytes: UnsafeRawBufferPointer) {
+        guard !isClosed else { return }
+        output.append(bytes)
+        markDirty()
+        checkHardOutputLimit()
+    }
+
     /// Bytes of the subscription stream: straight out when nothing before
     /// them is still owed (always, for RESP3 pushes), else queued in order.
     func streamArrived(_ bytes: UnsafeRawBufferPointer) {

@@ -55,6 +55,10 @@ public struct ReplyScanner {
         awaitedPayloadEnd >= 0 ? awaitedPayloadEnd : nil
     }
 
+    /// Whether the value being scanned is the reply itself, not an element
+    /// of an array or map.
+    public var isAtTopLevel: Bool { openAggregates.isEmpty }
+
     /// Scans `bytes`, which start at the first byte of the reply.
     public mutating func scan(_ bytes: UnsafeRawBufferPointer) -> ReplyScanResult {
         while true {

@@ -128,7 +128,7 @@ def test_user_backend_credentials(cluster, proxy_factory):
         proxy = proxy_factory(
             "--requirepass", "default-pw",
             "--user", "reports on >reports-pw allkeys allcommands",
-            "--set", "user-backend-credentials=reports=reports-ro:ro-secret",
+            "--set", "user-backend-credentials=reports=reports-ro:ro-secret", "--workers", "1",
             wait=False,
         )
         deadline = time.monotonic() + 20

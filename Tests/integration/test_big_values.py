@@ -1,0 +1,71 @@
+"""Big values stream through the proxy: a bulk reply of 256 kB or more goes
+to its client as it arrives instead of being buffered whole and copied, so a
+100 MB GET costs the proxy about the value once, not twice (issue 8)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+
+import redis
+
+from harness import RawConnection, encode_command, is_status, key_hash_slot, memory_bytes
+
+MB = 1 << 20
+
+
+def _put_on_owner(cluster, key: str, value: bytes) -> None:
+    """SET straight on the owning master (the request direction is not what
+    is measured here)."""
+    port = cluster.node_for_slot(key_hash_slot(key))
+    redis.Redis(host="127.0.0.1", port=port, socket_timeout=60).set(key, value)
+
+
+def test_100mb_get_is_held_once(cluster, proxy_factory):
+    value = os.urandom(100 * MB)
+    _put_on_owner(cluster, "big:100mb", value)
+    proxy = proxy_factory("--workers", "1")
+    baseline = memory_bytes(proxy.pid)
+    r = redis.Redis(host="127.0.0.1", port=proxy.port, socket_timeout=60)
+    got = r.get("big:100mb")
+    assert hashlib.sha256(got).digest() == hashlib.sha256(value).digest()
+    peak = memory_bytes(proxy.pid, "VmHWM")
+    print(f"\n100 MB GET: proxy peak RSS {peak / MB:.0f} MB, {baseline / MB:.0f} MB before "
+          f"({(peak - baseline) / len(value):.2f}x the value)")
+    assert peak - baseline <= 1.2 * len(value), (peak, baseline)
+    r.close()
+
+
+def test_streamed_replies_keep_order_with_other_clients(cluster, proxy_factory):
+    big = os.urandom(3 * MB)
+    _put_on_owner(cluster, "{big}:a", big)
+    proxy = proxy_factory("--workers", "1")
+    with RawConnection(proxy.port, timeout=60) as c, RawConnection(proxy.port) as other:
+        assert is_status(other.command("SET", "{big}:small", "s"))
+        # Big, small, big on one connection; another client's requests share
+        # the node connection while the first big reply streams.
+        c.send(encode_command("GET", "{big}:a") + encode_command("GET", "{big}:small") + encode_command("GET", "{big}:a"))
+        for _ in range(20):
+            assert other.command("GET", "{big}:small") == b"s"
+        assert c.read_replies(3) == [big, b"s", big]
+    for protocol in (2, 3):
+        r = redis.Redis(host="127.0.0.1", port=proxy.port, protocol=protocol, socket_timeout=60)
+        pipe = r.pipeline(transaction=False)
+        pipe.get("{big}:a").get("{big}:small").strlen("{big}:a")
+        assert pipe.execute() == [big, b"s", len(big)]
+        r.close()
+
+
+def test_client_gone_mid_stream(cluster, proxy_factory):
+    big = os.urandom(20 * MB)
+    _put_on_owner(cluster, "{big}:gone", big)
+    proxy = proxy_factory("--workers", "1")
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", proxy.port))
+        s.sendall(encode_command("GET", "{big}:gone"))
+        assert len(s.recv(65536)) > 0  # the stream has begun
+        s.close()
+    with RawConnection(proxy.port, timeout=60) as c:
+        assert c.command("GET", "{big}:gone") == big
+        assert c.command("PING") == b"PONG"
