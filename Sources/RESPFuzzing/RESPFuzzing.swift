@@ -29,51 +29,31 @@ public enum RESPFuzzing {
     /// how it ended ("incomplete" or the error).
     public static func parseRequests(_ data: [UInt8], pieceSizes: [Int]) -> [String] {
         var parser = RequestParser(limits: limits)
-        var outcomes: [String] = []
-        var buffer: [UInt8] = []
-        var fed = 0
-        var pieceIndex = 0
-        while true {
-            // Feed the next piece (everything at once without piece sizes).
-            if fed < data.count {
-                let size = pieceSizes.isEmpty ? data.count : max(1, pieceSizes[pieceIndex % pieceSizes.count])
-                pieceIndex += 1
-                let end = min(data.count, fed + size)
-                buffer.append(contentsOf: data[fed..<end])
-                fed = end
-            }
-            var progressed = true
-            while progressed {
-                progressed = false
-                let result = buffer.withUnsafeBytes { parser.parse($0) }
-                switch result {
-                case .incomplete:
-                    if let needed = parser.bytesStillNeeded {
-                        precondition(needed <= limits.maxBulkLength + 2 * limits.maxInlineLength + 16 + buffer.count,
-                                     "asks for \(needed) bytes")
-                    }
-                case .error(let error):
-                    outcomes.append("error: \(error.message)")
-                    return outcomes
-                case .complete(let frameLength):
-                    precondition(frameLength > 0 && frameLength <= buffer.count, "frame \(frameLength) of \(buffer.count)")
-                    let frame = parser.lastWasInline ? parser.inlineFrame : Array(buffer[0..<frameLength])
-                    precondition(parser.arguments.count <= limits.maxMultibulkLength)
-                    var arguments: [[UInt8]] = []
-                    for span in parser.arguments {
-                        precondition(span.offset >= 0 && span.length >= 0 && span.offset + span.length <= frame.count,
-                                     "span \(span) outside a frame of \(frame.count)")
-                        arguments.append(Array(frame[span.offset..<(span.offset + span.length)]))
-                    }
-                    outcomes.append(describe(arguments))
-                    buffer.removeFirst(frameLength)
-                    parser.reset()
-                    progressed = !buffer.isEmpty
+        return feed(data, pieceSizes: pieceSizes) { buffer, outcomes in
+            switch buffer.withUnsafeBytes({ parser.parse($0) }) {
+            case .incomplete:
+                if let needed = parser.bytesStillNeeded {
+                    precondition(needed <= limits.maxBulkLength + 2 * limits.maxInlineLength + 16 + buffer.count,
+                                 "asks for \(needed) bytes")
                 }
-            }
-            if fed >= data.count {
-                outcomes.append(buffer.isEmpty ? "end" : "incomplete \(buffer.count)")
-                return outcomes
+                return .waitForMore
+            case .error(let error):
+                outcomes.append("error: \(error.message)")
+                return .stop
+            case .complete(let frameLength):
+                precondition(frameLength > 0 && frameLength <= buffer.count, "frame \(frameLength) of \(buffer.count)")
+                let frame = parser.lastWasInline ? parser.inlineFrame : Array(buffer[0..<frameLength])
+                precondition(parser.arguments.count <= limits.maxMultibulkLength)
+                var arguments: [[UInt8]] = []
+                for span in parser.arguments {
+                    precondition(span.offset >= 0 && span.length >= 0 && span.offset + span.length <= frame.count,
+                                 "span \(span) outside a frame of \(frame.count)")
+                    arguments.append(Array(frame[span.offset..<(span.offset + span.length)]))
+                }
+                outcomes.append(describe(arguments))
+                buffer.removeFirst(frameLength)
+                parser.reset()
+                return .consumed
             }
         }
     }
@@ -82,6 +62,33 @@ public enum RESPFuzzing {
     /// then how it ended.
     public static func scanReplies(_ data: [UInt8], pieceSizes: [Int]) -> [String] {
         var scanner = ReplyScanner(maxDepth: 64)
+        return feed(data, pieceSizes: pieceSizes) { buffer, outcomes in
+            switch buffer.withUnsafeBytes({ scanner.scan($0) }) {
+            case .incomplete:
+                return .waitForMore
+            case .error(let error):
+                outcomes.append("error: \(error.message)")
+                return .stop
+            case .complete(let length, let kind):
+                precondition(length > 0 && length <= buffer.count, "reply \(length) of \(buffer.count)")
+                outcomes.append("reply \(length) \(kind)")
+                buffer.removeFirst(length)
+                scanner.reset()
+                return .consumed
+            }
+        }
+    }
+
+    /// What `feed`'s step did with the buffered bytes.
+    enum Step { case consumed, waitForMore, stop }
+
+    /// Delivers `data` into a buffer as a socket would: whole, or in pieces
+    /// of `pieceSizes`. After each piece `step` runs until it needs more
+    /// bytes (or stops at an error); the outcomes end with "end" or
+    /// "incomplete <n>" when all was fed.
+    static func feed(
+        _ data: [UInt8], pieceSizes: [Int], step: (inout [UInt8], inout [String]) -> Step
+    ) -> [String] {
         var outcomes: [String] = []
         var buffer: [UInt8] = []
         var fed = 0
@@ -94,21 +101,11 @@ public enum RESPFuzzing {
                 buffer.append(contentsOf: data[fed..<end])
                 fed = end
             }
-            var progressed = true
-            while progressed {
-                progressed = false
-                switch buffer.withUnsafeBytes({ scanner.scan($0) }) {
-                case .incomplete:
-                    break
-                case .error(let error):
-                    outcomes.append("error: \(error.message)")
-                    return outcomes
-                case .complete(let length, let kind):
-                    precondition(length > 0 && length <= buffer.count, "reply \(length) of \(buffer.count)")
-                    outcomes.append("reply \(length) \(kind)")
-                    buffer.removeFirst(length)
-                    scanner.reset()
-                    progressed = !buffer.isEmpty
+            loop: while !buffer.isEmpty {
+                switch step(&buffer, &outcomes) {
+                case .consumed: continue
+                case .waitForMore: break loop
+                case .stop: return outcomes
                 }
             }
             if fed >= data.count {

@@ -113,26 +113,20 @@ struct ConfigLoader {
                 }
             }
             configuration.deniedCommands = names
-        case .mapping(let pairs) where setting == .userBackendCredentials:
-            configuration.userBackendCredentials = [:]
-            for (userNode, credentialsNode) in pairs {
-                guard case .scalar(let user) = userNode, case .scalar(let credentials) = credentialsNode else {
-                    throw located(setting.invalid(described: "a nested value", spelledAs: key), at: userNode)
-                }
-                do {
-                    try ConfigSetting.backendCredentials(for: user.string, credentials.string, spelledAs: key, in: &configuration)
-                } catch {
-                    throw located(error, at: userNode)
-                }
-            }
-        case .mapping(let pairs) where setting == .renameCommand:
-            configuration.renamedCommands = [:]
-            for (nameNode, newNameNode) in pairs {
-                guard case .scalar(let command) = nameNode, case .scalar(let newName) = newNameNode else {
+        case .mapping(let pairs) where setting == .userBackendCredentials || setting == .renameCommand:
+            // Both are maps of scalar to scalar: proxy user to credentials,
+            // command to its new name. The file's map replaces the default.
+            if setting == .renameCommand { configuration.renamedCommands = [:] } else { configuration.userBackendCredentials = [:] }
+            for (nameNode, valueNode) in pairs {
+                guard case .scalar(let name) = nameNode, case .scalar(let value) = valueNode else {
                     throw located(setting.invalid(described: "a nested value", spelledAs: key), at: nameNode)
                 }
                 do {
-                    try ConfigSetting.rename(command.string, to: newName.string, spelledAs: key, in: &configuration)
+                    if setting == .renameCommand {
+                        try ConfigSetting.rename(name.string, to: value.string, spelledAs: key, in: &configuration)
+                    } else {
+                        try ConfigSetting.backendCredentials(for: name.string, value.string, spelledAs: key, in: &configuration)
+                    }
                 } catch {
                     throw located(error, at: nameNode)
                 }

@@ -1,31 +1,19 @@
+import Foundation
 import RESPFuzzing
 import RESPWire
 import Testing
 
-/// A seeded random generator (SplitMix64): the same inputs on every run, so a
-/// failure reproduces; `SLOTPROXY_FUZZ_ITERATIONS` runs longer.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// The short, always-on run of the properties `make fuzz` checks with
 /// libFuzzer: structured inputs (valid encodings, then mutated) and raw bytes.
 @Suite struct RESPFuzzingTests {
-    static let iterations = Int(ProcessInfoLite.environment("SLOTPROXY_FUZZ_ITERATIONS") ?? "") ?? 3000
+    static let iterations = Int(ProcessInfo.processInfo.environment["SLOTPROXY_FUZZ_ITERATIONS"] ?? "") ?? 3000
 
     static let interesting: [[UInt8]] = [
         "*", "$", "\r\n", "\r", "\n", "-1", "0", "2147483647", "536870913", "999999999999999999", "-", "+OK",
         ":", "%", "|", "~", ">", "_", "#t", ",1.5", "(12", "!3", "=7", "txt:", " ", "\"", "'",
     ].map { Array($0.utf8) }
 
-    static func randomArgument(_ rng: inout SeededGenerator) -> [UInt8] {
+    static func randomArgument(_ rng: inout SplitMix64) -> [UInt8] {
         switch Int.random(in: 0..<4, using: &rng) {
         case 0: return []
         case 1: return interesting.randomElement(using: &rng)!
@@ -34,7 +22,7 @@ struct SeededGenerator: RandomNumberGenerator {
         }
     }
 
-    static func randomReply(_ rng: inout SeededGenerator, depth: Int = 0) -> [UInt8] {
+    static func randomReply(_ rng: inout SplitMix64, depth: Int = 0) -> [UInt8] {
         let simple: [String] = ["+OK\r\n", "-ERR x\r\n", ":42\r\n", "_\r\n", ",3.14\r\n", "#f\r\n", "(1234567\r\n", "$-1\r\n", "*-1\r\n"]
         let pick = Int.random(in: 0..<(depth > 3 ? 3 : 6), using: &rng)
         switch pick {
@@ -53,7 +41,7 @@ struct SeededGenerator: RandomNumberGenerator {
         }
     }
 
-    static func mutate(_ input: [UInt8], _ rng: inout SeededGenerator) -> [UInt8] {
+    static func mutate(_ input: [UInt8], _ rng: inout SplitMix64) -> [UInt8] {
         var bytes = input
         for _ in 0..<Int.random(in: 1...4, using: &rng) {
             switch Int.random(in: 0..<5, using: &rng) {
@@ -75,7 +63,7 @@ struct SeededGenerator: RandomNumberGenerator {
     }
 
     @Test func commandsRoundTripAndSurviveMutation() {
-        var rng = SeededGenerator(state: 1)
+        var rng = SplitMix64(seed: 1)
         for _ in 0..<Self.iterations {
             let arguments = (0..<Int.random(in: 1..<6, using: &rng)).map { _ in Self.randomArgument(&rng) }
             let pieces = (0..<8).map { _ in Int.random(in: 1..<300, using: &rng) }
@@ -87,7 +75,7 @@ struct SeededGenerator: RandomNumberGenerator {
     }
 
     @Test func repliesRoundTripAndSurviveMutation() {
-        var rng = SeededGenerator(state: 2)
+        var rng = SplitMix64(seed: 2)
         for _ in 0..<Self.iterations {
             let reply = Self.randomReply(&rng)
             let pieces = (0..<8).map { _ in Int.random(in: 1..<300, using: &rng) }
@@ -97,7 +85,7 @@ struct SeededGenerator: RandomNumberGenerator {
     }
 
     @Test func randomBytesAndInlineLines() {
-        var rng = SeededGenerator(state: 3)
+        var rng = SplitMix64(seed: 3)
         for _ in 0..<Self.iterations {
             var bytes = (0..<Int.random(in: 0..<200, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
             if Bool.random(using: &rng) {
@@ -107,15 +95,3 @@ struct SeededGenerator: RandomNumberGenerator {
         }
     }
 }
-
-/// `getenv` without Foundation.
-enum ProcessInfoLite {
-    static func environment(_ name: String) -> String? {
-        guard let value = getenv(name) else { return nil }
-        return String(cString: value)
-    }
-}
-
-#if canImport(Glibc)
-    import Glibc
-#endif

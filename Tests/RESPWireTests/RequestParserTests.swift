@@ -141,7 +141,7 @@ func resp(_ args: String...) -> [UInt8] { resp(args.map { Array($0.utf8) }) }
 }
 
 /// A small deterministic generator, so property tests repeat exactly.
-struct SplitMix64 {
+struct SplitMix64: RandomNumberGenerator {
     var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {

@@ -24,6 +24,17 @@ def _still_serves(proxy, tag: str) -> None:
         assert c.command("GET", f"limits:{tag}") == b"ok"
 
 
+def _reader_that_never_reads(proxy, key: str, gets: int) -> socket.socket:
+    """A client with a 4 kB receive window that asks for `gets` copies of a
+    1 MB value and reads none of them."""
+    with proxy.raw() as c:
+        assert is_status(c.command("SET", key, os.urandom(MB)))
+    s = socket.create_connection(("127.0.0.1", proxy.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(encode_command("GET", key) * gets)
+    return s
+
+
 def _connected_clients(proxy) -> int:
     with proxy.raw() as c:
         info = c.command("INFO", "clients").decode()
@@ -128,13 +139,7 @@ def test_pipelined_gigabyte_never_read_hits_the_hard_limit(proxy_factory):
     within that limit plus its buffers."""
     limit = 64 * MB
     proxy = proxy_factory("--client-output-limit-hard", "64mb")
-    value = os.urandom(MB)
-    with proxy.raw() as c:
-        assert is_status(c.command("SET", "limits:big", value))
-    greedy = socket.create_connection(("127.0.0.1", proxy.port))
-    greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    request = encode_command("GET", "limits:big")
-    greedy.sendall(request * 1024)  # 1 GB of replies
+    greedy = _reader_that_never_reads(proxy, "limits:big", 1024)  # 1 GB of replies
     _wait_for(lambda: "client-output-limit-hard" in proxy.log_text(), 60, "the hard limit to trip")
     peak = memory_bytes(proxy.pid, "VmHWM")
     assert peak < limit + 96 * MB, f"peak RSS {peak >> 20} MB"
@@ -150,27 +155,16 @@ def test_soft_limit_waits_its_seconds(proxy_factory):
     """Above the soft limit for less than client-output-limit-soft-seconds
     (60 by default): still connected."""
     proxy = proxy_factory("--client-output-limit-hard", "0", "--client-output-limit-soft", "4mb")
-    value = os.urandom(MB)
-    with proxy.raw() as c:
-        assert is_status(c.command("SET", "limits:soft", value))
-    slow = socket.create_connection(("127.0.0.1", proxy.port))
-    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    slow.sendall(encode_command("GET", "limits:soft") * 16)
+    slow = _reader_that_never_reads(proxy, "limits:soft", 16)
     time.sleep(2.5)
     assert "client-output-limit-soft" not in proxy.log_text(), "disconnected before soft-seconds passed"
     slow.close()
 
 
-def test_soft_limit_seconds(proxy_factory, tmp_path):
-    config = tmp_path / "soft.yaml"
-    config.write_text("client-output-limit-hard: 0\nclient-output-limit-soft: 4mb\nclient-output-limit-soft-seconds: 1\n")
-    proxy = proxy_factory("--config", str(config))
-    value = os.urandom(MB)
-    with proxy.raw() as c:
-        assert is_status(c.command("SET", "limits:soft1", value))
-    slow = socket.create_connection(("127.0.0.1", proxy.port))
-    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    slow.sendall(encode_command("GET", "limits:soft1") * 16)
+def test_soft_limit_seconds(proxy_factory):
+    proxy = proxy_factory("--set", "client-output-limit-hard=0", "--set", "client-output-limit-soft=4mb",
+                          "--set", "client-output-limit-soft-seconds=1")
+    slow = _reader_that_never_reads(proxy, "limits:soft1", 16)
     _wait_for(lambda: "client-output-limit-soft" in proxy.log_text(), 10, "the soft limit to trip")
     slow.close()
     _still_serves(proxy, "soft")
