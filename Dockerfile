@@ -1,10 +1,14 @@
 # slotproxy sidecar image: build with the Swift toolchain, run on slim Debian.
 #   docker build -t slotproxy .
-#   docker run --rm -p 7777:7777 slotproxy --cluster redis-a:6379,redis-b:6379 --bind 0.0.0.0 \
-#       --requirepass "$PROXY_PASSWORD"
-# (A non-loopback bind without requirepass/users is refused: protected mode.
-#  In a pod where only the app reaches it, --no-protected-mode allows it.)
-FROM swift:6.1-bookworm AS build
+#   docker run --rm -p 7777:7777 -e SLOTPROXY_CLUSTER=redis-a:6379,redis-b:6379 \
+#       -e SLOTPROXY_BIND=0.0.0.0 -e SLOTPROXY_REQUIREPASS="$PROXY_PASSWORD" slotproxy
+# Every setting can come from the environment (SLOTPROXY_<NAME>, the config
+# file's name in upper case with '_' for '-'), from a mounted file
+# (-v ./slotproxy.yaml:/etc/slotproxy/slotproxy.yaml, then pass
+# --config /etc/slotproxy/slotproxy.yaml), or from flags after the image name.
+# A non-loopback bind without requirepass/users is refused (protected mode);
+# in a pod where only the app reaches it, bind 127.0.0.1 (the default).
+FROM swift:6.3-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends libevent-dev libssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -17,9 +21,14 @@ RUN swift build -c release --product slotproxy --static-swift-stdlib \
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends libevent-2.1-7 libevent-core-2.1-7 libssl3 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --no-create-home slotproxy
+    && useradd --system --no-create-home --uid 10001 slotproxy
 COPY --from=build /out/slotproxy /usr/local/bin/slotproxy
-COPY config/slotproxy.yaml /etc/slotproxy/slotproxy.yaml
-USER slotproxy
+COPY config/slotproxy.yaml /etc/slotproxy/slotproxy.example.yaml
+USER 10001
 EXPOSE 7777
+# Alive when the RESP port answers PING (NOAUTH counts: the proxy answered).
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
+    CMD bash -c 'exec 3<>/dev/tcp/127.0.0.1/${SLOTPROXY_PORT:-7777} && printf "PING\r\n" >&3 && head -c 6 <&3 | grep -qE "^(\+PONG|-NOAUTH)"'
+# SIGTERM (docker stop, pod deletion) drains clients within shutdown-timeout.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/slotproxy"]

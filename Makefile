@@ -5,7 +5,7 @@ SWIFT ?= swift
 PYTHON ?= python3
 DEMO_DIR ?= run/demo
 
-.PHONY: deps build release test unit integration fuzz test-sanitize demo bench callgrind clean
+.PHONY: deps build release test unit integration fuzz test-sanitize demo bench callgrind install clean
 
 deps:
 	scripts/install-deps
@@ -54,6 +54,24 @@ bench: release
 
 callgrind: release
 	scripts/bench callgrind
+
+# Where a package would put things: the binary, the systemd units (with the
+# binary's path as installed) and the example config, which an existing one
+# is never overwritten by. `make install PREFIX=/usr DESTDIR=pkgroot` for packaging.
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+install: release
+	install -D -m 755 .build/release/slotproxy $(DESTDIR)$(PREFIX)/bin/slotproxy
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's|/usr/local/bin/slotproxy|$(PREFIX)/bin/slotproxy|g' -e 's|/etc/slotproxy/|$(SYSCONFDIR)/slotproxy/|g' \
+		systemd/slotproxy.service > $(DESTDIR)$(UNITDIR)/slotproxy.service
+	install -m 644 systemd/slotproxy.socket $(DESTDIR)$(UNITDIR)/slotproxy.socket
+	chmod 644 $(DESTDIR)$(UNITDIR)/slotproxy.service
+	install -d $(DESTDIR)$(SYSCONFDIR)/slotproxy
+	[ -e $(DESTDIR)$(SYSCONFDIR)/slotproxy/slotproxy.yaml ] || \
+		install -m 644 config/slotproxy.yaml $(DESTDIR)$(SYSCONFDIR)/slotproxy/slotproxy.yaml
 
 clean:
 	rm -rf .build run

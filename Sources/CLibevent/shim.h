@@ -10,3 +10,6 @@
 #include <malloc.h>
 
 #include <event2/event.h>
+#include <event2/http.h>
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>

@@ -1,4 +1,5 @@
 import RESPWire
+import Synchronization
 
 /// Where the proxy sends a command.
 public enum RequestPolicy: Sendable, Equatable {
@@ -221,6 +222,18 @@ public final class CommandSpec: Sendable {
     public let getKeysFunction: GetKeysFunction
     /// The key specs boiled down for the data path (see `KeyExtraction.swift`).
     @usableFromInline let keyPlan: KeyPlan
+    /// A dense number per row, in creation order: where the row's counters
+    /// sit in a worker's metrics arrays (an index, not a dictionary lookup,
+    /// on the data path). `CommandSpec.metricsName(slot)` names it.
+    public let metricsSlot: Int
+
+    private static let metricsNames = Mutex<[String]>([])
+
+    /// How many rows have a metrics slot so far.
+    public static var metricsSlotCount: Int { metricsNames.withLock { $0.count } }
+
+    /// The row name of every metrics slot, by slot.
+    public static var metricsSlotNames: [String] { metricsNames.withLock { $0 } }
 
     public init(
         name: String, arity: Int, flags: CommandFlags, aclCategories: [String],
@@ -244,5 +257,9 @@ public final class CommandSpec: Sendable {
         self.affinity = affinity
         self.subcommands = subcommands
         self.keyPlan = KeyPlan(keySpecs: keySpecs, getKeysFunction: getKeysFunction)
+        metricsSlot = CommandSpec.metricsNames.withLock {
+            $0.append(name)
+            return $0.count - 1
+        }
     }
 }

@@ -43,7 +43,8 @@ public enum CommandTable {
 /// The table for the data path. Every access to a static `let` checks its
 /// one-time initialiser, which on Linux is a runtime call (`swift_once`); a
 /// worker keeps one of these in a stored property and skips that per request.
-public struct CommandLookup: Sendable {
+/// A class: passing it costs one retain, where a struct of five arrays cost five.
+public final class CommandLookup: Sendable {
     @usableFromInline let index: CommandNameIndex
     @usableFromInline let rows: [CommandSpec]
 

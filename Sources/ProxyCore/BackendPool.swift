@@ -114,6 +114,18 @@ final class BackendPool {
         for connection in identityConnections.values where connection.state != .closed { body(connection) }
     }
 
+    var hasOpenConnection: Bool {
+        var found = false
+        forEachOpenConnection { _ in found = true }
+        return found
+    }
+
+    var hasReadyConnection: Bool {
+        var found = false
+        forEachOpenConnection { if $0.state == .ready { found = true } }
+        return found
+    }
+
     var openConnections: [BackendConnection] {
         (resp2 + resp3 + tracking + otherDatabases.values.map { $0 } + identityConnections.values.map { $0 })
             .compactMap { $0 }.filter { $0.state != .closed }

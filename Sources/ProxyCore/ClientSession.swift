@@ -138,6 +138,7 @@ final class ClientSession {
             return
         }
         input.commitWritten(n)
+        worker.metrics.bytesIn &+= n
         lastReadAt = worker.loop.turnTime
         if input.readableBytes > worker.configuration.effectiveQueryBufferLimit {
             // Requests piling up unparsed (behind a blocking command, say):
@@ -225,6 +226,7 @@ final class ClientSession {
                             self, frame: UnsafeRawBufferPointer(rebasing: input.readable[0..<frameLength]),
                             arguments: parser.arguments)
                     }
+                    worker.metrics.currentSlot = -1
                     if waitingForSharedReplies {
                         // Parsed again, and routed, once the shared replies are in.
                         parser.reset()
@@ -243,6 +245,8 @@ final class ClientSession {
     /// Registers a request that will be answered later, in order.
     func expectReply(_ record: RequestRecord) {
         record.session = self
+        record.metricsSlot = worker.metrics.currentSlot
+        record.receivedAtMicros = worker.loop.turnTimeMicros
         pending.append(record)
     }
 
@@ -259,6 +263,11 @@ final class ClientSession {
         if isClosed {
             worker.recordPool.release(record)
             return
+        }
+        if let first = reply.first {
+            worker.metrics.replied(
+                slot: record.metricsSlot, micros: worker.loop.turnTimeMicros - record.receivedAtMicros,
+                isError: first == UInt8(ascii: "-") || first == UInt8(ascii: "!"))
         }
         var resumes = barrier === record
         if resumes { barrier = nil }
@@ -376,6 +385,7 @@ final class ClientSession {
 
     /// Replies with `-<message>`.
     func replyError(_ message: String) {
+        worker.metrics.localError()
         replyLocally { $0.appendError(message) }
     }
 
@@ -429,6 +439,20 @@ final class ClientSession {
         }
     }
 
+    /// Draining: whether closing this client now drops nothing it is owed:
+    /// its replies are written and it has sent nothing since `quietSince`.
+    /// Subscribers and clients blocked in `BLPOP` and the like wait for
+    /// what may never come, so they count as done (as a restarting Redis
+    /// closes them too).
+    func isDone(quietSince: Int64) -> Bool {
+        input.isEmpty && output.isEmpty && lastReadAt < quietSince
+            && (pending.isEmpty || isSubscribed || blockedOn != nil)
+    }
+
+    /// Settings re-read: `proto-max-bulk-len` and the other request limits
+    /// apply from this client's next request on.
+    func limitsChanged(_ limits: RequestLimits) { parser.limits = limits }
+
     /// Whether `timeout` may close this client now: idle, and not waiting on
     /// anything (subscribers and blocked clients are never timed out, as in Redis).
     func isIdle(since deadline: Int64) -> Bool {
@@ -444,6 +468,7 @@ final class ClientSession {
             let n = tls.map { $0.write(output.readable) } ?? Socket.write(fd, output.readable)
             if n > 0 {
                 output.consume(n)
+                worker.metrics.bytesOut &+= n
             } else if n == -1 {
                 // (A TLS write waiting for a read goes on from onReadable.)
                 if !(tls?.writeWantsRead ?? false) { writeEvent?.add() }

@@ -17,6 +17,16 @@ enum LocalCommands {
         aclCategories: ["slow", "connection"], requestPolicy: .local, responsePolicy: .passthrough,
         affinity: .multiplexed)
 
+    /// `PROXY ...`: the proxy's admin commands (see `Worker+Admin`); not a
+    /// Redis command, so not in the table, found when a name is unknown.
+    static let proxy = CommandSpec(
+        name: "proxy", arity: -2, flags: [.admin, .noscript, .loading, .stale],
+        aclCategories: ["admin", "slow", "dangerous"], requestPolicy: .local, responsePolicy: .passthrough,
+        affinity: .multiplexed)
+
+    /// The rows the proxy adds to the table.
+    static var ownRows: [CommandSpec] { [clientSetInfo, proxy] }
+
     static func answer(_ spec: CommandSpec, _ command: Command, session: ClientSession, worker: Worker) {
         switch spec.name {
         case "ping":

@@ -9,41 +9,70 @@ import TLS
 /// The running proxy: `workers` event-loop threads sharing one port through
 /// SO_REUSEPORT, and the topology refresher thread.
 public final class Proxy {
-    private let configuration: ProxyConfiguration
+    /// The settings in force (a reload replaces the runtime-changeable ones).
+    public private(set) var configuration: ProxyConfiguration
     private let logger: Logger
     private let shared: SharedState
     private var mailboxes: [Mailbox<WorkerMessage>] = []
-    private var threads: [pthread_t] = []
+    private var workerThreads: [pthread_t] = []
+    private var refresherThread: pthread_t?
+    private var adminThread: pthread_t?
+    /// Listeners handed over by systemd (`slotproxy.socket`), if any.
+    private let activation: SocketActivation
     /// The port actually bound (differs from the configured one when that is 0).
     public private(set) var boundPort = 0
 
-    public init(configuration: ProxyConfiguration, logger: Logger) {
+    public init(configuration: ProxyConfiguration, logger: Logger, environment: [String: String] = [:]) {
         self.configuration = configuration
         self.logger = logger
-        shared = SharedState(workers: configuration.effectiveWorkers)
+        activation = SocketActivation(environment: environment)
+        shared = SharedState(configuration: configuration, notifier: ServiceNotifier(environment: environment))
     }
 
-    /// Binds the listeners and starts every thread. Throws when the address
-    /// cannot be bound.
+    /// systemd's notify socket, for the main thread's STOPPING and RELOADING.
+    public var notifier: ServiceNotifier { shared.notifier }
+
+    /// Binds the listeners (or takes systemd's) and starts every thread.
+    /// Throws when the address cannot be bound.
     public func start() throws {
         shared.tls = try TLSContexts(configuration)
         var listeners: [CInt] = []
         var tlsListeners: [CInt?] = []
         var port = configuration.port
         var tlsPort = configuration.tlsPort
-        for _ in 0..<configuration.effectiveWorkers {
-            let fd = try Socket.listen(host: configuration.bind, port: port, reusePort: true)
-            if port == 0 { port = Socket.localPort(fd) }
-            listeners.append(fd)
+        if let inherited = activation.plainListener {
+            // One socket for every worker: they all accept from it.
+            port = Socket.localPort(inherited)
+            listeners = Array(repeating: inherited, count: configuration.effectiveWorkers)
             if shared.tls.server != nil {
-                let tlsFD = try Socket.listen(host: configuration.bind, port: tlsPort, reusePort: true)
+                guard let tlsFD = activation.tlsListener else { throw SocketActivation.missingTLSListener }
                 tlsPort = Socket.localPort(tlsFD)
-                tlsListeners.append(tlsFD)
+                tlsListeners = Array(repeating: tlsFD, count: configuration.effectiveWorkers)
             } else {
-                tlsListeners.append(nil)
+                tlsListeners = Array(repeating: nil, count: configuration.effectiveWorkers)
+            }
+            logger.info("listening sockets from systemd (socket activation): \(activation.descriptors.count)")
+        } else {
+            for _ in 0..<configuration.effectiveWorkers {
+                let fd = try Socket.listen(host: configuration.bind, port: port, reusePort: true)
+                if port == 0 { port = Socket.localPort(fd) }
+                listeners.append(fd)
+                if shared.tls.server != nil {
+                    let tlsFD = try Socket.listen(host: configuration.bind, port: tlsPort, reusePort: true)
+                    tlsPort = Socket.localPort(tlsFD)
+                    tlsListeners.append(tlsFD)
+                } else {
+                    tlsListeners.append(nil)
+                }
             }
         }
         boundPort = port
+        let ownsListeners = activation.plainListener == nil
+        // Bound before any thread starts, so a taken admin port fails start-up cleanly.
+        let admin =
+            configuration.adminPort > 0
+            ? try AdminServer(shared: shared, bind: configuration.adminBind, port: configuration.adminPort, logger: logger)
+            : nil
         if shared.tls.server != nil {
             logger.info("TLS on \(configuration.bind):\(tlsPort)\(configuration.tlsAuthClients ? " (client certificates required)" : "")")
         }
@@ -51,8 +80,8 @@ public final class Proxy {
         logger.info(
             "slotproxy listening on \(configuration.bind):\(port) with \(listeners.count) worker(s); seeds: \(configuration.seeds.map(\.description).joined(separator: ","))"
         )
-        let refresher = TopologyRefresher(
-            configuration: configuration, shared: shared, mailboxes: mailboxes, logger: logger)
+        shared.notifier.status("listening on port \(port); waiting for a complete slot map")
+        let refresher = TopologyRefresher(shared: shared, mailboxes: mailboxes, logger: logger)
         for (index, fd) in listeners.enumerated() {
             let configuration = configuration
             let mailbox = mailboxes[index]
@@ -60,23 +89,57 @@ public final class Proxy {
             let shared = shared
             var logger = logger
             logger[metadataKey: "worker"] = "\(index)"
-            threads.append(
+            workerThreads.append(
                 startThread { [logger] in
                     let worker = Worker(
                         index: index, configuration: configuration, listenerFD: fd, tlsListenerFD: tlsFD, mailbox: mailbox,
                         shared: shared, logger: logger)
                     worker.run()
-                    Socket.close(fd)
-                    if let tlsFD { Socket.close(tlsFD) }
+                    // (Inherited sockets stay open: systemd holds the port across restarts.)
+                    if ownsListeners {
+                        Socket.close(fd)
+                        if let tlsFD { Socket.close(tlsFD) }
+                    }
+                    shared.workerFinished()
                 })
         }
         let box = UncheckedTransfer(refresher)
-        threads.append(startThread { box.value.run() })
+        refresherThread = startThread { box.value.run() }
+        if let admin {
+            logger.info("admin endpoint on http://\(configuration.adminBind):\(admin.port) (/metrics, /healthz, /readyz)")
+            let adminBox = UncheckedTransfer(admin)
+            adminThread = startThread { adminBox.value.run() }
+        }
     }
+
+    /// Re-read settings (SIGHUP): the runtime-changeable ones go to every
+    /// worker and the refresher at once; returns the changed settings that
+    /// need a restart, which keep their running values.
+    public func reload(_ new: ProxyConfiguration) -> [String] {
+        let needRestart = configuration.settingsNeedingRestart(toBecome: new)
+        let applied = configuration.applyingRuntimeSettings(of: new)
+        configuration = applied
+        shared.configuration = applied
+        reloadTLS()
+        for mailbox in mailboxes { mailbox.send(.reconfigure(applied)) }
+        shared.requestTopologyRefresh()  // new seeds, credentials
+        return needRestart
+    }
+
+    /// SIGTERM: every worker stops accepting and closes its clients once
+    /// their replies are written, within `shutdown-timeout`. Returns at
+    /// once; `workersFinished` tells when they are done.
+    public func beginDrain() {
+        logger.info("draining: not accepting clients; closing each once answered (shutdown-timeout \(configuration.shutdownTimeoutSeconds) s)")
+        for mailbox in mailboxes { mailbox.send(.drain(timeoutMs: configuration.shutdownTimeoutSeconds * 1000)) }
+    }
+
+    /// Whether every worker has stopped (after `beginDrain`).
+    public var workersFinished: Bool { shared.finishedWorkers >= workerThreads.count }
 
     /// Re-reads the TLS certificates, keys and CAs (SIGHUP): new connections
     /// use them, open ones keep theirs. On an error the old ones stay.
-    public func reloadTLS() {
+    private func reloadTLS() {
         guard configuration.tlsPort > 0 || configuration.backendTLS else { return }
         do {
             shared.tls = try TLSContexts(configuration)
@@ -86,13 +149,18 @@ public final class Proxy {
         }
     }
 
-    /// Stops every thread and waits for them.
+    /// Stops every thread (workers at once, whatever they still owe) and
+    /// waits for them.
     public func stop() {
         shared.beginStopping()
         shared.requestTopologyRefresh()
         for mailbox in mailboxes { mailbox.send(.stop) }
-        for thread in threads { pthread_join(thread, nil) }
-        threads.removeAll()
+        for thread in workerThreads { pthread_join(thread, nil) }
+        workerThreads.removeAll()
+        if let refresherThread { pthread_join(refresherThread, nil) }
+        refresherThread = nil
+        if let adminThread { pthread_join(adminThread, nil) }
+        adminThread = nil
         logger.info("slotproxy stopped")
     }
 }

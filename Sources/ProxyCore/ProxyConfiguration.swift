@@ -161,6 +161,13 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var idleTimeoutSeconds: Int = 0
     /// TCP keepalive on client and node connections, in seconds (`tcp-keepalive`; 0: off).
     public var tcpKeepAliveSeconds: Int = 300
+    /// On SIGTERM, how long clients get to collect the replies to what they
+    /// sent before the proxy closes them and exits (`shutdown-timeout`, seconds).
+    public var shutdownTimeoutSeconds: Int = 10
+    /// The admin HTTP endpoint (`/metrics`, `/healthz`, `/readyz`): its
+    /// address and port (`admin-bind`, `admin-port`; 0: off).
+    public var adminBind: String = "127.0.0.1"
+    public var adminPort: Int = 0
     /// Commands refused by the proxy (`deny-commands`): names as `COMMAND
     /// INFO` gives them, `container|sub` for a subcommand.
     public var deniedCommands: [String] = ["config|set", "config|rewrite", "config|resetstat", "monitor"]
@@ -209,5 +216,44 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var unprotectedExposure: String? {
         guard !bindsLoopbackOnly, !requiresAuthentication else { return nil }
         return "'bind' is \(bind), which other machines can reach, and neither requirepass nor users is set: anyone who can connect gets the whole cluster"
+    }
+}
+
+extension ProxyConfiguration {
+    /// The settings a running proxy cannot take over from a re-read file
+    /// (SIGHUP): listening sockets, threads and per-node connection counts
+    /// are made once. By config-file name.
+    public func settingsNeedingRestart(toBecome new: ProxyConfiguration) -> [String] {
+        var changed: [String] = []
+        if new.bind != bind { changed.append("bind") }
+        if new.port != port { changed.append("port") }
+        if new.effectiveWorkers != effectiveWorkers { changed.append("workers") }
+        if new.tlsPort != tlsPort { changed.append("tls-port") }
+        if new.backendConnections != backendConnections { changed.append("backend-connections") }
+        if new.blockingConnectionsPerNode != blockingConnectionsPerNode { changed.append("blocking-connections-per-node") }
+        if new.renamedCommands != renamedCommands { changed.append("rename-command") }
+        if new.backendTLS != backendTLS { changed.append("backend-tls") }
+        if new.trackingTableMaxKeys != trackingTableMaxKeys { changed.append("tracking-table-max-keys") }
+        if new.adminBind != adminBind { changed.append("admin-bind") }
+        if new.adminPort != adminPort { changed.append("admin-port") }
+        return changed
+    }
+
+    /// `new` with the settings that need a restart kept as they are now: what
+    /// a reload applies.
+    public func applyingRuntimeSettings(of new: ProxyConfiguration) -> ProxyConfiguration {
+        var applied = new
+        applied.bind = bind
+        applied.port = port
+        applied.workers = workers
+        applied.tlsPort = tlsPort
+        applied.backendConnections = backendConnections
+        applied.blockingConnectionsPerNode = blockingConnectionsPerNode
+        applied.renamedCommands = renamedCommands
+        applied.backendTLS = backendTLS
+        applied.trackingTableMaxKeys = trackingTableMaxKeys
+        applied.adminBind = adminBind
+        applied.adminPort = adminPort
+        return applied
     }
 }

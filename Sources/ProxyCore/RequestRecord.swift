@@ -43,6 +43,10 @@ final class RequestRecord {
     var retryAt: Int64 = 0
     /// The pool whose held-request count includes it, while held.
     var heldFor: BackendPool?
+    /// Its command's metrics slot (-1: none) and when it was read (loop
+    /// clock, microseconds), for the latency histograms and the slow log.
+    var metricsSlot = -1
+    var receivedAtMicros: Int64 = 0
 
     func reset() {
         session = nil
@@ -66,6 +70,8 @@ final class RequestRecord {
         retries = 0
         retryAt = 0
         heldFor = nil
+        metricsSlot = -1
+        receivedAtMicros = 0
     }
 }
 

@@ -32,9 +32,58 @@ final class SharedState: Sendable {
         set { tlsContexts.withLock { $0 = newValue } }
     }
 
-    init(workers: Int) {
-        commandCounts = (0..<max(1, workers)).map { _ in PublishedCounter() }
+    /// systemd's notify socket (READY, STATUS, WATCHDOG ...); inert outside systemd.
+    let notifier: ServiceNotifier
+
+    /// The settings in force, for the refresher (read once per refresh) and
+    /// reloads; workers get their own copy through their mailbox.
+    private let liveConfiguration: Mutex<ProxyConfiguration>
+
+    var configuration: ProxyConfiguration {
+        get { liveConfiguration.withLock { $0 } }
+        set { liveConfiguration.withLock { $0 = newValue } }
+    }
+
+    init(configuration: ProxyConfiguration, notifier: ServiceNotifier) {
+        let workers = max(1, configuration.effectiveWorkers)
+        commandCounts = (0..<workers).map { _ in PublishedCounter() }
+        heartbeats = (0..<workers).map { _ in PublishedCounter() }
+        metricsSnapshots = (0..<workers).map { _ in PublishedSnapshot() }
+        liveConfiguration = Mutex(configuration)
+        self.notifier = notifier
         (refreshBellRead, refreshBellWrite) = Socket.makePipe()
+    }
+
+    // MARK: metrics
+
+    /// Each worker's counters as of its last tick (see `WorkerMetrics`).
+    private let metricsSnapshots: [PublishedSnapshot]
+
+    func publish(_ snapshot: MetricsSnapshot, worker: Int) {
+        metricsSnapshots[worker].value.withLock { $0 = snapshot }
+    }
+
+    var workerMetrics: [MetricsSnapshot] { metricsSnapshots.map { $0.value.withLock { $0 } } }
+
+    /// Topology refreshes the refresher ran (successful or not).
+    private let refreshes = Atomic<Int>(0)
+    func refreshRan() { refreshes.add(1, ordering: .relaxed) }
+    var topologyRefreshes: Int { refreshes.load(ordering: .relaxed) }
+
+    // MARK: watchdog
+
+    /// Each worker's loop time at its last tick: the watchdog is only fed
+    /// while every loop is turning.
+    private let heartbeats: [PublishedCounter]
+
+    func heartbeat(worker: Int, now: Int64) {
+        heartbeats[worker].value.store(Int(now), ordering: .relaxed)
+    }
+
+    /// Whether every worker ticked within the last `ms` (loop clocks are
+    /// monotonic milliseconds, the same clock in every thread).
+    func allWorkersTicked(within ms: Int, now: Int64) -> Bool {
+        heartbeats.allSatisfy { Int(now) - $0.value.load(ordering: .relaxed) <= ms }
     }
 
     deinit {
@@ -129,6 +178,10 @@ final class SharedState: Sendable {
 
     var isStopping: Bool { stopping.load(ordering: .acquiring) }
 
+    private let finishedWorkerCount = Atomic<Int>(0)
+    func workerFinished() { finishedWorkerCount.add(1, ordering: .releasing) }
+    var finishedWorkers: Int { finishedWorkerCount.load(ordering: .acquiring) }
+
     func beginStopping() { stopping.store(true, ordering: .releasing) }
 
     func requestTopologyRefresh() {
@@ -138,6 +191,10 @@ final class SharedState: Sendable {
 }
 
 /// One worker's counter, readable from any thread.
+final class PublishedSnapshot: Sendable {
+    let value = Mutex(MetricsSnapshot())
+}
+
 final class PublishedCounter: Sendable {
     let value = Atomic<Int>(0)
 }

@@ -17,7 +17,9 @@ import RESPWire
 /// once when a worker rings the bell (MOVED, lost connection); rings that
 /// arrive while a refresh runs are coalesced into the next one.
 final class TopologyRefresher {
-    private let configuration: ProxyConfiguration
+    /// The settings as of this refresh (a reload may change seeds, timeouts,
+    /// credentials and read-from between two refreshes).
+    private var configuration: ProxyConfiguration
     private let shared: SharedState
     private let mailboxes: [Mailbox<WorkerMessage>]
     private let logger: Logger
@@ -25,11 +27,8 @@ final class TopologyRefresher {
     /// Minimum spacing of refreshes, so a burst of redirects costs one query round.
     private let minimumSpacingMs = 100
 
-    init(
-        configuration: ProxyConfiguration, shared: SharedState, mailboxes: [Mailbox<WorkerMessage>],
-        logger: Logger
-    ) {
-        self.configuration = configuration
+    init(shared: SharedState, mailboxes: [Mailbox<WorkerMessage>], logger: Logger) {
+        self.configuration = shared.configuration
         self.shared = shared
         self.mailboxes = mailboxes
         self.logger = logger
@@ -37,7 +36,9 @@ final class TopologyRefresher {
 
     func run() {
         while !shared.isStopping {
+            configuration = shared.configuration
             refreshOnce()
+            shared.refreshRan()
             resolveHostNames()
             let complete = current?.coversAllSlots ?? false
             let interval = complete ? configuration.topologyRefreshMs : min(configuration.topologyRefreshMs, 500)
@@ -91,6 +92,7 @@ final class TopologyRefresher {
         }
         guard let map = best else {
             logger.warning("topology refresh failed on every node: \(failures.joined(separator: "; "))")
+            if current == nil { shared.notifier.status("waiting for the cluster: no seed or node answered") }
             return
         }
         publish(configuration.readFrom == .master || map.isStandalone ? map : checkingHealth(of: map))
@@ -231,5 +233,12 @@ final class TopologyRefresher {
         }
         shared.topologyPublished()
         for mailbox in mailboxes { mailbox.send(.topology(map)) }
+        if map.isStandalone || map.coversAllSlots {
+            shared.notifier.serving(
+                status: "serving: \(map.shards.count) master(s), \(map.assignedSlotCount) of \(clusterSlotCount) slots, topology epoch \(shared.topologyEpoch)")
+        } else {
+            shared.notifier.status(
+                "topology incomplete: \(map.assignedSlotCount) of \(clusterSlotCount) slots covered")
+        }
     }
 }

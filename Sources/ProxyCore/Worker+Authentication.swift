@@ -53,7 +53,7 @@ extension Worker {
             session.replyError("NOPERM this user has no permissions to run the '\(name)' command")
             return false
         }
-        session.keyIndices.removeAll(keepingCapacity: true)
+        session.keyIndices.clearKeepingCapacity()
         spec.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices)
         for index in session.keyIndices where !user.mayAccess(key: command.argument(index)) {
             session.replyError("NOPERM this user has no permissions to access one of the keys used as arguments")

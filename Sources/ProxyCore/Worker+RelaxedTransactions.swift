@@ -120,7 +120,7 @@ extension Worker {
 
     /// A command inside a relaxed `MULTI`: kept, answered `+QUEUED`.
     func relaxedQueue(_ spec: CommandSpec, _ command: Command, _ transaction: Transaction, session: ClientSession) {
-        session.keyIndices.removeAll(keepingCapacity: true)
+        session.keyIndices.clearKeepingCapacity()
         spec.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices, includeNotKeys: true)
         var slot = -1
         for index in session.keyIndices {

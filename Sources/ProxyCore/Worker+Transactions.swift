@@ -159,7 +159,7 @@ extension Worker {
             relaxedQueue(spec, command, transaction, session: session)
             return
         }
-        session.keyIndices.removeAll(keepingCapacity: true)
+        session.keyIndices.clearKeepingCapacity()
         spec.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices, includeNotKeys: true)
         if session.keyIndices.isEmpty {
             if let connection = transaction.connection {
@@ -195,7 +195,7 @@ extension Worker {
     private func singleSlot(
         _ spec: CommandSpec, _ command: Command, session: ClientSession, transaction: Transaction?
     ) -> Int? {
-        session.keyIndices.removeAll(keepingCapacity: true)
+        session.keyIndices.clearKeepingCapacity()
         spec.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices, includeNotKeys: true)
         var slot = transaction?.slot ?? -1
         for index in session.keyIndices {

@@ -8,6 +8,10 @@ import TLS
 /// Messages a worker accepts from other threads.
 enum WorkerMessage: Sendable {
     case topology(SlotMap)
+    /// Settings re-read on SIGHUP (restart-only ones already kept as they were).
+    case reconfigure(ProxyConfiguration)
+    /// SIGTERM: stop accepting, let clients collect their replies, then stop.
+    case drain(timeoutMs: Int)
     case stop
 }
 
@@ -16,10 +20,12 @@ enum WorkerMessage: Sendable {
 /// its mailbox; nothing on its data path takes a lock.
 final class Worker {
     let loop = EventLoop()
-    let configuration: ProxyConfiguration
+    private(set) var configuration: ProxyConfiguration
     let logger: Logger
     let shared: SharedState
     var recordPool = RequestRecordPool()
+    /// Counters for `/metrics`, published once per tick.
+    let metrics = WorkerMetrics()
     var dirtyClients: [ClientSession] = []
     var dirtyBackends: [BackendConnection] = []
     /// Objects closed during this turn, released after it (never inside their own callback).
@@ -40,7 +46,7 @@ final class Worker {
     private let commands: CommandLookup
     /// The table without renames, for a renamed command re-encoded under its real name.
     private let realCommands = CommandLookup()
-    let commandPolicy: CommandPolicy
+    private(set) var commandPolicy: CommandPolicy
     private var routingRealName = false
     private(set) var slotHasher = SlotHasher()
 
@@ -120,13 +126,13 @@ final class Worker {
             dirtyBackends[i].flush()
             i += 1
         }
-        dirtyBackends.removeAll(keepingCapacity: true)
+        dirtyBackends.clearKeepingCapacity()
         i = 0
         while i < dirtyClients.count {
             dirtyClients[i].flush()
             i += 1
         }
-        dirtyClients.removeAll(keepingCapacity: true)
+        dirtyClients.clearKeepingCapacity()
         if !closedSessions.isEmpty { closedSessions.removeAll(keepingCapacity: true) }
         if !closedBackends.isEmpty { closedBackends.removeAll(keepingCapacity: true) }
     }
@@ -134,8 +140,51 @@ final class Worker {
     private func receive(_ message: WorkerMessage) {
         switch message {
         case .topology(let map): apply(map)
+        case .reconfigure(let new): reconfigure(new)
+        case .drain(let timeoutMs): beginDrain(timeoutMs: timeoutMs)
         case .stop: loop.stop()
         }
+    }
+
+    /// Takes over re-read settings: the next request sees them; sessions
+    /// keep their state (an authenticated client stays authenticated).
+    private func reconfigure(_ new: ProxyConfiguration) {
+        let old = configuration
+        configuration = new
+        commandPolicy = CommandPolicy(denied: new.deniedCommands, renames: new.renamedCommands)
+        for session in sessions.values { session.limitsChanged(new.requestLimits) }
+        if old.readFrom != new.readFrom, let map = slotMap { apply(map) }
+    }
+
+    // MARK: draining (SIGTERM)
+
+    /// Set while draining: when the last clients must be gone.
+    private var drainDeadline: Int64?
+    /// A client counts as done once it has had nothing owed and sent nothing
+    /// for this long: a pipelining client between two writes is not done.
+    private static let drainQuietMs: Int64 = 200
+
+    private func beginDrain(timeoutMs: Int) {
+        guard drainDeadline == nil else { return }
+        drainDeadline = loop.nowMilliseconds + Int64(timeoutMs)
+        listenerEvent?.remove()
+        tlsListenerEvent?.remove()
+        acceptPaused = false
+        closeDrainedSessions(now: loop.nowMilliseconds)
+    }
+
+    /// Closes the clients that are done; at the deadline, all of them. Stops
+    /// the loop once none is left (requests still at nodes have no client).
+    private func closeDrainedSessions(now: Int64) {
+        guard let deadline = drainDeadline else { return }
+        let late = now >= deadline
+        for session in sessions.values where late || session.isDone(quietSince: now - Worker.drainQuietMs) {
+            if late && !session.isDone(quietSince: now) {
+                logger.warning("closing client \(session.id) with requests unanswered: shutdown-timeout reached")
+            }
+            session.close()
+        }
+        if sessions.isEmpty { loop.stop() }
     }
 
     private func shutdown() {
@@ -311,6 +360,7 @@ final class Worker {
             if let transaction = session.transaction, transaction.inMulti { transaction.aborted = true }
             return
         }
+        metrics.commandStarted(spec)
         if commandPolicy.denies(spec) {
             session.replyError(CommandPolicy.deniedMessage(spec))
             if let transaction = session.transaction, transaction.inMulti { transaction.aborted = true }
@@ -380,7 +430,7 @@ final class Worker {
                 }
                 // `DEBUG OBJECT key` routes by its key; the rest to any master.
                 if command.count >= 3 && command.argument(1, equals: "object") {
-                    session.keyIndices.removeAll(keepingCapacity: true)
+                    session.keyIndices.clearKeepingCapacity()
                     session.keyIndices.append(2)
                     forward(command, slot: slotHasher.slot(of: command.argument(2)), session: session)
                 } else {
@@ -393,7 +443,7 @@ final class Worker {
             session.replyError("CLUSTERDOWN The cluster is down")
             return
         }
-        session.keyIndices.removeAll(keepingCapacity: true)
+        session.keyIndices.clearKeepingCapacity()
         // Shard channels (`SPUBLISH`) are "not keys" to Redis but route by slot.
         spec.extractKeys(frame: frame, arguments: arguments, into: &session.keyIndices, includeNotKeys: true)
         var slot = -1
@@ -522,7 +572,7 @@ final class Worker {
             session.replyError("CLUSTERDOWN The cluster is down")
             return
         }
-        session.keyIndices.removeAll(keepingCapacity: true)
+        session.keyIndices.clearKeepingCapacity()
         spec.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices)
         var slot = -1
         for index in session.keyIndices {
@@ -600,6 +650,7 @@ final class Worker {
                 errorText: UnsafeRawBufferPointer(rebasing: reply[1...]), defaultHost: connection.address.host)
         {
             record.redirects += 1
+            if redirect.kind == .moved { metrics.redirectsMoved &+= 1 } else { metrics.redirectsAsk &+= 1 }
             let address = NodeAddress(host: redirect.host, port: redirect.port)
             let target = pool(for: address)
             if redirect.kind == .moved { learnSlotOwner(redirect.slot, address) }
@@ -700,6 +751,9 @@ final class Worker {
     /// Replies on one connection come in order, so the oldest one decides.
     private func tick() {
         let now = loop.nowMilliseconds
+        feedWatchdog(now: now)
+        closeDrainedSessions(now: now)
+        publishMetrics(now: now)
         if acceptPaused {
             acceptPaused = false
             listenerEvent?.add()
@@ -739,6 +793,53 @@ final class Worker {
             lastClientSweepAt = now
             sweepClients(now: now)
         }
+    }
+
+    private var lastWatchdogAt: Int64 = 0
+    private var lastMetricsAt: Int64 = 0
+    private var lastWarmUpAt: Int64 = 0
+
+    /// Copies the counters where a scrape finds them: when they changed, and
+    /// at least once a second (node states and readiness change on their own).
+    private func publishMetrics(now: Int64) {
+        guard metrics.dirty || now - lastMetricsAt >= 1000 else { return }
+        metrics.dirty = false
+        lastMetricsAt = now
+        if workerIndex == 0 { warmUpMasterConnections(now: now) }
+        var snapshot = MetricsSnapshot(metrics)
+        for pool in pools.values {
+            snapshot.nodes.append(
+                NodeSnapshot(
+                    address: pool.address.description, requests: pool.stats.requests, errors: pool.stats.errors,
+                    latencyMsTotal: pool.stats.latencyMsTotal))
+        }
+        let mapComplete = slotMap.map { $0.isStandalone || $0.coversAllSlots } ?? false
+        snapshot.ready = mapComplete && (workerIndex != 0 || masterPools.allSatisfy(\.hasReadyConnection))
+        shared.publish(snapshot, worker: workerIndex)
+    }
+
+    /// Worker 0 keeps a connection open to every master, so `/readyz` means
+    /// every master is reachable now, and the first request finds it ready.
+    /// (At most once a second per node, within the pool's connect backoff.)
+    private func warmUpMasterConnections(now: Int64) {
+        guard now - lastWarmUpAt >= 1000 else { return }
+        lastWarmUpAt = now
+        for pool in masterPools where !pool.hasOpenConnection && now >= pool.nextAttemptAt {
+            _ = pool.connection(resp3: false)
+        }
+    }
+
+    /// systemd's watchdog, from worker 0's loop and only while every worker
+    /// ticks: a hung loop stops the pings and systemd restarts the service.
+    private func feedWatchdog(now: Int64) {
+        shared.heartbeat(worker: workerIndex, now: now)
+        let interval = Int64(shared.notifier.watchdogIntervalMs)
+        guard workerIndex == 0, interval > 0, now - lastWatchdogAt >= interval else { return }
+        // A worker ticks every 100 ms; one silent for a whole interval (and at
+        // least a second) is stuck.
+        guard shared.allWorkersTicked(within: max(Int(interval), 1000), now: now) else { return }
+        lastWatchdogAt = now
+        shared.notifier.watchdog()
     }
 
     private var lastClientSweepAt: Int64 = 0

@@ -42,8 +42,13 @@ public final class ByteBuffer {
 
     /// Makes room for at least `count` more bytes at the tail: first by moving
     /// the readable bytes to the front, then by doubling the allocation.
+    @inlinable @inline(__always)
     public func reserveWritable(_ count: Int) {
         if capacity - writeIndex >= count { return }
+        makeRoom(count)
+    }
+
+    @usableFromInline func makeRoom(_ count: Int) {
         let live = writeIndex - readIndex
         if readIndex > 0 && capacity - live >= count && readIndex >= live {
             storage.copyMemory(from: storage + readIndex, byteCount: live)
@@ -128,4 +133,14 @@ public final class ByteBuffer {
 
     /// A copy of the readable bytes (tests and slow paths only).
     public func readableArray() -> [UInt8] { Array(readable) }
+}
+
+extension Array {
+    /// Empties the array and keeps its storage. `removeAll(keepingCapacity:)`
+    /// goes through the generic `replaceSubrange`, about 60 instructions even
+    /// for one element; the hot path clears a few short arrays per request.
+    @inlinable @inline(__always)
+    public mutating func clearKeepingCapacity() {
+        while !isEmpty { removeLast() }
+    }
 }

@@ -45,7 +45,7 @@ public struct ReplyScanner {
 
     public mutating func reset() {
         position = 0
-        openAggregates.removeAll(keepingCapacity: true)
+        openAggregates.clearKeepingCapacity()
         awaitedPayloadEnd = -1
     }
 

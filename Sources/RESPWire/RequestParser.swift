@@ -67,7 +67,7 @@ public struct RequestParser {
             switch state {
             case .start:
                 guard bytes.count > 0 else { return .incomplete }
-                arguments.removeAll(keepingCapacity: true)
+                arguments.clearKeepingCapacity()
                 if bytes[0] != UInt8(ascii: "*") { return parseInline(bytes) }
                 lastWasInline = false
                 position = 1
@@ -169,7 +169,7 @@ public struct RequestParser {
         }
         lastWasInline = true
         inlineFrame.removeAll(keepingCapacity: true)
-        arguments.removeAll(keepingCapacity: true)
+        arguments.clearKeepingCapacity()
         if !words.isEmpty {
             inlineFrame.append(UInt8(ascii: "*"))
             inlineFrame.append(contentsOf: String(words.count).utf8)

@@ -281,11 +281,14 @@ struct SlotproxyOptions: ParsableCommand {
     /// The configuration to run with: the defaults, overridden by the config
     /// file if one was given, overridden by the flags. Throws when the file or
     /// a flag has a bad value, and when no seed node is named anywhere.
-    func resolveConfiguration() throws(ConfigError) -> ProxyConfiguration {
+    func resolveConfiguration(environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws(ConfigError) -> ProxyConfiguration
+    {
         var configuration = ProxyConfiguration()
         if let configFile {
             configuration = try ConfigLoader.load(file: configFile, over: configuration)
         }
+        try EnvironmentSettings.apply(environment, to: &configuration)
         try applyFlags(to: &configuration)
         guard !configuration.seeds.isEmpty else { throw ConfigError.noSeeds }
         for user in configuration.userBackendCredentials.keys.sorted()

@@ -35,6 +35,9 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case clientQueryBufferLimit = "client-query-buffer-limit"
     case timeout
     case tcpKeepAlive = "tcp-keepalive"
+    case shutdownTimeout = "shutdown-timeout"
+    case adminBind = "admin-bind"
+    case adminPort = "admin-port"
     case denyCommands = "deny-commands"
     case renameCommand = "rename-command"
     case logLevel = "log-level"
@@ -66,7 +69,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     /// The inclusive range of a numeric setting; nil for the others.
     var range: ClosedRange<Int>? {
         switch self {
-        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .userBackendCredentials, .pingBeforeAuth, .protectedMode, .denyCommands, .renameCommand, .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .tlsAuthClients, .tlsMinVersion, .backendTLS, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile, .backendTLSVerify, .backendTLSServerName: nil
+        case .cluster, .bind, .adminBind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .userBackendCredentials, .pingBeforeAuth, .protectedMode, .denyCommands, .renameCommand, .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .tlsAuthClients, .tlsMinVersion, .backendTLS, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile, .backendTLSVerify, .backendTLSServerName: nil
         case .port: 1...65535
         case .workers: 0...256  // 0: auto
         case .backendConnections: 1...64
@@ -94,6 +97,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .clientQueryBufferLimit: (1 << 20)...(1 << 40)
         case .timeout: 0...(1 << 31)
         case .tcpKeepAlive: 0...86_400
+        case .shutdownTimeout: 0...3600
+        case .adminPort: 0...65535
         case .tlsPort: 0...65535
         }
     }
@@ -120,7 +125,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         switch self {
         case .cluster:
             return "host:port seed addresses, as a list or comma-separated (IPv6 as [::1]:7000)"
-        case .bind:
+        case .bind, .adminBind:
             return "one IPv4 or IPv6 address or host name to listen on"
         case .logLevel:
             return "one of " + LogLevelSetting.allCases.map(\.rawValue).joined(separator: ", ")
@@ -176,6 +181,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
             configuration.seeds = try Self.seeds(fromList: text, spelledAs: name)
         case .bind:
             configuration.bind = try Self.listenAddress(text, spelledAs: name)
+        case .adminBind:
+            configuration.adminBind = try Self.listenAddress(text, spelledAs: name)
         case .logLevel:
             guard let level = LogLevelSetting(rawValue: text.lowercased()) else {
                 throw invalid(text, spelledAs: name)
@@ -272,7 +279,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     ) throws(ConfigError) {
         guard let range, range.contains(number) else { throw invalid(text ?? "\(number)", spelledAs: name) }
         switch self {
-        case .cluster, .bind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .userBackendCredentials, .pingBeforeAuth, .protectedMode, .denyCommands, .renameCommand, .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .tlsAuthClients, .tlsMinVersion, .backendTLS, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile, .backendTLSVerify, .backendTLSServerName:
+        case .cluster, .bind, .adminBind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .userBackendCredentials, .pingBeforeAuth, .protectedMode, .denyCommands, .renameCommand, .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .tlsAuthClients, .tlsMinVersion, .backendTLS, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile, .backendTLSVerify, .backendTLSServerName:
             preconditionFailure("\(self) is not numeric")
         case .port: configuration.port = number
         case .workers: configuration.workers = number
@@ -299,6 +306,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .clientQueryBufferLimit: configuration.clientQueryBufferLimit = number
         case .timeout: configuration.idleTimeoutSeconds = number
         case .tcpKeepAlive: configuration.tcpKeepAliveSeconds = number
+        case .shutdownTimeout: configuration.shutdownTimeoutSeconds = number
+        case .adminPort: configuration.adminPort = number
         case .tlsPort: configuration.tlsPort = number
         }
     }

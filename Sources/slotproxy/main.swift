@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import ProxyCore
 
@@ -5,39 +6,38 @@ import ProxyCore
     import Glibc
 #endif
 
-// Start-up: flags and file into one configuration, logging to stderr, then
-// the proxy threads; the main thread only waits for SIGINT/SIGTERM (and
-// SIGHUP, which re-reads the TLS certificates).
+// Start-up: flags, environment and file into one configuration, logging to
+// stderr, then the proxy threads. The main thread only handles signals:
+// SIGHUP re-reads the configuration, SIGTERM/SIGINT drain and exit.
 let options = SlotproxyOptions.parseOrExit()
 if options.compatibilityTable {
     print(CompatibilityTable.markdown(), terminator: "")
     exit(0)
 }
 options.runCheckConfigIfRequested()
+let environment = ProcessInfo.processInfo.environment
 let configuration = options.resolveConfigurationOrExit()
 
-let logLevel = Logger.Level(rawValue: configuration.logLevel.rawValue) ?? .info
-LoggingSystem.bootstrap { label in
-    var handler = StreamLogHandler.standardError(label: label)
-    handler.logLevel = logLevel
-    return handler
-}
+func logLevel(_ setting: LogLevelSetting) -> Logger.Level { Logger.Level(rawValue: setting.rawValue) ?? .info }
+ReloadableLevelLogHandler.level = logLevel(configuration.logLevel)
+LoggingSystem.bootstrap { label in ReloadableLevelLogHandler(label: label) }
 let logger = Logger(label: "slotproxy")
 if let exposure = configuration.unprotectedExposure {
     logger.warning("PROTECTED MODE IS OFF: \(exposure)")
 }
+for name in EnvironmentSettings.unknownVariables(in: environment) {
+    logger.notice("environment variable \(name) names no setting; ignored")
+}
 
-// Block the stop signals in every thread (threads inherit the mask) and take
-// them synchronously here; SIGPIPE is ignored: writes report EPIPE instead.
+// Block the signals in every thread (threads inherit the mask) and take them
+// synchronously here; SIGPIPE is ignored: writes report EPIPE instead.
 signal(SIGPIPE, SIG_IGN)
-var stopSignals = sigset_t()
-sigemptyset(&stopSignals)
-sigaddset(&stopSignals, SIGINT)
-sigaddset(&stopSignals, SIGTERM)
-sigaddset(&stopSignals, SIGHUP)
-pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
+var handledSignals = sigset_t()
+sigemptyset(&handledSignals)
+for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&handledSignals, signal) }
+pthread_sigmask(SIG_BLOCK, &handledSignals, nil)
 
-let proxy = Proxy(configuration: configuration, logger: logger)
+let proxy = Proxy(configuration: configuration, logger: logger, environment: environment)
 do {
     try proxy.start()
 } catch {
@@ -45,12 +45,41 @@ do {
     exit(1)
 }
 
+/// SIGHUP: the file (and flags, environment) again; a bad file changes nothing.
+@MainActor func reload() {
+    proxy.notifier.reloading()
+    do {
+        let new = try options.resolveConfiguration(environment: environment)
+        let needRestart = proxy.reload(new)
+        ReloadableLevelLogHandler.level = logLevel(proxy.configuration.logLevel)
+        logger.info(
+            "configuration re-read\(needRestart.isEmpty ? "" : "; needs a restart to change, kept as running: \(needRestart.joined(separator: ", "))")"
+        )
+    } catch {
+        logger.error("configuration not re-read, the running one stays: \(error.description)")
+    }
+    proxy.notifier.reloaded(status: "serving; configuration reloaded")
+}
+
 var received: CInt = 0
 while true {
-    sigwait(&stopSignals, &received)
+    sigwait(&handledSignals, &received)
     guard received == SIGHUP else { break }
-    proxy.reloadTLS()
+    reload()
 }
+
+// SIGTERM/SIGINT: drain within shutdown-timeout; a second one stops at once.
 logger.info("received signal \(received), shutting down")
+proxy.notifier.stopping()
+proxy.beginDrain()
+var poll = timespec(tv_sec: 0, tv_nsec: 50_000_000)
+while !proxy.workersFinished {
+    let signal = sigtimedwait(&handledSignals, nil, &poll)
+    if signal == SIGHUP { continue }
+    if signal > 0 {
+        logger.warning("received signal \(signal) while draining: stopping now")
+        break
+    }
+}
 proxy.stop()
 exit(0)

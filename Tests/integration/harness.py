@@ -343,8 +343,9 @@ class ProxyProcess:
             f"argv: {' '.join(self.argv)}\n{self.log_tail()}"
         )
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM (the proxy drains its clients, within its shutdown-timeout),
+        then SIGKILL after `timeout`; returns the exit code."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:

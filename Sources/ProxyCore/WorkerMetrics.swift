@@ -1,0 +1,113 @@
+import CommandTable
+
+/// One worker's counters. Only its own thread writes them, with plain
+/// increments (no lock, no atomic read-modify-write on the data path); once
+/// per tick the worker copies them into `SharedState`, where a scrape sums
+/// the workers' copies.
+final class WorkerMetrics {
+    /// Upper bounds of the latency buckets, in microseconds (Prometheus `le`).
+    static let latencyBucketsMicros: [Int64] = [100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 100_000, 1_000_000]
+    static var bucketCount: Int { latencyBucketsMicros.count + 1 }  // + Inf
+
+    /// Per command row (`CommandSpec.metricsSlot`): calls, error replies,
+    /// latency buckets (not cumulative) and latency sum.
+    let slots: Int
+    let calls: UnsafeMutableBufferPointer<Int>
+    let errors: UnsafeMutableBufferPointer<Int>
+    let latencyBuckets: UnsafeMutableBufferPointer<Int>
+    let latencySumMicros: UnsafeMutableBufferPointer<Int>
+
+    var bytesIn = 0
+    var bytesOut = 0
+    var redirectsMoved = 0
+    var redirectsAsk = 0
+    var retries = 0
+    var failoverWaits = 0
+    /// Changes since the last publication: nothing is copied while idle.
+    var dirty = true
+
+    /// The command being routed (its metrics slot), so an error the proxy
+    /// answers itself is counted against it; -1 between commands.
+    var currentSlot = -1
+
+    init() {
+        // Every row exists by now (the table is built, the proxy's own rows
+        // are touched here); a row made later would go uncounted, not crash.
+        _ = CommandTable.all
+        _ = LocalCommands.ownRows
+        slots = CommandSpec.metricsSlotCount
+        calls = .allocate(capacity: slots)
+        errors = .allocate(capacity: slots)
+        latencyBuckets = .allocate(capacity: slots * WorkerMetrics.bucketCount)
+        latencySumMicros = .allocate(capacity: slots)
+        for buffer in [calls, errors, latencyBuckets, latencySumMicros] { buffer.initialize(repeating: 0) }
+    }
+
+    deinit {
+        for buffer in [calls, errors, latencyBuckets, latencySumMicros] { buffer.deallocate() }
+    }
+
+    @inline(__always) func commandStarted(_ spec: CommandSpec) {
+        currentSlot = spec.metricsSlot
+        if currentSlot < slots { calls[currentSlot] &+= 1 }
+        dirty = true
+    }
+
+    /// A reply reached the client's queue `micros` after its request was read.
+    @inline(__always) func replied(slot: Int, micros: Int64, isError: Bool) {
+        guard slot >= 0 && slot < slots else { return }
+        if isError { errors[slot] &+= 1 }
+        var bucket = 0
+        let bounds = WorkerMetrics.latencyBucketsMicros
+        while bucket < bounds.count && micros > bounds[bucket] { bucket += 1 }
+        latencyBuckets[slot * WorkerMetrics.bucketCount + bucket] &+= 1
+        latencySumMicros[slot] &+= Int(micros)
+    }
+
+    /// An error the proxy answered itself while routing a command.
+    func localError() {
+        guard currentSlot >= 0 && currentSlot < slots else { return }
+        errors[currentSlot] &+= 1
+    }
+}
+
+/// A worker's counters as published for a scrape.
+struct MetricsSnapshot: Sendable {
+    var calls: [Int] = []
+    var errors: [Int] = []
+    var latencyBuckets: [Int] = []
+    var latencySumMicros: [Int] = []
+    var bytesIn = 0
+    var bytesOut = 0
+    var redirectsMoved = 0
+    var redirectsAsk = 0
+    var retries = 0
+    var failoverWaits = 0
+    var nodes: [NodeSnapshot] = []
+    /// Whether this worker holds a complete slot map and a ready connection
+    /// to every master (`/readyz`).
+    var ready = false
+
+    init() {}
+
+    init(_ metrics: WorkerMetrics) {
+        calls = Array(metrics.calls)
+        errors = Array(metrics.errors)
+        latencyBuckets = Array(metrics.latencyBuckets)
+        latencySumMicros = Array(metrics.latencySumMicros)
+        bytesIn = metrics.bytesIn
+        bytesOut = metrics.bytesOut
+        redirectsMoved = metrics.redirectsMoved
+        redirectsAsk = metrics.redirectsAsk
+        retries = metrics.retries
+        failoverWaits = metrics.failoverWaits
+    }
+}
+
+/// One node's counters in one worker (`NodeStats`).
+struct NodeSnapshot: Sendable {
+    var address: String
+    var requests: Int
+    var errors: Int
+    var latencyMsTotal: Int
+}

@@ -1,0 +1,307 @@
+"""Running as a service: systemd's notify protocol (READY only with a complete
+slot map, WATCHDOG while the loops turn, STOPPING on SIGTERM), socket
+activation, SIGHUP re-reading the config file, SIGTERM draining without
+dropping a request, and settings from SLOTPROXY_* environment variables."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import REPO, RawConnection, RespError, RespParser, encode_command, free_port, is_status, proxy_binary
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's $NOTIFY_SOCKET."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="sp-notify-")
+        self.path = os.path.join(self.dir, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages: list[tuple[float, str]] = []
+
+    def collect(self, seconds: float, until=None) -> list[str]:
+        """Datagrams for up to `seconds` (or until `until(message)` is true)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(4096).decode()
+            except socket.timeout:
+                break
+            self.messages.append((time.monotonic(), data))
+            if until and until(data):
+                break
+        return [m for _, m in self.messages]
+
+    def close(self):
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def notify():
+    n = NotifySocket()
+    yield n
+    n.close()
+
+
+def test_notify_ready_with_a_complete_map_then_watchdog_then_stopping(proxy_factory, notify):
+    proxy = proxy_factory(env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"}, wait=False)
+    messages = notify.collect(20, until=lambda m: "READY=1" in m)
+    ready = [m for m in messages if "READY=1" in m]
+    assert ready, f"no READY=1 in {messages}\n{proxy.log_tail()}"
+    assert "STATUS=serving" in ready[0] and "16384 of 16384 slots" in ready[0], ready[0]
+    # READY means servable now: every slot has an owner.
+    with proxy.raw() as c:
+        for i in range(50):
+            reply = c.command("SET", f"notify:{i}", "v")
+            assert is_status(reply), reply
+    # WATCHDOG every 200 ms (half of WATCHDOG_USEC), from a turning loop.
+    notify.messages.clear()
+    watchdogs = [m for m in notify.collect(1.5) if m == "WATCHDOG=1"]
+    assert len(watchdogs) >= 4, notify.messages
+    notify.messages.clear()
+    assert proxy.stop() == 0, proxy.log_tail()
+    assert any("STOPPING=1" in m for m in notify.collect(2)), notify.messages
+
+
+def test_no_ready_without_a_slot_map(proxy_factory, notify):
+    dead = f"127.0.0.1:{free_port()}"
+    proxy = proxy_factory(seeds=dead, env={"NOTIFY_SOCKET": notify.path}, wait=False)
+    messages = notify.collect(2.5)
+    assert not any("READY=1" in m for m in messages), messages
+    assert any(m.startswith("STATUS=") and "waiting" in m for m in messages), messages
+    assert proxy.stop() == 0
+
+
+def test_systemd_units_verify():
+    analyze = shutil.which("systemd-analyze")
+    if not analyze:
+        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    units = [REPO / "systemd" / "slotproxy.service", REPO / "systemd" / "slotproxy.socket"]
+    result = subprocess.run([analyze, "verify", *map(str, units)], capture_output=True, text=True, timeout=60)
+    # (It also complains that /usr/local/bin/slotproxy is missing on a build machine.)
+    problems = [line for line in result.stderr.splitlines() if "slotproxy" in line and "is not executable" not in line
+                and "No such file" not in line and "Command /usr/local/bin/slotproxy" not in line]
+    assert not problems, result.stderr
+
+
+def test_socket_activation_serves_on_the_inherited_socket(cluster, workdir):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    unused_port = free_port()
+    log = open(os.path.join(workdir, "activation.log"), "wb")
+    # systemd's part: the socket as fd 3, LISTEN_FDS=1, LISTEN_PID = the daemon's pid.
+    launcher = ("import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
+                "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); os.execv(sys.argv[2], sys.argv[2:])")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", launcher, str(fd), str(proxy_binary()), "--cluster", cluster.seeds,
+         "--bind", "127.0.0.1", "--port", str(unused_port), "--workers", "2"],
+        pass_fds=(fd,), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with RawConnection(port, timeout=2) as c:
+                    if is_status(c.command("SET", "activated", "yes")):
+                        break
+            except (OSError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, open(log.name).read()
+            time.sleep(0.1)
+        with RawConnection(port) as c:
+            assert c.command("GET", "activated") == b"yes"
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", unused_port), timeout=1).close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        log.close()
+    # The socket is systemd's: still listening after the daemon is gone.
+    probe = socket.create_connection(("127.0.0.1", port), timeout=2)
+    probe.close()
+    listener.close()
+
+
+def _read_replies(sock: socket.socket, count: int, timeout: float) -> tuple[list, bool]:
+    """Up to `count` replies; (replies, whether the proxy closed first)."""
+    parser = RespParser()
+    replies: list = []
+    sock.settimeout(timeout)
+    while len(replies) < count:
+        data = sock.recv(1 << 20)
+        if not data:
+            return replies, True
+        parser.feed(data)
+        while len(replies) < count:
+            reply = parser.get()
+            if reply is RespParser.NOTHING:
+                break
+            replies.append(reply)
+    return replies, False
+
+
+def test_sigterm_during_a_pipelined_load_answers_every_command(proxy_factory, cluster):
+    proxy = proxy_factory()
+    total, batch = 100_000, 500
+    keys = [f"drain:{{{i}}}" for i in range(16)]
+    with proxy.raw() as c:
+        for key in keys:
+            c.command("DEL", key)
+    sock = socket.create_connection(("127.0.0.1", proxy.port))
+    signalled = threading.Event()
+
+    def sender():
+        for start in range(0, total, batch):
+            sock.sendall(b"".join(encode_command("INCR", keys[i % 16]) for i in range(start, start + batch)))
+            if start >= total // 5 and not signalled.is_set():
+                proxy.proc.send_signal(signal.SIGTERM)
+                signalled.set()
+
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    replies, closed = _read_replies(sock, total, timeout=60)
+    thread.join(30)
+    sock.close()
+    assert signalled.is_set()
+    assert len(replies) == total, f"{len(replies)} replies of {total} (closed: {closed})\n{proxy.log_tail()}"
+    assert not any(isinstance(r, RespError) for r in replies), [r for r in replies if isinstance(r, RespError)][:3]
+    assert proxy.proc.wait(30) == 0, proxy.log_tail()
+    # Every INCR ran once: the counters add up on the cluster itself.
+    counted = sum(int(cluster.call(cluster.node_for_key(key), "GET", key)) for key in keys)
+    assert counted == total
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _wait_for_log(proxy, text: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in proxy.log_text():
+        assert time.monotonic() < deadline, f"{text!r} not logged\n{proxy.log_tail()}"
+        time.sleep(0.05)
+
+
+def _auth(proxy, password: str):
+    with proxy.raw() as c:
+        return c.command("AUTH", password)
+
+
+def test_sighup_rereads_the_file_and_keeps_connections(proxy_factory, workdir):
+    config = Path(workdir) / "reload.yaml"
+    _write(config, "requirepass: first-secret\nclient-read-pause-replies: 10000\n")
+    proxy = proxy_factory("--config", str(config), wait=False)
+    _wait_for_log(proxy, "16384 of 16384 slots covered", timeout=20)
+    old = proxy.raw()
+    assert is_status(old.command("AUTH", "first-secret"))
+    assert is_status(old.command("SET", "reload:key", "1"))
+
+    _write(config, "requirepass: second-secret\nbackend-connections: 3\n")
+    proxy.proc.send_signal(signal.SIGHUP)
+    _wait_for_log(proxy, "configuration re-read")
+    assert "needs a restart to change, kept as running: backend-connections" in proxy.log_text()
+    assert isinstance(_auth(proxy, "first-secret"), RespError)
+    assert is_status(_auth(proxy, "second-secret"))
+    # The session authenticated before the reload goes on.
+    assert old.command("GET", "reload:key") == b"1"
+
+    # A broken file is refused with its reason; everything stays as it was.
+    _write(config, "requirepass: [unclosed\n")
+    proxy.proc.send_signal(signal.SIGHUP)
+    _wait_for_log(proxy, "configuration not re-read")
+    assert is_status(_auth(proxy, "second-secret"))
+    _write(config, "requirepass: third\nrequest-timeout-ms: -5\n")
+    proxy.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while proxy.log_text().count("configuration not re-read") < 2:
+        assert time.monotonic() < deadline, proxy.log_tail()
+        time.sleep(0.05)
+    assert "request-timeout-ms" in proxy.log_text()
+    assert is_status(_auth(proxy, "second-secret"))
+    assert old.command("GET", "reload:key") == b"1"
+    old.close()
+    assert proxy.alive()
+
+
+def test_sighup_changes_a_limit_for_the_next_request(proxy_factory, workdir):
+    config = Path(workdir) / "limits.yaml"
+    _write(config, "proto-max-bulk-len: 1mb\n")
+    proxy = proxy_factory("--config", str(config))
+    with proxy.raw() as c:
+        assert is_status(c.command("SET", "reload:big", b"x" * (600 << 10)))
+    _write(config, "proto-max-bulk-len: 1mb\nmax-multibulk-length: 3\n")
+    proxy.proc.send_signal(signal.SIGHUP)
+    _wait_for_log(proxy, "configuration re-read")
+    with proxy.raw() as c:
+        c.send(encode_command("MSET", "a{x}", "1", "b{x}", "2"))
+        replies, closed = c.read_until_closed(timeout=5)
+        assert replies and isinstance(replies[0], RespError) and "multibulk" in replies[0].message, replies
+
+
+def test_settings_from_environment_variables(proxy_factory, workdir):
+    proxy = proxy_factory(env={"SLOTPROXY_REQUIREPASS": "from-env", "SLOTPROXY_MAXCLIENTS": "1"}, wait=False)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            first = proxy.raw(timeout=2)
+            reply = first.command("GET", "env:key")
+            break
+        except (OSError, TimeoutError):
+            assert time.monotonic() < deadline, proxy.log_tail()
+            time.sleep(0.1)
+    assert isinstance(reply, RespError) and reply.message.startswith("NOAUTH"), reply
+    assert is_status(first.command("AUTH", "from-env"))
+    with proxy.raw(timeout=5) as second:  # maxclients 1
+        replies, closed = second.read_until_closed(timeout=5)
+        assert closed and "max number of clients" in str(replies), replies
+    first.close()
+    assert proxy.stop() == 0
+
+    # Flags win over the environment; a bad value names the variable.
+    result = subprocess.run(
+        [str(proxy_binary()), "--cluster", "127.0.0.1:7000", "--check-config", "/dev/null"],
+        env={**os.environ, "SLOTPROXY_REQUEST_TIMEOUT_MS": "soon"}, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "SLOTPROXY_REQUEST_TIMEOUT_MS" in result.stderr, result.stderr
+
+
+def test_make_install_puts_files_where_a_package_would(tmp_path):
+    if not (REPO / ".build" / "release" / "slotproxy").is_file():
+        pytest.skip("no release build (make release)")
+    dest = tmp_path / "root"
+    result = subprocess.run(["make", "-s", "install", f"DESTDIR={dest}", "PREFIX=/usr", "SWIFT=true"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    binary = dest / "usr/bin/slotproxy"
+    assert os.access(binary, os.X_OK)
+    unit = (dest / "usr/lib/systemd/system/slotproxy.service").read_text()
+    assert "ExecStart=/usr/bin/slotproxy --config /etc/slotproxy/slotproxy.yaml" in unit
+    assert "Type=notify" in unit
+    assert (dest / "usr/lib/systemd/system/slotproxy.socket").is_file()
+    config = dest / "etc/slotproxy/slotproxy.yaml"
+    check = subprocess.run([str(binary), "--check-config", str(config), "--cluster", "127.0.0.1:7000"],
+                           capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stderr
+    # An operator's config is never overwritten.
+    config.write_text("cluster: 10.0.0.1:7000\n")
+    subprocess.run(["make", "-s", "install", f"DESTDIR={dest}", "PREFIX=/usr", "SWIFT=true"],
+                   cwd=REPO, check=True, capture_output=True, timeout=300)
+    assert config.read_text() == "cluster: 10.0.0.1:7000\n"
