@@ -19,16 +19,19 @@ RUN swift build -c release --product slotproxy --static-swift-stdlib \
     && install -D .build/release/slotproxy /out/slotproxy
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends libevent-2.1-7 libevent-core-2.1-7 libssl3 ca-certificates \
+RUN apt-get update && apt-get install -y --no-install-recommends libevent-2.1-7 libevent-core-2.1-7 libevent-extra-2.1-7 libssl3 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --no-create-home --uid 10001 slotproxy
 COPY --from=build /out/slotproxy /usr/local/bin/slotproxy
 COPY config/slotproxy.yaml /etc/slotproxy/slotproxy.example.yaml
 USER 10001
-EXPOSE 7777
-# Alive when the RESP port answers PING (NOAUTH counts: the proxy answered).
+# The admin endpoint (/metrics, /healthz, /readyz) is on in the image; bind it
+# to the pod's address (SLOTPROXY_ADMIN_BIND=0.0.0.0) for probes and scrapes
+# from outside the container.
+ENV SLOTPROXY_ADMIN_PORT=9121
+EXPOSE 7777 9121
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
-    CMD bash -c 'exec 3<>/dev/tcp/127.0.0.1/${SLOTPROXY_PORT:-7777} && printf "PING\r\n" >&3 && head -c 6 <&3 | grep -qE "^(\+PONG|-NOAUTH)"'
+    CMD bash -c 'exec 3<>/dev/tcp/127.0.0.1/${SLOTPROXY_ADMIN_PORT} && printf "GET /healthz HTTP/1.0\r\n\r\n" >&3 && head -n 1 <&3 | grep -q " 200 "'
 # SIGTERM (docker stop, pod deletion) drains clients within shutdown-timeout.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/slotproxy"]

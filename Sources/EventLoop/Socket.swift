@@ -159,6 +159,27 @@ public enum Socket {
 
     public static func close(_ fd: CInt) { _ = Glibc.close(fd) }
 
+    /// The peer's `ip:port` (`[v6]:port`), or "?" (admin listings only).
+    public static func peerAddress(_ fd: CInt) -> String {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) }
+        }
+        guard rc == 0 else { return "?" }
+        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        var service = [CChar](repeating: 0, count: Int(NI_MAXSERV))
+        let ok = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                getnameinfo($0, length, &host, socklen_t(host.count), &service, socklen_t(service.count), NI_NUMERICHOST | NI_NUMERICSERV)
+            }
+        }
+        guard ok == 0 else { return "?" }
+        let h = String(cString: host)
+        let p = String(cString: service)
+        return h.contains(":") ? "[\(h)]:\(p)" : "\(h):\(p)"
+    }
+
     /// The local port of a bound socket (after binding port 0).
     public static func localPort(_ fd: CInt) -> Int {
         var storage = sockaddr_storage()

@@ -199,6 +199,7 @@ final class BackendConnection {
         output.append(record.request.readable)
         record.streamEnd = bytesWritten + output.readableBytes
         record.sentAt = worker.loop.turnTime
+        record.sentAtMicros = worker.loop.turnTimeMicros
         stats?.requests &+= 1
         inFlight.append(record)
         markDirty()
@@ -290,6 +291,7 @@ final class BackendConnection {
     }
 
     private func onReadable() {
+        worker.loop.refreshTurnTime()
         if input.readableBytes == input.allocatedCapacity || input.writableTail.count < 4096 {
             input.reserveWritable(max(16 * 1024, input.readableBytes))
         }
@@ -395,6 +397,7 @@ final class BackendConnection {
                     return
                 }
                 if let record = entry {
+                    record.backendMicros &+= worker.loop.turnTimeMicros - record.sentAtMicros
                     if let stats {
                         stats.latencyMsTotal &+= Int(worker.loop.turnTime - record.sentAt)
                         if case .error = kind { stats.errors &+= 1 }

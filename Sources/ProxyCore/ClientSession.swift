@@ -14,7 +14,7 @@ final class ClientSession {
     // by the worker after the loop turn), so no reference counting is needed.
     unowned(unsafe) let worker: Worker
     let id: Int
-    private let fd: CInt
+    let fd: CInt
     /// A client of the TLS port: bytes go through OpenSSL.
     private let tls: TLSStream?
     // Small at first: most clients send and receive little, and an idle
@@ -43,6 +43,10 @@ final class ClientSession {
     /// Speaks RESP3 after `HELLO 3`.
     var resp3 = false
     var clientName: [UInt8]? = nil
+    /// When it connected (loop clock, ms), and the metrics slot of its last
+    /// command (`PROXY CLIENTS`).
+    let connectedAt: Int64
+    var lastCommandSlot = -1
     /// Scratch for key positions of the command being routed.
     var keyIndices: [Int] = []
     /// The dedicated backend connection a blocking command of this client
@@ -96,6 +100,7 @@ final class ClientSession {
         parser = RequestParser(limits: worker.configuration.requestLimits)
         authenticated = !worker.configuration.requiresAuthentication
         lastReadAt = worker.loop.turnTime
+        connectedAt = worker.loop.turnTime
         keyIndices.reserveCapacity(16)
         let context = Unmanaged.passUnretained(self).toOpaque()
         readEvent = LoopEvent(
@@ -112,10 +117,14 @@ final class ClientSession {
     }
 
     var hasPendingReplies: Bool { !pending.isEmpty }
+    var owedReplies: Int { pending.count }
+    /// The user it authenticated as (`default` without users).
+    var userName = "default"
 
     // MARK: reading
 
     private func onReadable() {
+        worker.loop.refreshTurnTime()
         if let needed = parser.bytesStillNeeded, needed > input.readableBytes {
             // Grow towards a big argument as its bytes arrive, not on the
             // promise of its header alone.
@@ -260,14 +269,15 @@ final class ClientSession {
 
     /// A reply for `record` arrived (from a node, or made by the proxy).
     func complete(_ record: RequestRecord, reply: UnsafeRawBufferPointer) {
-        if isClosed {
+        if isClosed || overHardLimit(adding: reply.count) {
             worker.recordPool.release(record)
             return
         }
         if let first = reply.first {
+            let micros = worker.loop.turnTimeMicros - record.receivedAtMicros
             worker.metrics.replied(
-                slot: record.metricsSlot, micros: worker.loop.turnTimeMicros - record.receivedAtMicros,
-                isError: first == UInt8(ascii: "-") || first == UInt8(ascii: "!"))
+                slot: record.metricsSlot, micros: micros, isError: first == UInt8(ascii: "-") || first == UInt8(ascii: "!"))
+            if micros >= worker.slowlogThresholdMicros { worker.logSlow(record, micros: micros, session: self) }
         }
         var resumes = barrier === record
         if resumes { barrier = nil }
@@ -291,7 +301,6 @@ final class ClientSession {
             queuedReplyBytes += reply.count
             markDirty()  // the soft limit is checked at the end of the turn
         }
-        checkHardOutputLimit()
     }
 
     /// The hard limit holds as replies arrive, not only at the end of the
@@ -299,6 +308,19 @@ final class ClientSession {
     @inline(__always) private func checkHardOutputLimit() {
         let hard = worker.configuration.clientOutputLimitHard
         if hard > 0 && output.readableBytes + queuedReplyBytes > hard { enforceOutputLimits() }
+    }
+
+    /// Whether `count` more reply bytes would put the client over
+    /// `client-output-limit-hard`; if so it is dropped before they are
+    /// buffered: growing the buffer first would briefly hold the limit twice
+    /// (old and new allocation) for a client about to go anyway.
+    @inline(__always) private func overHardLimit(adding count: Int) -> Bool {
+        let hard = worker.configuration.clientOutputLimitHard
+        guard hard > 0 && unreadBytes + count > hard else { return false }
+        worker.logger.warning(
+            "closing client \(id): \(unreadBytes + count) bytes of replies unread (client-output-limit-hard \(hard))")
+        close()
+        return true
     }
 
     /// Replies the client has not read yet: written to neither the socket nor
@@ -325,10 +347,9 @@ final class ClientSession {
     /// Part of the reply the client is owed next, streamed from a node
     /// (`BackendConnection.startStreaming`); `complete` follows with no bytes.
     func streamReplyBytes(_ bytes: UnsafeRawBufferPointer) {
-        guard !isClosed else { return }
+        guard !isClosed, !overHardLimit(adding: bytes.count) else { return }
         output.append(bytes)
         markDirty()
-        checkHardOutputLimit()
     }
 
     /// Bytes of the subscription stream: straight out when nothing before

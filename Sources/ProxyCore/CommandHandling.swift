@@ -62,6 +62,7 @@ enum CommandHandling: Equatable {
         case "multi", "exec", "discard", "watch", "unwatch": return .transaction
         case "wait": return .wait
         case "info": return .info
+        case "slowlog|get", "slowlog|len", "slowlog|reset", "slowlog|help": return .local
         default: break
         }
         switch spec.requestPolicy {

@@ -7,6 +7,8 @@ import RESPWire
 enum CommandResolver {
     static func resolve(_ command: Command, in table: CommandLookup, session: ClientSession) -> CommandSpec? {
         guard var spec = table.find(command.argument(0)) else {
+            if command.argument(0, equals: "proxy") { return LocalCommands.proxy }
+            session.worker.noteAudit(.refused, clipped(command.string(0)).lowercased(), session: session)
             session.replyError(unknownCommandMessage(command))
             return nil
         }

@@ -29,6 +29,10 @@ enum LocalCommands {
 
     static func answer(_ spec: CommandSpec, _ command: Command, session: ClientSession, worker: Worker) {
         switch spec.name {
+        case "proxy":
+            worker.proxyCommand(command, session: session)
+        case "slowlog|get", "slowlog|len", "slowlog|reset", "slowlog|help":
+            worker.slowlogCommand(spec, command, session: session)
         case "ping":
             if command.count == 2 {
                 session.replyLocally { $0.appendBulk(command.argument(1)) }

@@ -32,6 +32,9 @@ public final class Proxy {
     /// systemd's notify socket, for the main thread's STOPPING and RELOADING.
     public var notifier: ServiceNotifier { shared.notifier }
 
+    /// What `PROXY CONFIG GET/SET` reads and changes settings through.
+    public func setConfigControl(_ control: any ConfigControl) { shared.configControl = control }
+
     /// Binds the listeners (or takes systemd's) and starts every thread.
     /// Throws when the address cannot be bound.
     public func start() throws {
@@ -76,7 +79,7 @@ public final class Proxy {
         if shared.tls.server != nil {
             logger.info("TLS on \(configuration.bind):\(tlsPort)\(configuration.tlsAuthClients ? " (client certificates required)" : "")")
         }
-        mailboxes = listeners.map { _ in Mailbox<WorkerMessage>() }
+        mailboxes = shared.mailboxes
         logger.info(
             "slotproxy listening on \(configuration.bind):\(port) with \(listeners.count) worker(s); seeds: \(configuration.seeds.map(\.description).joined(separator: ","))"
         )

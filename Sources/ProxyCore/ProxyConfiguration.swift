@@ -32,6 +32,12 @@ public enum LogLevelSetting: String, Sendable, CaseIterable {
     case trace, debug, info, notice, warning, error, critical
 }
 
+/// How log lines look (`log-format`): `text` (timestamp, level, message),
+/// `logfmt` (key=value pairs) or `json` (one object per line).
+public enum LogFormat: String, Sendable, CaseIterable {
+    case text, logfmt, json
+}
+
 /// What a transaction whose keys span several slots gets (`cross-slot-transactions`).
 public enum CrossSlotTransactions: String, Sendable, CaseIterable {
     /// `-CROSSSLOT`, then `-EXECABORT`, exactly as a cluster node answers.
@@ -166,6 +172,11 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var shutdownTimeoutSeconds: Int = 10
     /// The admin HTTP endpoint (`/metrics`, `/healthz`, `/readyz`): its
     /// address and port (`admin-bind`, `admin-port`; 0: off).
+    /// Requests slower than this many microseconds, from read to reply, go
+    /// to the slow log (`slowlog-log-slower-than`; negative: none, 0: all),
+    /// which keeps the last `slowlog-max-len`, as Redis's.
+    public var slowlogSlowerThanMicros: Int = 10_000
+    public var slowlogMaxLength: Int = 128
     public var adminBind: String = "127.0.0.1"
     public var adminPort: Int = 0
     /// Commands refused by the proxy (`deny-commands`): names as `COMMAND
@@ -199,6 +210,8 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var backendTLSServerName: String?
     /// Log level (`log-level`).
     public var logLevel: LogLevelSetting = .info
+    /// Log line format (`log-format`).
+    public var logFormat: LogFormat = .text
     /// FLUSHALL/FLUSHDB through the proxy wipe every master; refused unless this is true (`allow-flush`).
     public var allowFlush: Bool = false
     /// DEBUG through the proxy reaches a cluster node (DEBUG SLEEP stalls it, DEBUG SEGFAULT kills it); refused unless this is true.

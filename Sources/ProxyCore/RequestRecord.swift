@@ -47,6 +47,11 @@ final class RequestRecord {
     /// clock, microseconds), for the latency histograms and the slow log.
     var metricsSlot = -1
     var receivedAtMicros: Int64 = 0
+    /// When it was last written to a node, and the time nodes took to
+    /// answer it so far (redirects add up), in microseconds: the slow log's
+    /// split of proxy and backend time.
+    var sentAtMicros: Int64 = 0
+    var backendMicros: Int64 = 0
 
     func reset() {
         session = nil
@@ -72,6 +77,8 @@ final class RequestRecord {
         heldFor = nil
         metricsSlot = -1
         receivedAtMicros = 0
+        sentAtMicros = 0
+        backendMicros = 0
     }
 }
 

@@ -44,7 +44,21 @@ final class SharedState: Sendable {
         set { liveConfiguration.withLock { $0 = newValue } }
     }
 
+    /// `SLOWLOG`'s entries, from every worker.
+    let slowLog = SlowLog()
+
+    /// Every worker's mailbox, by worker index (`PROXY CLIENTS` asks them all).
+    let mailboxes: [Mailbox<WorkerMessage>]
+
+    /// `PROXY CONFIG`'s access to the settings; set before the workers start.
+    private let configControlSlot = Mutex<(any ConfigControl)?>(nil)
+    var configControl: (any ConfigControl)? {
+        get { configControlSlot.withLock { $0 } }
+        set { configControlSlot.withLock { $0 = newValue } }
+    }
+
     init(configuration: ProxyConfiguration, notifier: ServiceNotifier) {
+        mailboxes = (0..<max(1, configuration.effectiveWorkers)).map { _ in Mailbox<WorkerMessage>() }
         let workers = max(1, configuration.effectiveWorkers)
         commandCounts = (0..<workers).map { _ in PublishedCounter() }
         heartbeats = (0..<workers).map { _ in PublishedCounter() }

@@ -38,6 +38,7 @@ extension Worker {
     /// Records a successful authentication on the session.
     func signIn(_ session: ClientSession, as user: ProxyUser) {
         session.authenticated = true
+        session.userName = user.name
         session.restrictedUser = user.isUnrestricted ? nil : user
         session.backendIdentity = configuration.userBackendCredentials[user.name]
     }

@@ -12,6 +12,11 @@ enum WorkerMessage: Sendable {
     case reconfigure(ProxyConfiguration)
     /// SIGTERM: stop accepting, let clients collect their replies, then stop.
     case drain(timeoutMs: Int)
+    /// `PROXY CLIENTS`/`AUDIT`: send worker `origin` this worker's part.
+    case gather(GatherKind, id: Int, origin: Int)
+    case gathered(id: Int, part: GatheredPart)
+    /// `PROXY AUDIT RESET`.
+    case resetAudit
     case stop
 }
 
@@ -31,7 +36,12 @@ final class Worker {
     /// Objects closed during this turn, released after it (never inside their own callback).
     private var closedSessions: [ClientSession] = []
     private var closedBackends: [BackendConnection] = []
-    private var sessions: [ObjectIdentifier: ClientSession] = [:]
+    private(set) var sessions: [ObjectIdentifier: ClientSession] = [:]
+    /// `PROXY AUDIT` counts (rare paths only: refusals, cross-slot commands).
+    var audit: [AuditKey: Int] = [:]
+    /// `PROXY` commands waiting for the other workers' parts, by id.
+    var pendingGathers: [Int: PendingGather] = [:]
+    var gatherCounter = 0
     private let listenerFD: CInt
     private var listenerEvent: LoopEvent?
     /// The TLS port's listener, when `tls-port` is set.
@@ -142,13 +152,16 @@ final class Worker {
         case .topology(let map): apply(map)
         case .reconfigure(let new): reconfigure(new)
         case .drain(let timeoutMs): beginDrain(timeoutMs: timeoutMs)
+        case .gather(let kind, let id, let origin): shared.mailboxes[origin].send(.gathered(id: id, part: part(of: kind)))
+        case .gathered(let id, let part): gathered(id: id, part: part)
+        case .resetAudit: audit.removeAll()
         case .stop: loop.stop()
         }
     }
 
     /// Takes over re-read settings: the next request sees them; sessions
     /// keep their state (an authenticated client stays authenticated).
-    private func reconfigure(_ new: ProxyConfiguration) {
+    func reconfigure(_ new: ProxyConfiguration) {
         let old = configuration
         configuration = new
         commandPolicy = CommandPolicy(denied: new.deniedCommands, renames: new.renamedCommands)
@@ -313,6 +326,7 @@ final class Worker {
         // A moved slot's new owner never saw the reads: tracking starts over.
         if ownersChanged { invalidateAllTracking(reason: "the slot map changed") }
         slotMap = map
+        if workerIndex == 0 { warmUpMasterConnections(now: loop.nowMilliseconds, force: true) }
         updateReadTargets(map)
         retryShardResubscriptions(force: true)
         resendHeldRequests()
@@ -361,7 +375,9 @@ final class Worker {
             return
         }
         metrics.commandStarted(spec)
+        session.lastCommandSlot = spec.metricsSlot
         if commandPolicy.denies(spec) {
+            noteAudit(.refused, spec.name, session: session)
             session.replyError(CommandPolicy.deniedMessage(spec))
             if let transaction = session.transaction, transaction.inMulti { transaction.aborted = true }
             return
@@ -414,15 +430,18 @@ final class Worker {
                 wait(command, session: session)
                 return
             case .pinned:
+                noteAudit(.refused, spec.name, session: session)
                 let name = String(spec.name.map { $0 == "|" ? " " : $0 }).uppercased()
                 session.replyError(
                     "ERR slotproxy does not support \(name) yet: it needs a backend connection of the client's own")
                 return
             case .refused(let reason):
+                noteAudit(.refused, spec.name, session: session)
                 session.replyError("ERR slotproxy does not forward '\(spec.name)': \(reason)")
                 return
             case .debug:
                 guard configuration.allowDebug else {
+                    noteAudit(.refused, spec.name, session: session)
                     session.replyError(
                         "ERR DEBUG through slotproxy reaches a cluster node and is disabled: set 'allow-debug: yes' in the configuration (or pass --allow-debug) to allow it"
                     )
@@ -459,12 +478,16 @@ final class Worker {
                 // Keys in several slots: split when the command allows it and
                 // loses nothing by it, else refuse as a cluster node does.
                 if splittable {
+                    noteAudit(.emulated, spec.name, session: session)
                     split(spec, command, session: session)
                 } else if CommandHandling.of(spec) == .emulated {
+                    noteAudit(.emulated, spec.name, session: session)
                     emulate(spec, command, session: session)
                 } else if moveBetweenSlots(spec, command, session: session) {
+                    noteAudit(.emulated, spec.name, session: session)
                     return
                 } else {
+                    noteAudit(.crossSlot, spec.name, session: session)
                     session.replyError("CROSSSLOT Keys in request don't hash to the same slot")
                 }
                 return
@@ -797,15 +820,19 @@ final class Worker {
 
     private var lastWatchdogAt: Int64 = 0
     private var lastMetricsAt: Int64 = 0
-    private var lastWarmUpAt: Int64 = 0
+    private var lastWarmUpAt: Int64 = .min / 2
+    private var publishedReady = false
 
     /// Copies the counters where a scrape finds them: when they changed, and
     /// at least once a second (node states and readiness change on their own).
     private func publishMetrics(now: Int64) {
-        guard metrics.dirty || now - lastMetricsAt >= 1000 else { return }
+        if workerIndex == 0 { warmUpMasterConnections(now: now) }
+        let mapComplete = slotMap.map { $0.isStandalone || $0.coversAllSlots } ?? false
+        let ready = mapComplete && (workerIndex != 0 || masterPools.allSatisfy(\.hasReadyConnection))
+        guard metrics.dirty || ready != publishedReady || now - lastMetricsAt >= 1000 else { return }
         metrics.dirty = false
         lastMetricsAt = now
-        if workerIndex == 0 { warmUpMasterConnections(now: now) }
+        publishedReady = ready
         var snapshot = MetricsSnapshot(metrics)
         for pool in pools.values {
             snapshot.nodes.append(
@@ -813,16 +840,15 @@ final class Worker {
                     address: pool.address.description, requests: pool.stats.requests, errors: pool.stats.errors,
                     latencyMsTotal: pool.stats.latencyMsTotal))
         }
-        let mapComplete = slotMap.map { $0.isStandalone || $0.coversAllSlots } ?? false
-        snapshot.ready = mapComplete && (workerIndex != 0 || masterPools.allSatisfy(\.hasReadyConnection))
+        snapshot.ready = ready
         shared.publish(snapshot, worker: workerIndex)
     }
 
     /// Worker 0 keeps a connection open to every master, so `/readyz` means
     /// every master is reachable now, and the first request finds it ready.
     /// (At most once a second per node, within the pool's connect backoff.)
-    private func warmUpMasterConnections(now: Int64) {
-        guard now - lastWarmUpAt >= 1000 else { return }
+    func warmUpMasterConnections(now: Int64, force: Bool = false) {
+        guard force || now - lastWarmUpAt >= 1000 else { return }
         lastWarmUpAt = now
         for pool in masterPools where !pool.hasOpenConnection && now >= pool.nextAttemptAt {
             _ = pool.connection(resp3: false)

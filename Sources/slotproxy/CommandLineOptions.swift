@@ -290,6 +290,13 @@ struct SlotproxyOptions: ParsableCommand {
         }
         try EnvironmentSettings.apply(environment, to: &configuration)
         try applyFlags(to: &configuration)
+        try Self.validate(configuration)
+        return configuration
+    }
+
+    /// The checks across settings, for a whole configuration (start-up,
+    /// reload, `PROXY CONFIG SET`).
+    static func validate(_ configuration: ProxyConfiguration) throws(ConfigError) {
         guard !configuration.seeds.isEmpty else { throw ConfigError.noSeeds }
         for user in configuration.userBackendCredentials.keys.sorted()
         where !configuration.users.contains(where: { $0.name == user }) && !(user == "default" && configuration.requirePass != nil) {
@@ -305,7 +312,6 @@ struct SlotproxyOptions: ParsableCommand {
                 key: ConfigSetting.protectedMode.rawValue,
                 message: "protected mode: \(exposure); set requirepass or users, or protected-mode: no (--no-protected-mode) to allow it")
         }
-        return configuration
     }
 
     /// `resolveConfiguration()`, or its error on stderr and exit status 1.

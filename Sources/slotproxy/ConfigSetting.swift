@@ -36,11 +36,14 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case timeout
     case tcpKeepAlive = "tcp-keepalive"
     case shutdownTimeout = "shutdown-timeout"
+    case slowlogLogSlowerThan = "slowlog-log-slower-than"
+    case slowlogMaxLen = "slowlog-max-len"
     case adminBind = "admin-bind"
     case adminPort = "admin-port"
     case denyCommands = "deny-commands"
     case renameCommand = "rename-command"
     case logLevel = "log-level"
+    case logFormat = "log-format"
     case allowFlush = "allow-flush"
     case allowDebug = "allow-debug"
     case crossSlotTransactions = "cross-slot-transactions"
@@ -69,7 +72,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     /// The inclusive range of a numeric setting; nil for the others.
     var range: ClosedRange<Int>? {
         switch self {
-        case .cluster, .bind, .adminBind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .userBackendCredentials, .pingBeforeAuth, .protectedMode, .denyCommands, .renameCommand, .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .tlsAuthClients, .tlsMinVersion, .backendTLS, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile, .backendTLSVerify, .backendTLSServerName: nil
+        case .cluster, .bind, .adminBind, .logLevel, .logFormat, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .userBackendCredentials, .pingBeforeAuth, .protectedMode, .denyCommands, .renameCommand, .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .tlsAuthClients, .tlsMinVersion, .backendTLS, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile, .backendTLSVerify, .backendTLSServerName: nil
         case .port: 1...65535
         case .workers: 0...256  // 0: auto
         case .backendConnections: 1...64
@@ -99,6 +102,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .tcpKeepAlive: 0...86_400
         case .shutdownTimeout: 0...3600
         case .adminPort: 0...65535
+        case .slowlogLogSlowerThan: -1...(1 << 40)
+        case .slowlogMaxLen: 0...1_000_000
         case .tlsPort: 0...65535
         }
     }
@@ -129,6 +134,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
             return "one IPv4 or IPv6 address or host name to listen on"
         case .logLevel:
             return "one of " + LogLevelSetting.allCases.map(\.rawValue).joined(separator: ", ")
+        case .logFormat:
+            return "one of " + LogFormat.allCases.map(\.rawValue).joined(separator: ", ")
         case .allowFlush, .allowDebug, .protectedMode, .pingBeforeAuth, .tlsAuthClients, .backendTLS, .backendTLSVerify:
             return "yes, no, true or false"
         case .tlsMinVersion:
@@ -188,6 +195,9 @@ enum ConfigSetting: String, CaseIterable, Sendable {
                 throw invalid(text, spelledAs: name)
             }
             configuration.logLevel = level
+        case .logFormat:
+            guard let format = LogFormat(rawValue: text.lowercased()) else { throw invalid(text, spelledAs: name) }
+            configuration.logFormat = format
         case .allowFlush:
             guard let flag = Self.boolean(text) else { throw invalid(text, spelledAs: name) }
             configuration.allowFlush = flag
@@ -279,7 +289,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     ) throws(ConfigError) {
         guard let range, range.contains(number) else { throw invalid(text ?? "\(number)", spelledAs: name) }
         switch self {
-        case .cluster, .bind, .adminBind, .logLevel, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .userBackendCredentials, .pingBeforeAuth, .protectedMode, .denyCommands, .renameCommand, .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .tlsAuthClients, .tlsMinVersion, .backendTLS, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile, .backendTLSVerify, .backendTLSServerName:
+        case .cluster, .bind, .adminBind, .logLevel, .logFormat, .allowFlush, .allowDebug, .crossSlotTransactions, .readFrom, .requirePass, .users, .backendUser, .backendPassword, .userBackendCredentials, .pingBeforeAuth, .protectedMode, .denyCommands, .renameCommand, .tlsCertFile, .tlsKeyFile, .tlsCACertFile, .tlsAuthClients, .tlsMinVersion, .backendTLS, .backendTLSCACertFile, .backendTLSCertFile, .backendTLSKeyFile, .backendTLSVerify, .backendTLSServerName:
             preconditionFailure("\(self) is not numeric")
         case .port: configuration.port = number
         case .workers: configuration.workers = number
@@ -308,6 +318,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .tcpKeepAlive: configuration.tcpKeepAliveSeconds = number
         case .shutdownTimeout: configuration.shutdownTimeoutSeconds = number
         case .adminPort: configuration.adminPort = number
+        case .slowlogLogSlowerThan: configuration.slowlogSlowerThanMicros = number
+        case .slowlogMaxLen: configuration.slowlogMaxLength = number
         case .tlsPort: configuration.tlsPort = number
         }
     }

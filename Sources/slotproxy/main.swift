@@ -18,8 +18,8 @@ options.runCheckConfigIfRequested()
 let environment = ProcessInfo.processInfo.environment
 let configuration = options.resolveConfigurationOrExit()
 
-func logLevel(_ setting: LogLevelSetting) -> Logger.Level { Logger.Level(rawValue: setting.rawValue) ?? .info }
-ReloadableLevelLogHandler.level = logLevel(configuration.logLevel)
+ReloadableLevelLogHandler.level = Logger.Level(configuration.logLevel)
+ReloadableLevelLogHandler.format = configuration.logFormat
 LoggingSystem.bootstrap { label in ReloadableLevelLogHandler(label: label) }
 let logger = Logger(label: "slotproxy")
 if let exposure = configuration.unprotectedExposure {
@@ -45,27 +45,17 @@ do {
     exit(1)
 }
 
-/// SIGHUP: the file (and flags, environment) again; a bad file changes nothing.
-@MainActor func reload() {
-    proxy.notifier.reloading()
-    do {
-        let new = try options.resolveConfiguration(environment: environment)
-        let needRestart = proxy.reload(new)
-        ReloadableLevelLogHandler.level = logLevel(proxy.configuration.logLevel)
-        logger.info(
-            "configuration re-read\(needRestart.isEmpty ? "" : "; needs a restart to change, kept as running: \(needRestart.joined(separator: ", "))")"
-        )
-    } catch {
-        logger.error("configuration not re-read, the running one stays: \(error.description)")
-    }
-    proxy.notifier.reloaded(status: "serving; configuration reloaded")
-}
+// SIGHUP and PROXY CONFIG SET change settings through one control, one at a time.
+let control = RuntimeConfigControl(proxy: proxy, options: options, environment: environment, logger: logger)
+proxy.setConfigControl(control)
 
 var received: CInt = 0
 while true {
     sigwait(&handledSignals, &received)
     guard received == SIGHUP else { break }
-    reload()
+    proxy.notifier.reloading()
+    control.reloadFromFile()
+    proxy.notifier.reloaded(status: "serving; configuration reloaded")
 }
 
 // SIGTERM/SIGINT: drain within shutdown-timeout; a second one stops at once.

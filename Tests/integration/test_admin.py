@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import RespError, free_port, is_status
+from harness import RespError, encode_command, free_port, is_status
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -61,7 +61,8 @@ def test_metrics_count_a_known_workload(proxy_factory):
             assert isinstance(c.command("INCR", "metrics:0"), RespError)  # not an integer
         assert isinstance(c.command("NOSUCHCOMMAND"), RespError)
     samples = _wait_metrics(
-        admin, lambda s: _value(s, "slotproxy_commands_total", command="get", result="ok") >= base["get"] + 300)
+        admin, lambda s: _value(s, "slotproxy_commands_total", command="get", result="ok") >= base["get"] + 300
+        and _value(s, "slotproxy_ready") == 1)
     assert _value(samples, "slotproxy_commands_total", command="set", result="ok") == base["set"] + 200
     assert _value(samples, "slotproxy_commands_total", command="get", result="ok") == base["get"] + 300
     assert _value(samples, "slotproxy_commands_total", command="incr", result="error") == 7
@@ -105,3 +106,159 @@ def test_readyz_false_without_a_map_true_with_one(proxy_factory):
         assert time.monotonic() < deadline, proxy.log_tail()
         time.sleep(0.1)
     assert _get(admin2, "/readyz") == (200, "ready\n")
+
+
+# -- PROXY commands, SLOWLOG, log-format --------------------------------------
+
+def _pairs(reply) -> dict:
+    if isinstance(reply, dict):
+        return {k: v for k, v in reply.items()}
+    return dict(zip(reply[0::2], reply[1::2]))
+
+
+def test_proxy_config_set_takes_effect_on_the_next_request(proxy_factory):
+    proxy = proxy_factory()
+    with proxy.raw() as c:
+        assert _pairs(c.command("PROXY", "CONFIG", "GET", "max-multibulk-length")) == {b"max-multibulk-length": b"1048576"}
+        got = _pairs(c.command("PROXY", "CONFIG", "GET", "client-*"))
+        assert b"client-output-limit-hard" in got and b"client-read-pause-replies" in got
+        assert is_status(c.command("PROXY", "CONFIG", "SET", "max-multibulk-length", "5"))
+        assert _pairs(c.command("PROXY", "CONFIG", "GET", "max-multibulk-length")) == {b"max-multibulk-length": b"5"}
+        assert is_status(c.command("MSET", "cfg:{a}1", "1", "cfg:{a}2", "2"))  # 5 arguments: still fine
+        c.send(encode_command("MSET", "cfg:{a}1", "1", "cfg:{a}2", "2", "cfg:{a}3", "3"))
+        replies, closed = c.read_until_closed(timeout=5)
+        assert replies and "invalid multibulk length" in replies[0].message and closed, replies
+    # Every worker has it: new connections, whichever worker takes them.
+    for _ in range(4):
+        with proxy.raw() as other:
+            other.send(encode_command("DEL", "a", "b", "c", "d", "e"))
+            assert "invalid multibulk length" in other.read_reply().message
+    with proxy.raw() as c:
+        reply = c.command("PROXY", "CONFIG", "SET", "port", "1234")
+        assert isinstance(reply, RespError) and "restart" in reply.message
+        reply = c.command("PROXY", "CONFIG", "SET", "request-timeout-ms", "soon")
+        assert isinstance(reply, RespError) and "request-timeout-ms" in reply.message
+        reply = c.command("PROXY", "CONFIG", "SET", "no-such-setting", "1")
+        assert isinstance(reply, RespError) and "unknown setting" in reply.message
+        assert is_status(c.command("PROXY", "CONFIG", "SET", "max-multibulk-length", "1048576"))
+        assert c.command("DEL", "a", "b", "c", "d", "e") == 0
+
+
+def test_proxy_config_hides_passwords_and_needs_admin(proxy_factory):
+    proxy = proxy_factory("--set", "requirepass=top-secret", "--set", "users=reader on >pw ~* +@read", wait=False)
+    deadline = time.monotonic() + 20
+    while "16384 of 16384 slots covered" not in proxy.log_text():
+        assert time.monotonic() < deadline, proxy.log_tail()
+        time.sleep(0.05)
+    with proxy.raw() as c:
+        assert is_status(c.command("AUTH", "top-secret"))
+        assert _pairs(c.command("PROXY", "CONFIG", "GET", "requirepass")) == {b"requirepass": b"(set)"}
+    with proxy.raw() as c:
+        assert is_status(c.command("AUTH", "reader", "pw"))
+        reply = c.command("PROXY", "INFO")
+        assert isinstance(reply, RespError) and reply.message.startswith("NOPERM"), reply
+
+
+def test_proxy_info_cluster_clients_refresh(proxy_factory):
+    proxy = proxy_factory("--workers", "2")
+    clients = [proxy.raw() for _ in range(6)]
+    try:
+        for i, c in enumerate(clients):
+            assert is_status(c.command("CLIENT", "SETNAME", f"legacy-{i}"))
+            c.command("GET", f"clients:{i}")
+        with proxy.raw() as c:
+            deadline = time.monotonic() + 5  # (readiness is published within a worker tick)
+            while "ready:1" not in (info := c.command("PROXY", "INFO").decode()):
+                assert time.monotonic() < deadline, info
+                time.sleep(0.05)
+            assert "ready:1" in info and "workers:2" in info and "cluster_slots_covered:16384" in info, info
+            cluster = c.command("PROXY", "CLUSTER").decode()
+            assert cluster.count(" master slots=") == 3 and cluster.count(" replica ") == 3, cluster
+            assert "slots_covered:16384 of 16384" in cluster
+            listing = c.command("PROXY", "CLIENTS").decode()
+            lines = listing.strip().split("\n")
+            assert len(lines) >= 7, listing
+            for i in range(6):
+                assert f"name=legacy-{i} " in listing
+            assert "cmd=get" in listing and "addr=127.0.0.1:" in listing
+            assert {line.split(" worker=")[1].split(" ")[0] for line in lines} <= {"0", "1"}
+            before = int(info.split("topology_refreshes:")[1].split("\r\n")[0])
+            assert is_status(c.command("PROXY", "REFRESH"))
+            deadline = time.monotonic() + 10
+            while True:
+                info = c.command("PROXY", "INFO").decode()
+                if int(info.split("topology_refreshes:")[1].split("\r\n")[0]) > before:
+                    break
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert isinstance(c.command("PROXY", "NOPE"), RespError)
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_proxy_audit_after_a_legacy_workload(proxy_factory):
+    proxy = proxy_factory("--workers", "2")
+    for worker_round in range(2):
+        with proxy.raw() as c:
+            assert is_status(c.command("CLIENT", "SETNAME", "legacy-app"))
+            c.command("MGET", "audit:{a}", "audit:{b}")  # split across slots
+            c.command("SUNION", "audit:{a}", "audit:{b}")  # emulated
+            assert c.command("RENAME", "audit:{a}", "audit:{b}").message.startswith("CROSSSLOT")
+            assert isinstance(c.command("NOSUCHCOMMAND"), RespError)
+            assert isinstance(c.command("CONFIG", "SET", "maxmemory", "1"), RespError)  # denied
+    with proxy.raw() as c:
+        audit = {(k.decode(), cmd.decode(), client.decode()): n for k, cmd, client, n in c.command("PROXY", "AUDIT")}
+        assert audit[("emulated", "mget", "legacy-app")] == 2
+        assert audit[("emulated", "sunion", "legacy-app")] == 2
+        assert audit[("cross-slot", "rename", "legacy-app")] == 2
+        assert audit[("refused", "nosuchcommand", "legacy-app")] == 2
+        assert audit[("refused", "config|set", "legacy-app")] == 2
+        assert is_status(c.command("PROXY", "AUDIT", "RESET"))
+        deadline = time.monotonic() + 5
+        while c.command("PROXY", "AUDIT") != []:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_slowlog_splits_proxy_and_backend_time(proxy_factory):
+    proxy = proxy_factory()
+    busy = "local t0 = redis.call('TIME'); while true do local t = redis.call('TIME'); " \
+           "if (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > 30000 then break end end; return 1"
+    with proxy.raw() as c:
+        assert is_status(c.command("SLOWLOG", "RESET"))
+        assert c.command("SLOWLOG", "LEN") == 0
+        c.command("GET", "slow:fast")
+        assert c.command("EVAL", busy, "1", "slow:key") == 1
+        entries = c.command("SLOWLOG", "GET")
+        assert len(entries) == 1, entries
+        entry = entries[0]
+        assert len(entry) == 8
+        id_, when, total, args, addr, name, proxy_us, backend_us = entry
+        assert args[0] == b"EVAL" and args[2] == b"1" and args[3] == b"slow:key"
+        assert total >= 30000 and backend_us >= 30000 and proxy_us >= 0 and proxy_us + backend_us == total
+        assert abs(when - time.time()) < 60 and addr.startswith(b"127.0.0.1:")
+        assert is_status(c.command("PROXY", "CONFIG", "SET", "slowlog-log-slower-than", "0"))
+        c.command("GET", "slow:logged")
+        assert c.command("SLOWLOG", "LEN") >= 2
+        assert c.command("SLOWLOG", "GET", "1")[0][3] == [b"GET", b"slow:logged"]
+        assert is_status(c.command("PROXY", "CONFIG", "SET", "slowlog-log-slower-than", "-1"))
+        assert is_status(c.command("SLOWLOG", "RESET"))
+        c.command("GET", "slow:not-logged")
+        assert c.command("SLOWLOG", "LEN") == 0
+
+
+@pytest.mark.parametrize("fmt", ["json", "logfmt"])
+def test_log_format(proxy_factory, fmt):
+    import json
+    proxy = proxy_factory("--set", f"log-format={fmt}")
+    proxy.stop()
+    lines = [line for line in proxy.log_text().splitlines() if line.strip()]
+    assert len(lines) >= 3, lines
+    for line in lines:
+        if fmt == "json":
+            record = json.loads(line)
+            assert {"time", "level", "source", "msg"} <= record.keys(), record
+        else:
+            assert line.startswith("time=") and " level=" in line and " msg=" in line, line
+    assert any("topology" in line for line in lines)
