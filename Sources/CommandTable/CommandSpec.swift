@@ -227,13 +227,10 @@ public final class CommandSpec: Sendable {
     /// on the data path). `CommandSpec.metricsName(slot)` names it.
     public let metricsSlot: Int
 
-    private static let metricsNames = Mutex<[String]>([])
+    private static let nextMetricsSlot = Atomic<Int>(0)
 
     /// How many rows have a metrics slot so far.
-    public static var metricsSlotCount: Int { metricsNames.withLock { $0.count } }
-
-    /// The row name of every metrics slot, by slot.
-    public static var metricsSlotNames: [String] { metricsNames.withLock { $0 } }
+    public static var metricsSlotCount: Int { nextMetricsSlot.load(ordering: .acquiring) }
 
     public init(
         name: String, arity: Int, flags: CommandFlags, aclCategories: [String],
@@ -257,9 +254,6 @@ public final class CommandSpec: Sendable {
         self.affinity = affinity
         self.subcommands = subcommands
         self.keyPlan = KeyPlan(keySpecs: keySpecs, getKeysFunction: getKeysFunction)
-        metricsSlot = CommandSpec.metricsNames.withLock {
-            $0.append(name)
-            return $0.count - 1
-        }
+        metricsSlot = CommandSpec.nextMetricsSlot.wrappingAdd(1, ordering: .acquiringAndReleasing).oldValue
     }
 }

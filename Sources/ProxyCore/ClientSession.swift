@@ -252,6 +252,7 @@ final class ClientSession {
     // MARK: replies in request order
 
     /// Registers a request that will be answered later, in order.
+    @inline(__always)
     func expectReply(_ record: RequestRecord) {
         record.session = self
         record.metricsSlot = worker.metrics.currentSlot

@@ -26,7 +26,7 @@ enum MetricsExposition {
         family("slotproxy_workers", "gauge", "Event-loop threads.")
         sample("slotproxy_workers", workers.count)
 
-        let names = CommandSpec.metricsSlotNames
+        let names = CommandNames.bySlot
         let slotCount = workers.map(\.calls.count).max() ?? 0
         let bucketCount = WorkerMetrics.bucketCount
         var calls = [Int](repeating: 0, count: slotCount)

@@ -1,3 +1,4 @@
+import EventLoop
 import Synchronization
 
 #if canImport(Glibc)
@@ -11,7 +12,7 @@ import Synchronization
 /// refresher, the workers' watchdog and the main thread all send.
 public final class ServiceNotifier: Sendable {
     private let socketFD: CInt
-    private let address: Mutex<sockaddr_un>
+    private let address: Locked<sockaddr_un>
     private let addressLength: socklen_t
     /// Half of `$WATCHDOG_USEC` in milliseconds (0: no watchdog), as
     /// sd_watchdog_enabled() reads it: only for this process's pid.
@@ -35,7 +36,7 @@ public final class ServiceNotifier: Sendable {
             fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         }
         socketFD = fd
-        self.address = Mutex(address)
+        self.address = Locked(address)
         addressLength = length
         var interval = 0
         if let usec = environment["WATCHDOG_USEC"].flatMap({ Int($0) }), usec > 0 {

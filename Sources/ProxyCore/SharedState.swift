@@ -17,7 +17,7 @@ final class SharedState: Sendable {
     /// a master that lacks one (promoted after a failover, newly added) gets
     /// it again instead of the client seeing `NOSCRIPT`. Touched only on
     /// `SCRIPT LOAD` and `NOSCRIPT`, never per request.
-    private let scripts = Mutex<[String: [UInt8]]>([:])
+    private let scripts = Locked<[String: [UInt8]]>([:])
     /// Written by any thread to ask for a topology refresh; the refresher
     /// polls the read end (a pipe coalesces many rings into one refresh).
     let refreshBellRead: CInt
@@ -25,7 +25,7 @@ final class SharedState: Sendable {
 
     /// The TLS contexts new connections are made with: replaced when the
     /// certificates are re-read (SIGHUP); a connection keeps the one it began with.
-    private let tlsContexts = Mutex<TLSContexts>(TLSContexts())
+    private let tlsContexts = Locked<TLSContexts>(TLSContexts())
 
     var tls: TLSContexts {
         get { tlsContexts.withLock { $0 } }
@@ -37,7 +37,7 @@ final class SharedState: Sendable {
 
     /// The settings in force, for the refresher (read once per refresh) and
     /// reloads; workers get their own copy through their mailbox.
-    private let liveConfiguration: Mutex<ProxyConfiguration>
+    private let liveConfiguration: Locked<ProxyConfiguration>
 
     var configuration: ProxyConfiguration {
         get { liveConfiguration.withLock { $0 } }
@@ -51,7 +51,7 @@ final class SharedState: Sendable {
     let mailboxes: [Mailbox<WorkerMessage>]
 
     /// `PROXY CONFIG`'s access to the settings; set before the workers start.
-    private let configControlSlot = Mutex<(any ConfigControl)?>(nil)
+    private let configControlSlot = Locked<(any ConfigControl)?>(nil)
     var configControl: (any ConfigControl)? {
         get { configControlSlot.withLock { $0 } }
         set { configControlSlot.withLock { $0 = newValue } }
@@ -63,7 +63,7 @@ final class SharedState: Sendable {
         commandCounts = (0..<workers).map { _ in PublishedCounter() }
         heartbeats = (0..<workers).map { _ in PublishedCounter() }
         metricsSnapshots = (0..<workers).map { _ in PublishedSnapshot() }
-        liveConfiguration = Mutex(configuration)
+        liveConfiguration = Locked(configuration)
         self.notifier = notifier
         (refreshBellRead, refreshBellWrite) = Socket.makePipe()
     }
@@ -145,8 +145,8 @@ final class SharedState: Sendable {
     /// Nodes named by host name (`cluster-announce-hostname`), resolved by
     /// the refresher thread to an address that accepted a connection, so a
     /// worker never waits on DNS.
-    private let resolvedNodes = Mutex<[NodeAddress: ResolvedAddress]>([:])
-    private let unresolvedNodes = Mutex<Set<NodeAddress>>([])
+    private let resolvedNodes = Locked<[NodeAddress: ResolvedAddress]>([:])
+    private let unresolvedNodes = Locked<Set<NodeAddress>>([])
 
     struct ResolvedAddress: Sendable {
         var family: CInt
@@ -206,7 +206,7 @@ final class SharedState: Sendable {
 
 /// One worker's counter, readable from any thread.
 final class PublishedSnapshot: Sendable {
-    let value = Mutex(MetricsSnapshot())
+    let value = Locked(MetricsSnapshot())
 }
 
 final class PublishedCounter: Sendable {

@@ -1,7 +1,6 @@
 import CommandTable
 import EventLoop
 import RESPWire
-import Synchronization
 
 /// One slow request: as Redis's slow log entry, plus the time split between
 /// the proxy (reading, routing, queueing, writing) and the cluster nodes.
@@ -18,7 +17,7 @@ struct SlowLogEntry: Sendable {
 /// The proxy's slow log, shared by the workers. Touched only when a request
 /// was slow (and by `SLOWLOG`), never on the common path.
 final class SlowLog: Sendable {
-    private let state = Mutex<(entries: [SlowLogEntry], nextID: Int)>(([], 0))
+    private let state = Locked<(entries: [SlowLogEntry], nextID: Int)>(([], 0))
 
     func add(_ entry: SlowLogEntry, keep maxLength: Int) {
         state.withLock { state in
@@ -66,7 +65,7 @@ extension Worker {
             }
         } else if record.metricsSlot >= 0 {
             // (A split or merged command: its own request bytes are its parts'.)
-            arguments = [Array(CommandSpec.metricsSlotNames[record.metricsSlot].utf8)]
+            arguments = [Array(CommandNames.name(ofSlot: record.metricsSlot).utf8)]
         }
         shared.slowLog.add(
             SlowLogEntry(

@@ -253,7 +253,7 @@ extension Worker {
     /// `CLIENT LIST`-like lines for this worker's clients.
     private func sessionsDescribed() -> [String] {
         let now = loop.turnTime
-        let names = CommandSpec.metricsSlotNames
+        let names = CommandNames.bySlot
         return sessions.values.map { session in
             let name = session.clientName.map { String(decoding: $0, as: UTF8.self) } ?? ""
             let slot = session.lastCommandSlot

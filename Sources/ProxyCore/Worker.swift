@@ -326,6 +326,7 @@ final class Worker {
         // A moved slot's new owner never saw the reads: tracking starts over.
         if ownersChanged { invalidateAllTracking(reason: "the slot map changed") }
         slotMap = map
+        mapComplete = map.isStandalone || map.coversAllSlots
         if workerIndex == 0 { warmUpMasterConnections(now: loop.nowMilliseconds, force: true) }
         updateReadTargets(map)
         retryShardResubscriptions(force: true)
@@ -822,12 +823,13 @@ final class Worker {
     private var lastMetricsAt: Int64 = 0
     private var lastWarmUpAt: Int64 = .min / 2
     private var publishedReady = false
+    /// The slot map covers every slot (worked out once per map, not per tick).
+    private var mapComplete = false
 
     /// Copies the counters where a scrape finds them: when they changed, and
     /// at least once a second (node states and readiness change on their own).
     private func publishMetrics(now: Int64) {
         if workerIndex == 0 { warmUpMasterConnections(now: now) }
-        let mapComplete = slotMap.map { $0.isStandalone || $0.coversAllSlots } ?? false
         let ready = mapComplete && (workerIndex != 0 || masterPools.allSatisfy(\.hasReadyConnection))
         guard metrics.dirty || ready != publishedReady || now - lastMetricsAt >= 1000 else { return }
         metrics.dirty = false

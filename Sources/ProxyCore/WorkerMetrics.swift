@@ -16,6 +16,9 @@ final class WorkerMetrics {
     let errors: UnsafeMutableBufferPointer<Int>
     let latencyBuckets: UnsafeMutableBufferPointer<Int>
     let latencySumMicros: UnsafeMutableBufferPointer<Int>
+    /// `latencyBucketsMicros`, held here: a static is a `swift_once` check per read.
+    private let bounds: UnsafeMutableBufferPointer<Int64>
+    private let bucketCount: Int
 
     var bytesIn = 0
     var bytesOut = 0
@@ -41,10 +44,14 @@ final class WorkerMetrics {
         latencyBuckets = .allocate(capacity: slots * WorkerMetrics.bucketCount)
         latencySumMicros = .allocate(capacity: slots)
         for buffer in [calls, errors, latencyBuckets, latencySumMicros] { buffer.initialize(repeating: 0) }
+        bounds = .allocate(capacity: WorkerMetrics.latencyBucketsMicros.count)
+        _ = bounds.initialize(from: WorkerMetrics.latencyBucketsMicros)
+        bucketCount = WorkerMetrics.bucketCount
     }
 
     deinit {
         for buffer in [calls, errors, latencyBuckets, latencySumMicros] { buffer.deallocate() }
+        bounds.deallocate()
     }
 
     @inline(__always) func commandStarted(_ spec: CommandSpec) {
@@ -58,9 +65,8 @@ final class WorkerMetrics {
         guard slot >= 0 && slot < slots else { return }
         if isError { errors[slot] &+= 1 }
         var bucket = 0
-        let bounds = WorkerMetrics.latencyBucketsMicros
         while bucket < bounds.count && micros > bounds[bucket] { bucket += 1 }
-        latencyBuckets[slot * WorkerMetrics.bucketCount + bucket] &+= 1
+        latencyBuckets[slot * bucketCount + bucket] &+= 1
         latencySumMicros[slot] &+= Int(micros)
     }
 
@@ -110,4 +116,20 @@ struct NodeSnapshot: Sendable {
     var requests: Int
     var errors: Int
     var latencyMsTotal: Int
+}
+
+/// Command names by metrics slot (`CommandSpec.metricsSlot`), for output.
+enum CommandNames {
+    /// Every row of the table (subcommands included) and the proxy's own.
+    static let bySlot: [String] = {
+        var names = [String](repeating: "?", count: CommandSpec.metricsSlotCount)
+        func add(_ spec: CommandSpec) {
+            if spec.metricsSlot < names.count { names[spec.metricsSlot] = spec.name }
+            spec.subcommands.forEach(add)
+        }
+        (CommandTable.all + LocalCommands.ownRows).forEach(add)
+        return names
+    }()
+
+    static func name(ofSlot slot: Int) -> String { slot >= 0 && slot < bySlot.count ? bySlot[slot] : "?" }
 }

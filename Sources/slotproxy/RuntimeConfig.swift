@@ -1,14 +1,14 @@
 import Foundation
 import Logging
 import ProxyCore
-import Synchronization
+import EventLoop
 
 /// Changes to the running settings, from SIGHUP (the file again) and from
 /// `PROXY CONFIG SET` (one setting): one at a time, each checked like the
 /// file before anything changes, then handed to the proxy.
 final class RuntimeConfigControl: ConfigControl, @unchecked Sendable {
     // (@unchecked: `proxy` and `options` are only touched under `lock`.)
-    private let lock = Mutex<Void>(())
+    private let lock = Locked<Void>(())
     private let proxy: Proxy
     private let options: SlotproxyOptions
     private let environment: [String: String]
