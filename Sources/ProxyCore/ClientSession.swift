@@ -147,7 +147,7 @@ final class ClientSession {
             return
         }
         input.commitWritten(n)
-        worker.metrics.bytesIn &+= n
+        worker.metrics.counters.bytesIn &+= n
         lastReadAt = worker.loop.turnTime
         if input.readableBytes > worker.configuration.effectiveQueryBufferLimit {
             // Requests piling up unparsed (behind a blocking command, say):
@@ -490,7 +490,7 @@ final class ClientSession {
             let n = tls.map { $0.write(output.readable) } ?? Socket.write(fd, output.readable)
             if n > 0 {
                 output.consume(n)
-                worker.metrics.bytesOut &+= n
+                worker.metrics.counters.bytesOut &+= n
             } else if n == -1 {
                 // (A TLS write waiting for a read goes on from onReadable.)
                 if !(tls?.writeWantsRead ?? false) { writeEvent?.add() }

@@ -19,7 +19,7 @@ enum MetricsExposition {
         func sample(_ name: String, _ labels: String, _ value: Int) { sample(name, labels, String(value)) }
         func sample(_ name: String, _ labels: String, _ value: Double) { sample(name, labels, String(value)) }
         func sample(_ name: String, _ value: Int) { sample(name, "", String(value)) }
-        func total(_ field: (MetricsSnapshot) -> Int) -> Int { workers.reduce(0) { $0 + field($1) } }
+        func total(_ field: KeyPath<WorkerCounters, Int>) -> Int { workers.reduce(0) { $0 + $1.counters[keyPath: field] } }
 
         family("slotproxy_connected_clients", "gauge", "Client connections open now.")
         sample("slotproxy_connected_clients", Int(shared.connectedClients))

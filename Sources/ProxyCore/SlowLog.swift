@@ -125,10 +125,7 @@ extension Worker {
                 "HELP",
                 "    Print this help.",
             ]
-            session.replyLocally { out in
-                out.appendArrayHeader(lines.count)
-                for line in lines { out.append("+"); out.append(Array(line.utf8)); out.append("\r\n") }
-            }
+            session.replyLocally { $0.appendStatusLines(lines) }
         }
     }
 }

@@ -98,10 +98,7 @@ extension Worker {
                 "AUDIT [RESET] -- refused, cross-slot and emulated commands by command and client name.",
                 "REFRESH -- re-read the slot map now.",
             ]
-            session.replyLocally { out in
-                out.appendArrayHeader(lines.count)
-                for line in lines { out.append("+"); out.append(Array(line.utf8)); out.append("\r\n") }
-            }
+            session.replyLocally { $0.appendStatusLines(lines) }
         default:
             session.replyError("ERR unknown subcommand '\(CommandResolver.clipped(command.string(1)))'. Try PROXY HELP.")
         }

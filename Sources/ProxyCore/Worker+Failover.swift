@@ -21,7 +21,7 @@ extension Worker {
     /// Holds `record` until its slot has a reachable master (or the
     /// failover timeout passes).
     func holdForFailover(_ record: RequestRecord, retryAfterMs: Int = 0) {
-        metrics.failoverWaits &+= 1
+        metrics.counters.failoverWaits &+= 1
         guard let session = record.session, !session.isClosed else {
             failRequest(record, message: "ERR slotproxy: client gone")
             return
@@ -143,7 +143,7 @@ extension Worker {
         let now = loop.nowMilliseconds
         if record.heldSince != 0 && now - record.heldSince >= Int64(configuration.failoverTimeoutMs) { return false }
         record.retries += 1
-        metrics.retries &+= 1
+        metrics.counters.retries &+= 1
         holdForFailover(record, retryAfterMs: min(1000, 20 << min(record.retries, 6)))
         return true
     }

@@ -674,7 +674,7 @@ final class Worker {
                 errorText: UnsafeRawBufferPointer(rebasing: reply[1...]), defaultHost: connection.address.host)
         {
             record.redirects += 1
-            if redirect.kind == .moved { metrics.redirectsMoved &+= 1 } else { metrics.redirectsAsk &+= 1 }
+            if redirect.kind == .moved { metrics.counters.redirectsMoved &+= 1 } else { metrics.counters.redirectsAsk &+= 1 }
             let address = NodeAddress(host: redirect.host, port: redirect.port)
             let target = pool(for: address)
             if redirect.kind == .moved { learnSlotOwner(redirect.slot, address) }

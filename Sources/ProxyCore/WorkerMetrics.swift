@@ -20,12 +20,7 @@ final class WorkerMetrics {
     private let bounds: UnsafeMutableBufferPointer<Int64>
     private let bucketCount: Int
 
-    var bytesIn = 0
-    var bytesOut = 0
-    var redirectsMoved = 0
-    var redirectsAsk = 0
-    var retries = 0
-    var failoverWaits = 0
+    var counters = WorkerCounters()
     /// Changes since the last publication: nothing is copied while idle.
     var dirty = true
 
@@ -77,18 +72,23 @@ final class WorkerMetrics {
     }
 }
 
-/// A worker's counters as published for a scrape.
-struct MetricsSnapshot: Sendable {
-    var calls: [Int] = []
-    var errors: [Int] = []
-    var latencyBuckets: [Int] = []
-    var latencySumMicros: [Int] = []
+/// A worker's totals besides the per-command arrays.
+struct WorkerCounters: Sendable {
     var bytesIn = 0
     var bytesOut = 0
     var redirectsMoved = 0
     var redirectsAsk = 0
     var retries = 0
     var failoverWaits = 0
+}
+
+/// A worker's counters as published for a scrape.
+struct MetricsSnapshot: Sendable {
+    var calls: [Int] = []
+    var errors: [Int] = []
+    var latencyBuckets: [Int] = []
+    var latencySumMicros: [Int] = []
+    var counters = WorkerCounters()
     var nodes: [NodeSnapshot] = []
     /// Whether this worker holds a complete slot map and a ready connection
     /// to every master (`/readyz`).
@@ -101,12 +101,7 @@ struct MetricsSnapshot: Sendable {
         errors = Array(metrics.errors)
         latencyBuckets = Array(metrics.latencyBuckets)
         latencySumMicros = Array(metrics.latencySumMicros)
-        bytesIn = metrics.bytesIn
-        bytesOut = metrics.bytesOut
-        redirectsMoved = metrics.redirectsMoved
-        redirectsAsk = metrics.redirectsAsk
-        retries = metrics.retries
-        failoverWaits = metrics.failoverWaits
+        counters = metrics.counters
     }
 }
 

@@ -63,6 +63,16 @@ extension ByteBuffer {
         append("\r\n")
     }
 
+    /// An array of simple strings, as Redis answers `... HELP`.
+    public func appendStatusLines(_ lines: [String]) {
+        appendArrayHeader(lines.count)
+        for line in lines {
+            append(byte: UInt8(ascii: "+"))
+            append(Array(line.utf8))
+            append("\r\n")
+        }
+    }
+
     /// A whole command as a RESP array of bulk strings.
     public func appendCommand(_ arguments: [[UInt8]]) {
         appendArrayHeader(arguments.count)
