@@ -29,6 +29,31 @@ import Testing
     }
 }
 
+/// The hash tag rule written out byte by byte, as Redis's `keyHashSlot`
+/// does: the oracle for the library's memchr version.
+func referenceHashedPart(_ key: [UInt8]) -> Range<Int> {
+    guard let open = key.firstIndex(of: UInt8(ascii: "{")) else { return 0..<key.count }
+    guard let close = key[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close > open + 1 else { return 0..<key.count }
+    return (open + 1)..<close
+}
+
+@Suite struct HashTagTests {
+    @Test func matchesTheByteByByteRule() {
+        var rng: UInt64 = 11
+        for length in 0..<80 {
+            for _ in 0..<20 {
+                var key: [UInt8] = []
+                for _ in 0..<length {
+                    rng = rng &* 6364136223846793005 &+ 1442695040888963407
+                    let r = UInt8(truncatingIfNeeded: rng >> 33)
+                    key.append(r % 7 == 0 ? UInt8(ascii: "{") : r % 7 == 1 ? UInt8(ascii: "}") : r)
+                }
+                key.withUnsafeBytes { #expect(hashedPart(of: $0) == referenceHashedPart(key), "key \(key)") }
+            }
+        }
+    }
+}
+
 @Suite struct SlotHasherTests {
     @Test func agreesWithHashSlot() {
         let hasher = SlotHasher()
