@@ -5,8 +5,22 @@ import RESPWire
 /// `CONFIG GET`) and checks its arity, answering errors exactly as Redis words
 /// them. Returns nil when the client has been answered with an error.
 enum CommandResolver {
-    static func resolve(_ command: Command, in table: CommandLookup, session: ClientSession) -> CommandSpec? {
-        guard var spec = table.find(command.argument(0)) else {
+    static func resolve(
+        _ command: Command, in table: CommandLookup, cache: inout CommandNameCache, session: ClientSession
+    ) -> CommandSpec? {
+        let name = command.argument(0)
+        let key = CommandNameCache.key(name)
+        let found: CommandSpec?
+        if key != 0 && key == cache.key {
+            found = cache.row
+        } else {
+            found = table.find(name)
+            if key != 0, let found {
+                cache.key = key
+                cache.row = found
+            }
+        }
+        guard var spec = found else {
             if command.argument(0, equals: "proxy") { return LocalCommands.proxy }
             session.worker.noteAudit(.refused, clipped(command.string(0)).lowercased(), session: session)
             session.replyError(unknownCommandMessage(command))
@@ -55,5 +69,26 @@ enum CommandResolver {
 
     static func clipped(_ text: String) -> String {
         text.utf8.count <= 128 ? text : String(decoding: text.utf8.prefix(128), as: UTF8.self)
+    }
+}
+
+/// The last command name a worker looked up, as its bytes: a pipeline of
+/// `GET`s hashes the name once, then compares one word per request.
+struct CommandNameCache {
+    var key: UInt64 = 0
+    var row: CommandSpec?
+
+    /// The name's bytes (1 to 7, exactly as sent: another spelling is a miss)
+    /// and its length in one word; 0 for longer names, which are not cached.
+    @inline(__always) static func key(_ name: UnsafeRawBufferPointer) -> UInt64 {
+        let count = name.count
+        guard count > 0 && count < 8 else { return 0 }
+        var key = UInt64(count) << 56
+        var i = 0
+        while i < count {
+            key |= UInt64(name[i]) << (8 * i)
+            i += 1
+        }
+        return key
     }
 }

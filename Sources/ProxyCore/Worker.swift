@@ -58,6 +58,9 @@ final class Worker {
     private let realCommands = CommandLookup()
     private(set) var commandPolicy: CommandPolicy
     private var routingRealName = false
+    /// The last name looked up in each table (see `CommandNameCache`).
+    private var nameCache = CommandNameCache()
+    private var realNameCache = CommandNameCache()
     private(set) var slotHasher = SlotHasher()
 
     /// The current topology and, per slot, the pool of the node serving it
@@ -369,8 +372,11 @@ final class Worker {
         commandsProcessed &+= 1
         if session.isSubscribed && routeInSubscribeMode(command, session: session) { return }
         if !session.authenticated && !admitsUnauthenticated(command, session: session) { return }
-        guard let spec = CommandResolver.resolve(command, in: routingRealName ? realCommands : commands, session: session)
-        else {
+        let resolved =
+            routingRealName
+            ? CommandResolver.resolve(command, in: realCommands, cache: &realNameCache, session: session)
+            : CommandResolver.resolve(command, in: commands, cache: &nameCache, session: session)
+        guard let spec = resolved else {
             // A refused command inside MULTI aborts the transaction, as in Redis.
             if let transaction = session.transaction, transaction.inMulti { transaction.aborted = true }
             return

@@ -49,3 +49,16 @@ final class RingQueueTests: XCTestCase {
         XCTAssertEqual(released, 4, "elements still queued (3 and 4) are released with the queue")
     }
 }
+
+final class CommandNameCacheTests: XCTestCase {
+    private func key(_ name: String) -> UInt64 { Array(name.utf8).withUnsafeBytes { CommandNameCache.key($0) } }
+
+    func testKeysTellNamesApartByBytesAndLength() {
+        let names = ["get", "GET", "Get", "ge", "gett", "g", "set", "getex\u{0}", "a\u{0}", "a"]
+        XCTAssertEqual(Set(names.map(key)).count, names.count)
+        XCTAssertEqual(key("get"), key("get"))
+        XCTAssertEqual(key(""), 0)
+        XCTAssertEqual(key("getrange"), 0, "8 bytes and more are not cached")
+        XCTAssertNotEqual(key("getrang"), 0)
+    }
+}
