@@ -63,6 +63,7 @@ public struct RequestParser {
     }
 
     public mutating func parse(_ bytes: UnsafeRawBufferPointer) -> RequestParseResult {
+        if state == .start, let frameLength = parseWholeFrame(bytes) { return .complete(frameLength: frameLength) }
         while true {
             switch state {
             case .start:
@@ -137,6 +138,53 @@ public struct RequestParser {
                 state = .bulkHeader
             }
         }
+    }
+
+    /// The common case in one pass: a whole multibulk frame of at most 64
+    /// arguments is buffered, with short decimal headers and nothing odd.
+    /// Anything else (a partial frame, an error, `*0`, a long header) returns
+    /// nil before any state changes, and the resumable parser below takes the
+    /// frame from its start. A frame this accepts, that one accepts alike.
+    @inline(__always)
+    mutating func parseWholeFrame(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        let n = bytes.count
+        guard n > 3, bytes[0] == UInt8(ascii: "*") else { return nil }
+        var p = 1
+        guard let count = Self.shortDecimalLine(bytes, &p), count >= 1, count <= 64,
+            count <= limits.maxMultibulkLength
+        else { return nil }
+        arguments.clearKeepingCapacity()
+        var remaining = count
+        while remaining > 0 {
+            guard p < n, bytes[p] == UInt8(ascii: "$") else { return nil }
+            p += 1
+            guard let length = Self.shortDecimalLine(bytes, &p), length <= limits.maxBulkLength,
+                n - p >= length + 2, bytes[p + length] == 13, bytes[p + length + 1] == 10
+            else { return nil }
+            arguments.append(ArgumentSpan(offset: p, length: length))
+            p += length + 2
+            remaining -= 1
+        }
+        lastWasInline = false
+        position = 0
+        return p
+    }
+
+    /// 1 to 9 digits and CRLF from `p`, moving `p` past them; nil otherwise.
+    @inline(__always)
+    static func shortDecimalLine(_ bytes: UnsafeRawBufferPointer, _ p: inout Int) -> Int? {
+        var i = p
+        var value = 0
+        let end = min(bytes.count, p + 9)
+        while i < end {
+            let digit = Int(bytes[i]) &- 48
+            guard digit >= 0 && digit <= 9 else { break }
+            value = value &* 10 &+ digit
+            i += 1
+        }
+        guard i > p, i + 1 < bytes.count, bytes[i] == 13, bytes[i + 1] == 10 else { return nil }
+        p = i + 2
+        return value
     }
 
     /// The bytes needed before the current frame can complete, when known: lets
