@@ -77,6 +77,18 @@ def test_notify_ready_with_a_complete_map_then_watchdog_then_stopping(proxy_fact
     assert any("STOPPING=1" in m for m in notify.collect(2)), notify.messages
 
 
+def test_notify_reloading_then_ready_around_a_reload(proxy_factory, notify):
+    proxy = proxy_factory(env={"NOTIFY_SOCKET": notify.path})
+    notify.collect(20, until=lambda m: "READY=1" in m)
+    notify.messages.clear()
+    proxy.proc.send_signal(signal.SIGHUP)
+    messages = notify.collect(10, until=lambda m: "READY=1" in m)
+    reloading = [i for i, m in enumerate(messages) if "RELOADING=1" in m]
+    ready = [i for i, m in enumerate(messages) if "READY=1" in m]
+    assert reloading and ready and reloading[0] < ready[-1], messages
+    assert "MONOTONIC_USEC=" in messages[reloading[0]]
+
+
 def test_no_ready_without_a_slot_map(proxy_factory, notify):
     dead = f"127.0.0.1:{free_port()}"
     proxy = proxy_factory(seeds=dead, env={"NOTIFY_SOCKET": notify.path}, wait=False)
