@@ -32,11 +32,15 @@ fuzz: deps
 
 # The integration suite against a proxy built with a sanitizer:
 # SANITIZER=address (default) or thread. Slow; not part of `make test`.
+# PYTEST_ARGS picks tests: `make test-sanitize SANITIZER=thread
+# PYTEST_ARGS=Tests/integration/test_admin.py`; SLOTPROXY_TEST_WORKERS=4 runs
+# every proxy with 4 workers.
 SANITIZER ?= address
+PYTEST_ARGS ?= Tests/integration
 test-sanitize: deps
 	$(SWIFT) build --product slotproxy --build-path .build/sanitize-$(SANITIZER) -Xswiftc -sanitize=$(SANITIZER)
 	SLOTPROXY_BIN=.build/sanitize-$(SANITIZER)/debug/slotproxy SLOTPROXY_SANITIZER=$(SANITIZER) \
-		$(PYTHON) -m pytest -q Tests/integration $(PYTEST_ARGS)
+		$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
 unit: build
 	$(SWIFT) test
