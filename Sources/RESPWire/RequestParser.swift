@@ -153,18 +153,27 @@ public struct RequestParser {
         guard let count = Self.shortDecimalLine(bytes, &p), count >= 1, count <= 64,
             count <= limits.maxMultibulkLength
         else { return nil }
-        arguments.clearKeepingCapacity()
-        var remaining = count
-        while remaining > 0 {
-            guard p < n, bytes[p] == UInt8(ascii: "$") else { return nil }
-            p += 1
-            guard let length = Self.shortDecimalLine(bytes, &p), length <= limits.maxBulkLength,
-                n - p >= length + 2, bytes[p + length] == 13, bytes[p + length + 1] == 10
-            else { return nil }
-            arguments.append(ArgumentSpan(offset: p, length: length))
-            p += length + 2
-            remaining -= 1
+        // A pipeline repeats one command shape: when the last frame had as
+        // many arguments, its spans are overwritten in place (no clearing, no
+        // appending). On a nil return they are garbage; the slow path clears them.
+        if arguments.count != count {
+            arguments.clearKeepingCapacity()
+            for _ in 0..<count { arguments.append(ArgumentSpan(offset: 0, length: 0)) }
         }
+        let limit = limits.maxBulkLength
+        let parsed = arguments.withUnsafeMutableBufferPointer { spans -> Bool in
+            for index in 0..<count {
+                guard p < n, bytes[p] == UInt8(ascii: "$") else { return false }
+                p += 1
+                guard let length = Self.shortDecimalLine(bytes, &p), length <= limit,
+                    n - p >= length + 2, bytes[p + length] == 13, bytes[p + length + 1] == 10
+                else { return false }
+                spans[index] = ArgumentSpan(offset: p, length: length)
+                p += length + 2
+            }
+            return true
+        }
+        guard parsed else { return nil }
         lastWasInline = false
         position = 0
         return p
