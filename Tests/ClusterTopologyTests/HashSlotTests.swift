@@ -37,17 +37,24 @@ func referenceHashedPart(_ key: [UInt8]) -> Range<Int> {
     return (open + 1)..<close
 }
 
+/// A pseudo-random key of `length` bytes where one byte in `braceOneIn`
+/// is `{` and as many are `}`, so hash tags of every shape occur.
+func braceHeavyKey(length: Int, braceOneIn: UInt8, rng: inout UInt64) -> [UInt8] {
+    var key: [UInt8] = []
+    for _ in 0..<length {
+        rng = rng &* 6364136223846793005 &+ 1442695040888963407
+        let r = UInt8(truncatingIfNeeded: rng >> 33)
+        key.append(r % braceOneIn == 0 ? UInt8(ascii: "{") : r % braceOneIn == 1 ? UInt8(ascii: "}") : r)
+    }
+    return key
+}
+
 @Suite struct HashTagTests {
     @Test func matchesTheByteByByteRule() {
         var rng: UInt64 = 11
         for length in 0..<80 {
             for _ in 0..<20 {
-                var key: [UInt8] = []
-                for _ in 0..<length {
-                    rng = rng &* 6364136223846793005 &+ 1442695040888963407
-                    let r = UInt8(truncatingIfNeeded: rng >> 33)
-                    key.append(r % 7 == 0 ? UInt8(ascii: "{") : r % 7 == 1 ? UInt8(ascii: "}") : r)
-                }
+                let key = braceHeavyKey(length: length, braceOneIn: 7, rng: &rng)
                 key.withUnsafeBytes { #expect(hashedPart(of: $0) == referenceHashedPart(key), "key \(key)") }
             }
         }
@@ -59,13 +66,7 @@ func referenceHashedPart(_ key: [UInt8]) -> Range<Int> {
         let hasher = SlotHasher()
         var rng: UInt64 = 7
         for length in 0..<64 {
-            var key: [UInt8] = []
-            for _ in 0..<length {
-                rng = rng &* 6364136223846793005 &+ 1442695040888963407
-                // Bias towards braces so hash tags of every shape occur.
-                let r = UInt8(truncatingIfNeeded: rng >> 33)
-                key.append(r % 5 == 0 ? UInt8(ascii: "{") : r % 5 == 1 ? UInt8(ascii: "}") : r)
-            }
+            let key = braceHeavyKey(length: length, braceOneIn: 5, rng: &rng)
             key.withUnsafeBytes { #expect(hasher.slot(of: $0) == hashSlot($0)) }
         }
         for key in ["foo", "{user1000}.following", "{}x", "{x", "a{}{b}", ""] {

@@ -373,6 +373,14 @@ class ProxyProcess:
                 parts.append(data.decode("utf-8", "replace"))
         return "".join(parts)
 
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> None:
+        """Until `text` is in the proxy's log, bounded by `timeout` (for proxies
+        whose readiness the harness cannot probe: passwords, dead seeds)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_text():
+            assert time.monotonic() < deadline, f"{text!r} not logged\n{self.log_tail()}"
+            time.sleep(0.05)
+
     def log_tail(self, max_chars: int = 20000) -> str:
         text = self.log_text()
         if len(text) > max_chars:

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import RespError, encode_command, free_port, is_status
+from harness import RespError, encode_command, free_port, is_status, pairs_to_dict
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -110,20 +110,14 @@ def test_readyz_false_without_a_map_true_with_one(proxy_factory):
 
 # -- PROXY commands, SLOWLOG, log-format --------------------------------------
 
-def _pairs(reply) -> dict:
-    if isinstance(reply, dict):
-        return {k: v for k, v in reply.items()}
-    return dict(zip(reply[0::2], reply[1::2]))
-
-
 def test_proxy_config_set_takes_effect_on_the_next_request(proxy_factory):
     proxy = proxy_factory()
     with proxy.raw() as c:
-        assert _pairs(c.command("PROXY", "CONFIG", "GET", "max-multibulk-length")) == {b"max-multibulk-length": b"1048576"}
-        got = _pairs(c.command("PROXY", "CONFIG", "GET", "client-*"))
-        assert b"client-output-limit-hard" in got and b"client-read-pause-replies" in got
+        assert pairs_to_dict(c.command("PROXY", "CONFIG", "GET", "max-multibulk-length")) == {"max-multibulk-length": b"1048576"}
+        got = pairs_to_dict(c.command("PROXY", "CONFIG", "GET", "client-*"))
+        assert "client-output-limit-hard" in got and "client-read-pause-replies" in got
         assert is_status(c.command("PROXY", "CONFIG", "SET", "max-multibulk-length", "5"))
-        assert _pairs(c.command("PROXY", "CONFIG", "GET", "max-multibulk-length")) == {b"max-multibulk-length": b"5"}
+        assert pairs_to_dict(c.command("PROXY", "CONFIG", "GET", "max-multibulk-length")) == {"max-multibulk-length": b"5"}
         assert is_status(c.command("MSET", "cfg:{a}1", "1", "cfg:{a}2", "2"))  # 5 arguments: still fine
         c.send(encode_command("MSET", "cfg:{a}1", "1", "cfg:{a}2", "2", "cfg:{a}3", "3"))
         replies, closed = c.read_until_closed(timeout=5)
@@ -146,13 +140,10 @@ def test_proxy_config_set_takes_effect_on_the_next_request(proxy_factory):
 
 def test_proxy_config_hides_passwords_and_needs_admin(proxy_factory):
     proxy = proxy_factory("--set", "requirepass=top-secret", "--set", "users=reader on >pw ~* +@read", wait=False)
-    deadline = time.monotonic() + 20
-    while "16384 of 16384 slots covered" not in proxy.log_text():
-        assert time.monotonic() < deadline, proxy.log_tail()
-        time.sleep(0.05)
+    proxy.wait_for_log("16384 of 16384 slots covered", timeout=20)
     with proxy.raw() as c:
         assert is_status(c.command("AUTH", "top-secret"))
-        assert _pairs(c.command("PROXY", "CONFIG", "GET", "requirepass")) == {b"requirepass": b"(set)"}
+        assert pairs_to_dict(c.command("PROXY", "CONFIG", "GET", "requirepass")) == {"requirepass": b"(set)"}
     with proxy.raw() as c:
         assert is_status(c.command("AUTH", "reader", "pw"))
         reply = c.command("PROXY", "INFO")

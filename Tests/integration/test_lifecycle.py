@@ -206,13 +206,6 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _wait_for_log(proxy, text: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in proxy.log_text():
-        assert time.monotonic() < deadline, f"{text!r} not logged\n{proxy.log_tail()}"
-        time.sleep(0.05)
-
-
 def _auth(proxy, password: str):
     with proxy.raw() as c:
         return c.command("AUTH", password)
@@ -222,14 +215,14 @@ def test_sighup_rereads_the_file_and_keeps_connections(proxy_factory, workdir):
     config = Path(workdir) / "reload.yaml"
     _write(config, "requirepass: first-secret\nclient-read-pause-replies: 10000\n")
     proxy = proxy_factory("--config", str(config), wait=False)
-    _wait_for_log(proxy, "16384 of 16384 slots covered", timeout=20)
+    proxy.wait_for_log("16384 of 16384 slots covered", timeout=20)
     old = proxy.raw()
     assert is_status(old.command("AUTH", "first-secret"))
     assert is_status(old.command("SET", "reload:key", "1"))
 
     _write(config, "requirepass: second-secret\nbackend-connections: 3\n")
     proxy.proc.send_signal(signal.SIGHUP)
-    _wait_for_log(proxy, "configuration re-read")
+    proxy.wait_for_log("configuration re-read")
     assert "needs a restart to change, kept as running: backend-connections" in proxy.log_text()
     assert isinstance(_auth(proxy, "first-secret"), RespError)
     assert is_status(_auth(proxy, "second-secret"))
@@ -239,7 +232,7 @@ def test_sighup_rereads_the_file_and_keeps_connections(proxy_factory, workdir):
     # A broken file is refused with its reason; everything stays as it was.
     _write(config, "requirepass: [unclosed\n")
     proxy.proc.send_signal(signal.SIGHUP)
-    _wait_for_log(proxy, "configuration not re-read")
+    proxy.wait_for_log("configuration not re-read")
     assert is_status(_auth(proxy, "second-secret"))
     _write(config, "requirepass: third\nrequest-timeout-ms: -5\n")
     proxy.proc.send_signal(signal.SIGHUP)
@@ -262,7 +255,7 @@ def test_sighup_changes_a_limit_for_the_next_request(proxy_factory, workdir):
         assert is_status(c.command("SET", "reload:big", b"x" * (600 << 10)))
     _write(config, "proto-max-bulk-len: 1mb\nmax-multibulk-length: 3\n")
     proxy.proc.send_signal(signal.SIGHUP)
-    _wait_for_log(proxy, "configuration re-read")
+    proxy.wait_for_log("configuration re-read")
     with proxy.raw() as c:
         c.send(encode_command("MSET", "a{x}", "1", "b{x}", "2"))
         replies, closed = c.read_until_closed(timeout=5)
