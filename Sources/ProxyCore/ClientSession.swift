@@ -439,12 +439,7 @@ final class ClientSession {
     func enforceOutputLimits() {
         let unread = unreadBytes
         let settings = worker.configuration
-        if settings.clientOutputLimitHard > 0 && unread > settings.clientOutputLimitHard {
-            worker.logger.warning(
-                "closing client \(id): \(unread) bytes of replies unread (client-output-limit-hard \(settings.clientOutputLimitHard))")
-            close()
-            return
-        }
+        if overHardLimit(adding: 0) { return }
         guard settings.clientOutputLimitSoft > 0 && unread > settings.clientOutputLimitSoft else {
             softLimitExceededSince = nil
             return
