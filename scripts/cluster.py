@@ -957,12 +957,13 @@ class Cluster:
         return None
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
-        """Wait (bounded) until check_healthy() passes on every node."""
+        """Wait (bounded) until check_healthy() passes on every node and every
+        replica streams its master's writes (check_replicas_streaming)."""
         deadline = time.monotonic() + timeout
         problem = "not checked"
         poked = 0.0
         while time.monotonic() < deadline:
-            problem = self.check_healthy()
+            problem = self.check_healthy() or self.check_replicas_streaming()
             if problem is None:
                 return
             if "loading" in problem and time.monotonic() - poked > 1.0:
@@ -973,6 +974,38 @@ class Cluster:
                 poked = time.monotonic()
             time.sleep(0.1)
         raise TimeoutError(f"cluster not healthy after {timeout:.0f}s: {problem}")
+
+    def check_replicas_streaming(self, timeout: float = 3.0) -> str | None:
+        """None once every replica has applied a write its master made just
+        now, else the first replica that lags.
+
+        `master_link_status:up` is not enough before a test kills a master:
+        after a diskless full sync, Redis 7.0 holds the replication stream
+        back until the replica's next REPLCONF ACK (up to a second later), and
+        writes the master acknowledges meanwhile die with it."""
+        try:
+            for m in self._healthy_view():
+                if "master" not in m["flags"] or not m["slots"]:
+                    continue
+                key = key_for_slot(min(m["slots"]), "__cluster_py_poke__")
+                self.call(m["port"], "SET", key, "1")
+                self.call(m["port"], "DEL", key)
+                info = _text(self.call(m["port"], "INFO", "replication"))
+                fields = dict(l.split(":", 1) for l in info.split("\r\n") if ":" in l)
+                target = int(fields["master_repl_offset"])
+                for replica in [n["port"] for n in self._healthy_view() if n["master"] == m["id"]]:
+                    deadline = time.monotonic() + timeout
+                    while True:
+                        info = _text(self.call(replica, "INFO", "replication"))
+                        fields = dict(l.split(":", 1) for l in info.split("\r\n") if ":" in l)
+                        if int(fields.get("slave_repl_offset", -1)) >= target:
+                            break
+                        if time.monotonic() > deadline:
+                            return f"replica {replica} at offset {fields.get('slave_repl_offset')}, master {m['port']} at {target}"
+                        time.sleep(0.02)
+        except (OSError, RespError, TimeoutError, RuntimeError, KeyError, ValueError) as e:
+            return f"replication check: {e}"
+        return None
 
     def _poke_replication(self) -> None:
         try:
