@@ -276,7 +276,6 @@ final class Worker {
 
     func sessionClosed(_ session: ClientSession) {
         if sessions.removeValue(forKey: ObjectIdentifier(session)) != nil {
-            sessionsClosedSinceTrim += 1
             shared.clientLeft()
             closedSessions.append(session)
         }
@@ -877,7 +876,8 @@ final class Worker {
     }
 
     private var lastClientSweepAt: Int64 = 0
-    private var sessionsClosedSinceTrim = 0
+    /// What the allocator held free right after the last trim (or less, once reused).
+    private var freeBytesAfterTrim = 0
 
     /// Once a second: closes clients idle past `timeout`, and drops those
     /// whose unread replies stayed above the soft output limit too long
@@ -895,11 +895,22 @@ final class Worker {
                 session.enforceOutputLimits()
             }
         }
-        if sessionsClosedSinceTrim >= 100 {
-            // After a wave of short-lived clients the allocator keeps their
-            // buffers' pages; hand the free ones back to the system.
-            sessionsClosedSinceTrim = 0
+        releaseFreedMemory(recordsFreed: recordPool.shrink())
+    }
+
+    /// After a wave of short-lived clients (or of requests in flight when
+    /// their clients left, freed only as their replies arrive) the allocator
+    /// keeps the freed buffers' pages: once what it holds free has grown by
+    /// 8 MB since the last trim, or many pooled records (small objects
+    /// spread over the heap, each pinning its page) were freed, hand the
+    /// free pages back to the system.
+    private func releaseFreedMemory(recordsFreed: Int) {
+        let free = Allocator.freeBytesHeld()
+        if free > freeBytesAfterTrim + 8 << 20 || recordsFreed >= 256 {
             Allocator.releaseFreePages()
+            freeBytesAfterTrim = Allocator.freeBytesHeld()
+        } else {
+            freeBytesAfterTrim = min(freeBytesAfterTrim, free)
         }
     }
 }
