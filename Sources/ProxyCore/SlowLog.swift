@@ -1,3 +1,4 @@
+import Glibc
 import CommandTable
 import EventLoop
 import RESPWire
@@ -69,7 +70,7 @@ extension Worker {
         }
         shared.slowLog.add(
             SlowLogEntry(
-                id: 0, unixTime: Int(loop.turnTime / 1000), micros: micros, backendMicros: min(record.backendMicros, micros),
+                id: 0, unixTime: Int(time(nil)), micros: micros, backendMicros: min(record.backendMicros, micros),
                 arguments: arguments, clientAddress: Socket.peerAddress(session.fd),
                 clientName: session.clientName.map { String(decoding: $0, as: UTF8.self) } ?? ""),
             keep: configuration.slowlogMaxLength)
