@@ -398,11 +398,13 @@ final class BackendConnection {
                 }
                 if let record = entry {
                     record.backendMicros &+= worker.loop.turnTimeMicros - record.sentAtMicros
-                    if let stats {
-                        stats.latencyMsTotal &+= Int(worker.loop.turnTime - record.sentAt)
-                        if case .error = kind { stats.errors &+= 1 }
+                    // (Optional chaining on the `let`, not `if let`: no retain of the stats.)
+                    stats?.latencyMsTotal &+= Int(worker.loop.turnTime - record.sentAt)
+                    if case .error = kind { stats?.errors &+= 1 }
+                    // The worker outlives its connections: called without a retain around the call.
+                    Unmanaged.passUnretained(worker)._withUnsafeGuaranteedRef {
+                        $0.handleReply(record, reply: reply, kind: kind, from: self)
                     }
-                    worker.handleReply(record, reply: reply, kind: kind, from: self)
                 } else if case .error = kind {
                     worker.logger.warning("\(address) refused a proxy command: \(String(decoding: reply, as: UTF8.self))")
                 }

@@ -231,9 +231,12 @@ final class ClientSession {
                     if parser.lastWasInline {
                         parser.inlineFrame.withUnsafeBytes { worker.route(self, frame: $0, arguments: parser.arguments) }
                     } else {
-                        worker.route(
-                            self, frame: UnsafeRawBufferPointer(rebasing: input.readable[0..<frameLength]),
-                            arguments: parser.arguments)
+                        // (The worker outlives its sessions: no retain around the call.)
+                        Unmanaged.passUnretained(worker)._withUnsafeGuaranteedRef {
+                            $0.route(
+                                self, frame: UnsafeRawBufferPointer(rebasing: input.readable[0..<frameLength]),
+                                arguments: parser.arguments)
+                        }
                     }
                     worker.metrics.currentSlot = -1
                     if waitingForSharedReplies {
@@ -276,8 +279,10 @@ final class ClientSession {
         }
         if let first = reply.first {
             let micros = worker.loop.turnTimeMicros - record.receivedAtMicros
-            worker.metrics.replied(
-                slot: record.metricsSlot, micros: micros, isError: first == UInt8(ascii: "-") || first == UInt8(ascii: "!"))
+            Unmanaged.passUnretained(worker)._withUnsafeGuaranteedRef {
+                $0.metrics.replied(
+                    slot: record.metricsSlot, micros: micros, isError: first == UInt8(ascii: "-") || first == UInt8(ascii: "!"))
+            }
             if micros >= worker.slowlogThresholdMicros { worker.logSlow(record, micros: micros, session: self) }
         }
         var resumes = barrier === record
@@ -333,7 +338,7 @@ final class ClientSession {
             queuedReplyBytes -= head.reply.readableBytes
             output.append(head.reply.readable)
             _ = pending.popFirst()
-            worker.recordPool.release(head)
+            Unmanaged.passUnretained(worker)._withUnsafeGuaranteedRef { $0.recordPool.release(head) }
         }
         if let head = pending.first, head.isStream, !head.reply.isEmpty {
             queuedReplyBytes -= head.reply.readableBytes
