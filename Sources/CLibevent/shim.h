@@ -13,7 +13,3 @@
 #include <event2/http.h>
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
-
-// Swift sees `mallinfo2` as the struct's zeroing initializer, not the
-// function of the same name: this wrapper reaches the function.
-static inline size_t slotproxy_malloc_free_bytes(void) { return mallinfo2().fordblks; }

@@ -207,14 +207,4 @@ public enum Allocator {
         _ = CLibevent.malloc_trim(0)
         #endif
     }
-
-    /// Bytes the allocator holds in free chunks, in every arena (their pages
-    /// may still be resident).
-    public static func freeBytesHeld() -> Int {
-        #if canImport(Glibc)
-        return Int(CLibevent.slotproxy_malloc_free_bytes())
-        #else
-        return 0
-        #endif
-    }
 }

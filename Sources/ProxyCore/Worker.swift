@@ -276,6 +276,7 @@ final class Worker {
 
     func sessionClosed(_ session: ClientSession) {
         if sessions.removeValue(forKey: ObjectIdentifier(session)) != nil {
+            sessionsClosedSinceTrim += 1
             shared.clientLeft()
             closedSessions.append(session)
         }
@@ -876,8 +877,9 @@ final class Worker {
     }
 
     private var lastClientSweepAt: Int64 = 0
-    /// What the allocator held free right after the last trim (or less, once reused).
-    private var freeBytesAfterTrim = 0
+    private var sessionsClosedSinceTrim = 0
+    /// The last sweep trimmed after a wave: trim once more at the next.
+    private var trimAgainNextSweep = false
 
     /// Once a second: closes clients idle past `timeout`, and drops those
     /// whose unread replies stayed above the soft output limit too long
@@ -898,19 +900,19 @@ final class Worker {
         releaseFreedMemory(recordsFreed: recordPool.shrink())
     }
 
-    /// After a wave of short-lived clients (or of requests in flight when
-    /// their clients left, freed only as their replies arrive) the allocator
-    /// keeps the freed buffers' pages: once what it holds free has grown by
-    /// 8 MB since the last trim, or many pooled records (small objects
-    /// spread over the heap, each pinning its page) were freed, hand the
-    /// free pages back to the system.
+    /// After a wave of short-lived clients the allocator keeps the freed
+    /// buffers' pages: hand the free ones back to the system after 100
+    /// closed sessions, or many pooled records freed (small objects spread
+    /// over the heap, each pinning its page), and once more a sweep later
+    /// (requests in flight when their clients left are freed only as their
+    /// replies arrive). Counted, not read off `mallinfo2`, which crashes
+    /// under ThreadSanitizer's allocator.
     private func releaseFreedMemory(recordsFreed: Int) {
-        let free = Allocator.freeBytesHeld()
-        if free > freeBytesAfterTrim + 8 << 20 || recordsFreed >= 256 {
+        let wave = sessionsClosedSinceTrim >= 100 || recordsFreed >= 256
+        if wave || trimAgainNextSweep {
+            sessionsClosedSinceTrim = 0
             Allocator.releaseFreePages()
-            freeBytesAfterTrim = Allocator.freeBytesHeld()
-        } else {
-            freeBytesAfterTrim = min(freeBytesAfterTrim, free)
         }
+        trimAgainNextSweep = wave
     }
 }
