@@ -7,6 +7,7 @@ stopped by its pid.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -261,6 +262,8 @@ class ProxyProcess:
     `slotproxy --cluster SEEDS --bind 127.0.0.1 --port PORT --log-level info [extra...]`
     with stdout/stderr in files under `workdir`."""
 
+    _instances = itertools.count(1)
+
     def __init__(self, seeds: str, workdir: str, extra_args=(), port: int | None = None,
                  binary: Path | None = None, env: dict | None = None, log_level: str = "info"):
         self.binary = Path(binary or proxy_binary())
@@ -270,8 +273,11 @@ class ProxyProcess:
         self.extra_args = [str(a) for a in extra_args]
         self.env = env
         self.log_level = log_level
-        self.stderr_path = os.path.join(workdir, f"slotproxy-{self.port}.stderr.log")
-        self.stdout_path = os.path.join(workdir, f"slotproxy-{self.port}.stdout.log")
+        # Named per instance too: a later proxy given a port an earlier one
+        # had must not read that one's log (a restart appends to its own).
+        name = f"slotproxy-{self.port}-{next(ProxyProcess._instances)}"
+        self.stderr_path = os.path.join(workdir, f"{name}.stderr.log")
+        self.stdout_path = os.path.join(workdir, f"{name}.stdout.log")
         self.proc: subprocess.Popen | None = None
         self.returncode: int | None = None
 
