@@ -900,8 +900,7 @@ class Cluster:
         shard_views = {}
         for p in ports:
             try:
-                info = _text(self.call(p, "CLUSTER", "INFO"))
-                fields = dict(l.split(":", 1) for l in info.split("\r\n") if ":" in l)
+                fields = self.info_fields(p, "CLUSTER", "INFO")
                 if fields.get("cluster_state") != "ok":
                     return f"{p}: cluster_state:{fields.get('cluster_state')}"
                 if fields.get("cluster_slots_ok") != str(SLOTS):
@@ -910,7 +909,7 @@ class Cluster:
                     return f"{p}: cluster_known_nodes:{fields.get('cluster_known_nodes')}"
                 nodes = parse_cluster_nodes(_text(self.call(p, "CLUSTER", "NODES")))
                 shards = self.call(p, "CLUSTER", "SHARDS")
-                repl = _text(self.call(p, "INFO", "replication"))
+                repl = self.info_fields(p, "INFO", "replication")
             except (OSError, RespError, TimeoutError) as e:
                 return f"{p}: {e}"
             for n in nodes:
@@ -929,9 +928,8 @@ class Cluster:
                     return f"{p}: replica {n['port']} follows unknown {n['master']}"
             me = next(n for n in nodes if "myself" in n["flags"])
             if "slave" in me["flags"]:
-                r = dict(l.split(":", 1) for l in repl.split("\r\n") if ":" in l)
-                if r.get("master_link_status") != "up" or r.get("master_sync_in_progress") != "0":
-                    return f"{p}: replica link {r.get('master_link_status')}"
+                if repl.get("master_link_status") != "up" or repl.get("master_sync_in_progress") != "0":
+                    return f"{p}: replica link {repl.get('master_link_status')}"
             views[p] = sorted(
                 (n["id"], n["port"], "master" if "master" in n["flags"] else "slave",
                  n["master"] or "", tuple(n["slots"]))
@@ -955,6 +953,11 @@ class Cluster:
             if shard_views[p] != shard_views[first]:
                 return f"CLUSTER SHARDS differ between {first} and {p}"
         return None
+
+    def info_fields(self, port: int, *command: str) -> dict[str, str]:
+        """The `field:value` lines of INFO / CLUSTER INFO on one node, as a dict."""
+        text = _text(self.call(port, *command))
+        return dict(l.split(":", 1) for l in text.split("\r\n") if ":" in l)
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         """Wait (bounded) until check_healthy() passes on every node and every
@@ -987,17 +990,12 @@ class Cluster:
             for m in self._healthy_view():
                 if "master" not in m["flags"] or not m["slots"]:
                     continue
-                key = key_for_slot(min(m["slots"]), "__cluster_py_poke__")
-                self.call(m["port"], "SET", key, "1")
-                self.call(m["port"], "DEL", key)
-                info = _text(self.call(m["port"], "INFO", "replication"))
-                fields = dict(l.split(":", 1) for l in info.split("\r\n") if ":" in l)
-                target = int(fields["master_repl_offset"])
+                self._poke(m)
+                target = int(self.info_fields(m["port"], "INFO", "replication")["master_repl_offset"])
                 for replica in [n["port"] for n in self._healthy_view() if n["master"] == m["id"]]:
                     deadline = time.monotonic() + timeout
                     while True:
-                        info = _text(self.call(replica, "INFO", "replication"))
-                        fields = dict(l.split(":", 1) for l in info.split("\r\n") if ":" in l)
+                        fields = self.info_fields(replica, "INFO", "replication")
                         if int(fields.get("slave_repl_offset", -1)) >= target:
                             break
                         if time.monotonic() > deadline:
@@ -1007,13 +1005,17 @@ class Cluster:
             return f"replication check: {e}"
         return None
 
+    def _poke(self, master: dict) -> None:
+        """One write (and its undoing) on a master, into its replication stream."""
+        key = key_for_slot(min(master["slots"]), "__cluster_py_poke__")
+        self.call(master["port"], "SET", key, "1")
+        self.call(master["port"], "DEL", key)
+
     def _poke_replication(self) -> None:
         try:
             for n in self._healthy_view():
                 if "master" in n["flags"] and n["slots"]:
-                    key = key_for_slot(min(n["slots"]), "__cluster_py_poke__")
-                    self.call(n["port"], "SET", key, "1")
-                    self.call(n["port"], "DEL", key)
+                    self._poke(n)
         except (OSError, RespError, TimeoutError, RuntimeError):
             pass
 

@@ -86,9 +86,9 @@ final class RequestRecord {
 struct RequestRecordPool {
     private var free: [RequestRecord] = []
     private let limit: Int
-    /// Records handed out and not yet back, and their most since the last `shrink`.
-    private var inUse = 0
-    private var mostInUse = 0
+    /// The fewest idle records since the last `shrink`: that many sat
+    /// unused the whole time.
+    private var fewestIdle = 0
 
     /// At most `limit` records (of at most 16 kB of buffers each) are kept.
     init(limit: Int = 2048) {
@@ -99,27 +99,28 @@ struct RequestRecordPool {
     var idleCount: Int { free.count }
 
     mutating func acquire() -> RequestRecord {
-        inUse += 1
-        if inUse > mostInUse { mostInUse = inUse }
-        return free.popLast() ?? RequestRecord()
+        guard let record = free.popLast() else {
+            fewestIdle = 0
+            return RequestRecord()
+        }
+        if free.count < fewestIdle { fewestIdle = free.count }
+        return record
     }
 
     mutating func release(_ record: RequestRecord) {
-        inUse -= 1
         record.reset()
         if free.count < limit { free.append(record) }
     }
 
-    /// Frees the idle records that the busiest moment since the last call
-    /// did not need (keeping `floor`). After a burst the pool would otherwise
-    /// keep thousands of small objects spread over the heap, and each pins
-    /// its page: the allocator could not give the burst's memory back.
+    /// Frees the records that sat unused since the last call (keeping
+    /// `floor` idle ones). After a burst the pool would otherwise keep
+    /// thousands of small objects spread over the heap, and each pins its
+    /// page: the allocator could not give the burst's memory back.
     /// Returns how many it freed.
     mutating func shrink(keeping floor: Int = 64) -> Int {
-        let surplus = free.count - max(floor, mostInUse - inUse)
-        mostInUse = inUse
-        guard surplus > 0 else { return 0 }
-        free.removeLast(surplus)
-        return surplus
+        let surplus = min(fewestIdle, free.count - floor)
+        if surplus > 0 { free.removeLast(surplus) }
+        fewestIdle = free.count
+        return max(surplus, 0)
     }
 }

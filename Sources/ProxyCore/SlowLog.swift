@@ -1,7 +1,10 @@
-import Glibc
 import CommandTable
 import EventLoop
 import RESPWire
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// One slow request: as Redis's slow log entry, plus the time split between
 /// the proxy (reading, routing, queueing, writing) and the cluster nodes.
