@@ -66,7 +66,7 @@ final class Worker {
     /// The current topology and, per slot, the pool of the node serving it
     /// (patched by MOVED until the next snapshot arrives).
     private(set) var slotMap: SlotMap?
-    private(set) var slotOwners: [BackendPool?] = Array(repeating: nil, count: clusterSlotCount)
+    private(set) var slotOwners = SlotOwners()
     private(set) var pools: [NodeAddress: BackendPool] = [:]
     /// The pools of `slotMap.shards`' masters, in the same order.
     private(set) var masterPools: [BackendPool] = []
@@ -215,7 +215,7 @@ final class Worker {
         afterTurn()
         sessions.removeAll()
         pools.removeAll()
-        slotOwners = []
+        slotOwners = SlotOwners()
         masterPools = []
         // Events go before the loop's event_base does.
         listenerEvent = nil
@@ -319,13 +319,10 @@ final class Worker {
             if pool.openConnections.allSatisfy({ $0.outstandingRequests == 0 }) { pool.closeAll() } else { wanted[address] = pool }
         }
         pools = wanted
-        var ownersChanged = false
-        for slot in 0..<clusterSlotCount {
-            let shard = map.shardForSlot[slot]
-            let owner = shard == SlotMap.unassigned ? nil : masterPools[Int(shard)]
-            if !ownersChanged && !trackedReaders.isEmpty && owner?.address != slotOwners[slot]?.address { ownersChanged = true }
-            slotOwners[slot] = owner
-        }
+        let owners = SlotOwners(masters: masterPools, shardForSlot: map.shardForSlot)
+        let ownersChanged = !trackedReaders.isEmpty
+            && (0..<clusterSlotCount).contains { owners[$0]?.address != slotOwners[$0]?.address }
+        slotOwners = owners
         // A moved slot's new owner never saw the reads: tracking starts over.
         if ownersChanged { invalidateAllTracking(reason: "the slot map changed") }
         slotMap = map
