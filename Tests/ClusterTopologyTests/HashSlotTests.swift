@@ -69,6 +69,11 @@ func braceHeavyKey(length: Int, braceOneIn: UInt8, rng: inout UInt64) -> [UInt8]
             let key = braceHeavyKey(length: length, braceOneIn: 5, rng: &rng)
             key.withUnsafeBytes { #expect(hasher.slot(of: $0) == hashSlot($0)) }
         }
+        // Whole keys of every length, odd and even (braces rare).
+        for length in 0..<200 {
+            let key = braceHeavyKey(length: length, braceOneIn: 255, rng: &rng)
+            key.withUnsafeBytes { #expect(hasher.slot(of: $0) == hashSlot($0), "key \(key)") }
+        }
         for key in ["foo", "{user1000}.following", "{}x", "{x", "a{}{b}", ""] {
             Array(key.utf8).withUnsafeBytes { #expect(hasher.slot(of: $0) == hashSlot(key)) }
         }
