@@ -26,6 +26,9 @@ final class ClientSession {
     private var readEvent: LoopEvent?
     private var writeEvent: LoopEvent?
     var isDirty = false
+    /// When a flush was first held back for replies still out (turn clock,
+    /// microseconds; 0: not held).
+    private var heldBackSince: Int64 = 0
     private(set) var isClosed = false
     private var closeAfterFlush = false
     /// Reading stops while the client owes the proxy too much reading of its
@@ -424,6 +427,24 @@ final class ClientSession {
 
     // MARK: writing
 
+    /// Replies to the start of a pipeline spread over several masters: the
+    /// rest comes a turn or two later. Held until they are all in, for at
+    /// most `reply-coalesce-us`, the client gets one write and one wakeup
+    /// per pipeline, not one per master. Big outputs and streams (pub/sub,
+    /// a blocked client's) are not held.
+    @inline(__always)
+    private func holdsBackPartialReplies() -> Bool {
+        let bound = Int64(worker.configuration.replyCoalesceMicros)
+        guard bound > 0, hasPendingReplies, !isSubscribed, blockedOn == nil, output.readableBytes < 16 * 1024 else {
+            return false
+        }
+        let now = worker.loop.turnTimeMicros
+        if heldBackSince == 0 { heldBackSince = now }
+        guard now - heldBackSince < bound else { return false }
+        worker.holdBack(self, until: heldBackSince + bound)
+        return true
+    }
+
     private func markDirty() {
         guard !isDirty, !isClosed else { return }
         isDirty = true
@@ -432,8 +453,13 @@ final class ClientSession {
 
     /// Called once per loop turn for dirty sessions.
     func flush() {
+        guard !isClosed else {
+            isDirty = false
+            return
+        }
+        if holdsBackPartialReplies() { return }
+        heldBackSince = 0
         isDirty = false
-        guard !isClosed else { return }
         if !(writeEvent?.isPending ?? false) { writeOutput() }
         if !isClosed { enforceOutputLimits() }
     }

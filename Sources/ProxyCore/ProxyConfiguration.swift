@@ -158,6 +158,10 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// Request bytes buffered per client, unparsed, before it is disconnected
     /// (`client-query-buffer-limit`, as Redis's).
     public var clientQueryBufferLimit: Int = 1 << 30
+    /// How long a client's first replies may wait for the rest of its
+    /// pipeline, which other masters answer, to go out in one write
+    /// (`reply-coalesce-us`, microseconds; 0: every turn writes).
+    public var replyCoalesceMicros: Int = 200
     /// The query buffer limit applied: never below what one request with an
     /// argument of `proto-max-bulk-len` needs.
     public var effectiveQueryBufferLimit: Int {

@@ -32,6 +32,13 @@ final class Worker {
     /// Counters for `/metrics`, published once per tick.
     let metrics = WorkerMetrics()
     var dirtyClients: [ClientSession] = []
+    /// Clients whose partial replies wait for the rest (`reply-coalesce-us`,
+    /// see `ClientSession.flush`), and the earliest time one of them must
+    /// be written (turn clock, microseconds).
+    private var heldBackClients: [ClientSession] = []
+    private var earliestHeldBackDeadline = Int64.max
+    /// Wakes the loop at that deadline: libevent's timers keep a 4 ms clock.
+    private var heldBackTimer: PreciseWakeup?
     var dirtyBackends: [BackendConnection] = []
     /// Objects closed during this turn, released after it (never inside their own callback).
     private var closedSessions: [ClientSession] = []
@@ -48,6 +55,7 @@ final class Worker {
     private let tlsListenerFD: CInt?
     private var tlsListenerEvent: LoopEvent?
     private var tickEvent: LoopEvent?
+    private var shuttingDown = false
     private var acceptPaused = false
     /// Connections for blocking commands, one client at a time.
     private(set) lazy var dedicated = DedicatedConnections(worker: self, limitPerNode: configuration.blockingConnectionsPerNode)
@@ -146,8 +154,25 @@ final class Worker {
             i += 1
         }
         dirtyClients.clearKeepingCapacity()
+        if !heldBackClients.isEmpty {
+            // Flushed again after the next turn; the timer starts one by
+            // the earliest deadline.
+            swap(&dirtyClients, &heldBackClients)
+            if !shuttingDown {
+                if heldBackTimer == nil { heldBackTimer = PreciseWakeup(loop: loop) }
+                heldBackTimer?.arm(microseconds: Int(max(earliestHeldBackDeadline - loop.turnTimeMicros, 1)))
+            }
+            earliestHeldBackDeadline = .max
+        }
         if !closedSessions.isEmpty { closedSessions.removeAll(keepingCapacity: true) }
         if !closedBackends.isEmpty { closedBackends.removeAll(keepingCapacity: true) }
+    }
+
+    /// Leaves a client's flush to a later turn, `deadline` at the latest
+    /// (`ClientSession.flush`).
+    func holdBack(_ session: ClientSession, until deadline: Int64) {
+        heldBackClients.append(session)
+        if deadline < earliestHeldBackDeadline { earliestHeldBackDeadline = deadline }
     }
 
     private func receive(_ message: WorkerMessage) {
@@ -207,6 +232,8 @@ final class Worker {
         listenerEvent?.remove()
         tlsListenerEvent?.remove()
         tickEvent?.remove()
+        heldBackTimer?.stop()
+        shuttingDown = true
         for session in sessions.values { session.close() }
         trackedReaders.removeAll()
         sessionsAwaitingResubscription.removeAll()
@@ -221,6 +248,7 @@ final class Worker {
         listenerEvent = nil
         tlsListenerEvent = nil
         tickEvent = nil
+        heldBackTimer = nil
         mailbox.detach()
     }
 

@@ -33,6 +33,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case clientReadPauseReplies = "client-read-pause-replies"
     case clientReadPauseBytes = "client-read-pause-bytes"
     case clientQueryBufferLimit = "client-query-buffer-limit"
+    case replyCoalesceUs = "reply-coalesce-us"
     case timeout
     case tcpKeepAlive = "tcp-keepalive"
     case shutdownTimeout = "shutdown-timeout"
@@ -98,6 +99,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .clientReadPauseBytes: (1 << 16)...(1 << 40)
         // Above proto-max-bulk-len's floor: one argument must fit.
         case .clientQueryBufferLimit: (1 << 20)...(1 << 40)
+        case .replyCoalesceUs: 0...100_000
         case .timeout: 0...(1 << 31)
         case .tcpKeepAlive: 0...86_400
         case .shutdownTimeout: 0...3600
@@ -314,6 +316,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .clientReadPauseReplies: configuration.clientReadPauseReplies = number
         case .clientReadPauseBytes: configuration.clientReadPauseBytes = number
         case .clientQueryBufferLimit: configuration.clientQueryBufferLimit = number
+        case .replyCoalesceUs: configuration.replyCoalesceMicros = number
         case .timeout: configuration.idleTimeoutSeconds = number
         case .tcpKeepAlive: configuration.tcpKeepAliveSeconds = number
         case .shutdownTimeout: configuration.shutdownTimeoutSeconds = number

@@ -104,6 +104,7 @@ extension ConfigSetting {
         case .clientReadPauseReplies: return "\(c.clientReadPauseReplies)"
         case .clientReadPauseBytes: return "\(c.clientReadPauseBytes)"
         case .clientQueryBufferLimit: return "\(c.clientQueryBufferLimit)"
+        case .replyCoalesceUs: return "\(c.replyCoalesceMicros)"
         case .timeout: return "\(c.idleTimeoutSeconds)"
         case .tcpKeepAlive: return "\(c.tcpKeepAliveSeconds)"
         case .shutdownTimeout: return "\(c.shutdownTimeoutSeconds)"

@@ -144,6 +144,38 @@ def test_pipeline_mixes_local_and_routed_replies_in_order(cluster, proxy):
     assert_values(replies, expected)
 
 
+def first_reply_delay(conn, commands) -> tuple[float, list]:
+    """Sends `commands` in one write; seconds until the first reply was read,
+    and all the replies."""
+    started = time.monotonic()
+    conn.send(b"".join(encode_command(*c) for c in commands))
+    first = conn.read_reply(timeout=10)
+    delay = time.monotonic() - started
+    return delay, [first] + conn.read_replies(len(commands) - 1, timeout=10)
+
+
+def test_partial_pipeline_replies_wait_for_the_rest_at_most_reply_coalesce_us(cluster, proxy_factory):
+    """The first replies of a pipeline spread over masters wait for the rest
+    (one write to the client), but never longer than reply-coalesce-us; a
+    lone request is not held at all, and 0 turns the wait off."""
+    key = unique("coalesce")
+    # DEBUG SLEEP goes to any master: it is the slow rest of the pipeline.
+    slow_pipeline = [("GET", key), ("DEBUG", "SLEEP", "0.5")]
+    with proxy_factory("--allow-debug", "--set", "reply-coalesce-us=100000").raw() as c:
+        assert is_status(c.command("SET", key, "v"))
+        started = time.monotonic()
+        for _ in range(20):
+            assert c.command("GET", key) == b"v"
+        assert time.monotonic() - started < 0.5, "lone requests were held"
+        delay, replies = first_reply_delay(c, slow_pipeline)
+        assert replies[0] == b"v" and is_status(replies[1])
+        assert 0.09 <= delay < 0.45, f"first reply after {delay:.3f} s: held for 0.1 s, then written"
+    with proxy_factory("--allow-debug", "--set", "reply-coalesce-us=0").raw() as c:
+        delay, replies = first_reply_delay(c, slow_pipeline)
+        assert replies[0] == b"v" and is_status(replies[1])
+        assert delay < 0.09, f"first reply after {delay:.3f} s with reply-coalesce-us 0"
+
+
 @pytest.mark.parametrize("proto", [2, 3])
 def test_missing_key_and_reply_types_follow_client_protocol(proxy, proto):
     """A RESP3 client gets RESP3 replies (null `_`, maps) even though the
