@@ -8,7 +8,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <malloc.h>
-#include <sys/timerfd.h>
 
 #include <event2/event.h>
 #include <event2/http.h>

@@ -121,47 +121,15 @@ public final class LoopEvent {
         }
     }
 
+    /// Makes the event pending with a timeout in microseconds (libevent
+    /// counts it from its cached coarse clock: it fires up to 4 ms late).
+    public func add(timeoutMicroseconds us: Int) {
+        var tv = timeval(tv_sec: us / 1_000_000, tv_usec: us % 1_000_000)
+        event_add(event, &tv)
+    }
+
     public func remove() {
         event_del(event)
     }
 }
 
-/// A one-shot wakeup with microsecond precision (a timerfd): libevent's own
-/// timers follow its coarse clock, in 4 ms steps. Arming an armed timer
-/// keeps the earlier deadline.
-public final class PreciseWakeup {
-    private let fd: CInt
-    private var event: LoopEvent?
-    public private(set) var isArmed = false
-
-    public init(loop: EventLoop) {
-        fd = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_NONBLOCK | TFD_CLOEXEC))
-        precondition(fd >= 0, "timerfd_create failed")
-        event = LoopEvent(
-            loop: loop, fd: fd, flags: EventFlags.read | EventFlags.persist,
-            callback: { fd, _, context in
-                var expirations: UInt64 = 0
-                _ = read(fd, &expirations, 8)
-                Unmanaged<PreciseWakeup>.fromOpaque(context!).takeUnretainedValue().isArmed = false
-            }, context: Unmanaged.passUnretained(self).toOpaque())
-        event?.add()
-    }
-
-    deinit {
-        event = nil
-        close(fd)
-    }
-
-    public func arm(microseconds: Int) {
-        guard !isArmed else { return }
-        var spec = itimerspec()
-        spec.it_value.tv_sec = microseconds / 1_000_000
-        spec.it_value.tv_nsec = (microseconds % 1_000_000) * 1000
-        timerfd_settime(fd, 0, &spec, nil)
-        isArmed = true
-    }
-
-    public func stop() {
-        event?.remove()
-    }
-}

@@ -27,6 +27,7 @@ from harness import (
     encode_command,
     is_status,
     key_hash_slot,
+    keys_on_each_master,
     pairs_to_dict,
     verify_on_masters,
 )
@@ -154,25 +155,35 @@ def first_reply_delay(conn, commands) -> tuple[float, list]:
     return delay, [first] + conn.read_replies(len(commands) - 1, timeout=10)
 
 
+# Busy for ARGV[1] microseconds on the node of KEYS[1].
+BUSY_SCRIPT = """
+local t = redis.call('TIME')
+local start = tonumber(t[1]) * 1000000 + tonumber(t[2])
+repeat t = redis.call('TIME') until tonumber(t[1]) * 1000000 + tonumber(t[2]) - start >= tonumber(ARGV[1])
+return 1
+"""
+
+
 def test_partial_pipeline_replies_wait_for_the_rest_at_most_reply_coalesce_us(cluster, proxy_factory):
     """The first replies of a pipeline spread over masters wait for the rest
-    (one write to the client), but never longer than reply-coalesce-us; a
-    lone request is not held at all, and 0 turns the wait off."""
-    key = unique("coalesce")
-    # DEBUG SLEEP goes to any master: it is the slow rest of the pipeline.
-    slow_pipeline = [("GET", key), ("DEBUG", "SLEEP", "0.5")]
-    with proxy_factory("--allow-debug", "--set", "reply-coalesce-us=100000").raw() as c:
-        assert is_status(c.command("SET", key, "v"))
+    (one write to the client), but never much longer than reply-coalesce-us;
+    a lone request is not held at all, and 0 turns the wait off."""
+    fast, slow = keys_on_each_master(cluster, unique("coalesce"))[:2]
+    # The script keeps another master busy: it is the slow rest of the pipeline.
+    slow_pipeline = [("GET", fast), ("EVAL", BUSY_SCRIPT, "1", slow, "500000")]
+    with proxy_factory("--set", "reply-coalesce-us=100000").raw() as c:
+        assert is_status(c.command("SET", fast, "v"))
         started = time.monotonic()
         for _ in range(20):
-            assert c.command("GET", key) == b"v"
+            assert c.command("GET", fast) == b"v"
         assert time.monotonic() - started < 0.5, "lone requests were held"
+        for _ in range(3):
+            delay, replies = first_reply_delay(c, slow_pipeline)
+            assert replies == [b"v", 1]
+            assert 0.09 <= delay < 0.45, f"first reply after {delay:.3f} s: held for 0.1 s, then written"
+    with proxy_factory("--set", "reply-coalesce-us=0").raw() as c:
         delay, replies = first_reply_delay(c, slow_pipeline)
-        assert replies[0] == b"v" and is_status(replies[1])
-        assert 0.09 <= delay < 0.45, f"first reply after {delay:.3f} s: held for 0.1 s, then written"
-    with proxy_factory("--allow-debug", "--set", "reply-coalesce-us=0").raw() as c:
-        delay, replies = first_reply_delay(c, slow_pipeline)
-        assert replies[0] == b"v" and is_status(replies[1])
+        assert replies == [b"v", 1]
         assert delay < 0.09, f"first reply after {delay:.3f} s with reply-coalesce-us 0"
 
 
