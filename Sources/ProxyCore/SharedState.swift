@@ -73,8 +73,10 @@ final class SharedState: Sendable {
     /// Each worker's counters as of its last tick (see `WorkerMetrics`).
     private let metricsSnapshots: [PublishedSnapshot]
 
-    func publish(_ snapshot: MetricsSnapshot, worker: Int) {
-        metricsSnapshots[worker].value.withLock { $0 = snapshot }
+    /// Stores a worker's new snapshot and hands it back the one it replaces,
+    /// to fill next time (see `MetricsSnapshot.update`).
+    func exchange(_ snapshot: inout MetricsSnapshot, worker: Int) {
+        metricsSnapshots[worker].value.withLock { swap(&$0, &snapshot) }
     }
 
     var workerMetrics: [MetricsSnapshot] { metricsSnapshots.map { $0.value.withLock { $0 } } }

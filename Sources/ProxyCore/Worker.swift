@@ -861,6 +861,8 @@ final class Worker {
 
     private var lastWatchdogAt: Int64 = 0
     private var lastMetricsAt: Int64 = 0
+    /// The snapshot published before the last one, refilled by the next.
+    private var spareSnapshot = MetricsSnapshot()
     private var lastWarmUpAt: Int64 = .min / 2
     private var publishedReady = false
     /// The slot map covers every slot (worked out once per map, not per tick).
@@ -875,15 +877,16 @@ final class Worker {
         metrics.dirty = false
         lastMetricsAt = now
         publishedReady = ready
-        var snapshot = MetricsSnapshot(metrics)
+        spareSnapshot.update(from: metrics)
+        spareSnapshot.nodes.removeAll(keepingCapacity: true)
         for pool in pools.values {
-            snapshot.nodes.append(
+            spareSnapshot.nodes.append(
                 NodeSnapshot(
                     address: pool.address.description, requests: pool.stats.requests, errors: pool.stats.errors,
                     latencyMsTotal: pool.stats.latencyMsTotal))
         }
-        snapshot.ready = ready
-        shared.publish(snapshot, worker: workerIndex)
+        spareSnapshot.ready = ready
+        shared.exchange(&spareSnapshot, worker: workerIndex)
     }
 
     /// Worker 0 keeps a connection open to every master, so `/readyz` means

@@ -97,11 +97,27 @@ struct MetricsSnapshot: Sendable {
     init() {}
 
     init(_ metrics: WorkerMetrics) {
-        calls = Array(metrics.calls)
-        errors = Array(metrics.errors)
-        latencyBuckets = Array(metrics.latencyBuckets)
-        latencySumMicros = Array(metrics.latencySumMicros)
+        update(from: metrics)
+    }
+
+    /// Copies the counters in, into the arrays it has when nothing else
+    /// holds them: a worker publishing every tick then allocates nothing.
+    mutating func update(from metrics: WorkerMetrics) {
+        Self.overwrite(&calls, with: metrics.calls)
+        Self.overwrite(&errors, with: metrics.errors)
+        Self.overwrite(&latencyBuckets, with: metrics.latencyBuckets)
+        Self.overwrite(&latencySumMicros, with: metrics.latencySumMicros)
         counters = metrics.counters
+    }
+
+    private static func overwrite(_ array: inout [Int], with source: UnsafeMutableBufferPointer<Int>) {
+        guard array.count == source.count else {
+            array = Array(source)
+            return
+        }
+        array.withUnsafeMutableBufferPointer { target in
+            target.baseAddress!.update(from: source.baseAddress!, count: source.count)
+        }
     }
 }
 
