@@ -132,4 +132,3 @@ public final class LoopEvent {
         event_del(event)
     }
 }
-

@@ -171,7 +171,9 @@ final class Worker {
 
     private func wakeUpForHeldBackClients(by deadline: Int64) {
         if heldBackWakeup == nil {
-            heldBackWakeup = LoopEvent(loop: loop, fd: -1, flags: 0, callback: { _, _, _ in }, context: Unmanaged.passUnretained(self).toOpaque())
+            // Firing ends the loop's wait; `afterTurn` does the rest.
+            heldBackWakeup = LoopEvent(
+                loop: loop, fd: -1, flags: 0, callback: { _, _, _ in }, context: Unmanaged.passUnretained(self).toOpaque())
         }
         guard let wakeup = heldBackWakeup, !wakeup.isPending else { return }
         wakeup.add(timeoutMicroseconds: Int(max(deadline - loop.turnTimeMicros, 1)))
