@@ -114,8 +114,7 @@ public final class LoopEvent {
     /// Makes the event pending, optionally with a timeout in milliseconds.
     public func add(timeoutMilliseconds: Int? = nil) {
         if let ms = timeoutMilliseconds {
-            var tv = timeval(tv_sec: ms / 1000, tv_usec: (ms % 1000) * 1000)
-            event_add(event, &tv)
+            add(timeoutMicroseconds: ms * 1000)
         } else {
             event_add(event, nil)
         }

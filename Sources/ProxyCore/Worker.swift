@@ -59,7 +59,6 @@ final class Worker {
     private let tlsListenerFD: CInt?
     private var tlsListenerEvent: LoopEvent?
     private var tickEvent: LoopEvent?
-    private var shuttingDown = false
     private var acceptPaused = false
     /// Connections for blocking commands, one client at a time.
     private(set) lazy var dedicated = DedicatedConnections(worker: self, limitPerNode: configuration.blockingConnectionsPerNode)
@@ -162,7 +161,7 @@ final class Worker {
             // Flushed again after the next turn; the timer starts one by
             // the earliest deadline.
             swap(&dirtyClients, &heldBackClients)
-            if !shuttingDown { wakeUpForHeldBackClients(by: earliestHeldBackDeadline) }
+            wakeUpForHeldBackClients(by: earliestHeldBackDeadline)
             earliestHeldBackDeadline = .max
         }
         if !closedSessions.isEmpty { closedSessions.removeAll(keepingCapacity: true) }
@@ -243,8 +242,6 @@ final class Worker {
         listenerEvent?.remove()
         tlsListenerEvent?.remove()
         tickEvent?.remove()
-        heldBackWakeup?.remove()
-        shuttingDown = true
         for session in sessions.values { session.close() }
         trackedReaders.removeAll()
         sessionsAwaitingResubscription.removeAll()

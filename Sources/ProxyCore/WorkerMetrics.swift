@@ -96,10 +96,6 @@ struct MetricsSnapshot: Sendable {
 
     init() {}
 
-    init(_ metrics: WorkerMetrics) {
-        update(from: metrics)
-    }
-
     /// Copies the counters in, into the arrays it has when nothing else
     /// holds them: a worker publishing every tick then allocates nothing.
     mutating func update(from metrics: WorkerMetrics) {
