@@ -47,7 +47,7 @@ let package = Package(
         .executableTarget(
             name: "slotproxy",
             dependencies: [
-                "ProxyCore", "CommandTable",
+                "ProxyCore", "CommandTable", "EventLoop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),

@@ -175,8 +175,8 @@ public enum Socket {
             }
         }
         guard ok == 0 else { return "?" }
-        let h = String(cString: host)
-        let p = String(cString: service)
+        let h = String(nulTerminated: host)
+        let p = String(nulTerminated: service)
         return h.contains(":") ? "[\(h)]:\(p)" : "\(h):\(p)"
     }
 
@@ -206,5 +206,12 @@ public enum Allocator {
         #if canImport(Glibc)
         _ = CLibevent.malloc_trim(0)
         #endif
+    }
+}
+
+extension String {
+    /// The text in a C character buffer, up to its first NUL.
+    public init(nulTerminated characters: [CChar]) {
+        self.init(decoding: characters.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

@@ -1,3 +1,4 @@
+import EventLoop
 import Foundation
 import Logging
 import ProxyCore
@@ -83,7 +84,7 @@ struct ReloadableLevelLogHandler: LogHandler {
         var buffer = [CChar](repeating: 0, count: 32)
         strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S", &parts)
         let millis = now.tv_nsec / 1_000_000
-        return String(cString: buffer) + "." + String(format: "%03d", millis) + "Z"
+        return String(nulTerminated: buffer) + "." + String(format: "%03d", millis) + "Z"
     }
 
     /// A logfmt value: bare when it is one word, else quoted with `"` and `\` escaped.
