@@ -180,6 +180,24 @@ public enum Socket {
         return h.contains(":") ? "[\(h)]:\(p)" : "\(h):\(p)"
     }
 
+    /// The numeric local address of a socket (`0.0.0.0`, `127.0.0.1`, `::`),
+    /// or nil when it has none.
+    public static func localHost(_ fd: CInt) -> String? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard rc == 0 else { return nil }
+        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        let ok = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                getnameinfo($0, length, &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST)
+            }
+        }
+        return ok == 0 ? String(nulTerminated: host) : nil
+    }
+
     /// The local port of a bound socket (after binding port 0).
     public static func localPort(_ fd: CInt) -> Int {
         var storage = sockaddr_storage()

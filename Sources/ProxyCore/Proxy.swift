@@ -44,6 +44,9 @@ public final class Proxy {
         var port = configuration.port
         var tlsPort = configuration.tlsPort
         if let inherited = activation.plainListener {
+            for fd in activation.descriptors {
+                try SocketActivation.checkProtectedMode(fd, configuration, logger: logger)
+            }
             // One socket for every worker: they all accept from it.
             port = Socket.localPort(inherited)
             listeners = Array(repeating: inherited, count: configuration.effectiveWorkers)

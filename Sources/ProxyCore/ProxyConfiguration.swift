@@ -223,16 +223,21 @@ public struct ProxyConfiguration: Sendable, Equatable {
 
     public init() {}
 
-    /// Whether `bind` only reaches this machine (127.0.0.0/8, ::1, localhost).
-    public var bindsLoopbackOnly: Bool {
-        bind.hasPrefix("127.") || bind == "::1" || bind == "localhost"
+    /// Whether an address only reaches this machine (127.0.0.0/8, ::1,
+    /// localhost, 127.0.0.0/8 mapped into IPv6).
+    public static func isLoopback(_ host: String) -> Bool {
+        host.hasPrefix("127.") || host == "::1" || host == "localhost" || host.lowercased().hasPrefix("::ffff:127.")
     }
 
     /// Why this configuration exposes the cluster to anyone who can reach the
     /// proxy (a non-loopback `bind` and no authentication), or nil.
-    public var unprotectedExposure: String? {
-        guard !bindsLoopbackOnly, !requiresAuthentication else { return nil }
-        return "'bind' is \(bind), which other machines can reach, and neither requirepass nor users is set: anyone who can connect gets the whole cluster"
+    public var unprotectedExposure: String? { unprotectedExposure(listeningOn: bind, what: "'bind'") }
+
+    /// The same for an address the proxy listens on whatever `bind` says (a
+    /// socket from systemd): `what` names it in the message.
+    public func unprotectedExposure(listeningOn host: String, what: String) -> String? {
+        guard !ProxyConfiguration.isLoopback(host), !requiresAuthentication else { return nil }
+        return "\(what) is \(host), which other machines can reach, and neither requirepass nor users is set: anyone who can connect gets the whole cluster"
     }
 }
 

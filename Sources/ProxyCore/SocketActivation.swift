@@ -1,4 +1,5 @@
 import EventLoop
+import Logging
 
 #if canImport(Glibc)
     import Glibc
@@ -20,6 +21,28 @@ struct SocketActivation {
         }
     }
     static let missingTLSListener = MissingTLSListener()
+
+    struct Unprotected: Error, CustomStringConvertible {
+        let exposure: String
+        var description: String {
+            "protected mode: \(exposure); set requirepass or users, or protected-mode: no (--no-protected-mode) to allow it"
+        }
+    }
+
+    /// Protected mode for systemd's sockets: their address, not `bind`, is
+    /// what clients reach. Throws `Unprotected` when protected mode is on;
+    /// with it off, the same message is a warning.
+    static func checkProtectedMode(_ fd: CInt, _ configuration: ProxyConfiguration, logger: Logger) throws {
+        let host = Socket.localHost(fd) ?? "an unknown address"
+        guard let exposure = configuration.unprotectedExposure(listeningOn: host, what: "the socket from systemd") else {
+            return
+        }
+        guard configuration.protectedMode else {
+            logger.warning("PROTECTED MODE IS OFF: \(exposure)")
+            return
+        }
+        throw Unprotected(exposure: exposure)
+    }
 
     init(environment: [String: String]) {
         guard let pid = environment["LISTEN_PID"].flatMap({ Int32($0) }), pid == getpid(),

@@ -151,6 +151,28 @@ def test_socket_activation_serves_on_the_inherited_socket(cluster, workdir):
     listener.close()
 
 
+def test_protected_mode_judges_the_socket_from_systemd_not_bind(cluster, workdir):
+    # systemd's socket on the wildcard address while `bind` says loopback:
+    # clients reach the socket, so with no password the proxy must refuse.
+    # (Bound, never listening: nothing outside loopback can connect to it.)
+    wildcard = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    wildcard.bind(("0.0.0.0", 0))
+    fd = wildcard.fileno()
+    launcher = ("import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
+                "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); os.execv(sys.argv[2], sys.argv[2:])")
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", launcher, str(fd), str(proxy_binary()), "--cluster", cluster.seeds,
+             "--bind", "127.0.0.1", "--port", str(free_port())],
+            pass_fds=(fd,), capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
+    finally:
+        wildcard.close()
+    output = (run.stdout + run.stderr).decode(errors="replace")
+    assert run.returncode == 1, output
+    assert "protected mode: the socket from systemd is 0.0.0.0" in output, output
+    assert "set requirepass or users" in output, output
+
+
 def _read_replies(sock: socket.socket, count: int, timeout: float) -> tuple[list, bool]:
     """Up to `count` replies; (replies, whether the proxy closed first)."""
     parser = RespParser()
