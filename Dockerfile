@@ -27,7 +27,9 @@ COPY config/slotproxy.yaml /etc/slotproxy/slotproxy.example.yaml
 USER 10001
 # The admin endpoint (/metrics, /healthz, /readyz) is on in the image; bind it
 # to the pod's address (SLOTPROXY_ADMIN_BIND=0.0.0.0) for probes and scrapes
-# from outside the container.
+# from outside the container. Environment variables win over a mounted
+# config file: change the port here (docker run -e SLOTPROXY_ADMIN_PORT=...),
+# not with admin-port in the file; the HEALTHCHECK follows the variable.
 ENV SLOTPROXY_ADMIN_PORT=9121
 EXPOSE 7777 9121
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \

@@ -8,7 +8,7 @@ DEMO_DIR ?= run/demo
 .PHONY: deps build release test unit integration fuzz test-sanitize demo bench callgrind install clean
 
 deps:
-	scripts/install-deps
+	PYTHON=$(PYTHON) scripts/install-deps
 
 build: deps
 	$(SWIFT) build
@@ -54,9 +54,11 @@ demo: release
 	scripts/demo $(DEMO_DIR)
 
 bench: release
+	PYTHON=$(PYTHON) scripts/install-deps --bench
 	scripts/bench markdown
 
 callgrind: release
+	PYTHON=$(PYTHON) scripts/install-deps --bench
 	scripts/bench callgrind
 
 # Where a package would put things: the binary, the systemd units (with the
