@@ -110,6 +110,12 @@ def test_systemd_units_verify():
     assert not problems, result.stderr
 
 
+# systemd's part: the socket (argv[1]) as fd 3, LISTEN_FDS=1, LISTEN_PID =
+# the daemon's pid, then exec the daemon (argv[2:]).
+SYSTEMD_LAUNCHER = ("import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
+                    "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); os.execv(sys.argv[2], sys.argv[2:])")
+
+
 def test_socket_activation_serves_on_the_inherited_socket(cluster, workdir):
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -119,11 +125,8 @@ def test_socket_activation_serves_on_the_inherited_socket(cluster, workdir):
     fd = listener.fileno()
     unused_port = free_port()
     log = open(os.path.join(workdir, "activation.log"), "wb")
-    # systemd's part: the socket as fd 3, LISTEN_FDS=1, LISTEN_PID = the daemon's pid.
-    launcher = ("import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
-                "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); os.execv(sys.argv[2], sys.argv[2:])")
     proc = subprocess.Popen(
-        [sys.executable, "-c", launcher, str(fd), str(proxy_binary()), "--cluster", cluster.seeds,
+        [sys.executable, "-c", SYSTEMD_LAUNCHER, str(fd), str(proxy_binary()), "--cluster", cluster.seeds,
          "--bind", "127.0.0.1", "--port", str(unused_port), "--workers", "2"],
         pass_fds=(fd,), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
@@ -158,11 +161,9 @@ def test_protected_mode_judges_the_socket_from_systemd_not_bind(cluster, workdir
     wildcard = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     wildcard.bind(("0.0.0.0", 0))
     fd = wildcard.fileno()
-    launcher = ("import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
-                "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); os.execv(sys.argv[2], sys.argv[2:])")
     try:
         run = subprocess.run(
-            [sys.executable, "-c", launcher, str(fd), str(proxy_binary()), "--cluster", cluster.seeds,
+            [sys.executable, "-c", SYSTEMD_LAUNCHER, str(fd), str(proxy_binary()), "--cluster", cluster.seeds,
              "--bind", "127.0.0.1", "--port", str(free_port())],
             pass_fds=(fd,), capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
     finally:
