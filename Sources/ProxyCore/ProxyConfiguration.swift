@@ -233,6 +233,11 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// proxy (a non-loopback `bind` and no authentication), or nil.
     public var unprotectedExposure: String? { unprotectedExposure(listeningOn: bind, what: "'bind'") }
 
+    /// What protected mode answers an exposure with, refusing to start.
+    public static func protectedModeRefusal(_ exposure: String) -> String {
+        "protected mode: \(exposure); set requirepass or users, or protected-mode: no (--no-protected-mode) to allow it"
+    }
+
     /// The same for an address the proxy listens on whatever `bind` says (a
     /// socket from systemd): `what` names it in the message.
     public func unprotectedExposure(listeningOn host: String, what: String) -> String? {

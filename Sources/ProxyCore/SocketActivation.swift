@@ -24,9 +24,7 @@ struct SocketActivation {
 
     struct Unprotected: Error, CustomStringConvertible {
         let exposure: String
-        var description: String {
-            "protected mode: \(exposure); set requirepass or users, or protected-mode: no (--no-protected-mode) to allow it"
-        }
+        var description: String { ProxyConfiguration.protectedModeRefusal(exposure) }
     }
 
     /// Protected mode for systemd's sockets: their address, not `bind`, is

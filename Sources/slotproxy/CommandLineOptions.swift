@@ -310,7 +310,7 @@ struct SlotproxyOptions: ParsableCommand {
         if configuration.protectedMode, let exposure = configuration.unprotectedExposure {
             throw ConfigError(
                 key: ConfigSetting.protectedMode.rawValue,
-                message: "protected mode: \(exposure); set requirepass or users, or protected-mode: no (--no-protected-mode) to allow it")
+                message: ProxyConfiguration.protectedModeRefusal(exposure))
         }
     }
 

@@ -184,6 +184,15 @@ func parseFailure(_ arguments: [String]) -> String? {
         }
     }
 
+    @Test func loopbackAddressesAreTheOnlyOnesProtectedModeLetsThrough() {
+        for host in ["127.0.0.1", "127.1.2.3", "::1", "localhost", "::ffff:127.0.0.1", "::FFFF:127.0.0.1"] {
+            #expect(ProxyConfiguration.isLoopback(host), "\(host)")
+        }
+        for host in ["0.0.0.0", "::", "10.0.0.1", "::ffff:10.0.0.1", "128.0.0.1", "an unknown address"] {
+            #expect(!ProxyConfiguration.isLoopback(host), "\(host)")
+        }
+    }
+
     @Test func flagValuesAreCheckedLikeTheFile() {
         #expect(parseFailure(["--port", "0"]) == "'--port' must be an integer between 1 and 65535, got '0'")
         #expect(
