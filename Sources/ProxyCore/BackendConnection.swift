@@ -48,9 +48,29 @@ final class BackendConnection {
     /// Goes back to the idle list once the replies it still owes are in.
     var releaseWhenIdle = false
     private(set) var connectStartedAt: Int64 = 0
-    /// Bytes written to the socket so far (with `output`'s size, where each
-    /// request's bytes end: see `RequestRecord.streamEnd`).
+    /// Bytes written to the socket so far (with `output`'s size and the big
+    /// requests still to write, where each request's bytes end: see
+    /// `RequestRecord.streamEnd`).
     private var bytesWritten = 0
+    /// Big requests (`bigRequestThreshold` and up) are written from their
+    /// record's buffer, which keeps them for a resend anyway, instead of
+    /// being copied into `output` too: each waits at its place in the
+    /// stream, between the output bytes queued before and after it.
+    private var bigRequests = RingQueue<BigRequest>(capacity: 2)
+    /// Bytes of the first of `bigRequests` written so far.
+    private var bigRequestWritten = 0
+    /// The bytes of `bigRequests` not written yet.
+    private var bigRequestBytesLeft = 0
+    static let bigRequestThreshold = 256 * 1024
+
+    private struct BigRequest {
+        let record: RequestRecord
+        /// Where its bytes start in the connection's stream (as `bytesWritten` counts).
+        let start: Int
+    }
+
+    /// Bytes queued and not written yet.
+    private var hasOutput: Bool { !output.isEmpty || !bigRequests.isEmpty }
     private(set) var lastError = ""
 
     /// A big bulk reply passed to its client as its bytes arrive, instead of
@@ -196,8 +216,15 @@ final class BackendConnection {
             output.append("*1\r\n$6\r\nASKING\r\n")
             inFlight.append(nil)
         }
-        output.append(record.request.readable)
-        record.streamEnd = bytesWritten + output.readableBytes
+        let request = record.request.readable
+        if request.count >= BackendConnection.bigRequestThreshold {
+            let start = bytesWritten + output.readableBytes + bigRequestBytesLeft
+            bigRequests.append(BigRequest(record: record, start: start))
+            bigRequestBytesLeft += request.count
+        } else {
+            output.append(request)
+        }
+        record.streamEnd = bytesWritten + output.readableBytes + bigRequestBytesLeft
         record.sentAt = worker.loop.turnTime
         record.sentAtMicros = worker.loop.turnTimeMicros
         stats?.requests &+= 1
@@ -247,7 +274,7 @@ final class BackendConnection {
     /// Writes what is queued; called once per loop turn for dirty connections.
     func flush() {
         isDirty = false
-        guard state == .ready, !output.isEmpty, !(writeEvent?.isPending ?? false) else { return }
+        guard state == .ready, hasOutput, !(writeEvent?.isPending ?? false) else { return }
         writeOutput()
     }
 
@@ -256,11 +283,32 @@ final class BackendConnection {
             onReadable()
             if state == .closed { return }
         }
-        while !output.isEmpty {
-            let n = tls.map { $0.write(output.readable) } ?? Socket.write(fd, output.readable)
+        while hasOutput {
+            // In stream order: output bytes up to the next big request, its
+            // bytes from its record, then what output holds after it.
+            var chunk = output.readable
+            var big: RequestRecord?
+            if let next = bigRequests.first {
+                if next.start > bytesWritten {
+                    chunk = UnsafeRawBufferPointer(rebasing: chunk[0..<(next.start - bytesWritten)])
+                } else {
+                    big = next.record
+                    chunk = UnsafeRawBufferPointer(rebasing: next.record.request.readable[bigRequestWritten...])
+                }
+            }
+            let n = tls.map { $0.write(chunk) } ?? Socket.write(fd, chunk)
             if n > 0 {
-                output.consume(n)
                 bytesWritten += n
+                if let big {
+                    bigRequestWritten += n
+                    bigRequestBytesLeft -= n
+                    if bigRequestWritten == big.request.readableBytes {
+                        _ = bigRequests.popFirst()
+                        bigRequestWritten = 0
+                    }
+                } else {
+                    output.consume(n)
+                }
             } else if n == -1 {
                 // (A TLS write waiting for a read goes on from onReadable.)
                 if !(tls?.writeWantsRead ?? false) { writeEvent?.add() }
@@ -363,7 +411,7 @@ final class BackendConnection {
     private func continueTLS(_ tls: TLSStream) {
         guard state == .ready else { return }
         if tls.readWantsWrite { writeEvent?.add() }
-        if tls.writeWantsRead && !output.isEmpty { writeOutput() }
+        if tls.writeWantsRead && hasOutput { writeOutput() }
         if tls.hasBufferedPlaintext && state == .ready { onReadable() }
     }
 
@@ -464,6 +512,9 @@ final class BackendConnection {
     func close() {
         guard state != .closed else { return }
         state = .closed
+        _ = bigRequests.removeAll()
+        bigRequestWritten = 0
+        bigRequestBytesLeft = 0
         // Events are freed with the connection, after this loop turn.
         readEvent?.remove()
         writeEvent?.remove()

@@ -21,6 +21,9 @@ final class ClientSession {
     // connection should cost little. Busy ones grow their buffers once.
     let output = ByteBuffer(capacity: 4096)
     private let input = ByteBuffer(capacity: 4096)
+    /// The frame being routed went to its record with the input's storage
+    /// (`handOverInputFrame`): nothing of it is left to consume.
+    private var inputHandedOver = false
     private var parser: RequestParser
     private var pending = RingQueue<RequestRecord>(capacity: 64)
     private var readEvent: LoopEvent?
@@ -242,17 +245,37 @@ final class ClientSession {
                         }
                     }
                     worker.metrics.currentSlot = -1
-                    if waitingForSharedReplies {
+                    if waitingForSharedReplies && !inputHandedOver {
                         // Parsed again, and routed, once the shared replies are in.
                         parser.reset()
                         return
                     }
                 }
-                input.consume(frameLength)
+                if inputHandedOver {
+                    inputHandedOver = false
+                } else {
+                    input.consume(frameLength)
+                }
                 parser.reset()
             }
         }
         input.shrinkIfIdle(above: 4 << 20, to: 16 * 1024)
+    }
+
+    /// Gives a big request frame, at the front of the input, to its record
+    /// without a copy: `request` takes the input's storage and keeps the
+    /// frame; the input goes on in `request`'s old small storage, with the
+    /// bytes that followed the frame. False (nothing changed) when the frame
+    /// is not the input's (an inline command's, a renamed one's).
+    func handOverInputFrame(_ frame: UnsafeRawBufferPointer, to request: ByteBuffer) -> Bool {
+        guard request.isEmpty, !inputHandedOver, frame.baseAddress == input.readable.baseAddress,
+            frame.count <= input.readableBytes
+        else { return false }
+        request.swapContents(with: input)
+        input.append(UnsafeRawBufferPointer(rebasing: request.readable[frame.count...]))
+        request.keepReadable(frame.count)
+        inputHandedOver = true
+        return true
     }
 
     // MARK: replies in request order

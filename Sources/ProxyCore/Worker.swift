@@ -557,10 +557,22 @@ final class Worker {
     @inline(__always)
     private func sharedRecord(_ command: Command, slot: Int, session: ClientSession) -> RequestRecord {
         let record = recordPool.acquire()
-        record.request.append(command.frame)
+        if command.frame.count < BackendConnection.bigRequestThreshold {
+            record.request.append(command.frame)
+        } else {
+            takeBigRequest(command.frame, into: record.request, from: session)
+        }
         record.slot = slot
         session.expectSharedReply(record)
         return record
+    }
+
+    /// A big request is written from its record (see `BackendConnection.enqueue`):
+    /// it takes the client's input storage where it can, so the proxy holds
+    /// it once. (Out of line: `route` stays small enough to inline the slot hash.)
+    @inline(never)
+    private func takeBigRequest(_ frame: UnsafeRawBufferPointer, into request: ByteBuffer, from session: ClientSession) {
+        if !session.handOverInputFrame(frame, to: request) { request.append(frame) }
     }
 
     /// The arguments from `first` on grouped by hash slot, slots and

@@ -1,10 +1,19 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// A growable byte buffer with separate read and write indices, used for every
 /// socket's input and output. One allocation per connection; bytes are consumed
 /// from the front and appended at the back, and the readable region is kept
 /// contiguous so parsers can work on it in place.
 ///
 /// Storage is owned by the buffer; pointers handed out by `withReadable` and
-/// `writableTail` are valid only until the next mutating call.
+/// `writableTail` are valid only until the next mutating call. It comes from
+/// malloc, so growing a big buffer is a realloc: for the big allocations
+/// glibc serves with mmap that is mremap, no copy and no moment with the
+/// old and the new storage both resident.
 public final class ByteBuffer {
     @usableFromInline var storage: UnsafeMutableRawPointer
     @usableFromInline var capacity: Int
@@ -13,10 +22,15 @@ public final class ByteBuffer {
 
     public init(capacity: Int = 16 * 1024) {
         self.capacity = max(capacity, 64)
-        storage = UnsafeMutableRawPointer.allocate(byteCount: self.capacity, alignment: 16)
+        storage = ByteBuffer.allocate(self.capacity)
     }
 
-    deinit { storage.deallocate() }
+    deinit { free(storage) }
+
+    @usableFromInline static func allocate(_ count: Int) -> UnsafeMutableRawPointer {
+        guard let storage = malloc(count) else { fatalError("out of memory allocating \(count) bytes") }
+        return storage
+    }
 
     @inlinable public var readableBytes: Int { writeIndex - readIndex }
     @inlinable public var isEmpty: Bool { writeIndex == readIndex }
@@ -58,9 +72,17 @@ public final class ByteBuffer {
         }
         var newCapacity = capacity
         while newCapacity - live < count { newCapacity *= 2 }
-        let newStorage = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 16)
+        if readIndex == 0 {
+            guard let grown = realloc(storage, newCapacity) else {
+                fatalError("out of memory growing a buffer to \(newCapacity) bytes")
+            }
+            storage = grown
+            capacity = newCapacity
+            return
+        }
+        let newStorage = ByteBuffer.allocate(newCapacity)
         newStorage.copyMemory(from: storage + readIndex, byteCount: live)
-        storage.deallocate()
+        free(storage)
         storage = newStorage
         capacity = newCapacity
         readIndex = 0
@@ -71,9 +93,9 @@ public final class ByteBuffer {
     /// does not pin memory for the connection's whole life.
     public func shrinkIfIdle(above limit: Int, to size: Int) {
         guard capacity > limit, readIndex == writeIndex else { return }
-        storage.deallocate()
+        free(storage)
         capacity = size
-        storage = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
+        storage = ByteBuffer.allocate(size)
         readIndex = 0
         writeIndex = 0
     }
@@ -129,6 +151,22 @@ public final class ByteBuffer {
             (storage + writeIndex).copyMemory(from: scratch.baseAddress! + 24 - count, byteCount: count)
         }
         writeIndex += count
+    }
+
+    /// Trades storage and contents with `other`: a big buffer changes hands
+    /// without a copy.
+    public func swapContents(with other: ByteBuffer) {
+        guard other !== self else { return }
+        swap(&storage, &other.storage)
+        swap(&capacity, &other.capacity)
+        swap(&readIndex, &other.readIndex)
+        swap(&writeIndex, &other.writeIndex)
+    }
+
+    /// Keeps the first `count` readable bytes and drops the rest.
+    public func keepReadable(_ count: Int) {
+        precondition(count >= 0 && count <= readableBytes)
+        writeIndex = readIndex + count
     }
 
     /// A copy of the readable bytes (tests and slow paths only).

@@ -1,6 +1,8 @@
 """Big values stream through the proxy: a bulk reply of 256 kB or more goes
 to its client as it arrives instead of being buffered whole and copied, so a
-100 MB GET costs the proxy about the value once, not twice (issue 8)."""
+100 MB GET costs the proxy about the value once, not twice (issue 8). A
+request of 256 kB or more is held once too: its record takes the client's
+input buffer, and the node connection writes it from there."""
 
 from __future__ import annotations
 
@@ -35,6 +37,47 @@ def test_100mb_get_is_held_once(cluster, proxy_factory):
           f"({(peak - baseline) / len(value):.2f}x the value)")
     assert peak - baseline <= 1.2 * len(value), (peak, baseline)
     r.close()
+
+
+def test_100mb_set_is_held_once(cluster, proxy_factory):
+    value = os.urandom(100 * MB)
+    proxy = proxy_factory("--workers", "1")
+    baseline = memory_bytes(proxy.pid)
+    r = redis.Redis(host="127.0.0.1", port=proxy.port, socket_timeout=60)
+    assert r.set("big:set100mb", value)
+    peak = memory_bytes(proxy.pid, "VmHWM")
+    print(f"\n100 MB SET: proxy peak RSS {peak / MB:.0f} MB, {baseline / MB:.0f} MB before "
+          f"({(peak - baseline) / len(value):.2f}x the value)")
+    assert peak - baseline <= 1.2 * len(value), (peak, baseline)
+    port = cluster.node_for_slot(key_hash_slot("big:set100mb"))
+    stored = redis.Redis(host="127.0.0.1", port=port, socket_timeout=60).get("big:set100mb")
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(value).digest()
+    r.close()
+
+
+def test_big_requests_keep_their_place_among_small_ones(cluster, proxy_factory):
+    # One slot, so one node connection: small requests queued before, between
+    # and after two big ones must reach the node in the clients' order.
+    big1, big2 = os.urandom(3 * MB), os.urandom(MB // 2)
+    proxy = proxy_factory("--workers", "1")
+    with RawConnection(proxy.port, timeout=60) as c, RawConnection(proxy.port) as other:
+        c.send(encode_command("SET", "{b}:s1", "one") + encode_command("SET", "{b}:big1", big1)
+               + encode_command("APPEND", "{b}:s1", "+two") + encode_command("SET", "{b}:big2", big2)
+               + encode_command("GET", "{b}:s1") + encode_command("STRLEN", "{b}:big1")
+               + encode_command("PING"))
+        for i in range(20):
+            assert is_status(other.command("SET", "{b}:other", str(i)))
+        replies = c.read_replies(7)
+        assert [is_status(x) for x in replies[:4]] == [True, True, False, True], replies[:4]
+        assert replies[2] == 7 and replies[4:] == [b"one+two", len(big1), b"PONG"], replies
+        assert c.command("GET", "{b}:big1") == big1
+        assert c.command("GET", "{b}:big2") == big2
+        assert other.command("GET", "{b}:other") == b"19"
+        # A big request that is not the only frame in its read, then inline
+        # and pipelined small ones after it, on the input that gave it away.
+        c.send(encode_command("SET", "{b}:big3", big2) + b"PING\r\n" + encode_command("GET", "{b}:s1"))
+        assert c.read_replies(3)[1:] == [b"PONG", b"one+two"]
+        assert c.command("GET", "{b}:big3") == big2
 
 
 def test_streamed_replies_keep_order_with_other_clients(cluster, proxy_factory):
