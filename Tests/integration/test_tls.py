@@ -176,6 +176,12 @@ def test_tls_cluster_behind_the_proxy(proxy_factory, tls_cluster, certs):
             assert is_status(c.command("SET", f"tls:cluster:{i}", str(i)))
         assert c.pipeline([("GET", f"tls:cluster:{i}") for i in range(300)]) == [str(i).encode() for i in range(300)]
         assert c.command("MSET", "tls:a", "1", "tls:b", "2", "tls:c", "3") == b"OK"
+        # A big request is written to the node from its record, over TLS too,
+        # in its place between small ones.
+        big = os.urandom(3 * 1024 * 1024)
+        assert c.pipeline([("SET", "{tls}:s", "a"), ("SET", "{tls}:big", big), ("APPEND", "{tls}:s", "b"),
+                           ("GET", "{tls}:s")])[1:] == [b"OK", 2, b"ab"]
+        assert c.command("GET", "{tls}:big") == big
         nodes = c.command("INFO", "nodes").decode()
     assert any(f"127.0.0.1:{port}" in nodes for port in tls_ports), nodes
     assert not any(f"127.0.0.1:{port}" in nodes for port in tls_cluster.nodes), nodes
