@@ -161,12 +161,27 @@ public enum Socket {
 
     /// The peer's `ip:port` (`[v6]:port`), or "?" (admin listings only).
     public static func peerAddress(_ fd: CInt) -> String {
+        guard let (host, port) = numericName(fd, peer: true) else { return "?" }
+        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    /// The numeric local address of a socket (`0.0.0.0`, `127.0.0.1`, `::`),
+    /// or nil when it has none.
+    public static func localHost(_ fd: CInt) -> String? {
+        numericName(fd, peer: false)?.host
+    }
+
+    /// The peer's (`getpeername`) or the local (`getsockname`) address of a
+    /// socket as numeric host and port text.
+    private static func numericName(_ fd: CInt, peer: Bool) -> (host: String, port: String)? {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let rc = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                peer ? getpeername(fd, $0, &length) : getsockname(fd, $0, &length)
+            }
         }
-        guard rc == 0 else { return "?" }
+        guard rc == 0 else { return nil }
         var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
         var service = [CChar](repeating: 0, count: Int(NI_MAXSERV))
         let ok = withUnsafePointer(to: &storage) {
@@ -174,28 +189,8 @@ public enum Socket {
                 getnameinfo($0, length, &host, socklen_t(host.count), &service, socklen_t(service.count), NI_NUMERICHOST | NI_NUMERICSERV)
             }
         }
-        guard ok == 0 else { return "?" }
-        let h = String(nulTerminated: host)
-        let p = String(nulTerminated: service)
-        return h.contains(":") ? "[\(h)]:\(p)" : "\(h):\(p)"
-    }
-
-    /// The numeric local address of a socket (`0.0.0.0`, `127.0.0.1`, `::`),
-    /// or nil when it has none.
-    public static func localHost(_ fd: CInt) -> String? {
-        var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let rc = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        guard rc == 0 else { return nil }
-        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-        let ok = withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                getnameinfo($0, length, &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST)
-            }
-        }
-        return ok == 0 ? String(nulTerminated: host) : nil
+        guard ok == 0 else { return nil }
+        return (String(nulTerminated: host), String(nulTerminated: service))
     }
 
     /// The local port of a bound socket (after binding port 0).
