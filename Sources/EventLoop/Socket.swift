@@ -157,6 +157,26 @@ public enum Socket {
         }
     }
 
+    /// One `sendmsg(2)` of `segments`, in order (a gathered write: one
+    /// system call for bytes that live apart); returns bytes written, -1
+    /// when it would block, -2 on error.
+    public static func write(_ fd: CInt, gathering segments: UnsafeBufferPointer<UnsafeRawBufferPointer>) -> Int {
+        withUnsafeTemporaryAllocation(of: iovec.self, capacity: segments.count) { vectors in
+            for (index, bytes) in segments.enumerated() {
+                vectors[index] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+            }
+            var message = msghdr()
+            message.msg_iov = vectors.baseAddress
+            message.msg_iovlen = segments.count
+            while true {
+                let n = Glibc.sendmsg(fd, &message, CInt(MSG_NOSIGNAL))
+                if n >= 0 { return n }
+                if errno == EINTR { continue }
+                return errno == EAGAIN || errno == EWOULDBLOCK ? -1 : -2
+            }
+        }
+    }
+
     public static func close(_ fd: CInt) { _ = Glibc.close(fd) }
 
     /// The peer's `ip:port` (`[v6]:port`), or "?" (admin listings only).

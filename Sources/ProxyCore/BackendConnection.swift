@@ -284,30 +284,30 @@ final class BackendConnection {
             if state == .closed { return }
         }
         while hasOutput {
-            // In stream order: output bytes up to the next big request, its
-            // bytes from its record, then what output holds after it.
-            var chunk = output.readable
-            var big: RequestRecord?
-            if let next = bigRequests.first {
-                if next.start > bytesWritten {
-                    chunk = UnsafeRawBufferPointer(rebasing: chunk[0..<(next.start - bytesWritten)])
-                } else {
-                    big = next.record
-                    chunk = UnsafeRawBufferPointer(rebasing: next.record.request.readable[bigRequestWritten...])
-                }
+            var attempted = 0
+            let n: Int
+            if let tls {
+                let chunk = nextChunk()
+                attempted = chunk.count
+                n = tls.write(chunk)
+            } else if bigRequests.isEmpty {
+                attempted = output.readableBytes
+                n = Socket.write(fd, output.readable)
+            } else {
+                n = writeSpliced(attempted: &attempted)
             }
-            let n = tls.map { $0.write(chunk) } ?? Socket.write(fd, chunk)
             if n > 0 {
-                bytesWritten += n
-                if let big {
-                    bigRequestWritten += n
-                    bigRequestBytesLeft -= n
-                    if bigRequestWritten == big.request.readableBytes {
-                        _ = bigRequests.popFirst()
-                        bigRequestWritten = 0
-                    }
-                } else {
+                if bigRequests.isEmpty {
                     output.consume(n)
+                    bytesWritten += n
+                } else {
+                    advance(by: n)
+                }
+                // A short write on a plain socket: its buffer is full, and
+                // writing again now would only return EAGAIN.
+                if n < attempted && tls == nil {
+                    writeEvent?.add()
+                    return
                 }
             } else if n == -1 {
                 // (A TLS write waiting for a read goes on from onReadable.)
@@ -319,6 +319,83 @@ final class BackendConnection {
             }
         }
         output.shrinkIfIdle(above: 4 << 20, to: 64 * 1024)
+    }
+
+    /// The next contiguous stretch of the stream: output bytes up to the
+    /// next big request, or what is left of that request (TLS writes one
+    /// stretch at a time).
+    private func nextChunk() -> UnsafeRawBufferPointer {
+        let queued = output.readable
+        guard let next = bigRequests.first else { return queued }
+        if next.start > bytesWritten {
+            return UnsafeRawBufferPointer(rebasing: queued[0..<(next.start - bytesWritten)])
+        }
+        return UnsafeRawBufferPointer(rebasing: next.record.request.readable[bigRequestWritten...])
+    }
+
+    /// The stream with big requests spliced in at their place, gathered
+    /// into one `sendmsg`: output bytes before each, its bytes from its
+    /// record, and output bytes after the last (up to three big requests a
+    /// call; more go on in the next).
+    private func writeSpliced(attempted: inout Int) -> Int {
+        withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 8) { segments in
+            let queued = output.readable
+            var count = 0
+            var position = bytesWritten
+            var offset = 0
+            var total = 0
+            func add(_ bytes: UnsafeRawBufferPointer) {
+                segments[count] = bytes
+                count += 1
+                total += bytes.count
+            }
+            var index = 0
+            while index < bigRequests.count && count <= 5 {
+                let big = bigRequests[index]
+                if big.start > position {
+                    let gap = big.start - position
+                    add(UnsafeRawBufferPointer(rebasing: queued[offset..<(offset + gap)]))
+                    offset += gap
+                    position = big.start
+                }
+                let request = big.record.request.readable
+                let from = index == 0 ? bigRequestWritten : 0
+                add(UnsafeRawBufferPointer(rebasing: request[from...]))
+                position += request.count - from
+                index += 1
+            }
+            if index == bigRequests.count && offset < queued.count {
+                add(UnsafeRawBufferPointer(rebasing: queued[offset...]))
+            }
+            attempted = total
+            return Socket.write(fd, gathering: UnsafeBufferPointer(rebasing: segments[0..<count]))
+        }
+    }
+
+    /// Marks `count` bytes of the stream written: output bytes are
+    /// consumed, big requests advance and leave the queue when done.
+    private func advance(by count: Int) {
+        var left = count
+        while left > 0 {
+            if let next = bigRequests.first, next.start <= bytesWritten {
+                let size = next.record.request.readableBytes
+                let taken = min(left, size - bigRequestWritten)
+                bigRequestWritten += taken
+                bigRequestBytesLeft -= taken
+                if bigRequestWritten == size {
+                    _ = bigRequests.popFirst()
+                    bigRequestWritten = 0
+                }
+                bytesWritten += taken
+                left -= taken
+            } else {
+                let before = bigRequests.first.map { $0.start - bytesWritten } ?? output.readableBytes
+                let taken = min(left, before)
+                output.consume(taken)
+                bytesWritten += taken
+                left -= taken
+            }
+        }
     }
 
     private func onWritable() {

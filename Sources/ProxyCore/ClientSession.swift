@@ -536,10 +536,17 @@ final class ClientSession {
             if isClosed { return }
         }
         while !output.isEmpty {
+            let attempted = output.readableBytes
             let n = tls.map { $0.write(output.readable) } ?? Socket.write(fd, output.readable)
             if n > 0 {
                 output.consume(n)
                 worker.metrics.counters.bytesOut &+= n
+                // A short write on a plain socket: its buffer is full, and
+                // writing again now would only return EAGAIN.
+                if n < attempted && tls == nil {
+                    writeEvent?.add()
+                    return
+                }
             } else if n == -1 {
                 // (A TLS write waiting for a read goes on from onReadable.)
                 if !(tls?.writeWantsRead ?? false) { writeEvent?.add() }
