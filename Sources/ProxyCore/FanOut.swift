@@ -60,28 +60,50 @@ final class FanOut {
     var scriptBody: [UInt8]?
     /// The client, for fan-outs that send a second stage (emulated commands).
     var sessionForNextStage: ClientSession?
-    private(set) var replies: [[UInt8]?]
+    /// The parts' replies back to back, and where each lies (nil: not yet):
+    /// one buffer for all parts rather than an array each.
+    private var storage: [UInt8] = []
+    private var spans: [Range<Int>?]
     private var remaining: Int
+    private static let noReply: StaticString = "-ERR slotproxy: a part of the command got no reply\r\n"
 
     init(target: FanOutTarget, rule: MergeRule, parts: Int, resp3: Bool) {
         self.target = target
         self.rule = rule
         self.resp3 = resp3
-        replies = Array(repeating: nil, count: parts)
+        spans = Array(repeating: nil, count: parts)
         remaining = parts
     }
 
     /// Stores part `index`'s reply; true when it was the last one missing.
     func receive(part index: Int, reply: UnsafeRawBufferPointer) -> Bool {
-        if replies[index] == nil { remaining -= 1 }
-        replies[index] = Array(reply)
+        if spans[index] == nil { remaining -= 1 }
+        if storage.isEmpty {
+            // Room for parts of about this size, within reason.
+            storage.reserveCapacity(min(reply.count * spans.count, 64 * 1024))
+        }
+        let start = storage.count
+        storage.append(contentsOf: reply)
+        spans[index] = start..<storage.count
         return remaining == 0
     }
+
+    /// Part `index`'s reply, nil while it has none.
+    func reply(_ index: Int) -> [UInt8]? {
+        spans[index].map { Array(storage[$0]) }
+    }
+
+    /// Every part's reply, in part order.
+    var replies: [[UInt8]?] { (0..<spans.count).map(reply) }
 
     /// The merged reply. The first error among the parts (in part order) wins,
     /// except for `firstSuccess`.
     func merge(into out: ByteBuffer, scanCursor: (ScanCursor.Position, UInt64) -> UInt64?) {
-        let parts = replies.map { $0 ?? Array("-ERR slotproxy: a part of the command got no reply\r\n".utf8) }
+        if rule.isSplitByKey {
+            storage.withUnsafeBytes { mergeSplitReplies($0, into: out) }
+            return
+        }
+        let parts = replies.map { $0 ?? Array(UnsafeRawBufferPointer(start: FanOut.noReply.utf8Start, count: FanOut.noReply.utf8CodeUnitCount)) }
         if case .firstSuccess = rule {
             out.append(parts.first(where: { !isError($0) }) ?? parts[parts.count - 1])
             return
@@ -91,16 +113,6 @@ final class FanOut {
             return
         }
         switch rule {
-        case .sum:
-            var total = 0
-            for part in parts {
-                guard let value = integerValue(part) else {
-                    out.appendError("ERR slotproxy: expected an integer reply from every node")
-                    return
-                }
-                total += value
-            }
-            out.appendInteger(total)
         case .minimum:
             let values = parts.compactMap(integerValue)
             guard values.count == parts.count, let smallest = values.min() else {
@@ -108,19 +120,6 @@ final class FanOut {
                 return
             }
             out.appendInteger(smallest)
-        case .allSucceeded:
-            out.append(parts[0])
-        case .keyOrder(let positions):
-            let elements = parts.map(arrayElements)
-            out.appendArrayHeader(positions.count)
-            for position in positions {
-                guard let ranges = elements[position.part], position.index < ranges.count else {
-                    out.clear()
-                    out.appendError("ERR slotproxy: a node answered with an unexpected reply shape")
-                    return
-                }
-                out.append(parts[position.part][ranges[position.index]])
-            }
         case .concatenate:
             let elements = parts.map(arrayElements)
             out.appendArrayHeader(elements.reduce(0) { $0 + ($1?.count ?? 0) })
@@ -144,9 +143,68 @@ final class FanOut {
             scanPage(parts[0], position: position, into: out, scanCursor: scanCursor)
         case .infoKeyspace(let prefix):
             Worker.appendInfo(prefix + KeyspaceSummer.sum(parts), resp3: resp3, to: out)
+        case .sum, .allSucceeded, .keyOrder:
+            break  // mergeSplitReplies
         case .emulate, .relaxedTransaction, .listMove:
             break  // handled by the worker before merging
         case .firstSuccess:
+            break
+        }
+    }
+
+    /// The split commands' rules (`sum`, `allSucceeded`, `keyOrder`) read
+    /// each part's reply where it lies in `bytes`: a cross-slot `MGET` is
+    /// merged without a copy per part.
+    private func mergeSplitReplies(_ bytes: UnsafeRawBufferPointer, into out: ByteBuffer) {
+        func replyOf(_ part: Int) -> UnsafeRawBufferPointer {
+            UnsafeRawBufferPointer(rebasing: bytes[spans[part]!])
+        }
+        for span in spans {
+            guard let span else {
+                out.append(FanOut.noReply)
+                return
+            }
+            let reply = UnsafeRawBufferPointer(rebasing: bytes[span])
+            if isError(reply) {
+                out.append(reply)
+                return
+            }
+        }
+        switch rule {
+        case .sum:
+            var total = 0
+            for part in spans.indices {
+                guard let value = integerValue(replyOf(part)) else {
+                    out.appendError("ERR slotproxy: expected an integer reply from every node")
+                    return
+                }
+                total += value
+            }
+            out.appendInteger(total)
+        case .allSucceeded:
+            out.append(replyOf(0))
+        case .keyOrder(let positions):
+            let start = out.readableBytes
+            out.appendArrayHeader(positions.count)
+            // Each part is an array of its keys' values, taken in order: a
+            // cursor per part (element number and offset) walks it once.
+            let complete = withUnsafeTemporaryAllocation(of: ArrayCursor.self, capacity: spans.count) { cursors in
+                for part in spans.indices {
+                    guard let header = arrayHeader(replyOf(part)) else { return false }
+                    cursors[part] = ArrayCursor(count: header.count, bodyStart: header.length, next: 0, offset: header.length)
+                }
+                for position in positions {
+                    let reply = replyOf(position.part)
+                    guard let element = cursors[position.part].element(position.index, in: reply) else { return false }
+                    out.append(UnsafeRawBufferPointer(rebasing: reply[element]))
+                }
+                return true
+            }
+            if !complete {
+                out.keepReadable(start)
+                out.appendError("ERR slotproxy: a node answered with an unexpected reply shape")
+            }
+        default:
             break
         }
     }
@@ -177,6 +235,10 @@ final class FanOut {
 // MARK: reading replies
 
 func isError(_ reply: [UInt8]) -> Bool {
+    reply.withUnsafeBytes { isError($0) }
+}
+
+func isError(_ reply: UnsafeRawBufferPointer) -> Bool {
     reply.first == UInt8(ascii: "-") || reply.first == UInt8(ascii: "!")
 }
 
@@ -187,24 +249,83 @@ func isNull(_ reply: [UInt8]) -> Bool {
 
 /// The value of an integer reply (`:42\r\n`).
 func integerValue(_ reply: [UInt8]) -> Int? {
+    reply.withUnsafeBytes { integerValue($0) }
+}
+
+func integerValue(_ reply: UnsafeRawBufferPointer) -> Int? {
     guard reply.first == UInt8(ascii: ":"), let end = reply.firstIndex(of: 13) else { return nil }
-    return Int(String(decoding: reply[1..<end], as: UTF8.self))
+    return decimalValue(UnsafeRawBufferPointer(rebasing: reply[1..<end]))
+}
+
+/// `digits` as a signed decimal; nil when it is not one or overflows.
+func decimalValue(_ digits: UnsafeRawBufferPointer) -> Int? {
+    var index = 0
+    let negative = digits.first == UInt8(ascii: "-")
+    if negative { index = 1 }
+    guard index < digits.count else { return nil }
+    var value = 0
+    while index < digits.count {
+        let digit = Int(digits[index]) - 48
+        guard digit >= 0 && digit <= 9 else { return nil }
+        let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
+        let (sum, overflow2) = negative ? times10.subtractingReportingOverflow(digit) : times10.addingReportingOverflow(digit)
+        guard !overflow1 && !overflow2 else { return nil }
+        value = sum
+        index += 1
+    }
+    return value
+}
+
+/// An array or set reply's element count and header length; nil when the
+/// reply is not an aggregate of that kind (a null array counts 0).
+func arrayHeader(_ reply: UnsafeRawBufferPointer) -> (count: Int, length: Int)? {
+    guard let type = reply.first, type == UInt8(ascii: "*") || type == UInt8(ascii: "~"),
+        let headerEnd = reply.firstIndex(of: 13), headerEnd + 1 < reply.count,
+        let count = decimalValue(UnsafeRawBufferPointer(rebasing: reply[1..<headerEnd]))
+    else { return nil }
+    return (max(count, 0), headerEnd + 2)
+}
+
+/// Walks an array reply's elements in order (see `FanOut.mergeSplitReplies`).
+struct ArrayCursor {
+    let count: Int
+    let bodyStart: Int
+    /// The element at `offset`.
+    var next: Int
+    var offset: Int
+
+    /// Where element `index` lies in `reply`; nil past the end or when the
+    /// bytes are not whole elements.
+    mutating func element(_ index: Int, in reply: UnsafeRawBufferPointer) -> Range<Int>? {
+        guard index < count else { return nil }
+        if index < next {
+            next = 0
+            offset = bodyStart
+        }
+        while offset < reply.count {
+            var scanner = ReplyScanner()
+            guard case .complete(let length, _) = scanner.scan(UnsafeRawBufferPointer(rebasing: reply[offset...])) else {
+                return nil
+            }
+            let start = offset
+            offset += length
+            next += 1
+            if next - 1 == index { return start..<offset }
+        }
+        return nil
+    }
 }
 
 /// Where each element of an array or set reply lies in its bytes; nil when
 /// the reply is not an aggregate of that kind.
 func arrayElements(_ reply: [UInt8]) -> [Range<Int>]? {
-    guard let type = reply.first, type == UInt8(ascii: "*") || type == UInt8(ascii: "~"),
-        let headerEnd = reply.firstIndex(of: 13),
-        let count = Int(String(decoding: reply[1..<headerEnd], as: UTF8.self))
-    else { return nil }
-    if count <= 0 { return [] }
-    var ranges: [Range<Int>] = []
-    ranges.reserveCapacity(count)
-    var offset = headerEnd + 2
-    var scanner = ReplyScanner()
-    return reply.withUnsafeBytes { bytes in
-        for _ in 0..<count {
+    reply.withUnsafeBytes { bytes in
+        guard let header = arrayHeader(bytes) else { return nil }
+        var ranges: [Range<Int>] = []
+        ranges.reserveCapacity(header.count)
+        var offset = header.length
+        var scanner = ReplyScanner()
+        for _ in 0..<header.count {
             guard offset < bytes.count,
                 case .complete(let length, _) = scanner.scan(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
             else { return nil }

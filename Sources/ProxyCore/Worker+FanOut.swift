@@ -23,13 +23,18 @@ extension Worker {
         for (index, part) in parts.enumerated() {
             let record = partRecord(fanOut, index, request: part.request.readable, session: session)
             record.slot = part.slot
-            if part.pool.mustHold(now: loop.turnTime) {
-                holdForFailover(record)
-            } else {
-                part.pool.connection(for: session).enqueue(record)
-            }
+            send(record, to: part.pool, session: session)
         }
         return fanOut
+    }
+
+    /// Sends a part's record to `pool`'s node, or holds it while that node is down.
+    private func send(_ record: RequestRecord, to pool: BackendPool, session: ClientSession) {
+        if pool.mustHold(now: loop.turnTime) {
+            holdForFailover(record)
+        } else {
+            pool.connection(for: session).enqueue(record)
+        }
     }
 
     /// A client reply that waits on shared connections (see `ClientSession.sharedInFlight`).
@@ -41,11 +46,17 @@ extension Worker {
 
     /// The record that carries part `index` of `fanOut`.
     func partRecord(_ fanOut: FanOut, _ index: Int, request: UnsafeRawBufferPointer, session: ClientSession) -> RequestRecord {
+        let record = partRecord(fanOut, index, session: session)
+        record.request.append(request)
+        return record
+    }
+
+    /// The same with its request left to write.
+    func partRecord(_ fanOut: FanOut, _ index: Int, session: ClientSession) -> RequestRecord {
         let record = recordPool.acquire()
         record.session = session
         record.fanOut = fanOut
         record.part = index
-        record.request.append(request)
         return record
     }
 
@@ -75,7 +86,9 @@ extension Worker {
             }
             return
         }
-        let merged = ByteBuffer(capacity: 256)
+        // The worker's merge buffer, unless a merge that delivers into this
+        // one holds it.
+        let merged = mergeScratch.take() ?? ByteBuffer(capacity: 256)
         fanOut.merge(into: merged) { [unowned self] position, nodeCursor in
             self.nextScanCursor(after: position, nodeCursor: nodeCursor)
         }
@@ -83,6 +96,9 @@ extension Worker {
             shared.rememberScript(sha: String(decoding: sha, as: UTF8.self), body: body)
         }
         deliver(merged.readable, to: fanOut.target)
+        merged.clear()
+        merged.shrinkIfIdle(above: 1 << 20, to: 4096)
+        mergeScratch = merged
     }
 
     // MARK: split by slot
@@ -97,47 +113,39 @@ extension Worker {
             session.replyError("ERR wrong number of arguments for '\(spec.name)' command")
             return
         }
-        var partOfSlot: [Int: Int] = [:]
-        var slots: [Int] = []
-        var keysOfPart: [[Int]] = []
-        var positions: [(part: Int, index: Int)] = []
-        for argument in session.keyIndices {
-            let slot = slotHasher.slot(of: command.argument(argument))
-            let part: Int
-            if let existing = partOfSlot[slot] {
-                part = existing
-            } else {
-                part = slots.count
-                partOfSlot[slot] = part
-                slots.append(slot)
-                keysOfPart.append([])
-            }
-            positions.append((part, keysOfPart[part].count))
-            keysOfPart[part].append(argument)
+        let grouping = splitScratch.group(session.keyIndices, slotOf: { slotHasher.slot(of: command.argument($0)) })
+        for slot in grouping.slots where slotOwners[slot] == nil {
+            session.replyError("CLUSTERDOWN Hash slot not served")
+            return
         }
         let rule: MergeRule
         switch spec.responsePolicy {
-        case .concatenateInKeyOrder: rule = .keyOrder(positions)
+        case .concatenateInKeyOrder: rule = .keyOrder(grouping.positions())
         case .sum: rule = .sum
         default: rule = .allSucceeded
         }
-        var parts: [Part] = []
-        for (part, slot) in slots.enumerated() {
-            guard let pool = slotOwners[slot] else {
-                session.replyError("CLUSTERDOWN Hash slot not served")
-                return
-            }
-            let request = ByteBuffer(capacity: 256)
-            request.appendArrayHeader(1 + keysOfPart[part].count * step)
+        let target = clientTarget(session)
+        countAsShared(target, session: session)
+        let fanOut = FanOut(target: target, rule: rule, parts: grouping.slots.count, resp3: session.resp3)
+        // Each part's request is written straight into its record.
+        for (part, slot) in grouping.slots.enumerated() {
+            let record = partRecord(fanOut, part, session: session)
+            let keys = grouping.keys(ofPart: part)
+            let request = record.request
+            request.appendArrayHeader(1 + keys.count * step)
             request.appendBulk(command.argument(0))
-            for argument in keysOfPart[part] {
+            for argument in keys {
                 for offset in 0..<step where argument + offset < command.count {
                     request.appendBulk(command.argument(argument + offset))
                 }
             }
-            parts.append(Part(pool: pool, slot: slot, request: request))
+            record.slot = slot
+            if let pool = slotOwners[slot] {
+                send(record, to: pool, session: session)
+            } else {
+                failRequest(record, message: "CLUSTERDOWN Hash slot not served")
+            }
         }
-        dispatch(parts, rule: rule, target: clientTarget(session), session: session)
     }
 
     /// A part of a split command got `TRYAGAIN`: its slot is being migrated

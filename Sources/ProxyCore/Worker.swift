@@ -48,6 +48,10 @@ final class Worker {
     private var closedSessions: [ClientSession] = []
     private var closedBackends: [BackendConnection] = []
     private(set) var sessions: [ObjectIdentifier: ClientSession] = [:]
+    /// Reused by every cross-slot split (`split`).
+    var splitScratch = SlotGrouping()
+    /// Reused to merge fan-outs answered to a client (`partArrived`); nil while lent out.
+    var mergeScratch: ByteBuffer? = ByteBuffer(capacity: 4096)
     /// `PROXY AUDIT` counts (rare paths only: refusals, cross-slot commands).
     var audit: [AuditKey: Int] = [:]
     /// `PROXY` commands waiting for the other workers' parts, by id.

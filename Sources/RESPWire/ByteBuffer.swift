@@ -135,6 +135,16 @@ public final class ByteBuffer {
     /// Appends the decimal digits of `value` without going through `String`.
     public func appendDecimal(_ value: Int) {
         reserveWritable(20)
+        if value >= 0 && value < 100 {
+            // Most lengths and counts in RESP: one or two digits, written directly.
+            if value >= 10 {
+                storage.storeBytes(of: UInt8(truncatingIfNeeded: value / 10) + 48, toByteOffset: writeIndex, as: UInt8.self)
+                writeIndex += 1
+            }
+            storage.storeBytes(of: UInt8(truncatingIfNeeded: value % 10) + 48, toByteOffset: writeIndex, as: UInt8.self)
+            writeIndex += 1
+            return
+        }
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes of scratch
         var magnitude = value.magnitude
         var count = 0

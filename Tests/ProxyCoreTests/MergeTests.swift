@@ -37,6 +37,38 @@ func merged(_ rule: MergeRule, _ replies: [String]) -> String {
         #expect(result == "*4\r\n$1\r\na\r\n$2\r\nbb\r\n$-1\r\n*1\r\n:1\r\n")
     }
 
+    @Test func keyOrderTakesElementsInAnyOrder() {
+        // A cursor per part walks forward; going back restarts it.
+        let rule = MergeRule.keyOrder([(0, 1), (0, 0), (1, 0), (0, 1)])
+        #expect(merged(rule, ["*2\r\n$1\r\na\r\n$1\r\nb\r\n", "~1\r\n:7\r\n"]) == "*4\r\n$1\r\nb\r\n$1\r\na\r\n:7\r\n$1\r\nb\r\n")
+    }
+
+    @Test func keyOrderRefusesRepliesOfTheWrongShape() {
+        let shapeError = "-ERR slotproxy: a node answered with an unexpected reply shape\r\n"
+        // A part with fewer values than keys, a part that is no array, a null array.
+        #expect(merged(.keyOrder([(0, 0), (0, 1)]), ["*1\r\n$1\r\na\r\n"]) == shapeError)
+        #expect(merged(.keyOrder([(0, 0), (1, 0)]), ["*1\r\n$1\r\na\r\n", "+OK\r\n"]) == shapeError)
+        #expect(merged(.keyOrder([(0, 0)]), ["*-1\r\n"]) == shapeError)
+        // An error in any part is the reply.
+        #expect(merged(.keyOrder([(0, 0), (1, 0)]), ["*1\r\n$1\r\na\r\n", "-TRYAGAIN x\r\n"]) == "-TRYAGAIN x\r\n")
+    }
+
+    @Test func sumsNegativeAndRefusesNonIntegers() {
+        #expect(merged(.sum, [":-3\r\n", ":5\r\n"]) == ":2\r\n")
+        #expect(merged(.sum, [":1\r\n", "+OK\r\n"]) == "-ERR slotproxy: expected an integer reply from every node\r\n")
+        #expect(merged(.sum, [":1x\r\n"]) == "-ERR slotproxy: expected an integer reply from every node\r\n")
+        #expect(merged(.sum, [":9223372036854775807\r\n", ":0\r\n"]) == ":9223372036854775807\r\n")
+    }
+
+    @Test func aPartRepliedTwiceKeepsTheLastReply() {
+        let fanOut = FanOut(target: .client(RequestRecord()), rule: .allSucceeded, parts: 2, resp3: false)
+        #expect(!Array("+first\r\n".utf8).withUnsafeBytes { fanOut.receive(part: 0, reply: $0) })
+        #expect(!Array("+second\r\n".utf8).withUnsafeBytes { fanOut.receive(part: 0, reply: $0) })
+        #expect(Array("+OK\r\n".utf8).withUnsafeBytes { fanOut.receive(part: 1, reply: $0) })
+        #expect(fanOut.reply(0) == Array("+second\r\n".utf8))
+        #expect(fanOut.replies.count == 2)
+    }
+
     @Test func concatenatesAndAnds() {
         #expect(merged(.concatenate, ["*1\r\n$1\r\na\r\n", "*0\r\n", "*2\r\n$1\r\nb\r\n$1\r\nc\r\n"])
             == "*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n")

@@ -18,6 +18,16 @@ import Testing
         }
     }
 
+    @Test func decimalsMatchSwiftsOwn() {
+        let values = Array(-101...101) + [999, 1000, 65536, Int.max, Int.min, Int.min + 1]
+        let buffer = ByteBuffer(capacity: 8)
+        for value in values {
+            buffer.appendDecimal(value)
+            buffer.append(byte: UInt8(ascii: " "))
+        }
+        #expect(String(decoding: buffer.readableArray(), as: UTF8.self) == values.map { "\($0) " }.joined())
+    }
+
     @Test func swappingContentsHandsOverStorageAndBytes() {
         let big = ByteBuffer(capacity: 64)
         big.append(Array("frame|rest".utf8))
