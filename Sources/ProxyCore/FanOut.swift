@@ -65,7 +65,7 @@ final class FanOut {
     private var storage: [UInt8] = []
     private var spans: [Range<Int>?]
     private var remaining: Int
-    private static let noReply: StaticString = "-ERR slotproxy: a part of the command got no reply\r\n"
+    private static let noReply = Array("-ERR slotproxy: a part of the command got no reply\r\n".utf8)
 
     init(target: FanOutTarget, rule: MergeRule, parts: Int, resp3: Bool) {
         self.target = target
@@ -103,7 +103,7 @@ final class FanOut {
             storage.withUnsafeBytes { mergeSplitReplies($0, into: out) }
             return
         }
-        let parts = replies.map { $0 ?? Array(UnsafeRawBufferPointer(start: FanOut.noReply.utf8Start, count: FanOut.noReply.utf8CodeUnitCount)) }
+        let parts = replies.map { $0 ?? FanOut.noReply }
         if case .firstSuccess = rule {
             out.append(parts.first(where: { !isError($0) }) ?? parts[parts.count - 1])
             return
