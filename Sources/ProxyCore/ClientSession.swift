@@ -322,7 +322,7 @@ final class ClientSession {
         }
         defer { if resumes { resumeParsing() } }
         if pending.first === record {
-            output.append(reply)
+            sendOrBuffer(reply)
             _ = pending.popFirst()
             worker.recordPool.release(record)
             drainCompleted()
@@ -380,8 +380,35 @@ final class ClientSession {
     /// (`BackendConnection.startStreaming`); `complete` follows with no bytes.
     func streamReplyBytes(_ bytes: UnsafeRawBufferPointer) {
         guard !isClosed, !overHardLimit(adding: bytes.count) else { return }
-        output.append(bytes)
+        sendOrBuffer(bytes)
         markDirty()
+    }
+
+    /// Replies of `directWriteThreshold` bytes and more are written from
+    /// where they lie (the node connection's input) when nothing is buffered
+    /// ahead of them: at that size a write of their own costs less than
+    /// copying them into `output` first. What the socket does not take
+    /// now is buffered.
+    static let directWriteThreshold = 64 * 1024
+
+    private func sendOrBuffer(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count >= ClientSession.directWriteThreshold, output.isEmpty, tls == nil,
+            !(writeEvent?.isPending ?? false)
+        else {
+            output.append(bytes)
+            return
+        }
+        let n = Socket.write(fd, bytes)
+        guard n > 0 else {
+            // Would block, or failed: the flush finds out and closes.
+            output.append(bytes)
+            return
+        }
+        worker.metrics.counters.bytesOut &+= n
+        if n < bytes.count {
+            output.append(UnsafeRawBufferPointer(rebasing: bytes[n...]))
+            writeEvent?.add()  // the socket is full
+        }
     }
 
     /// Bytes of the subscription stream: straight out when nothing before

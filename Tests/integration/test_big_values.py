@@ -100,6 +100,32 @@ def test_streamed_replies_keep_order_with_other_clients(cluster, proxy_factory):
         r.close()
 
 
+def test_mid_sized_replies_written_directly_keep_their_order(cluster, proxy_factory):
+    # 64 kB - 256 kB replies are written from the node connection's input
+    # when nothing is buffered ahead of them; a client that reads nothing
+    # until it has sent everything fills its socket, so some are written in
+    # part and the rest buffered. Keys on every master, small ones between.
+    values = {f"mid:{i}": os.urandom(64 * 1024 + i * 4096) for i in range(40)}
+    for key, value in values.items():
+        _put_on_owner(cluster, key, value)
+    _put_on_owner(cluster, "mid:small", b"s")
+    proxy = proxy_factory("--workers", "1")
+    with RawConnection(proxy.port, timeout=60) as c:
+        # A small receive buffer and ~17 MB of replies: more than the
+        # proxy's socket can take before the client reads.
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        expected = []
+        request = b""
+        for _ in range(3):
+            for key, value in values.items():
+                request += encode_command("GET", key) + encode_command("GET", "mid:small")
+                expected += [value, b"s"]
+        c.send(request)
+        replies = c.read_replies(len(expected))
+        assert [len(x) for x in replies] == [len(x) for x in expected]
+        assert replies == expected
+
+
 def test_client_gone_mid_stream(cluster, proxy_factory):
     big = os.urandom(20 * MB)
     _put_on_owner(cluster, "{big}:gone", big)
