@@ -188,6 +188,7 @@ final class FanOut {
             out.appendArrayHeader(positions.count)
             // Each part is an array of its keys' values, taken in order: a
             // cursor per part (element number and offset) walks it once.
+            var scanner = ReplyScanner()
             let complete = withUnsafeTemporaryAllocation(of: ArrayCursor.self, capacity: spans.count) { cursors in
                 for part in spans.indices {
                     guard let header = arrayHeader(replyOf(part)) else { return false }
@@ -195,7 +196,8 @@ final class FanOut {
                 }
                 for position in positions {
                     let reply = replyOf(position.part)
-                    guard let element = cursors[position.part].element(position.index, in: reply) else { return false }
+                    guard let element = cursors[position.part].element(position.index, in: reply, scanner: &scanner)
+                    else { return false }
                     out.append(UnsafeRawBufferPointer(rebasing: reply[element]))
                 }
                 return true
@@ -296,14 +298,14 @@ struct ArrayCursor {
 
     /// Where element `index` lies in `reply`; nil past the end or when the
     /// bytes are not whole elements.
-    mutating func element(_ index: Int, in reply: UnsafeRawBufferPointer) -> Range<Int>? {
+    mutating func element(_ index: Int, in reply: UnsafeRawBufferPointer, scanner: inout ReplyScanner) -> Range<Int>? {
         guard index < count else { return nil }
         if index < next {
             next = 0
             offset = bodyStart
         }
         while offset < reply.count {
-            var scanner = ReplyScanner()
+            scanner.reset()
             guard case .complete(let length, _) = scanner.scan(UnsafeRawBufferPointer(rebasing: reply[offset...])) else {
                 return nil
             }

@@ -38,9 +38,10 @@ public struct ReplyScanner {
     @usableFromInline var awaitedPayloadEnd = -1
     public var maxDepth: Int
 
+    /// (The stack of open aggregates allocates when the first one opens, not
+    /// here: a scanner made to walk an array's plain elements allocates nothing.)
     public init(maxDepth: Int = 4096) {
         self.maxDepth = maxDepth
-        openAggregates.reserveCapacity(8)
     }
 
     public mutating func reset() {

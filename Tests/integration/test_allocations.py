@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from harness import REPO, SANITIZED, RawConnection, encode_command, is_status, keys_on_each_master
+from harness import REPO, SANITIZED, RawConnection, encode_command, is_status, key_hash_slot, keys_on_each_master
 
 SUPPORT = os.path.join(os.path.dirname(__file__), "support")
 
@@ -104,3 +104,34 @@ def test_no_allocation_per_proxied_request(cluster, proxy_factory, malloc_counte
           f"one at a time {single_rate:.4f} over 5000")
     assert pipelined_rate < 0.01, (after_pipelined - before, requests)
     assert single_rate < 0.01, (after_single - after_pipelined, 5000)
+
+
+def test_cross_slot_commands_allocate_per_command_not_per_key(cluster, proxy_factory, malloc_counter,
+                                                              release_binary, tmp_path):
+    # A 10-key MGET, MSET or DEL over several slots is split into a
+    # sub-command per slot. Its fan-out costs 3 allocations (the object, its
+    # reply storage and spans), MGET's one more (its keys' positions); the
+    # parts themselves (records, requests, grouping tables, the merge
+    # buffer) are pooled or reused. An MGET cost about 50 before.
+    count_file = str(tmp_path / "count")
+    proxy = proxy_factory("--workers", "1", "--topology-refresh-ms", "600000",
+                          env={"LD_PRELOAD": malloc_counter, "MALLOC_COUNT_FILE": count_file},
+                          binary_path=release_binary)
+    keys = [f"split:alloc:{i}" for i in range(10)]
+    assert len({key_hash_slot(key) for key in keys}) >= 8
+    commands = [encode_command("MSET", *[x for key in keys for x in (key, "v" * 20)]),
+                encode_command("MGET", *keys), encode_command("DEL", *keys[:5])]
+    batch = b"".join(commands) * 50
+    with RawConnection(proxy.port) as c:
+        def run(n_batches: int) -> None:
+            for _ in range(n_batches):
+                c.send(batch)
+                c.read_replies(3 * 50)
+
+        run(10)  # warm-up
+        before = _allocations(proxy.pid, count_file)
+        run(40)
+        after = _allocations(proxy.pid, count_file)
+    per_command = (after - before) / (40 * 3 * 50)
+    print(f"\nallocations per cross-slot 10-key MSET/MGET/5-key DEL: {per_command:.2f}")
+    assert per_command <= 4, per_command
