@@ -314,6 +314,10 @@ final class BackendConnection {
                 if !(tls?.writeWantsRead ?? false) { writeEvent?.add() }
                 return
             } else {
+                // A node hangs up mid-request after saying why (a bulk past its
+                // proto-max-bulk-len): read that first, so its client gets
+                // the node's answer instead of a retry of what it refused.
+                if tls == nil { onReadable() }
                 fail(reason: tls.map { "TLS: \($0.failure)" } ?? "write failed")
                 return
             }
@@ -521,6 +525,10 @@ final class BackendConnection {
                     fail(reason: "reply with no request outstanding")
                     return
                 }
+                // A node answers a request it has not read in full only to
+                // refuse it and hang up (a bulk past its proto-max-bulk-len):
+                // the rest of the request must not follow as new commands.
+                let answeredEarly = entry.map { $0.streamEnd > bytesWritten } ?? false
                 if let record = entry {
                     record.backendMicros &+= worker.loop.turnTimeMicros - record.sentAtMicros
                     // (Optional chaining on the `let`, not `if let`: no retain of the stats.)
@@ -534,6 +542,10 @@ final class BackendConnection {
                     worker.logger.warning("\(address) refused a proxy command: \(String(decoding: reply, as: UTF8.self))")
                 }
                 input.consume(length)
+                if answeredEarly {
+                    fail(reason: "the node answered a request before it was sent in full")
+                    return
+                }
                 if releaseWhenIdle && inFlight.isEmpty {
                     releaseWhenIdle = false
                     worker.dedicated.release(self)

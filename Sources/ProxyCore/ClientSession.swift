@@ -400,7 +400,8 @@ final class ClientSession {
         }
         let n = Socket.write(fd, bytes)
         guard n > 0 else {
-            // Would block, or failed: the flush finds out and closes.
+            // Would block (the flush writes it, or waits for writable), or
+            // failed (the flush finds out and closes).
             output.append(bytes)
             return
         }

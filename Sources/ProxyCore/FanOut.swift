@@ -39,6 +39,11 @@ enum MergeRule {
         default: false
         }
     }
+
+    /// Whether `FanOut.merge` reads the parts' replies where they lie: the
+    /// split commands' rules (and broadcasts that merge the same way), the
+    /// same set as `isSplitByKey` today.
+    var mergesInPlace: Bool { isSplitByKey }
 }
 
 /// Where a finished fan-out's reply goes: to the client, or into one part of
@@ -77,6 +82,7 @@ final class FanOut {
 
     /// Stores part `index`'s reply; true when it was the last one missing.
     func receive(part index: Int, reply: UnsafeRawBufferPointer) -> Bool {
+        // (A part answered twice keeps its last reply; the first stays as dead bytes.)
         if spans[index] == nil { remaining -= 1 }
         if storage.isEmpty {
             // Room for parts of about this size, within reason.
@@ -99,8 +105,8 @@ final class FanOut {
     /// The merged reply. The first error among the parts (in part order) wins,
     /// except for `firstSuccess`.
     func merge(into out: ByteBuffer, scanCursor: (ScanCursor.Position, UInt64) -> UInt64?) {
-        if rule.isSplitByKey {
-            storage.withUnsafeBytes { mergeSplitReplies($0, into: out) }
+        if rule.mergesInPlace {
+            storage.withUnsafeBytes { mergeInPlace($0, into: out) }
             return
         }
         let parts = replies.map { $0 ?? FanOut.noReply }
@@ -144,7 +150,7 @@ final class FanOut {
         case .infoKeyspace(let prefix):
             Worker.appendInfo(prefix + KeyspaceSummer.sum(parts), resp3: resp3, to: out)
         case .sum, .allSucceeded, .keyOrder:
-            break  // mergeSplitReplies
+            break  // mergeInPlace
         case .emulate, .relaxedTransaction, .listMove:
             break  // handled by the worker before merging
         case .firstSuccess:
@@ -155,7 +161,7 @@ final class FanOut {
     /// The split commands' rules (`sum`, `allSucceeded`, `keyOrder`) read
     /// each part's reply where it lies in `bytes`: a cross-slot `MGET` is
     /// merged without a copy per part.
-    private func mergeSplitReplies(_ bytes: UnsafeRawBufferPointer, into out: ByteBuffer) {
+    private func mergeInPlace(_ bytes: UnsafeRawBufferPointer, into out: ByteBuffer) {
         func replyOf(_ part: Int) -> UnsafeRawBufferPointer {
             UnsafeRawBufferPointer(rebasing: bytes[spans[part]!])
         }
@@ -178,7 +184,12 @@ final class FanOut {
                     out.appendError("ERR slotproxy: expected an integer reply from every node")
                     return
                 }
-                total += value
+                let (sum, overflow) = total.addingReportingOverflow(value)
+                guard !overflow else {
+                    out.appendError("ERR slotproxy: the nodes' integers overflow when added")
+                    return
+                }
+                total = sum
             }
             out.appendInteger(total)
         case .allSucceeded:
@@ -288,7 +299,7 @@ func arrayHeader(_ reply: UnsafeRawBufferPointer) -> (count: Int, length: Int)? 
     return (max(count, 0), headerEnd + 2)
 }
 
-/// Walks an array reply's elements in order (see `FanOut.mergeSplitReplies`).
+/// Walks an array reply's elements in order (see `FanOut.mergeInPlace`).
 struct ArrayCursor {
     let count: Int
     let bodyStart: Int
@@ -324,7 +335,7 @@ func arrayElements(_ reply: [UInt8]) -> [Range<Int>]? {
     reply.withUnsafeBytes { bytes in
         guard let header = arrayHeader(bytes) else { return nil }
         var ranges: [Range<Int>] = []
-        ranges.reserveCapacity(header.count)
+        ranges.reserveCapacity(min(header.count, bytes.count / 3))  // each element takes 3 bytes at least
         var offset = header.length
         var scanner = ReplyScanner()
         for _ in 0..<header.count {

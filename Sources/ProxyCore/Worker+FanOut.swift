@@ -74,7 +74,7 @@ extension Worker {
             return
         }
         if case .listMove(let plan) = fanOut.rule {
-            listMoveStep(plan, reply: fanOut.replies[0] ?? [], target: fanOut.target, session: fanOut.sessionForNextStage)
+            listMoveStep(plan, reply: fanOut.reply(0) ?? [], target: fanOut.target, session: fanOut.sessionForNextStage)
             return
         }
         if case .emulate(let plan) = fanOut.rule {

@@ -58,6 +58,7 @@ func merged(_ rule: MergeRule, _ replies: [String]) -> String {
         #expect(merged(.sum, [":1\r\n", "+OK\r\n"]) == "-ERR slotproxy: expected an integer reply from every node\r\n")
         #expect(merged(.sum, [":1x\r\n"]) == "-ERR slotproxy: expected an integer reply from every node\r\n")
         #expect(merged(.sum, [":9223372036854775807\r\n", ":0\r\n"]) == ":9223372036854775807\r\n")
+        #expect(merged(.sum, [":9223372036854775807\r\n", ":1\r\n"]) == "-ERR slotproxy: the nodes' integers overflow when added\r\n")
     }
 
     @Test func aPartRepliedTwiceKeepsTheLastReply() {

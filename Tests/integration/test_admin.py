@@ -60,8 +60,10 @@ def test_metrics_count_a_known_workload(proxy_factory):
         for _ in range(7):
             assert isinstance(c.command("INCR", "metrics:0"), RespError)  # not an integer
         assert isinstance(c.command("NOSUCHCOMMAND"), RespError)
+    # (Workers publish once per tick: wait for a snapshot with the last command in it.)
     samples = _wait_metrics(
         admin, lambda s: _value(s, "slotproxy_commands_total", command="get", result="ok") >= base["get"] + 300
+        and _value(s, "slotproxy_commands_total", command="incr", result="error") >= 7
         and _value(s, "slotproxy_ready") == 1)
     assert _value(samples, "slotproxy_commands_total", command="set", result="ok") == base["set"] + 200
     assert _value(samples, "slotproxy_commands_total", command="get", result="ok") == base["get"] + 300

@@ -12,7 +12,7 @@ import socket
 
 import redis
 
-from harness import RawConnection, encode_command, is_status, key_hash_slot, memory_bytes
+from harness import RawConnection, RespError, encode_command, is_status, key_hash_slot, memory_bytes
 
 MB = 1 << 20
 
@@ -138,3 +138,28 @@ def test_client_gone_mid_stream(cluster, proxy_factory):
     with RawConnection(proxy.port, timeout=60) as c:
         assert c.command("GET", "{big}:gone") == big
         assert c.command("PING") == b"PONG"
+
+
+def test_node_refusing_a_big_request_mid_write(cluster, proxy_factory):
+    # A node whose proto-max-bulk-len is below the value answers the bulk
+    # header with an error and hangs up, while the proxy is still writing
+    # the request (64 MB: more than the sockets hold). The client gets the
+    # node's error; the rest of the request is not written as commands;
+    # the proxy goes on serving that node on a new connection.
+    key = "big:refused"
+    node = redis.Redis(host="127.0.0.1", port=cluster.node_for_slot(key_hash_slot(key)), socket_timeout=30)
+    original = node.config_get("proto-max-bulk-len")["proto-max-bulk-len"]
+    node.config_set("proto-max-bulk-len", "1mb")
+    try:
+        proxy = proxy_factory("--workers", "1")
+        with RawConnection(proxy.port, timeout=60) as c:
+            c.send(encode_command("SET", key, b"x" * (64 * MB)))
+            reply = c.read_reply()
+            assert isinstance(reply, RespError) and "bulk length" in reply.message, reply
+            assert proxy.proc.poll() is None
+            # The same client, the same node, a request it accepts.
+            assert is_status(c.command("SET", key, "small"))
+            assert c.command("GET", key) == b"small"
+    finally:
+        node.config_set("proto-max-bulk-len", original)
+        node.close()
