@@ -528,8 +528,9 @@ final class BackendConnection {
                 // A node answers a request it has not read in full only to
                 // refuse it and hang up (a bulk past its proto-max-bulk-len):
                 // the rest of the request must not follow as new commands.
-                let answeredEarly = entry.map { $0.streamEnd > bytesWritten } ?? false
+                var answeredEarly = false
                 if let record = entry {
+                    answeredEarly = record.streamEnd > bytesWritten
                     record.backendMicros &+= worker.loop.turnTimeMicros - record.sentAtMicros
                     // (Optional chaining on the `let`, not `if let`: no retain of the stats.)
                     stats?.latencyMsTotal &+= Int(worker.loop.turnTime - record.sentAt)

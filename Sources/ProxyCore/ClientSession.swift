@@ -391,10 +391,18 @@ final class ClientSession {
     /// now is buffered.
     static let directWriteThreshold = 64 * 1024
 
+    @inline(__always)
     private func sendOrBuffer(_ bytes: UnsafeRawBufferPointer) {
-        guard bytes.count >= ClientSession.directWriteThreshold, output.isEmpty, tls == nil,
-            !(writeEvent?.isPending ?? false)
-        else {
+        if bytes.count < ClientSession.directWriteThreshold {
+            output.append(bytes)
+        } else {
+            sendBigOrBuffer(bytes)
+        }
+    }
+
+    @inline(never)
+    private func sendBigOrBuffer(_ bytes: UnsafeRawBufferPointer) {
+        guard output.isEmpty, tls == nil, !(writeEvent?.isPending ?? false) else {
             output.append(bytes)
             return
         }
