@@ -334,7 +334,7 @@ func argumentEquals(_ frame: UnsafeRawBufferPointer, _ span: ArgumentSpan, _ key
 
 /// Redis's `string2ll`: an optional `-` and digits without a leading zero (or
 /// just `0`), in the range of a 64-bit integer; nothing else, no spaces, no `+`.
-func parseStrictInteger(_ bytes: UnsafeRawBufferPointer) -> Int64? {
+public func parseStrictInteger(_ bytes: UnsafeRawBufferPointer) -> Int64? {
     let count = bytes.count
     guard count > 0 else { return nil }
     if count == 1 && bytes[0] == UInt8(ascii: "0") { return 0 }

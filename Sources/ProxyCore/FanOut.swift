@@ -1,3 +1,4 @@
+import CommandTable
 import RESPWire
 
 /// How the parts' replies of a split or broadcast command become one reply,
@@ -267,26 +268,7 @@ func integerValue(_ reply: [UInt8]) -> Int? {
 
 func integerValue(_ reply: UnsafeRawBufferPointer) -> Int? {
     guard reply.first == UInt8(ascii: ":"), let end = reply.firstIndex(of: 13) else { return nil }
-    return decimalValue(UnsafeRawBufferPointer(rebasing: reply[1..<end]))
-}
-
-/// `digits` as a signed decimal; nil when it is not one or overflows.
-func decimalValue(_ digits: UnsafeRawBufferPointer) -> Int? {
-    var index = 0
-    let negative = digits.first == UInt8(ascii: "-")
-    if negative { index = 1 }
-    guard index < digits.count else { return nil }
-    var value = 0
-    while index < digits.count {
-        let digit = Int(digits[index]) - 48
-        guard digit >= 0 && digit <= 9 else { return nil }
-        let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
-        let (sum, overflow2) = negative ? times10.subtractingReportingOverflow(digit) : times10.addingReportingOverflow(digit)
-        guard !overflow1 && !overflow2 else { return nil }
-        value = sum
-        index += 1
-    }
-    return value
+    return parseStrictInteger(UnsafeRawBufferPointer(rebasing: reply[1..<end])).map(Int.init)
 }
 
 /// An array or set reply's element count and header length; nil when the
@@ -294,7 +276,7 @@ func decimalValue(_ digits: UnsafeRawBufferPointer) -> Int? {
 func arrayHeader(_ reply: UnsafeRawBufferPointer) -> (count: Int, length: Int)? {
     guard let type = reply.first, type == UInt8(ascii: "*") || type == UInt8(ascii: "~"),
         let headerEnd = reply.firstIndex(of: 13), headerEnd + 1 < reply.count,
-        let count = decimalValue(UnsafeRawBufferPointer(rebasing: reply[1..<headerEnd]))
+        let count = parseStrictInteger(UnsafeRawBufferPointer(rebasing: reply[1..<headerEnd])).map(Int.init)
     else { return nil }
     return (max(count, 0), headerEnd + 2)
 }
