@@ -31,7 +31,7 @@ final class BackendConnection {
     private var writeEvent: LoopEvent?
     var isDirty = false
     /// Serves one client at a time (blocking commands); see `DedicatedConnections`.
-    var isDedicated = false
+    let isDedicated: Bool
     /// The client it currently serves, while dedicated.
     var servedSession: ClientSession?
     /// In subscribe mode every reply and message goes to this client as it
@@ -96,8 +96,11 @@ final class BackendConnection {
 
     init(
         worker: Worker, address: NodeAddress, resp3: Bool, tracking: Bool = false, database: Int = 0,
-        stats: NodeStats? = nil, identity: BackendIdentity? = nil
+        stats: NodeStats? = nil, identity: BackendIdentity? = nil, dedicated: Bool = false
     ) {
+        // Known before connecting: a dedicated connection that fails at once
+        // must not mark the shared pool's node down.
+        isDedicated = dedicated
         self.stats = stats
         self.identity = identity
         self.worker = worker
@@ -205,8 +208,11 @@ final class BackendConnection {
     /// (an ASK redirect: the target serves the slot only for the next command).
     func enqueue(_ record: RequestRecord, asking: Bool = false) {
         guard state != .closed else {
-            if isDedicated {
+            if isDedicated || record.insideMulti {
                 worker.failRequest(record, message: "ERR slotproxy: cannot connect to \(address): \(lastError)")
+                // (A dedicated connection that failed at once, before anyone
+                // could release it: its place in the per-node limit is freed.)
+                if isDedicated { worker.dedicated.release(self) }
             } else {
                 worker.holdForFailover(record)
             }
@@ -413,7 +419,8 @@ final class BackendConnection {
             readEvent?.add()
             worker.logger.debug("connected to \(address)\(resp3 ? " (RESP3)" : "")")
             writeOutput()
-            if !isDedicated { worker.backendConnected(self) }
+            // (A first write that failed closed it: the node is no better.)
+            if !isDedicated && state != .closed { worker.backendConnected(self) }
             return
         }
         writeOutput()
@@ -454,6 +461,24 @@ final class BackendConnection {
     /// and nothing else needs to see it whole, its bytes go to the client as
     /// they come, so a 100 MB value is held once (in the client's output,
     /// while the client reads), not twice. True when streaming started.
+    /// A reply held whole (not streamed: a part of a split command, one
+    /// behind others) past `client-output-limit-hard` would get its client
+    /// dropped anyway, and a broken node's absurd bulk length would have the
+    /// proxy allocate it: its request fails, and the connection with it
+    /// (the rest of the reply cannot be told from what follows).
+    private func isTooBigToHold(_ needed: Int) -> Bool {
+        let limit = worker.configuration.clientOutputLimitHard
+        guard limit > 0 && needed > limit else { return false }
+        if let first = inFlight.first, let record = first {
+            _ = inFlight.popFirst()
+            worker.failRequest(
+                record,
+                message: "ERR slotproxy: a reply of \(needed) bytes from \(address) is over client-output-limit-hard (\(limit))")
+        }
+        fail(reason: "a reply of \(needed) bytes is over client-output-limit-hard (\(limit))")
+        return true
+    }
+
     private func startStreaming(total: Int) -> Bool {
         guard !isDedicated, !tracking, subscriber == nil, scanner.isAtTopLevel, let first = inFlight.first,
             let record = first, record.fanOut == nil, let session = record.session, !session.isClosed,
@@ -502,6 +527,7 @@ final class BackendConnection {
             case .incomplete:
                 if let needed = scanner.bytesStillNeeded, needed > input.readableBytes {
                     if needed >= BackendConnection.streamingThreshold && startStreaming(total: needed) { return }
+                    if isTooBigToHold(needed) { return }
                     input.reserveWritable(needed - input.readableBytes)
                 }
                 return
@@ -590,7 +616,9 @@ final class BackendConnection {
         if !isDedicated { worker.backendFailed(self) }
         for entry in inFlight.removeAll() {
             guard let record = entry else { continue }
-            if !isDedicated && (record.streamEnd > written || retryReads && worker.isSafeToRepeat(record)) {
+            if !isDedicated && !record.insideMulti
+                && (record.streamEnd > written || retryReads && worker.isSafeToRepeat(record))
+            {
                 worker.holdForFailover(record)
             } else {
                 worker.failRequest(record, message: message)

@@ -43,8 +43,8 @@ final class DedicatedConnections {
         guard inUse[address, default: 0] < limitPerNode else { return nil }
         inUse[address, default: 0] += 1
         let connection = BackendConnection(
-            worker: worker, address: address, resp3: resp3, database: session.database, identity: session.backendIdentity)
-        connection.isDedicated = true
+            worker: worker, address: address, resp3: resp3, database: session.database, identity: session.backendIdentity,
+            dedicated: true)
         busy[ObjectIdentifier(connection)] = connection
         return connection
     }

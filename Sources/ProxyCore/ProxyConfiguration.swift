@@ -100,7 +100,10 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var maxRedirects: Int = 5
     /// How long a request for a slot whose master cannot be reached waits for
     /// a new master (a failover) before the client gets `CLUSTERDOWN` (`failover-timeout-ms`).
-    public var failoverTimeoutMs: Int = 15000
+    /// Redis promotes a replica about `cluster-node-timeout` (15 s by
+    /// default) plus an election of a second or two after its master dies:
+    /// the default outlasts that, so a default cluster's failover loses nothing.
+    public var failoverTimeoutMs: Int = 20000
     /// Requests a worker holds at most while masters are unreachable; past
     /// it new ones get an error at once (`failover-queue-limit`).
     public var failoverQueueLimit: Int = 100_000

@@ -41,6 +41,10 @@ final class RequestRecord {
     /// time for the next.
     var retries = 0
     var retryAt: Int64 = 0
+    /// Written between a `MULTI` and `EXEC` of the proxy's own (a relaxed
+    /// transaction's group): its group's `EXEC` answers for it, so it is
+    /// never held and sent again alone, outside the transaction.
+    var insideMulti = false
     /// The pool whose held-request count includes it, while held.
     var heldFor: BackendPool?
     /// Its command's metrics slot (-1: none) and when it was read (loop
@@ -74,6 +78,7 @@ final class RequestRecord {
         heldSince = 0
         retries = 0
         retryAt = 0
+        insideMulti = false
         heldFor = nil
         metricsSlot = -1
         receivedAtMicros = 0

@@ -139,7 +139,7 @@ extension Worker {
         default: return false
         }
         // The records of a relaxed transaction's groups are answered by their EXEC.
-        guard record.redirects < configuration.maxRedirects else { return false }
+        guard !record.insideMulti else { return false }
         let now = loop.nowMilliseconds
         if record.heldSince != 0 && now - record.heldSince >= Int64(configuration.failoverTimeoutMs) { return false }
         record.retries += 1

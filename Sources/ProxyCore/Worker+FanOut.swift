@@ -60,6 +60,17 @@ extension Worker {
         return record
     }
 
+    /// A slot that shard `index`'s master serves. A part meant for one
+    /// master (a broadcast's, SCAN's) carries it although it has no key: held
+    /// while that master is down, it then waits for that master or the
+    /// replica that takes over its slots, never for whichever master is up.
+    func slotServed(byShard index: Int) -> Int {
+        guard let map = slotMap, index < map.shards.count, let range = map.shards[index].slotRanges.first else {
+            return -1
+        }
+        return range.lowerBound
+    }
+
     /// The client's own record for a command answered by a fan-out.
     private func clientTarget(_ session: ClientSession) -> FanOutTarget {
         let parent = recordPool.acquire()
@@ -209,10 +220,10 @@ extension Worker {
         case .special: rule = .randomNonNull  // RANDOMKEY (CommandHandling admits no other)
         default: rule = .allSucceeded
         }
-        let parts = masterPools.map { pool in
+        let parts = masterPools.enumerated().map { shard, pool in
             let request = ByteBuffer(capacity: command.frame.count)
             request.append(command.frame)
-            return Part(pool: pool, slot: -1, request: request)
+            return Part(pool: pool, slot: slotServed(byShard: shard), request: request)
         }
         let fanOut = dispatch(parts, rule: rule, target: clientTarget(session), session: session)
         if spec.name == "script|load" && command.count == 3 { fanOut.scriptBody = command.bytes(2) }
@@ -259,7 +270,8 @@ extension Worker {
         let position = ScanCursor.Position(
             slot: shard.slotRanges[0].lowerBound, tag: ScanCursor.tag(of: shard.master), nodeCursor: 0)
         dispatch(
-            [Part(pool: masterPools[shardIndex], slot: -1, request: request)], rule: .scan(position),
+            [Part(pool: masterPools[shardIndex], slot: slotServed(byShard: shardIndex), request: request)],
+            rule: .scan(position),
             target: clientTarget(session), session: session)
     }
 

@@ -30,10 +30,10 @@ extension Worker {
             session.replyLocally { Worker.appendInfo(text, resp3: session.resp3, to: $0) }
             return
         }
-        let parts = masterPools.map { pool in
+        let parts = masterPools.enumerated().map { shard, pool in
             let request = ByteBuffer(capacity: 64)
             request.appendCommand("INFO", "keyspace")
-            return Part(pool: pool, slot: -1, request: request)
+            return Part(pool: pool, slot: slotServed(byShard: shard), request: request)
         }
         let parent = recordPool.acquire()
         session.expectReply(parent)

@@ -252,8 +252,10 @@ extension Worker {
     private func groupRecord(_ fanOut: FanOut, _ part: Int, _ frame: [UInt8], session: ClientSession) -> RequestRecord {
         let record = frame.withUnsafeBytes { partRecord(fanOut, part, request: $0, session: session) }
         // Inside MULTI a redirect is never followed alone: the group's EXEC
-        // fails, and the group is retried as a whole.
+        // fails, and the group is retried as a whole. Nor is it held after a
+        // lost connection or a CLUSTERDOWN: it fails, and the EXEC tells.
         record.redirects = configuration.maxRedirects
+        record.insideMulti = true
         return record
     }
 

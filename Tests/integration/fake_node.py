@@ -2,7 +2,9 @@
 produce on cue (answer LOADING for a while, die in the middle of a reply).
 
 It listens on a free loopback port, says it owns all 16384 slots (CLUSTER
-SHARDS), keeps a dict for GET/SET, and lets a test script every reply:
+SHARDS; or set `node.topology` to [(first slot, last slot, port), ...] for
+a cluster of several fake masters), keeps a dict for GET/SET/DBSIZE, and
+lets a test script every reply:
 `node.script = lambda command, conn: ...` returns bytes to send, `None` for
 the normal answer, or `FakeNode.CLOSE` to drop the connection there."""
 
@@ -28,6 +30,7 @@ class FakeNode:
         self.server.listen(64)
         self.port = self.server.getsockname()[1]
         self.data: dict[bytes, bytes] = {}
+        self.topology: list[tuple[int, int, int]] = [(0, 16383, self.port)]
         self.script = lambda command, conn: None
         self.commands: list[list[bytes]] = []  # every data command received, in order
         self.lock = threading.Lock()
@@ -72,11 +75,15 @@ class FakeNode:
             self._threads.append(t)
 
     def _shards(self) -> bytes:
-        node = (b"*14\r\n" + _bulk(b"id") + _bulk(b"f" * 40) + _bulk(b"port") + b":%d\r\n" % self.port
-                + _bulk(b"ip") + _bulk(b"127.0.0.1") + _bulk(b"endpoint") + _bulk(b"127.0.0.1")
-                + _bulk(b"role") + _bulk(b"master") + _bulk(b"replication-offset") + b":0\r\n"
-                + _bulk(b"health") + _bulk(b"online"))
-        return b"*1\r\n*4\r\n" + _bulk(b"slots") + b"*2\r\n:0\r\n:16383\r\n" + _bulk(b"nodes") + b"*1\r\n" + node
+        out = b"*%d\r\n" % len(self.topology)
+        for first, last, port in self.topology:
+            node = (b"*14\r\n" + _bulk(b"id") + _bulk(b"%040x" % port) + _bulk(b"port") + b":%d\r\n" % port
+                    + _bulk(b"ip") + _bulk(b"127.0.0.1") + _bulk(b"endpoint") + _bulk(b"127.0.0.1")
+                    + _bulk(b"role") + _bulk(b"master") + _bulk(b"replication-offset") + b":0\r\n"
+                    + _bulk(b"health") + _bulk(b"online"))
+            out += (b"*4\r\n" + _bulk(b"slots") + b"*2\r\n:%d\r\n:%d\r\n" % (first, last)
+                    + _bulk(b"nodes") + b"*1\r\n" + node)
+        return out
 
     def _answer(self, command: list[bytes]) -> bytes:
         name = command[0].upper()
@@ -94,6 +101,9 @@ class FakeNode:
             with self.lock:
                 value = self.data.get(command[1])
             return _bulk(value) if value is not None else b"$-1\r\n"
+        if name == b"DBSIZE":
+            with self.lock:
+                return b":%d\r\n" % len(self.data)
         if name == b"INCR":
             with self.lock:
                 value = int(self.data.get(command[1], b"0")) + 1

@@ -4,6 +4,8 @@ while blocked leaves nothing blocked behind it (issue 4)."""
 
 from __future__ import annotations
 
+import os
+import resource
 import threading
 import time
 import uuid
@@ -115,3 +117,29 @@ def test_wait_counts_replicas_that_have_the_writes_on_every_master(cluster, prox
         # Scratch keys expire at once: none is left behind.
         time.sleep(0.05)
         assert c.command("KEYS", "{slotproxy-wait-*") == []
+
+
+def test_a_dedicated_connection_that_cannot_be_opened_frees_its_place(cluster, proxy_factory):
+    """A blocking command whose connection fails at once (here the proxy is
+    out of file descriptors) gets an error; its place under
+    blocking-connections-per-node is freed, and the node is not marked down
+    for the clients on shared connections."""
+    proxy = proxy_factory("--blocking-connections-per-node", "2", "--workers", "1")
+    t = tag()
+    queue, other = f"{{{t}}}:queue", f"{{{t}}}:other"  # (one slot: one master)
+    with proxy.raw() as c:
+        assert is_status(c.command("SET", other, "1"))
+        limits = resource.prlimit(proxy.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(proxy.pid, resource.RLIMIT_NOFILE, (len(os.listdir(f"/proc/{proxy.pid}/fd")), limits[1]))
+        try:
+            for _ in range(3):
+                reply = c.command("BLPOP", queue, "0.1")
+                assert isinstance(reply, RespError) and "cannot connect" in reply.message, reply
+            started = time.monotonic()
+            assert c.command("GET", other) == b"1"
+            assert time.monotonic() - started < 1
+        finally:
+            resource.prlimit(proxy.pid, resource.RLIMIT_NOFILE, limits)
+        assert c.command("BLPOP", queue, "0.1") is None
+        assert c.command("RPUSH", queue, "a") == 1
+        assert c.command("BLPOP", queue, "1") == [queue.encode(), b"a"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from fake_node import FakeNode
-from harness import RespError, is_status
+from harness import RespError, is_status, key_hash_slot
 
 
 def test_loading_and_tryagain_are_retried_until_the_node_serves(proxy_factory):
@@ -66,3 +66,63 @@ def test_connection_dying_mid_pipeline(proxy_factory):
         assert replies[2:] == [b"read-me", b"read-me"]
         # The INCR reached the node once only.
         assert [c for c in node.commands if c[0].upper() == b"INCR"] == [[b"INCR", b"n"]]
+
+
+def test_held_part_waits_for_its_own_master(proxy_factory):
+    """A part meant for one master (DBSIZE's, on every master) whose
+    connection dropped is read-only, so it is held and sent again: to that
+    master once it answers, not to whichever master is reachable first."""
+    with FakeNode() as first, FakeNode() as second:
+        first.topology = second.topology = [(0, 8191, first.port), (8192, 16383, second.port)]
+        first.data = {b"a": b"1"}
+        second.data = {b"b": b"1", b"c": b"1"}
+        dropped = {"done": False}
+
+        def script(command, conn):
+            if command[0].upper() == b"DBSIZE" and not dropped["done"]:
+                dropped["done"] = True
+                return FakeNode.CLOSE
+            return None
+
+        second.script = script
+        proxy = proxy_factory(seeds=first.seed)
+        with proxy.raw(timeout=10) as c:
+            assert c.command("DBSIZE") == 3
+        assert [cmd for cmd in first.commands if cmd[0].upper() == b"DBSIZE"] == [[b"DBSIZE"]]
+        assert [cmd for cmd in second.commands if cmd[0].upper() == b"DBSIZE"] == [[b"DBSIZE"], [b"DBSIZE"]]
+
+
+def test_relaxed_transaction_group_is_never_sent_outside_its_multi(proxy_factory):
+    """A relaxed EXEC's group for a master that cannot be reached fails (the
+    client hears so per command); its commands are not held and later sent
+    alone, outside MULTI, to another master."""
+    with FakeNode() as first, FakeNode() as second:
+        first.topology = second.topology = [(0, 8191, first.port), (8192, 16383, second.port)]
+        key = next(f"rt:{i}" for i in range(1000) if key_hash_slot(f"rt:{i}") >= 8192)
+        proxy = proxy_factory("--cross-slot-transactions", "relaxed", seeds=first.seed)
+        with proxy.raw(timeout=10) as c:
+            assert is_status(c.command("SET", key, "0"))  # (a connection to the second node is up)
+            second.close()  # its connections drop; new ones are refused
+            replies = c.pipeline([("MULTI",), ("SET", key, "1"), ("INCR", key), ("EXEC",)])
+        assert is_status(replies[0]) and all(is_status(r, b"QUEUED") for r in replies[1:3]), replies
+        results = replies[3]
+        assert isinstance(results, list) and len(results) == 2, replies
+        assert all(isinstance(r, RespError) and "cannot connect" in r.message for r in results), results
+        time.sleep(0.5)  # (held requests went out at the next 100 ms tick)
+        assert [cmd for cmd in first.commands if cmd[0].upper() in (b"SET", b"INCR", b"EXEC")] == [], first.commands
+
+
+def test_absurd_bulk_length_from_a_node_fails_the_request_not_the_proxy(proxy_factory):
+    """A node announcing a bulk bigger than client-output-limit-hard inside
+    a reply the proxy must hold whole: that request gets an error and the
+    connection is dropped; nothing is allocated for it and the proxy serves on."""
+    with FakeNode() as node:
+        node.data[b"k"] = b"v"
+        node.script = lambda command, conn: (
+            b"*1\r\n$999999999999999999\r\n" if command[0].upper() == b"LRANGE" else None)
+        proxy = proxy_factory(seeds=node.seed)
+        with proxy.raw(timeout=10) as c:
+            reply = c.command("LRANGE", "k", "0", "-1")
+            assert isinstance(reply, RespError) and "client-output-limit-hard" in reply.message, reply
+            assert c.command("GET", "k") == b"v"
+        assert proxy.alive()
