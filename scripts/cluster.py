@@ -757,6 +757,16 @@ class Cluster:
         if r.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed ({r.returncode})\n{_tail(log, 40)}")
 
+    def rebuild(self, timeout: float = 90.0) -> None:
+        """Replace the cluster with a fresh one (new ports, empty data), for
+        a test run to go on after one test left it broken."""
+        self._stop_nodes()
+        for p in list(self.nodes):
+            shutil.rmtree(os.path.join(self.dir, str(p)), ignore_errors=True)
+        self.nodes.clear()
+        self.tls_ports.clear()
+        self.start(timeout=timeout)
+
     def stop(self) -> None:
         """Stop every node (SIGTERM, then SIGKILL) and remove a temporary directory."""
         self._stop_nodes()

@@ -52,6 +52,29 @@ def cluster(workdir):
     c.stop()
 
 
+@pytest.fixture(autouse=True)
+def cluster_left_healthy(request):
+    """After each test that used the cluster: it must be healthy again (a
+    test that killed or moved nodes waits for that itself). If it is not
+    within a minute, this test errors with why, and the cluster is rebuilt,
+    so one broken cluster does not fail every test after it."""
+    yield
+    if "cluster" not in request.fixturenames:
+        return
+    cluster = request.getfixturevalue("cluster")
+    problem = cluster.check_healthy()
+    if problem is None:
+        return
+    if len(cluster.live_ports()) == len(cluster.nodes):  # (a dead node never comes back by itself)
+        try:
+            cluster.wait_healthy(timeout=60)
+            return
+        except TimeoutError as e:
+            problem = str(e)
+    cluster.rebuild()
+    pytest.fail(f"the test left the cluster broken ({problem}); rebuilt it for the tests after", pytrace=False)
+
+
 @pytest.fixture
 def proxy_factory(cluster, workdir, request):
     started: list[ProxyProcess] = []
