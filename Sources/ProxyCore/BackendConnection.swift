@@ -456,11 +456,6 @@ final class BackendConnection {
         if let tls { continueTLS(tls) }
     }
 
-    /// The reply being scanned is a bulk of `total` bytes (header and CRLF
-    /// included) that has not all arrived: when its client is owed it next
-    /// and nothing else needs to see it whole, its bytes go to the client as
-    /// they come, so a 100 MB value is held once (in the client's output,
-    /// while the client reads), not twice. True when streaming started.
     /// A reply held whole (not streamed: a part of a split command, one
     /// behind others) past `client-output-limit-hard` would get its client
     /// dropped anyway, and a broken node's absurd bulk length would have the
@@ -479,6 +474,11 @@ final class BackendConnection {
         return true
     }
 
+    /// The reply being scanned is a bulk of `total` bytes (header and CRLF
+    /// included) that has not all arrived: when its client is owed it next
+    /// and nothing else needs to see it whole, its bytes go to the client as
+    /// they come, so a 100 MB value is held once (in the client's output,
+    /// while the client reads), not twice. True when streaming started.
     private func startStreaming(total: Int) -> Bool {
         guard !isDedicated, !tracking, subscriber == nil, scanner.isAtTopLevel, let first = inFlight.first,
             let record = first, record.fanOut == nil, let session = record.session, !session.isClosed,
