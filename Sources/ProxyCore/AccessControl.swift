@@ -163,7 +163,10 @@ enum Glob {
                 var matched = false
                 while q < pattern.endIndex && pattern[q] != UInt8(ascii: "]") {
                     if q + 2 < pattern.endIndex && pattern[q + 1] == UInt8(ascii: "-") && pattern[q + 2] != UInt8(ascii: "]") {
-                        if (pattern[q]...pattern[q + 2]).contains(text[t]) { matched = true }
+                        // `[z-a]` is `[a-z]`, as in Redis's stringmatchlen.
+                        let low = min(pattern[q], pattern[q + 2])
+                        let high = max(pattern[q], pattern[q + 2])
+                        if (low...high).contains(text[t]) { matched = true }
                         q += 3
                     } else {
                         if pattern[q] == text[t] { matched = true }

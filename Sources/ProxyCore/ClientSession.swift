@@ -34,6 +34,9 @@ final class ClientSession {
     private var heldBackSince: Int64 = 0
     private(set) var isClosed = false
     private var closeAfterFlush = false
+    /// The client closed its side (`nc -N`, a script's pipe): as on a
+    /// server, what it sent before is still answered, then it is closed.
+    private var inputEnded = false
     /// Reading stops while the client owes the proxy too much reading of its
     /// own (a slow reader or a pipeline far ahead of the cluster), so one
     /// client cannot make the proxy buffer without bound.
@@ -76,7 +79,12 @@ final class ClientSession {
     /// `SELECT`ed database: always 0 on a cluster; any on a standalone backend.
     var database = 0
     /// Authenticated (always, when no password or user is configured).
-    var authenticated: Bool
+    /// Before, requests are held to Redis's small pre-authentication
+    /// limits, so a peer without the password cannot make the proxy buffer much.
+    var authenticated: Bool {
+        didSet { limitsChanged(requestLimits) }
+    }
+    private var requestLimits: RequestLimits
     /// The user, when its rules restrict commands or keys; nil: anything goes.
     var restrictedUser: ProxyUser?
     /// The backend ACL user its requests go as (`user-backend-credentials`);
@@ -103,8 +111,10 @@ final class ClientSession {
         self.fd = fd
         self.tls = tls
         self.id = id
-        parser = RequestParser(limits: worker.configuration.requestLimits)
         authenticated = !worker.configuration.requiresAuthentication
+        requestLimits = worker.configuration.requestLimits
+        parser = RequestParser(
+            limits: authenticated ? requestLimits : requestLimits.beforeAuthentication)
         lastReadAt = worker.loop.turnTime
         connectedAt = worker.loop.turnTime
         keyIndices.reserveCapacity(16)
@@ -140,7 +150,10 @@ final class ClientSession {
         }
         let n = tls.map { $0.read(into: input.writableTail) } ?? Socket.read(fd, into: input.writableTail)
         if n == 0 {
-            close()
+            inputEnded = true
+            readEvent?.remove()
+            // Blocked or subscribed, it waits for what may never come: gone now (as on a server).
+            if pending.isEmpty && output.isEmpty || blockedOn != nil || isSubscribed { close() }
             return
         }
         if n < 0 {
@@ -558,7 +571,10 @@ final class ClientSession {
 
     /// Settings re-read: `proto-max-bulk-len` and the other request limits
     /// apply from this client's next request on.
-    func limitsChanged(_ limits: RequestLimits) { parser.limits = limits }
+    func limitsChanged(_ limits: RequestLimits) {
+        requestLimits = limits
+        parser.limits = authenticated ? limits : limits.beforeAuthentication
+    }
 
     /// Whether `timeout` may close this client now: idle, and not waiting on
     /// anything (subscribers and blocked clients are never timed out, as in Redis).
@@ -593,11 +609,11 @@ final class ClientSession {
             }
         }
         output.shrinkIfIdle(above: 4 << 20, to: 16 * 1024)
-        if closeAfterFlush && pending.isEmpty {
+        if (closeAfterFlush || inputEnded) && pending.isEmpty {
             close()
         } else if readPaused && pending.count <= worker.configuration.clientReadPauseReplies / 10 {
             readPaused = false
-            if !closeAfterFlush { readEvent?.add() }
+            if !closeAfterFlush && !inputEnded { readEvent?.add() }
             parseRequests()
             if let tls { continueTLS(tls) }
         }

@@ -34,7 +34,9 @@ enum LocalCommands {
         case "slowlog|get", "slowlog|len", "slowlog|reset", "slowlog|help":
             worker.slowlogCommand(spec, command, session: session)
         case "ping":
-            if command.count == 2 {
+            if command.count > 2 {
+                session.replyError("ERR wrong number of arguments for 'ping' command")
+            } else if command.count == 2 {
                 session.replyLocally { $0.appendBulk(command.argument(1)) }
             } else {
                 session.replyLocally { $0.append("+PONG\r\n") }
@@ -80,10 +82,15 @@ enum LocalCommands {
             session.replyLocally { $0.append("+RESET\r\n") }
         case "auth":
             guard worker.configuration.requiresAuthentication else {
-                session.replyError(
-                    command.count == 2
-                        ? "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
-                        : "WRONGPASS invalid username-password pair or user is disabled.")
+                if command.count == 3 && command.argument(1).elementsEqual("default".utf8) {
+                    // The default user has no password: any opens it (`redis://default:pw@host` URLs).
+                    session.replyLocally { $0.append("+OK\r\n") }
+                } else {
+                    session.replyError(
+                        command.count == 2
+                            ? "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
+                            : command.count == 3 ? "WRONGPASS invalid username-password pair or user is disabled." : "ERR syntax error")
+                }
                 return
             }
             guard command.count == 2 || command.count == 3 else {

@@ -184,6 +184,10 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// which keeps the last `slowlog-max-len`, as Redis's.
     public var slowlogSlowerThanMicros: Int = 10_000
     public var slowlogMaxLength: Int = 128
+    /// Distinct (kind, command, client name) rows `PROXY AUDIT` keeps per
+    /// worker (`audit-max-entries`); past it new ones count under `(other)`,
+    /// so random command names or client names cannot grow it without bound.
+    public var auditMaxEntries: Int = 10_000
     public var adminBind: String = "127.0.0.1"
     public var adminPort: Int = 0
     /// Commands refused by the proxy (`deny-commands`): names as `COMMAND

@@ -269,6 +269,10 @@ extension Worker {
     /// Counts a command the audit is about, under the client's name.
     func noteAudit(_ kind: AuditKind, _ name: String, session: ClientSession) {
         let client = session.clientName.map { String(decoding: $0, as: UTF8.self) } ?? ""
-        audit[AuditKey(kind: kind, command: name, client: client), default: 0] += 1
+        var key = AuditKey(kind: kind, command: name, client: client)
+        if audit[key] == nil && audit.count >= configuration.auditMaxEntries {
+            key = AuditKey(kind: kind, command: "(other)", client: "(other)")
+        }
+        audit[key, default: 0] += 1
     }
 }

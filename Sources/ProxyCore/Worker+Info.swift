@@ -97,10 +97,12 @@ extension Worker {
 }
 
 /// Sums the `# Keyspace` sections of the masters' `INFO keyspace` replies:
-/// keys and expires add up per database; `avg_ttl` is weighted by expires.
+/// keys and expires add up per database; `avg_ttl` is weighted by expires
+/// (in floating point: TTLs of a century times millions of keys overflow
+/// an Int, and a node's numbers must never trap the proxy).
 enum KeyspaceSummer {
     static func sum(_ replies: [[UInt8]]) -> String {
-        var totals: [String: (keys: Int, expires: Int, ttlWeighted: Int)] = [:]
+        var totals: [String: (keys: Int, expires: Int, ttlWeighted: Double)] = [:]
         for reply in replies {
             guard let value = RESPValue.decode(reply)?.value, let text = value.string else { continue }
             for line in text.split(whereSeparator: \.isNewline) where line.hasPrefix("db") {
@@ -112,15 +114,15 @@ enum KeyspaceSummer {
                     if pair.count == 2, let number = Int(pair[1]) { fields[String(pair[0])] = number }
                 }
                 var entry = totals[String(parts[0])] ?? (0, 0, 0)
-                entry.keys += fields["keys"] ?? 0
-                entry.expires += fields["expires"] ?? 0
-                entry.ttlWeighted += (fields["avg_ttl"] ?? 0) * (fields["expires"] ?? 0)
+                entry.keys &+= fields["keys"] ?? 0
+                entry.expires &+= fields["expires"] ?? 0
+                entry.ttlWeighted += Double(fields["avg_ttl"] ?? 0) * Double(fields["expires"] ?? 0)
                 totals[String(parts[0])] = entry
             }
         }
         var text = "# Keyspace\r\n"
         for (db, entry) in totals.sorted(by: { $0.key < $1.key }) {
-            let averageTTL = entry.expires > 0 ? entry.ttlWeighted / entry.expires : 0
+            let averageTTL = entry.expires > 0 ? Int(exactly: (entry.ttlWeighted / Double(entry.expires)).rounded(.down)) ?? 0 : 0
             text += "\(db):keys=\(entry.keys),expires=\(entry.expires),avg_ttl=\(averageTTL)\r\n"
         }
         return text

@@ -65,9 +65,10 @@ extension Worker {
             fanOut.sessionForNextStage = session
             let record = partRecord(fanOut, 0, request: request.readable, session: session)
             record.slot = slot
-            sendBlocking(record, to: pool.address, asking: false, session: session)
-            // The client waits for the whole move, not only the pop.
+            // The client waits for the whole move, not only the pop. (Set
+            // first: a pop that fails at once answers the move right away.)
             session.barrier = parent
+            sendBlocking(record, to: pool.address, asking: false, session: session)
         } else {
             dispatch([Part(pool: pool, slot: slot, request: request)], rule: .listMove(plan), target: .client(parent), session: session)
         }

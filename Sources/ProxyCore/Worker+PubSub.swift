@@ -126,6 +126,12 @@ extension Worker {
             )
             return
         }
+        guard connection.state != .closed else {
+            // (It failed at once: no file descriptor, a name not resolved yet.)
+            dedicated.release(connection)
+            session.replyError("ERR slotproxy: cannot connect to \(address): \(connection.lastError)")
+            return
+        }
         connection.servedSession = session
         connection.subscriber = session
         session.subscription = connection
@@ -258,10 +264,15 @@ extension Worker {
             return
         }
         session.subscription = nil
-        guard !session.isClosed,
-            let pool = masterPools.first(where: { $0.address != dead.address }),
-            let connection = dedicated.acquire(pool.address, for: session)
-        else {
+        var acquired: BackendConnection?
+        if !session.isClosed, let pool = masterPools.first(where: { $0.address != dead.address }) {
+            acquired = dedicated.acquire(pool.address, for: session)
+            if let failed = acquired, failed.state == .closed {  // (failed at once)
+                dedicated.release(failed)
+                acquired = nil
+            }
+        }
+        guard let connection = acquired else {
             logger.warning("subscriber client \(session.id) disconnected: its subscription connection was lost")
             session.subscriptionStream = nil
             session.close()
@@ -282,7 +293,7 @@ extension Worker {
             Worker.subscriptionMarkerFrame.withUnsafeBytes { connection.enqueueStream($0) }
         }
         logger.info(
-            "subscriber client \(session.id): subscription moved from \(dead.address) to \(pool.address) (\(session.confirmationsToSwallow) channels and patterns)"
+            "subscriber client \(session.id): subscription moved from \(dead.address) to \(connection.address) (\(session.confirmationsToSwallow) channels and patterns)"
         )
     }
 

@@ -6,6 +6,9 @@ public struct RequestLimits: Sendable, Equatable {
     public var maxMultibulkLength: Int
     /// The longest inline command line, and the longest `*`/`$` header line (64 KB).
     public var maxInlineLength: Int
+    /// Set for a client that has not authenticated yet: errors then use
+    /// Redis's "unauthenticated" wording.
+    public private(set) var isBeforeAuthentication = false
 
     public init(
         maxBulkLength: Int = 512 * 1024 * 1024,
@@ -15,6 +18,16 @@ public struct RequestLimits: Sendable, Equatable {
         self.maxBulkLength = maxBulkLength
         self.maxMultibulkLength = maxMultibulkLength
         self.maxInlineLength = maxInlineLength
+    }
+
+    /// The limits before `AUTH`, as Redis's: at most 10 arguments of at
+    /// most 16 KB each (anything bigger is refused and the connection closed).
+    public var beforeAuthentication: RequestLimits {
+        var limits = self
+        limits.maxMultibulkLength = min(maxMultibulkLength, 10)
+        limits.maxBulkLength = min(maxBulkLength, 16 * 1024)
+        limits.isBeforeAuthentication = true
+        return limits
     }
 }
 

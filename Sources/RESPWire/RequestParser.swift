@@ -89,7 +89,11 @@ public struct RequestParser {
                 guard let count = parseDecimal(bytes, position, lineEnd),
                     count <= limits.maxMultibulkLength
                 else {
-                    return .error(ProtocolError("Protocol error: invalid multibulk length"))
+                    return .error(
+                        ProtocolError(
+                            limits.isBeforeAuthentication
+                                ? "Protocol error: unauthenticated multibulk length"
+                                : "Protocol error: invalid multibulk length"))
                 }
                 position = lineEnd + 2
                 if count <= 0 {
@@ -117,7 +121,13 @@ public struct RequestParser {
                 guard let length = parseDecimal(bytes, position + 1, lineEnd),
                     length >= 0, length <= limits.maxBulkLength
                 else {
-                    return .error(ProtocolError("Protocol error: invalid bulk length"))
+                    let tooBigBeforeAuthentication =
+                        limits.isBeforeAuthentication && (parseDecimal(bytes, position + 1, lineEnd) ?? -1) >= 0
+                    return .error(
+                        ProtocolError(
+                            tooBigBeforeAuthentication
+                                ? "Protocol error: unauthenticated bulk length"
+                                : "Protocol error: invalid bulk length"))
                 }
                 bulkLength = length
                 position = lineEnd + 2

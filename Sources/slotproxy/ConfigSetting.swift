@@ -39,6 +39,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case shutdownTimeout = "shutdown-timeout"
     case slowlogLogSlowerThan = "slowlog-log-slower-than"
     case slowlogMaxLen = "slowlog-max-len"
+    case auditMaxEntries = "audit-max-entries"
     case adminBind = "admin-bind"
     case adminPort = "admin-port"
     case denyCommands = "deny-commands"
@@ -106,6 +107,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .adminPort: 0...65535
         case .slowlogLogSlowerThan: -1...(1 << 40)
         case .slowlogMaxLen: 0...1_000_000
+        case .auditMaxEntries: 0...1_000_000
         case .tlsPort: 0...65535
         }
     }
@@ -323,6 +325,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .adminPort: configuration.adminPort = number
         case .slowlogLogSlowerThan: configuration.slowlogSlowerThanMicros = number
         case .slowlogMaxLen: configuration.slowlogMaxLength = number
+        case .auditMaxEntries: configuration.auditMaxEntries = number
         case .tlsPort: configuration.tlsPort = number
         }
     }

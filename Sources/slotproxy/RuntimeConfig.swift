@@ -110,6 +110,7 @@ extension ConfigSetting {
         case .shutdownTimeout: return "\(c.shutdownTimeoutSeconds)"
         case .slowlogLogSlowerThan: return "\(c.slowlogSlowerThanMicros)"
         case .slowlogMaxLen: return "\(c.slowlogMaxLength)"
+        case .auditMaxEntries: return "\(c.auditMaxEntries)"
         case .adminBind: return c.adminBind
         case .adminPort: return "\(c.adminPort)"
         case .denyCommands: return c.deniedCommands.joined(separator: ",")

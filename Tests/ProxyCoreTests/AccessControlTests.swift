@@ -21,6 +21,9 @@ import Testing
         #expect(m("h?llo", "hello") && !m("h?llo", "hllo"))
         #expect(m("h[ae]llo", "hallo") && !m("h[ae]llo", "hillo") && m("h[^e]llo", "hallo") && m("k[a-c]", "kb"))
         #expect(m("a\\*b", "a*b") && !m("a\\*b", "axb") && m("*:*:x", "a:b:c:x"))
+        // A reversed range is the range the right way round (Redis's
+        // stringmatchlen), never a trap.
+        #expect(m("k[c-a]", "kb") && !m("k[c-a]", "kd"))
     }
 
     @Test func rulesDecideLikeRedis() throws {

@@ -118,4 +118,16 @@ func merged(_ rule: MergeRule, _ replies: [String]) -> String {
         let text = KeyspaceSummer.sum([a, b])
         #expect(text == "# Keyspace\r\ndb0:keys=15,expires=4,avg_ttl=200\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n")
     }
+
+    /// Keys with TTLs decades away (`PXAT` far ahead) make avg_ttl times
+    /// expires overflow an Int: the sum must not trap.
+    @Test func hugeTTLsDoNotOverflow() {
+        func bulk(_ text: String) -> [UInt8] { Array("$\(text.utf8.count)\r\n\(text)\r\n".utf8) }
+        let a = bulk("# Keyspace\r\ndb0:keys=100,expires=100,avg_ttl=99999999999999999\r\n")
+        let b = bulk("# Keyspace\r\ndb0:keys=100,expires=100,avg_ttl=99999999999999999\r\n")
+        let text = KeyspaceSummer.sum([a, b])
+        #expect(text.hasPrefix("# Keyspace\r\ndb0:keys=200,expires=200,avg_ttl="))
+        let average = Int(String(text.split(separator: "=").last!.prefix(while: \.isNumber)))!
+        #expect(abs(average - 99_999_999_999_999_999) < 100)
+    }
 }

@@ -132,6 +132,21 @@ func resp(_ args: String...) -> [UInt8] { resp(args.map { Array($0.utf8) }) }
                 == "Protocol error: too big bulk count string")
     }
 
+    /// Before AUTH, Redis's own limits and wording: 10 arguments, 16 KB each.
+    @Test func limitsBeforeAuthentication() {
+        let limits = RequestLimits().beforeAuthentication
+        let tenArguments = (0..<10).map { _ in "x" }
+        #expect(parseAll(resp(tenArguments.map { Array($0.utf8) }), limits: limits).error == nil)
+        #expect(
+            parseAll(resp((tenArguments + ["x"]).map { Array($0.utf8) }), limits: limits).error
+                == "Protocol error: unauthenticated multibulk length")
+        let big = String(repeating: "p", count: 16 * 1024)
+        #expect(parseAll(resp("AUTH", big), limits: limits).error == nil)
+        #expect(parseAll(resp("AUTH", big + "p"), limits: limits).error == "Protocol error: unauthenticated bulk length")
+        #expect(parseAll(Array("*1\r\n$-5\r\n".utf8), limits: limits).error == "Protocol error: invalid bulk length")
+        #expect(parseAll(resp("AUTH", big + "p")).error == nil)
+    }
+
     @Test func bigBulkTellsHowMuchIsNeeded() {
         var parser = RequestParser()
         let header = Array("*2\r\n$3\r\nSET\r\n$1000000\r\n".utf8)

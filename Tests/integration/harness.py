@@ -7,8 +7,10 @@ stopped by its pid.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -57,6 +59,18 @@ def memory_bytes(pid: int, field: str = "VmRSS") -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     raise AssertionError(f"no {field}")
+
+
+@contextlib.contextmanager
+def out_of_file_descriptors(pid: int):
+    """Within the block, process `pid` can open no new file descriptor (its
+    soft RLIMIT_NOFILE is what it has open): a connect fails at once."""
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (len(os.listdir(f"/proc/{pid}/fd")), limits[1]))
+    try:
+        yield
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
 
 
 def proxy_binary() -> Path:

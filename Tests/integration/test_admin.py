@@ -214,6 +214,19 @@ def test_proxy_audit_after_a_legacy_workload(proxy_factory):
             time.sleep(0.05)
 
 
+def test_proxy_audit_is_bounded(proxy_factory):
+    """Random command names (or garbage sent to the port) cannot grow the
+    audit without bound: past audit-max-entries, rows count under (other)."""
+    proxy = proxy_factory("--workers", "1", "--set", "audit-max-entries=3")
+    with proxy.raw() as c:
+        for reply in c.pipeline([(f"nosuch{i}",) for i in range(50)]):
+            assert isinstance(reply, RespError)
+        rows = {(k.decode(), cmd.decode(), client.decode()): n for k, cmd, client, n in c.command("PROXY", "AUDIT")}
+    assert len(rows) == 4, rows
+    assert rows[("refused", "(other)", "(other)")] == 47
+    assert sum(rows.values()) == 50
+
+
 def test_slowlog_splits_proxy_and_backend_time(proxy_factory):
     proxy = proxy_factory()
     busy = "local t0 = redis.call('TIME'); while true do local t = redis.call('TIME'); " \

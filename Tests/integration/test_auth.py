@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from harness import RespError, is_status
+from harness import RawConnection, RespError, is_status
 
 SHA = hashlib.sha256(b"reports-pw").hexdigest()
 
@@ -93,6 +93,30 @@ def test_ping_before_auth(proxy_factory):
             time.sleep(0.1)
 
 
+def test_requests_before_auth_are_held_to_redis_small_limits(proxy_factory):
+    """Without the password a peer cannot make the proxy buffer much: as
+    Redis, at most 10 arguments of 16 KB each before AUTH (error, then the
+    connection closes); after AUTH the configured limits apply."""
+    proxy = auth_proxy(proxy_factory)
+    with proxy.raw() as c:
+        c.send(b"*11\r\n")
+        replies, closed = c.read_until_closed()
+        assert closed and [r.message for r in replies] == ["ERR Protocol error: unauthenticated multibulk length"]
+    with proxy.raw() as c:
+        c.send(b"*2\r\n$3\r\nSET\r\n$536870912\r\n")
+        replies, closed = c.read_until_closed()
+        assert closed and [r.message for r in replies] == ["ERR Protocol error: unauthenticated bulk length"]
+    with proxy.raw() as c:
+        reply = c.command("AUTH", "x" * 20000)
+        assert isinstance(reply, RespError) and reply.message.startswith("ERR Protocol error: unauthenticated bulk")
+    with proxy.raw() as c:
+        assert is_status(c.command("AUTH", "default-pw"))
+        tag = hashlib.sha256(str(time.time()).encode()).hexdigest()[:8]
+        assert is_status(c.command("SET", f"app:{tag}", "v" * 100_000))
+        assert c.command("STRLEN", f"app:{tag}") == 100_000
+        assert c.command("DEL", *[f"app:{tag}:{i}" for i in range(20)], f"app:{tag}") == 1
+
+
 def test_backend_password(cluster, proxy_factory):
     """Nodes that require a password: the proxy sends it on every connection
     (shared, dedicated, topology)."""
@@ -162,3 +186,18 @@ def test_user_backend_credentials(cluster, proxy_factory):
     finally:
         for p in ports:
             cluster.call(p, "ACL", "DELUSER", "reports-ro")
+
+
+def test_auth_without_any_password_configured_answers_as_redis(proxy):
+    """With no password set, Redis's default user takes any password
+    (clients given `redis://default:secret@host` connect), others do not."""
+    from cluster import start_standalone
+
+    server = start_standalone()
+    try:
+        with proxy.raw() as p, RawConnection(server.port) as s:
+            for args in (("AUTH", "x"), ("AUTH", "default", "x"), ("AUTH", "DEFAULT", "x"),
+                         ("AUTH", "nobody", "x"), ("AUTH", "a", "b", "c"), ("PING", "a", "b")):
+                assert p.command(*args) == s.command(*args), args
+    finally:
+        server.stop()

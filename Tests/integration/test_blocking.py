@@ -4,13 +4,11 @@ while blocked leaves nothing blocked behind it (issue 4)."""
 
 from __future__ import annotations
 
-import os
-import resource
 import threading
 import time
 import uuid
 
-from harness import RawConnection, RespError, is_status
+from harness import RawConnection, RespError, is_status, out_of_file_descriptors
 
 
 def tag() -> str:
@@ -129,17 +127,13 @@ def test_a_dedicated_connection_that_cannot_be_opened_frees_its_place(cluster, p
     queue, other = f"{{{t}}}:queue", f"{{{t}}}:other"  # (one slot: one master)
     with proxy.raw() as c:
         assert is_status(c.command("SET", other, "1"))
-        limits = resource.prlimit(proxy.pid, resource.RLIMIT_NOFILE)
-        resource.prlimit(proxy.pid, resource.RLIMIT_NOFILE, (len(os.listdir(f"/proc/{proxy.pid}/fd")), limits[1]))
-        try:
+        with out_of_file_descriptors(proxy.pid):
             for _ in range(3):
                 reply = c.command("BLPOP", queue, "0.1")
                 assert isinstance(reply, RespError) and "cannot connect" in reply.message, reply
             started = time.monotonic()
             assert c.command("GET", other) == b"1"
             assert time.monotonic() - started < 1
-        finally:
-            resource.prlimit(proxy.pid, resource.RLIMIT_NOFILE, limits)
         assert c.command("BLPOP", queue, "0.1") is None
         assert c.command("RPUSH", queue, "a") == 1
         assert c.command("BLPOP", queue, "1") == [queue.encode(), b"a"]

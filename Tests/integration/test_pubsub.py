@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from harness import RawConnection, RespError, is_status, keys_on_each_master, memory_bytes
+from harness import RawConnection, RespError, is_status, keys_on_each_master, memory_bytes, out_of_file_descriptors
 
 
 def channel() -> str:
@@ -342,3 +342,18 @@ def test_sharded_subscribe_without_a_free_connection(cluster, proxy_factory):
         while pub.command("SPUBLISH", ch, "late") != 1 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert sub.read_replies(1) == [[b"smessage", ch.encode(), b"late"]]
+
+
+def test_subscribe_whose_connection_cannot_be_opened_gets_an_error(cluster, proxy_factory):
+    """SUBSCRIBE when the subscription's connection fails at once (here the
+    proxy is out of file descriptors): an error, not a client left waiting
+    for a confirmation; the client can subscribe once connections open again."""
+    proxy = proxy_factory("--workers", "1")
+    channel = f"ch:{uuid.uuid4().hex[:8]}"
+    with proxy.raw() as c:
+        assert is_status(c.command("PING"), b"PONG")
+        with out_of_file_descriptors(proxy.pid):
+            reply = c.command("SUBSCRIBE", channel, timeout=5)
+        assert isinstance(reply, RespError) and "cannot connect" in reply.message, reply
+        assert is_status(c.command("PING"), b"PONG")
+        assert c.command("SUBSCRIBE", channel) == [b"subscribe", channel.encode(), 1]

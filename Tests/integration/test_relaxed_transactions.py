@@ -5,6 +5,7 @@ cluster node does."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -199,3 +200,20 @@ def test_list_moves_between_slots(cluster, relaxed, proxy, standalone):
     with proxy.raw() as c:
         reply = c.command("LMOVE", src, dst, "LEFT", "LEFT")
         assert isinstance(reply, RespError) and reply.message.startswith("CROSSSLOT")
+
+
+def test_blocking_list_move_refused_at_once_leaves_the_client_usable(proxy_factory):
+    """A cross-slot BLMOVE whose pop cannot get a dedicated connection (the
+    node's blocking-connections-per-node are taken) is answered with the
+    error, and the client's next commands run."""
+    t = uuid.uuid4().hex[:8]
+    src, dst = f"{{{t}}}:src", f"{{{t}x}}:dst"
+    proxy = proxy_factory("--cross-slot-transactions", "relaxed", "--blocking-connections-per-node", "1",
+                          "--workers", "1")
+    with proxy.raw() as blocker, proxy.raw() as c:
+        blocker.send_command("BLPOP", f"{{{t}}}:other", "3")  # (takes the node's one dedicated connection)
+        time.sleep(0.3)
+        reply = c.command("BLMOVE", src, dst, "LEFT", "RIGHT", "0.1")
+        assert isinstance(reply, RespError) and "too many blocked clients" in reply.message, reply
+        assert is_status(c.command("PING", timeout=5), b"PONG")
+        assert blocker.read_reply(timeout=10) is None

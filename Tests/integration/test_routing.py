@@ -187,6 +187,23 @@ def test_partial_pipeline_replies_wait_for_the_rest_at_most_reply_coalesce_us(cl
         assert delay < 0.09, f"first reply after {delay:.3f} s with reply-coalesce-us 0"
 
 
+def test_a_client_that_closes_its_side_still_gets_its_replies(cluster, proxy):
+    """`printf 'GET k\\r\\n' | nc -N host port` and scripts like it: the
+    client sends, closes its side at once, then reads. As with a server,
+    everything it sent is answered before the connection closes."""
+    tag = uuid.uuid4().hex[:8]
+    keys = [f"halfclose:{tag}:{i}" for i in range(30)]  # (over all masters)
+    payload = b"".join(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$1\r\nv\r\n" % (len(k), k.encode()) for k in keys)
+    payload += b"".join(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(k), k.encode()) for k in keys)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := s.recv(65536):
+            received += chunk
+    assert received == b"+OK\r\n" * len(keys) + b"$1\r\nv\r\n" * len(keys)
+
+
 @pytest.mark.parametrize("proto", [2, 3])
 def test_missing_key_and_reply_types_follow_client_protocol(proxy, proto):
     """A RESP3 client gets RESP3 replies (null `_`, maps) even though the
