@@ -456,11 +456,7 @@ final class ClientSession {
     /// replies still owed: queued behind them, or written at once.
     func pushInOrder(_ bytes: [UInt8]) {
         guard !isClosed else { return }
-        if subscriptionStream != nil {
-            streamArrived(bytes)
-        } else {
-            replyLocally { $0.append(bytes) }
-        }
+        replyLocally { $0.append(bytes) }
     }
 
     /// Subscribe mode ended: the stream's place in the queue is released.
@@ -472,6 +468,14 @@ final class ClientSession {
     /// Writes a reply the proxy makes itself, keeping request order: straight
     /// to the output when nothing is outstanding, else queued behind the rest.
     func replyLocally(_ write: (ByteBuffer) -> Void) {
+        if subscriptionStream != nil {
+            // RESP2 subscribe mode: the subscription's stream holds the
+            // client's place in line; queued behind it, a reply would never go.
+            let reply = ByteBuffer(capacity: 128)
+            write(reply)
+            streamArrived(reply.readable)
+            return
+        }
         if pending.isEmpty {
             write(output)
             markDirty()
@@ -609,7 +613,8 @@ final class ClientSession {
             }
         }
         output.shrinkIfIdle(above: 4 << 20, to: 16 * 1024)
-        if (closeAfterFlush || inputEnded) && pending.isEmpty {
+        let owesOnlyItsStream = pending.count == 1 && pending.first === subscriptionStream
+        if (closeAfterFlush || inputEnded) && (pending.isEmpty || owesOnlyItsStream) {
             close()
         } else if readPaused && pending.count <= worker.configuration.clientReadPauseReplies / 10 {
             readPaused = false

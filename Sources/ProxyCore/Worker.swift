@@ -407,7 +407,6 @@ final class Worker {
             return
         }
         commandsProcessed &+= 1
-        if session.isSubscribed && routeInSubscribeMode(command, session: session) { return }
         if !session.authenticated && !admitsUnauthenticated(command, session: session) { return }
         let resolved =
             routingRealName
@@ -430,6 +429,9 @@ final class Worker {
             if let transaction = session.transaction, transaction.inMulti { transaction.aborted = true }
             return
         }
+        // (After the checks, as in Redis: subscribe mode neither skips
+        // deny-commands and ACLs nor hides an unknown command.)
+        if session.isSubscribed && routeInSubscribeMode(command, session: session) { return }
         if session.transaction != nil || spec.affinity == .pinned,
             routeTransaction(spec, command, session: session)
         {

@@ -357,3 +357,30 @@ def test_subscribe_whose_connection_cannot_be_opened_gets_an_error(cluster, prox
         assert isinstance(reply, RespError) and "cannot connect" in reply.message, reply
         assert is_status(c.command("PING"), b"PONG")
         assert c.command("SUBSCRIBE", channel) == [b"subscribe", channel.encode(), 1]
+
+
+def test_subscribe_mode_errors_answer_as_redis(proxy, standalone_like):
+    """RESP2 subscribe mode: an unknown command, one not allowed there, and a
+    protocol error are answered as Redis answers them (the last then closes)."""
+    channel = f"ch:{uuid.uuid4().hex[:8]}"
+    with proxy.raw() as c, RawConnection(standalone_like.port) as s:
+        for conn in (c, s):
+            assert conn.command("SUBSCRIBE", channel) == [b"subscribe", channel.encode(), 1]
+        for args in (("NOSUCHCOMMAND", "x"), ("GET", "k"), ("PING",), ("SUBSCRIBE",)):
+            assert c.command(*args) == s.command(*args), args
+        for conn in (c, s):
+            conn.send(b"*1\r\n$x\r\n")
+        got, want = c.read_until_closed(), s.read_until_closed()
+        assert got == want and got[1], (got, want)
+
+
+def test_subscribe_mode_keeps_deny_commands(proxy_factory):
+    """Subscribed, a client still cannot run what deny-commands refuses."""
+    proxy = proxy_factory("--deny-commands", "psubscribe")
+    channel = f"ch:{uuid.uuid4().hex[:8]}"
+    with proxy.raw() as c:
+        assert "deny-commands" in c.command("PSUBSCRIBE", "p*").message
+        assert c.command("SUBSCRIBE", channel) == [b"subscribe", channel.encode(), 1]
+        reply = c.command("PSUBSCRIBE", "p*")
+        assert isinstance(reply, RespError) and "deny-commands" in reply.message, reply
+        assert c.command("UNSUBSCRIBE", channel) == [b"unsubscribe", channel.encode(), 0]
