@@ -49,6 +49,9 @@ enum CommandHandling: Equatable {
         "cluster|reset", "cluster|failover", "cluster|replicate", "cluster|addslots", "cluster|addslotsrange",
         "cluster|delslots", "cluster|delslotsrange", "cluster|flushslots", "cluster|bumpepoch",
         "cluster|set-config-epoch", "cluster|saveconfig", "acl|setuser", "acl|deluser", "acl|load", "acl|save",
+        // A node's own client connections (the proxy's shared ones among
+        // them); the proxy's clients are listed by CLIENT LIST.
+        "client|kill", "client|unblock", "client|pause", "client|unpause",
     ]
 
     static func of(_ spec: CommandSpec) -> CommandHandling {
@@ -63,6 +66,7 @@ enum CommandHandling: Equatable {
         case "wait": return .wait
         case "info": return .info
         case "slowlog|get", "slowlog|len", "slowlog|reset", "slowlog|help": return .local
+        case "client|info", "client|list": return .local
         default: break
         }
         switch spec.requestPolicy {

@@ -124,6 +124,15 @@ enum LocalCommands {
             session.replyLocally { $0.appendInteger(id) }
         case "client|setinfo":
             setInfo(command, session: session)
+        case "client|info":
+            let line = worker.describe(session)
+            session.replyLocally { $0.appendBulk(line) }
+        case "client|list":
+            // The proxy's clients (of every worker), not a node's connections.
+            switch ClientListFilter.parse(command) {
+            case .success(let filter): worker.gather(.clients, session: session, clientFilter: filter)
+            case .failure(let error): session.replyError(error.message)
+            }
         case "asking", "readonly", "readwrite":
             // The proxy follows ASK itself and picks the node for each read,
             // so these describe nothing the client's connection could change.

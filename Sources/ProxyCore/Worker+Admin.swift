@@ -47,10 +47,65 @@ enum GatherKind: Sendable {
     case audit
 }
 
+/// `CLIENT LIST TYPE ... | ID ...`: which of the proxy's clients to list.
+struct ClientListFilter {
+    /// Only these ids; nil: any.
+    var ids: Set<Int>?
+    /// Only subscribers (`TYPE pubsub`) or only the others (`TYPE normal`); nil: both.
+    var subscribers: Bool?
+    /// `TYPE master`/`replica`: no client of the proxy is either.
+    var nothing = false
+
+    /// Parses the arguments after `CLIENT LIST`; the error text otherwise.
+    static func parse(_ command: Command) -> Result<ClientListFilter, ClientListFilterError> {
+        var filter = ClientListFilter()
+        guard command.count > 2 else { return .success(filter) }
+        if command.argument(2, equals: "type") && command.count == 4 {
+            switch command.string(3).lowercased() {
+            case "normal": filter.subscribers = false
+            case "pubsub": filter.subscribers = true
+            case "master", "replica", "slave": filter.nothing = true
+            default: return .failure(ClientListFilterError("ERR Unknown client type '\(command.string(3))'"))
+            }
+            return .success(filter)
+        }
+        if command.argument(2, equals: "id") && command.count > 3 {
+            var ids = Set<Int>()
+            for index in 3..<command.count {
+                guard let id = Int(command.string(index)), id > 0 else {
+                    return .failure(ClientListFilterError("ERR Invalid client ID"))
+                }
+                ids.insert(id)
+            }
+            filter.ids = ids
+            return .success(filter)
+        }
+        return .failure(ClientListFilterError("ERR syntax error"))
+    }
+
+    /// Whether a line of `sessionsDescribed` (`id=7 ... sub=0 ...`) passes.
+    func admits(line: String) -> Bool {
+        guard !nothing else { return false }
+        let fields = line.split(separator: " ")
+        if let ids, !fields.contains(where: { $0.hasPrefix("id=") && Int($0.dropFirst(3)).map(ids.contains) == true }) {
+            return false
+        }
+        if let subscribers, !fields.contains(where: { $0 == (subscribers ? "sub=1" : "sub=0") }) { return false }
+        return true
+    }
+}
+
+struct ClientListFilterError: Error {
+    let message: String
+    init(_ message: String) { self.message = message }
+}
+
 /// A `PROXY` command waiting for the other workers' parts.
 final class PendingGather {
     let record: RequestRecord
     let kind: GatherKind
+    /// `CLIENT LIST`'s filter (`PROXY CLIENTS`: none).
+    var clientFilter = ClientListFilter()
     var remaining: Int
     var parts: [GatheredPart] = []
     let resp3: Bool
@@ -189,12 +244,13 @@ extension Worker {
 
     /// Asks every worker for its part; the client's reply waits in its queue
     /// as any other, and is written when the last part is in.
-    private func gather(_ kind: GatherKind, session: ClientSession) {
+    func gather(_ kind: GatherKind, session: ClientSession, clientFilter: ClientListFilter = ClientListFilter()) {
         let record = recordPool.acquire()
         session.expectReply(record)
         gatherCounter += 1
         let id = gatherCounter
         let pending = PendingGather(record: record, kind: kind, remaining: shared.mailboxes.count, resp3: session.resp3)
+        pending.clientFilter = clientFilter
         pendingGathers[id] = pending
         for (index, mailbox) in shared.mailboxes.enumerated() {
             if index == workerIndex {
@@ -223,7 +279,7 @@ extension Worker {
         switch pending.kind {
         case .clients:
             var lines: [String] = []
-            for case .clients(let part) in pending.parts { lines += part }
+            for case .clients(let part) in pending.parts { lines += part.filter(pending.clientFilter.admits(line:)) }
             reply.appendBulk(lines.sorted().joined())
         case .audit:
             var counts: [AuditKey: Int] = [:]
@@ -249,21 +305,25 @@ extension Worker {
 
     /// `CLIENT LIST`-like lines for this worker's clients.
     private func sessionsDescribed() -> [String] {
+        sessions.values.map(describe)
+    }
+
+    /// One client as a line of `CLIENT LIST` / `CLIENT INFO` (the fields the
+    /// proxy knows, plus its worker and the replies it is owed).
+    func describe(_ session: ClientSession) -> String {
         let now = loop.turnTime
         let names = CommandNames.bySlot
-        return sessions.values.map { session in
-            let name = session.clientName.map { String(decoding: $0, as: UTF8.self) } ?? ""
-            let slot = session.lastCommandSlot
-            let last = slot >= 0 && slot < names.count ? names[slot] : "NULL"
-            let age = (now - session.connectedAt) / 1000
-            let idle = (now - session.lastReadAt) / 1000
-            let multi = session.transaction?.inMulti == true ? 1 : -1
-            var line = "id=\(session.id) addr=\(Socket.peerAddress(session.fd)) worker=\(workerIndex) name=\(name)"
-            line += " age=\(age) idle=\(idle) user=\(session.userName) resp=\(session.resp3 ? 3 : 2)"
-            line += " sub=\(session.isSubscribed ? 1 : 0) multi=\(multi) owed=\(session.owedReplies)"
-            line += " omem=\(session.unreadBytes) cmd=\(last)\n"
-            return line
-        }
+        let name = session.clientName.map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let slot = session.lastCommandSlot
+        let last = slot >= 0 && slot < names.count ? names[slot] : "NULL"
+        let age = (now - session.connectedAt) / 1000
+        let idle = (now - session.lastReadAt) / 1000
+        let multi = session.transaction?.inMulti == true ? 1 : -1
+        var line = "id=\(session.id) addr=\(Socket.peerAddress(session.fd)) worker=\(workerIndex) name=\(name)"
+        line += " age=\(age) idle=\(idle) db=\(session.database) user=\(session.userName) resp=\(session.resp3 ? 3 : 2)"
+        line += " sub=\(session.isSubscribed ? 1 : 0) multi=\(multi) owed=\(session.owedReplies)"
+        line += " omem=\(session.unreadBytes) cmd=\(last)\n"
+        return line
     }
 
     /// Counts a command the audit is about, under the client's name.

@@ -394,6 +394,29 @@ def test_client_id(proxy):
         assert pairs_to_dict(a.command("HELLO", 2))["id"] == ida
 
 
+def test_client_info_and_list_describe_the_proxys_clients(proxy):
+    """CLIENT INFO and CLIENT LIST describe the clients of the proxy (with
+    the ids CLIENT ID gives), not some node's connections; commands that act
+    on a node's connections (KILL, PAUSE ...) are refused with the reason."""
+    with proxy.raw() as a, proxy.raw() as b:
+        assert is_status(a.command("CLIENT", "SETNAME", "app-a"))
+        ida, idb = a.command("CLIENT", "ID"), b.command("CLIENT", "ID")
+        info = a.command("CLIENT", "INFO").decode()
+        assert info.startswith(f"id={ida} ") and " name=app-a " in info and info.endswith("\n"), info
+        listing = a.command("CLIENT", "LIST").decode().splitlines()
+        assert {line.split()[0] for line in listing} >= {f"id={ida}", f"id={idb}"}, listing
+        only_b = b.command("CLIENT", "LIST", "ID", str(idb)).decode().splitlines()
+        assert [line.split()[0] for line in only_b] == [f"id={idb}"]
+        assert b.command("CLIENT", "LIST", "TYPE", "pubsub") == b""
+        assert f"id={ida} " in b.command("CLIENT", "LIST", "TYPE", "normal").decode()
+        assert b.command("CLIENT", "LIST", "TYPE", "bogus").message == "ERR Unknown client type 'bogus'"
+        assert b.command("CLIENT", "LIST", "ID", "x").message == "ERR Invalid client ID"
+        for args in (("KILL", "ID", str(ida)), ("PAUSE", "10"), ("UNPAUSE",), ("UNBLOCK", str(ida))):
+            reply = b.command("CLIENT", *args)
+            assert isinstance(reply, RespError) and "particular node" in reply.message, (args, reply)
+        assert is_status(a.command("PING"), b"PONG")
+
+
 HELLO_KEYS = {"server", "version", "proto", "id", "mode", "role", "modules"}
 
 
