@@ -432,6 +432,8 @@ final class Worker {
         // (After the checks, as in Redis: subscribe mode neither skips
         // deny-commands and ACLs nor hides an unknown command.)
         if session.isSubscribed && routeInSubscribeMode(command, session: session) { return }
+        // read-your-writes-ms: every write counts, split, transactional or blocking.
+        if readsFromReplicas && !spec.flags.contains(.readonly) { session.lastWriteAt = loop.turnTime }
         if session.transaction != nil || spec.affinity == .pinned,
             routeTransaction(spec, command, session: session)
         {
@@ -546,11 +548,10 @@ final class Worker {
         }
     }
 
-    /// `read-from` / `read-your-writes-ms`: reads may go to a replica; writes
-    /// mark the client's last write.
+    /// `read-from` / `read-your-writes-ms`: reads may go to a replica (writes
+    /// marked the client's last write in `route`).
     private func forwardConsideringReplicas(_ spec: CommandSpec, _ command: Command, slot: Int, session: ClientSession) {
         guard spec.flags.contains(.readonly), readsFromReplicas, slot >= 0, slotOwners[slot] != nil else {
-            if !spec.flags.contains(.readonly) { session.lastWriteAt = loop.turnTime }
             forward(command, slot: slot, session: session)
             return
         }

@@ -125,6 +125,16 @@ def test_read_your_writes_goes_to_the_master(cluster, proxy_factory):
         after = proxy_node_requests(c)
     assert after[master][1] - before.get(master, ("", 0))[1] == 100
     assert all(after[p][1] == before.get(p, ("", 0))[1] for p in cluster.replicas if p in after)
+    # A write split across slots (MSET) counts as a write too.
+    other = f"ryw:{uuid.uuid4().hex[:8]}"
+    assert key_hash_slot(other) != key_hash_slot(key)
+    with proxy.raw() as c:
+        before = proxy_node_requests(c)
+        for i in range(20):
+            assert is_status(c.command("MSET", key, f"m{i}", other, f"m{i}"))
+            assert c.command("GET", key) == f"m{i}".encode()
+        after = proxy_node_requests(c)
+    assert all(after[p][1] == before.get(p, ("", 0))[1] for p in cluster.replicas if p in after)
 
 
 def test_read_from_replica_without_a_healthy_replica(cluster, proxy_factory):
