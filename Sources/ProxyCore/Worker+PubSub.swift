@@ -298,13 +298,36 @@ extension Worker {
     }
 
     /// The subscription count a (un)subscribe confirmation carries, if `bytes` is one.
+    /// (No bound on its size: a channel name may be long, up to the
+    /// proxy's `proto-max-bulk-len`, and its confirmation with it.)
     static func subscriptionCount(in bytes: UnsafeRawBufferPointer) -> Int? {
-        guard bytes.count > 4, bytes.count < 1024, bytes[0] == UInt8(ascii: "*") || bytes[0] == UInt8(ascii: ">"),
-            bytes[1] == UInt8(ascii: "3"),
+        guard bytes.count > 4, bytes[0] == UInt8(ascii: "*") || bytes[0] == UInt8(ascii: ">"),
+            bytes[1] == UInt8(ascii: "3"), startsWithSubscribeKind(bytes),
             let items = RESPValue.decode(Array(bytes))?.value.elements, items.count == 3,
             let kind = items[0].string?.lowercased(), kind.hasSuffix("subscribe")
         else { return nil }
         return items[2].integer
+    }
+
+    /// Whether the frame's first element is `...subscribe` (a confirmation):
+    /// known from its first bytes, so a message (`message`, `pmessage`,
+    /// `smessage`) of any size is never decoded to find out.
+    private static func startsWithSubscribeKind(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        // `*3\r\n$<n>\r\n<kind>`: the kinds are 9 to 12 bytes long.
+        guard bytes.count > 16, bytes[4] == UInt8(ascii: "$") else { return false }
+        let length: Int
+        if bytes[6] == 13 {
+            length = Int(bytes[5]) - 48
+        } else if bytes[7] == 13 {
+            length = (Int(bytes[5]) - 48) * 10 + Int(bytes[6]) - 48
+        } else {
+            return false
+        }
+        let start = length < 10 ? 8 : 9
+        guard length >= 9, length <= 12, bytes.count >= start + length else { return false }
+        let suffix = Array("subscribe".utf8)
+        for offset in 0..<9 where bytes[start + length - 9 + offset] | 0x20 != suffix[offset] { return false }
+        return true
     }
 
     /// The reply to the marker PING: `[pong, marker]` while subscribed, the
@@ -339,6 +362,12 @@ extension Worker {
         session.shards = nil
         session.regularMarkersOwed = 0
         session.subscriptionMarkersOwed = 0
+        // Forgotten too, or a later subscription's move to another node
+        // would subscribe these again.
+        session.subscribedChannels.removeAll()
+        session.subscribedPatterns.removeAll()
+        session.subscriptionCount = 0
+        session.confirmationsToSwallow = 0
         if let stream = session.subscriptionStream {
             session.subscriptionStream = nil
             session.finishStream(stream)

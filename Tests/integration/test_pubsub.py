@@ -140,6 +140,9 @@ def test_subscription_survives_the_death_of_its_node(cluster, proxy_factory):
     proxy = proxy_factory("--topology-refresh-ms", "200")
     ch = channel()
     with proxy.raw(timeout=20) as sub:
+        # (Subscriptions RESET ended are not taken along to the next node.)
+        assert sub.command("SUBSCRIBE", ch + ":before-reset")[0] == b"subscribe"
+        assert is_status(sub.command("RESET"), b"RESET")
         sub.send_command("SUBSCRIBE", ch)
         sub.send_command("PSUBSCRIBE", ch + ":*")
         assert [r[0] for r in sub.read_replies(2)] == [b"subscribe", b"psubscribe"]
@@ -164,6 +167,7 @@ def test_subscription_survives_the_death_of_its_node(cluster, proxy_factory):
                     pass
             assert got == [b"message", ch.encode(), b"after-failure"], got
             assert "subscription moved" in proxy.log_text()
+            assert "(2 channels and patterns)" in proxy.log_text(), proxy.log_text()
         finally:
             cluster.restart(victim)
             cluster.wait_healthy(timeout=60)
@@ -384,3 +388,16 @@ def test_subscribe_mode_keeps_deny_commands(proxy_factory):
         reply = c.command("PSUBSCRIBE", "p*")
         assert isinstance(reply, RespError) and "deny-commands" in reply.message, reply
         assert c.command("UNSUBSCRIBE", channel) == [b"unsubscribe", channel.encode(), 0]
+
+
+
+def test_long_channel_names_keep_the_subscription_count(proxy, standalone_like):
+    """Confirmations carrying a long channel name still count: after the
+    last UNSUBSCRIBE the client is out of subscribe mode, as on Redis."""
+    short, long = channel(), channel() + "x" * 3000
+    with proxy.raw() as c, RawConnection(standalone_like.port) as s:
+        for conn in (c, s):
+            conn.send_command("SUBSCRIBE", short, long)
+            assert [r[2] for r in conn.read_replies(2)] == [1, 2]
+        for args in (("UNSUBSCRIBE", short), ("UNSUBSCRIBE", long), ("GET", "nokey:" + short)):
+            assert c.command(*args) == s.command(*args), args
