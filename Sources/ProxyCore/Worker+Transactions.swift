@@ -135,6 +135,8 @@ extension Worker {
         switch CommandHandling.of(spec) {
         case .bySlot, .split, .emulated, .blocking:
             return nil
+        case .transaction where spec.name == "unwatch":
+            return nil  // queued, as on a server (it changes nothing by then)
         case .local:
             return ["ping", "echo", "select"].contains(spec.name)
                 ? nil : "ERR slotproxy cannot queue '\(spec.name)' in a transaction: it is answered by the proxy"

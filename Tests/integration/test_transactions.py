@@ -143,3 +143,16 @@ def test_proxy_refusals_hold_inside_multi_and_subscribe_mode(cluster, proxy):
         reply = c.command("MSET", "a", "1", "b")
         assert isinstance(reply, RespError) and "wrong number of arguments" in reply.message
         assert c.command("PING") == b"PONG"
+
+
+def test_unwatch_inside_multi_is_queued_as_redis(proxy):
+    from cluster import start_standalone
+
+    t = tag()
+    server = start_standalone()
+    try:
+        with proxy.raw() as c, RawConnection(server.port) as s:
+            script = [("WATCH", f"{t}w"), ("MULTI",), ("UNWATCH",), ("SET", f"{t}w", "1"), ("EXEC",)]
+            assert c.pipeline(script) == s.pipeline(script)
+    finally:
+        server.stop()
