@@ -157,6 +157,13 @@ extension Worker {
             transaction.aborted = true
             return
         }
+        if spec.name == "select", slotMap?.isStandalone == true, Int(command.string(1)) != session.database {
+            // It would switch the pooled connection the transaction borrowed
+            // (and leave this client's own database unchanged).
+            session.replyError("ERR slotproxy cannot queue SELECT of another database in a transaction: SELECT before MULTI")
+            transaction.aborted = true
+            return
+        }
         if transaction.relaxed != nil {
             relaxedQueue(spec, command, transaction, session: session)
             return

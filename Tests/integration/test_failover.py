@@ -271,6 +271,12 @@ def test_standalone_backend(proxy_factory):
             assert isinstance(c.command("SELECT", "16"), RespError)
             assert is_status(c.command("SELECT", "0"))
             assert c.command("GET", "k") is None and c.command("GET", "z") == b"1"
+            # SELECT of another database inside MULTI would switch the pooled
+            # connection the transaction borrowed: refused (the same one is fine).
+            replies = c.pipeline([("MULTI",), ("SELECT", "0"), ("SELECT", "1"), ("GET", "k"), ("EXEC",)])
+            assert is_status(replies[1], b"QUEUED") and "SELECT before MULTI" in replies[2].message, replies
+            assert replies[4].message.startswith("EXECABORT"), replies
+            assert c.pipeline([("MULTI",), ("GET", "z"), ("EXEC",)])[-1] == [b"1"]
     finally:
         server.stop()
 
