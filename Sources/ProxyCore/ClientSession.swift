@@ -613,7 +613,6 @@ final class ClientSession {
             }
         }
         output.shrinkIfIdle(above: 4 << 20, to: 16 * 1024)
-        let owesOnlyItsStream = pending.count == 1 && pending.first === subscriptionStream
         if (closeAfterFlush || inputEnded) && (pending.isEmpty || owesOnlyItsStream) {
             close()
         } else if readPaused && pending.count <= worker.configuration.clientReadPauseReplies / 10 {
@@ -623,6 +622,9 @@ final class ClientSession {
             if let tls { continueTLS(tls) }
         }
     }
+
+    /// Nothing owed but the subscription's stream, which never completes.
+    private var owesOnlyItsStream: Bool { pending.count == 1 && pending.first === subscriptionStream }
 
     /// Drops the connection. Requests still at nodes keep their record; their
     /// replies are discarded when they arrive.
