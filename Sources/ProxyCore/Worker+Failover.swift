@@ -41,10 +41,9 @@ extension Worker {
             return
         }
         record.retryAt = retryAfterMs > 0 ? now + Int64(retryAfterMs) : 0
-        // Held for a down master: later requests for it queue behind. (A
-        // retry after TRYAGAIN and the like, or a read whose replica went
-        // away, holds up nobody else.)
-        if record.retryAt == 0, let target = record.slot >= 0 ? slotOwners[record.slot] : nil, target.isDown {
+        // Held for a down node: later requests for it queue behind. (A retry
+        // after TRYAGAIN and the like holds up nobody else.)
+        if record.retryAt == 0, let target = record.slot >= 0 ? slotOwners[record.slot] : nil {
             target.heldCount += 1
             record.heldFor = target
         }
