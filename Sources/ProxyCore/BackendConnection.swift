@@ -470,7 +470,8 @@ final class BackendConnection {
                 record,
                 message: "ERR slotproxy: a reply of \(needed) bytes from \(address) is over client-output-limit-hard (\(limit))")
         }
-        fail(reason: "a reply of \(needed) bytes is over client-output-limit-hard (\(limit))")
+        // (The node is fine: it is not marked down, new requests go on a new connection.)
+        fail(reason: "a reply of \(needed) bytes is over client-output-limit-hard (\(limit))", nodeIsFine: true)
         return true
     }
 
@@ -587,8 +588,9 @@ final class BackendConnection {
     /// twice; they wait for a reachable master (`Worker+Failover`). A write
     /// already sent may or may not have run: its client is told so, never
     /// a silent second write. After a timeout (`retryReads` false) reads fail
-    /// too: a node that hangs would hang them again.
-    func fail(reason: String, retryReads: Bool = true) {
+    /// too: a node that hangs would hang them again. With `nodeIsFine` the
+    /// stream is lost, not the node: it is not marked down.
+    func fail(reason: String, retryReads: Bool = true, nodeIsFine: Bool = false) {
         guard state != .closed else { return }
         worker.logger.warning("connection to \(address) lost: \(reason)")
         lastError = reason
@@ -613,7 +615,7 @@ final class BackendConnection {
             worker.recordPool.release(record)
         }
         let written = bytesWritten
-        if !isDedicated { worker.backendFailed(self) }
+        if !isDedicated && !nodeIsFine { worker.backendFailed(self) }
         for entry in inFlight.removeAll() {
             guard let record = entry else { continue }
             if !isDedicated && !record.insideMulti

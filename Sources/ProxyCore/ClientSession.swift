@@ -34,9 +34,15 @@ final class ClientSession {
     private var heldBackSince: Int64 = 0
     private(set) var isClosed = false
     private var closeAfterFlush = false
-    /// The client closed its side (`nc -N`, a script's pipe): as on a
-    /// server, what it sent before is still answered, then it is closed.
-    private var inputEnded = false
+    /// The client closed its side (`nc -N`, a script's pipe) or its whole
+    /// socket (a read cannot tell which): requests already on their way to
+    /// nodes are still answered, as a server answers what it read, then it
+    /// is closed. Nothing more of it runs: see `isGone`.
+    private(set) var inputEnded = false
+    /// Closed, or its input ended: requests of its that wait (held for a
+    /// failover, or not parsed yet) are dropped, never run late, for a
+    /// client that gave up may already have retried them elsewhere.
+    var isGone: Bool { isClosed || inputEnded }
     /// Reading stops while the client owes the proxy too much reading of its
     /// own (a slow reader or a pipeline far ahead of the cluster), so one
     /// client cannot make the proxy buffer without bound.
@@ -152,8 +158,12 @@ final class ClientSession {
         if n == 0 {
             inputEnded = true
             readEvent?.remove()
-            // Blocked or subscribed, it waits for what may never come: gone now (as on a server).
-            if pending.isEmpty && output.isEmpty || blockedOn != nil || isSubscribed { close() }
+            input.clear()
+            // Blocked, waiting in WAIT or subscribed, it waits for what may
+            // never come: gone now (as on a server).
+            if pending.isEmpty && output.isEmpty || blockedOn != nil || !waitConnections.isEmpty || isSubscribed {
+                close()
+            }
             return
         }
         if n < 0 {

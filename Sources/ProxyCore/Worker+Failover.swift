@@ -22,7 +22,7 @@ extension Worker {
     /// failover timeout passes).
     func holdForFailover(_ record: RequestRecord, retryAfterMs: Int = 0) {
         metrics.counters.failoverWaits &+= 1
-        guard let session = record.session, !session.isClosed else {
+        guard let session = record.session, !session.isGone else {
             failRequest(record, message: "ERR slotproxy: client gone")
             return
         }
@@ -73,7 +73,7 @@ extension Worker {
         }
         var blocked = Set<ObjectIdentifier>()
         for record in records {
-            guard let session = record.session, !session.isClosed else {
+            guard let session = record.session, !session.isGone else {
                 failRequest(record, message: "ERR slotproxy: client gone")
                 continue
             }

@@ -432,8 +432,11 @@ final class Worker {
         // (After the checks, as in Redis: subscribe mode neither skips
         // deny-commands and ACLs nor hides an unknown command.)
         if session.isSubscribed && routeInSubscribeMode(command, session: session) { return }
-        // read-your-writes-ms: every write counts, split, transactional or blocking.
-        if readsFromReplicas && !spec.flags.contains(.readonly) { session.lastWriteAt = loop.turnTime }
+        // read-your-writes-ms: every write counts, split, transactional or
+        // blocking, scripts too (may-replicate); PING, HELLO and the like do not.
+        if readsFromReplicas && !spec.flags.isDisjoint(with: [.write, .mayReplicate]) {
+            session.lastWriteAt = loop.turnTime
+        }
         if session.transaction != nil || spec.affinity == .pinned,
             routeTransaction(spec, command, session: session)
         {

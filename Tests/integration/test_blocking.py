@@ -137,3 +137,22 @@ def test_a_dedicated_connection_that_cannot_be_opened_frees_its_place(cluster, p
         assert c.command("BLPOP", queue, "0.1") is None
         assert c.command("RPUSH", queue, "a") == 1
         assert c.command("BLPOP", queue, "1") == [queue.encode(), b"a"]
+
+
+def test_a_client_that_closes_its_side_behind_a_blocking_command_is_closed(cluster, proxy):
+    """SET then BLPOP, then the client closes its side: the SET is answered,
+    nothing is left blocked at a node for it, and the connection closes."""
+    import socket
+
+    queue = f"queue:{tag()}"
+    before = blocked_clients(cluster, "blpop")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$1\r\n1\r\n" % (len(queue) + 2, (queue + ":x").encode())
+                  + b"*3\r\n$5\r\nBLPOP\r\n$%d\r\n%s\r\n$1\r\n0\r\n" % (len(queue), queue.encode()))
+        s.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := s.recv(65536):  # (the socket's 10 s timeout bounds it)
+            received += chunk
+    assert received.startswith(b"+OK\r\n"), received
+    time.sleep(0.2)
+    assert blocked_clients(cluster, "blpop") == before

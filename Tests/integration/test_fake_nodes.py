@@ -126,3 +126,23 @@ def test_absurd_bulk_length_from_a_node_fails_the_request_not_the_proxy(proxy_fa
             assert isinstance(reply, RespError) and "client-output-limit-hard" in reply.message, reply
             assert c.command("GET", "k") == b"v"
         assert proxy.alive()
+
+
+def test_a_client_that_left_never_has_a_held_request_run_late(proxy_factory):
+    """A request held for a retry (the node answered LOADING) whose client
+    has closed its connection is dropped, not sent again: the client may
+    have retried it elsewhere already."""
+    import socket
+
+    with FakeNode() as node:
+        node.script = lambda command, conn: (
+            b"-LOADING Redis is loading the dataset in memory\r\n" if command[0].upper() == b"INCR" else None)
+        proxy = proxy_factory(seeds=node.seed)
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+            s.sendall(b"*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n")
+            deadline = time.monotonic() + 5
+            while not any(c[0].upper() == b"INCR" for c in node.commands):
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        time.sleep(1.0)  # (retries would come every 40 to 1000 ms)
+        assert [c for c in node.commands if c[0].upper() == b"INCR"] == [[b"INCR", b"n"]], node.commands

@@ -135,6 +135,15 @@ def test_read_your_writes_goes_to_the_master(cluster, proxy_factory):
             assert c.command("GET", key) == f"m{i}".encode()
         after = proxy_node_requests(c)
     assert all(after[p][1] == before.get(p, ("", 0))[1] for p in cluster.replicas if p in after)
+    # A PING (or HELLO, CLIENT SETNAME ...) is no write: past the window,
+    # reads go to the replica again.
+    time.sleep(1.1)
+    with proxy.raw() as c:
+        before = proxy_node_requests(c)
+        assert is_status(c.command("PING"), b"PONG")
+        assert c.command("GET", key) == b"m19"
+        after = proxy_node_requests(c)
+    assert sum(after[p][1] - before.get(p, ("", 0))[1] for p in cluster.replicas if p in after) == 1
 
 
 def test_read_from_replica_without_a_healthy_replica(cluster, proxy_factory):
