@@ -87,7 +87,7 @@ final class AdminServer {
     }
 
     private func readiness() -> (Bool, String) {
-        if shared.isStopping { return (false, "shutting down") }
+        if shared.isStopping || shared.isDraining { return (false, "shutting down") }
         let workers = shared.workerMetrics
         if workers.allSatisfy(\.ready) { return (true, "") }
         return (false, "no complete slot map yet, or a master without a live connection")

@@ -98,14 +98,9 @@ public final class Proxy {
             workerThreads.append(
                 startThread { [logger] in
                     let worker = Worker(
-                        index: index, configuration: configuration, listenerFD: fd, tlsListenerFD: tlsFD, mailbox: mailbox,
-                        shared: shared, logger: logger)
+                        index: index, configuration: configuration, listenerFD: fd, tlsListenerFD: tlsFD,
+                        ownsListeners: ownsListeners, mailbox: mailbox, shared: shared, logger: logger)
                     worker.run()
-                    // (Inherited sockets stay open: systemd holds the port across restarts.)
-                    if ownsListeners {
-                        Socket.close(fd)
-                        if let tlsFD { Socket.close(tlsFD) }
-                    }
                     shared.workerFinished()
                 })
         }
@@ -137,6 +132,7 @@ public final class Proxy {
     /// once; `workersFinished` tells when they are done.
     public func beginDrain() {
         logger.info("draining: not accepting clients; closing each once answered (shutdown-timeout \(configuration.shutdownTimeoutSeconds) s)")
+        shared.beginDraining()
         for mailbox in mailboxes { mailbox.send(.drain(timeoutMs: configuration.shutdownTimeoutSeconds * 1000)) }
     }
 

@@ -200,6 +200,12 @@ final class SharedState: Sendable {
 
     func beginStopping() { stopping.store(true, ordering: .releasing) }
 
+    /// SIGTERM received: workers drain their clients; `/readyz` says 503
+    /// from now on, so load balancers stop sending new ones.
+    private let draining = Atomic<Bool>(false)
+    var isDraining: Bool { draining.load(ordering: .acquiring) }
+    func beginDraining() { draining.store(true, ordering: .releasing) }
+
     func requestTopologyRefresh() {
         var byte: UInt8 = 1
         _ = write(refreshBellWrite, &byte, 1)

@@ -172,7 +172,7 @@ extension Worker {
         text += "topology_epoch:\(shared.topologyEpoch)\r\ntopology_refreshes:\(shared.topologyRefreshes)\r\n"
         text += "cluster_masters:\(slotMap?.shards.count ?? 0)\r\ncluster_slots_covered:\(slotMap?.assignedSlotCount ?? 0)\r\n"
         text += "ready:\(ready ? 1 : 0)\r\nread_from:\(configuration.readFrom.rawValue)\r\n"
-        text += "draining:\(shared.isStopping ? 1 : 0)\r\n"
+        text += "draining:\(shared.isDraining || shared.isStopping ? 1 : 0)\r\n"
         return text
     }
 

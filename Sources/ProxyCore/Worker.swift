@@ -62,6 +62,12 @@ final class Worker {
     /// The TLS port's listener, when `tls-port` is set.
     private let tlsListenerFD: CInt?
     private var tlsListenerEvent: LoopEvent?
+    /// Its own SO_REUSEPORT sockets (not systemd's, which outlive the
+    /// process): closed as draining starts, so new connections are refused
+    /// (or go to another instance on the port) instead of waiting in a
+    /// backlog no one accepts from.
+    private let ownsListeners: Bool
+    private var listenersClosed = false
     private var tickEvent: LoopEvent?
     private var acceptPaused = false
     /// Connections for blocking commands, one client at a time.
@@ -100,12 +106,13 @@ final class Worker {
 
     init(
         index: Int, configuration: ProxyConfiguration, listenerFD: CInt, tlsListenerFD: CInt? = nil,
-        mailbox: Mailbox<WorkerMessage>, shared: SharedState, logger: Logger
+        ownsListeners: Bool = true, mailbox: Mailbox<WorkerMessage>, shared: SharedState, logger: Logger
     ) {
         workerIndex = index
         self.configuration = configuration
         self.listenerFD = listenerFD
         self.tlsListenerFD = tlsListenerFD
+        self.ownsListeners = ownsListeners
         self.mailbox = mailbox
         self.shared = shared
         self.logger = logger
@@ -215,6 +222,11 @@ final class Worker {
 
     /// Set while draining: when the last clients must be gone.
     private var drainDeadline: Int64?
+    /// Its last 2 s (or half): a busy client is then closed at its next
+    /// reply boundary (everything read answered) rather than cut off with
+    /// requests at nodes at the deadline; what it sends after was never
+    /// read, so it never ran, and it retries on another connection.
+    private var drainBoundaryFrom: Int64 = 0
     /// A client counts as done once it has had nothing owed and sent nothing
     /// for this long: a pipelining client between two writes is not done.
     private static let drainQuietMs: Int64 = 200
@@ -222,10 +234,19 @@ final class Worker {
     private func beginDrain(timeoutMs: Int) {
         guard drainDeadline == nil else { return }
         drainDeadline = loop.nowMilliseconds + Int64(timeoutMs)
+        drainBoundaryFrom = drainDeadline! - Int64(min(2000, timeoutMs / 2))
         listenerEvent?.remove()
         tlsListenerEvent?.remove()
         acceptPaused = false
+        closeListeners()
         closeDrainedSessions(now: loop.nowMilliseconds)
+    }
+
+    private func closeListeners() {
+        guard ownsListeners, !listenersClosed else { return }
+        listenersClosed = true
+        Socket.close(listenerFD)
+        if let tlsListenerFD { Socket.close(tlsListenerFD) }
     }
 
     /// Closes the clients that are done; at the deadline, all of them. Stops
@@ -233,7 +254,9 @@ final class Worker {
     private func closeDrainedSessions(now: Int64) {
         guard let deadline = drainDeadline else { return }
         let late = now >= deadline
-        for session in sessions.values where late || session.isDone(quietSince: now - Worker.drainQuietMs) {
+        // (A client that never pauses is never quiet: near the deadline, a reply boundary will do.)
+        let quiet = now >= drainBoundaryFrom ? .max : now - Worker.drainQuietMs
+        for session in sessions.values where late || session.isDone(quietSince: quiet) {
             if late && !session.isDone(quietSince: now) {
                 logger.warning("closing client \(session.id) with requests unanswered: shutdown-timeout reached")
             }
@@ -245,6 +268,7 @@ final class Worker {
     private func shutdown() {
         listenerEvent?.remove()
         tlsListenerEvent?.remove()
+        closeListeners()
         tickEvent?.remove()
         for session in sessions.values { session.close() }
         trackedReaders.removeAll()
@@ -256,6 +280,8 @@ final class Worker {
         pools.removeAll()
         slotOwners = SlotOwners()
         masterPools = []
+        readTargets = []  // (replicas' pools: their connections' events too)
+        heldRequests = []
         // Events go before the loop's event_base does.
         listenerEvent = nil
         tlsListenerEvent = nil
@@ -839,7 +865,7 @@ final class Worker {
         feedWatchdog(now: now)
         closeDrainedSessions(now: now)
         publishMetrics(now: now)
-        if acceptPaused {
+        if acceptPaused && drainDeadline == nil {
             acceptPaused = false
             listenerEvent?.add()
             tlsListenerEvent?.add()

@@ -223,6 +223,55 @@ def test_sigterm_during_a_pipelined_load_answers_every_command(proxy_factory, cl
     assert counted == total
 
 
+def test_draining_refuses_new_clients_and_closes_a_busy_one_at_a_reply_boundary(proxy_factory):
+    """SIGTERM: /readyz says 503 at once and new connections are refused (the
+    listener is closed, not left with a backlog no one accepts from); a
+    client that never pauses is closed between two replies before the
+    deadline, never with a request unanswered."""
+    import urllib.error
+    import urllib.request
+
+    admin = free_port()
+    proxy = proxy_factory("--set", f"admin-port={admin}", "--set", "shutdown-timeout=4")
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    parser = RespParser()
+    answered, stop = [], threading.Event()
+
+    def busy_client():
+        try:
+            while not stop.is_set():
+                sock.sendall(encode_command("INCR", "drain:busy"))
+                while (reply := parser.get()) is RespParser.NOTHING:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    parser.feed(data)
+                answered.append(reply)
+        except OSError:
+            return
+
+    thread = threading.Thread(target=busy_client, daemon=True)
+    thread.start()
+    time.sleep(0.3)
+    proxy.proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    time.sleep(0.3)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=5)
+    assert refused.value.code == 503
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", proxy.port), timeout=2).close()
+    thread.join(10)
+    stop.set()
+    closed_after = time.monotonic() - started
+    sock.close()
+    assert not thread.is_alive()
+    assert closed_after < 4, closed_after
+    assert answered and all(isinstance(r, int) for r in answered), answered[-3:]
+    assert proxy.proc.wait(10) == 0, proxy.log_tail()
+    assert "requests unanswered" not in proxy.log_text()
+
+
 def _write(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
