@@ -202,7 +202,16 @@ final class BackendConnection {
             output.appendCommand("READONLY")
             inFlight.append(nil)
         }
+        setupRepliesOwed = inFlight.count
     }
+
+    /// Replies still owed to the commands that set the connection up (AUTH,
+    /// HELLO, SELECT ...). One refused (a wrong backend password, say) makes
+    /// the connection useless: it closes once the requests already sent on it
+    /// are answered (they get the node's own error, NOAUTH), and the next
+    /// request opens a new one, with the settings as they are by then.
+    private var setupRepliesOwed = 0
+    private var setupRefusal: String?
 
     /// Queues `record` for this node; with `asking`, an `ASKING` goes first
     /// (an ASK redirect: the target serves the slot only for the next command).
@@ -567,9 +576,20 @@ final class BackendConnection {
                         $0.handleReply(record, reply: reply, kind: kind, from: self)
                     }
                 } else if case .error = kind {
-                    worker.logger.warning("\(address) refused a proxy command: \(String(decoding: reply, as: UTF8.self))")
+                    let text = String(decoding: reply.dropFirst().prefix { $0 != 13 }, as: UTF8.self)
+                    if setupRepliesOwed > 0 {
+                        worker.logger.error("\(address) refused the connection's set-up (AUTH, HELLO, SELECT ...): \(text)")
+                        setupRefusal = text
+                    } else {
+                        worker.logger.warning("\(address) refused a proxy command: \(text)")
+                    }
                 }
+                if entry == nil && setupRepliesOwed > 0 { setupRepliesOwed -= 1 }
                 input.consume(length)
+                if let refusal = setupRefusal, inFlight.isEmpty {
+                    fail(reason: "it refused the connection's set-up: \(refusal)")
+                    return
+                }
                 if answeredEarly {
                     fail(reason: "the node answered a request before it was sent in full")
                     return

@@ -141,6 +141,44 @@ def test_backend_password(cluster, proxy_factory):
             r.config_set("masterauth", "")
 
 
+def test_backend_password_rotation(cluster, proxy_factory):
+    """The nodes' password changes before the proxy's: connections the proxy
+    opens then are refused at AUTH (clients get the node's NOAUTH, the log
+    says why), and each such connection is dropped, so once the proxy has
+    the new password its next connection works."""
+    ports = cluster.live_ports()
+    key = f"rot:{time.monotonic_ns()}"
+    password = "node-pw"
+    try:
+        for p in ports:
+            cluster.call(p, "CONFIG", "SET", "masterauth", "node-pw")
+            cluster.call(p, "CONFIG", "SET", "requirepass", "node-pw")
+        proxy = proxy_factory("--backend-password", "node-pw", "--workers", "1")
+        with proxy.raw(timeout=10) as c:
+            assert is_status(c.command("SET", key, "v"))
+            password = "new-pw"
+            for p in ports:
+                r = redis.Redis(host="127.0.0.1", port=p, password="node-pw")
+                r.config_set("masterauth", "new-pw")
+                r.config_set("requirepass", "new-pw")
+                r.client_kill_filter(_type="normal", skipme=True)
+            deadline = time.monotonic() + 10
+            while not isinstance(reply := c.command("GET", key), RespError) or "NOAUTH" not in reply.message:
+                assert time.monotonic() < deadline, reply
+                time.sleep(0.1)
+            assert "refused the connection's set-up" in proxy.log_text()
+            assert is_status(c.command("PROXY", "CONFIG", "SET", "backend-password", "new-pw"))
+            deadline = time.monotonic() + 10
+            while c.command("GET", key) != b"v":
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        for p in ports:
+            r = redis.Redis(host="127.0.0.1", port=p, password=password)
+            r.config_set("requirepass", "")
+            r.config_set("masterauth", "")
+
+
 def test_user_backend_credentials(cluster, proxy_factory):
     """A proxy user mapped to a node ACL user: its requests go as that user
     (the nodes enforce their rules and list it), over connections of its own
