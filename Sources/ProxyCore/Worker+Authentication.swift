@@ -43,6 +43,27 @@ extension Worker {
         session.backendIdentity = configuration.userBackendCredentials[user.name]
     }
 
+    /// Settings re-read: a signed-in client follows its user's new rules
+    /// and backend credentials at once, and is disconnected if its user was
+    /// removed (as Redis's `ACL SETUSER` and `ACL DELUSER` act on open
+    /// connections). A user turned `off` keeps its open connections, as in Redis.
+    func refreshUser(of session: ClientSession) {
+        guard session.authenticated, configuration.requiresAuthentication else { return }
+        guard let user = configuration.users.first(where: { $0.name == session.userName }) else {
+            // The default user of `requirepass` has no rules of its own.
+            if session.userName == "default" {
+                session.restrictedUser = nil
+                session.backendIdentity = configuration.userBackendCredentials["default"]
+                return
+            }
+            logger.info("closing client \(session.id): its user '\(session.userName)' was removed from the configuration")
+            session.close()
+            return
+        }
+        session.restrictedUser = user.isUnrestricted ? nil : user
+        session.backendIdentity = configuration.userBackendCredentials[user.name]
+    }
+
     /// Whether `user` may run the command on its keys; answers `NOPERM` if not.
     func permits(_ user: ProxyUser, _ spec: CommandSpec, _ command: Command, session: ClientSession) -> Bool {
         // Connection commands (AUTH, HELLO, PING ...) answer to everyone, as the proxy itself answers them.

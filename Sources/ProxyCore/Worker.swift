@@ -214,7 +214,10 @@ final class Worker {
         let old = configuration
         configuration = new
         commandPolicy = CommandPolicy(denied: new.deniedCommands, renames: new.renamedCommands)
-        for session in sessions.values { session.limitsChanged(new.requestLimits) }
+        for session in sessions.values {
+            session.limitsChanged(new.requestLimits)
+            refreshUser(of: session)
+        }
         if old.readFrom != new.readFrom, let map = slotMap { apply(map) }
     }
 

@@ -319,6 +319,28 @@ def test_sighup_rereads_the_file_and_keeps_connections(proxy_factory, workdir):
     assert proxy.alive()
 
 
+def test_sighup_applies_user_changes_to_open_connections(proxy_factory, workdir):
+    """As Redis's ACL SETUSER / DELUSER: a signed-in client follows its
+    user's new rules at once, and a removed user's clients are disconnected."""
+    config = Path(workdir) / "users.yaml"
+    _write(config, 'users:\n  - "alice on >a-pw ~* +@all"\n  - "bob on >b-pw ~* +@all"\n')
+    proxy = proxy_factory("--config", str(config), wait=False)
+    proxy.wait_for_log("16384 of 16384 slots covered", timeout=20)
+    with proxy.raw() as alice, proxy.raw() as bob:
+        assert is_status(alice.command("AUTH", "alice", "a-pw"))
+        assert is_status(bob.command("AUTH", "bob", "b-pw"))
+        assert is_status(alice.command("SET", "users:k", "1"))
+        _write(config, 'users:\n  - "alice on >a-pw ~* +@read"\n')
+        proxy.proc.send_signal(signal.SIGHUP)
+        proxy.wait_for_log("configuration re-read")
+        reply = alice.command("SET", "users:k", "2")
+        assert isinstance(reply, RespError) and reply.message.startswith("NOPERM"), reply
+        assert alice.command("GET", "users:k") == b"1"
+        replies, closed = bob.read_until_closed(timeout=5)
+        assert closed and replies == [], replies
+    assert "its user 'bob' was removed" in proxy.log_text()
+
+
 def test_sighup_changes_a_limit_for_the_next_request(proxy_factory, workdir):
     config = Path(workdir) / "limits.yaml"
     _write(config, "proto-max-bulk-len: 1mb\n")
