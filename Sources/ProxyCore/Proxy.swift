@@ -116,15 +116,28 @@ public final class Proxy {
     /// Re-read settings (SIGHUP): the runtime-changeable ones go to every
     /// worker and the refresher at once; returns the changed settings that
     /// need a restart, which keep their running values.
-    public func reload(_ new: ProxyConfiguration) -> [String] {
+    public func reload(_ new: ProxyConfiguration) throws -> [String] {
         let needRestart = configuration.settingsNeedingRestart(toBecome: new)
         let applied = configuration.applyingRuntimeSettings(of: new)
+        try checkProtectedMode(applied)
         configuration = applied
         shared.configuration = applied
         reloadTLS()
         for mailbox in mailboxes { mailbox.send(.reconfigure(applied)) }
         shared.requestTopologyRefresh()  // new seeds, credentials
         return needRestart
+    }
+
+    /// Protected mode against what the proxy really listens on (systemd's
+    /// sockets, or the `bind` it started with, which a reload cannot change),
+    /// not the re-read file's `bind`: a reload must not open the port to
+    /// everyone by removing `requirepass` and `users`.
+    private func checkProtectedMode(_ candidate: ProxyConfiguration) throws {
+        if activation.plainListener != nil {
+            for fd in activation.descriptors { try SocketActivation.checkProtectedMode(fd, candidate, logger: logger) }
+        } else if candidate.protectedMode, let exposure = candidate.unprotectedExposure(listeningOn: configuration.bind, what: "'bind'") {
+            throw SocketActivation.Unprotected(exposure: exposure)
+        }
     }
 
     /// SIGTERM: every worker stops accepting and closes its clients once

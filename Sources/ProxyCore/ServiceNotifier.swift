@@ -83,7 +83,15 @@ public final class ServiceNotifier: Sendable {
         send("RELOADING=1", "MONOTONIC_USEC=\(Self.monotonicMicroseconds())", "STATUS=reloading the configuration")
     }
 
-    public func reloaded(status: String) { send("READY=1", "STATUS=\(status)") }
+    /// After a reload: `READY=1` again only if the proxy had been ready
+    /// (a reload before the first complete slot map leaves that to `serving`).
+    public func reloaded(status: String) {
+        if ready.load(ordering: .relaxed) {
+            send("READY=1", "STATUS=\(status)")
+        } else {
+            send("STATUS=\(status)")
+        }
+    }
 
     public func stopping() { send("STOPPING=1", "STATUS=draining clients before exit") }
 

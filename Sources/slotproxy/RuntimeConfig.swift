@@ -22,18 +22,23 @@ final class RuntimeConfigControl: ConfigControl, @unchecked Sendable {
     }
 
     /// SIGHUP: file, environment and flags again. Logs the outcome.
-    func reloadFromFile() {
+    /// Re-reads the file (SIGHUP); false when it was refused and the running
+    /// configuration stays.
+    @discardableResult
+    func reloadFromFile() -> Bool {
         lock.withLock { _ in
             do {
                 let new = try options.resolveConfiguration(environment: environment)
-                let needRestart = proxy.reload(new)
+                let needRestart = try proxy.reload(new)
                 ReloadableLevelLogHandler.level = Logger.Level(proxy.configuration.logLevel)
                 ReloadableLevelLogHandler.format = proxy.configuration.logFormat
                 logger.info(
                     "configuration re-read\(needRestart.isEmpty ? "" : "; needs a restart to change, kept as running: \(needRestart.joined(separator: ", "))")"
                 )
+                return true
             } catch {
                 logger.error("configuration not re-read, the running one stays: \(String(describing: error))")
+                return false
             }
         }
     }
@@ -60,7 +65,11 @@ final class RuntimeConfigControl: ConfigControl, @unchecked Sendable {
             if !proxy.configuration.settingsNeedingRestart(toBecome: new).isEmpty {
                 return "ERR '\(setting.rawValue)' cannot change while running: set it in the file and restart"
             }
-            _ = proxy.reload(new)
+            do {
+                _ = try proxy.reload(new)
+            } catch {
+                return "ERR \(String(describing: error))"
+            }
             ReloadableLevelLogHandler.level = Logger.Level(new.logLevel)
             ReloadableLevelLogHandler.format = new.logFormat
             logger.notice("\(setting.rawValue) changed by PROXY CONFIG SET")

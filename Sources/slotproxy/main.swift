@@ -54,8 +54,9 @@ while true {
     sigwait(&handledSignals, &received)
     guard received == SIGHUP else { break }
     proxy.notifier.reloading()
-    control.reloadFromFile()
-    proxy.notifier.reloaded(status: "serving; configuration reloaded")
+    let reloaded = control.reloadFromFile()
+    proxy.notifier.reloaded(
+        status: reloaded ? "serving; configuration reloaded" : "serving; configuration NOT reloaded (see the log)")
 }
 
 // SIGTERM/SIGINT: drain within shutdown-timeout; a second one stops at once.

@@ -95,6 +95,10 @@ def test_no_ready_without_a_slot_map(proxy_factory, notify):
     messages = notify.collect(2.5)
     assert not any("READY=1" in m for m in messages), messages
     assert any(m.startswith("STATUS=") and "waiting" in m for m in messages), messages
+    # A reload does not make it ready either.
+    proxy.proc.send_signal(signal.SIGHUP)
+    messages = notify.collect(1.5)
+    assert any("RELOADING=1" in m for m in messages) and not any("READY=1" in m for m in messages), messages
     assert proxy.stop() == 0
 
 
@@ -172,6 +176,40 @@ def test_protected_mode_judges_the_socket_from_systemd_not_bind(cluster, workdir
     assert run.returncode == 1, output
     assert "protected mode: the socket from systemd is 0.0.0.0" in output, output
     assert "set requirepass or users" in output, output
+
+
+def test_a_reload_cannot_open_systemds_wildcard_socket_to_everyone(cluster, workdir):
+    """Started on systemd's 0.0.0.0 socket with a password (bind says
+    loopback): a re-read file without requirepass is refused, for what
+    clients reach is the socket, not bind. (Bound, never listening.)"""
+    wildcard = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    wildcard.bind(("0.0.0.0", 0))
+    fd = wildcard.fileno()
+    config = Path(workdir) / "protected-reload.yaml"
+    _write(config, "requirepass: secret\n")
+    log_path = os.path.join(workdir, "protected-reload.log")
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SYSTEMD_LAUNCHER, str(fd), str(proxy_binary()), "--config", str(config),
+         "--cluster", cluster.seeds, "--bind", "127.0.0.1", "--port", str(free_port())],
+        pass_fds=(fd,), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while "slots covered" not in open(log_path).read():
+            assert time.monotonic() < deadline and proc.poll() is None, open(log_path).read()
+            time.sleep(0.1)
+        _write(config, "log-level: info\n")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "configuration not re-read" not in open(log_path).read():
+            assert time.monotonic() < deadline, open(log_path).read()
+            time.sleep(0.05)
+        assert "the socket from systemd is 0.0.0.0" in open(log_path).read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        log.close()
+        wildcard.close()
 
 
 def _read_replies(sock: socket.socket, count: int, timeout: float) -> tuple[list, bool]:
