@@ -249,10 +249,14 @@ extension Worker {
         session.expectReply(record)
         gatherCounter += 1
         let id = gatherCounter
-        let pending = PendingGather(record: record, kind: kind, remaining: shared.mailboxes.count, resp3: session.resp3)
+        // While draining, a worker that has finished no longer answers its
+        // mailbox: this worker's part alone, rather than a reply never sent.
+        let asked = shared.isDraining ? [workerIndex] : Array(shared.mailboxes.indices)
+        let pending = PendingGather(record: record, kind: kind, remaining: asked.count, resp3: session.resp3)
         pending.clientFilter = clientFilter
         pendingGathers[id] = pending
-        for (index, mailbox) in shared.mailboxes.enumerated() {
+        for index in asked {
+            let mailbox = shared.mailboxes[index]
             if index == workerIndex {
                 gathered(id: id, part: part(of: kind))
             } else {

@@ -310,6 +310,21 @@ def test_draining_refuses_new_clients_and_closes_a_busy_one_at_a_reply_boundary(
     assert "requests unanswered" not in proxy.log_text()
 
 
+def test_proxy_clients_answers_while_draining(proxy_factory):
+    """PROXY CLIENTS from a client still being served while another worker
+    has already finished draining: an answer, not a wait for that worker."""
+    proxy = proxy_factory("--workers", "2", "--set", "shutdown-timeout=6")
+    with proxy.raw(timeout=5) as c:
+        assert is_status(c.command("PING"), b"PONG")
+        proxy.proc.send_signal(signal.SIGTERM)
+        until = time.monotonic() + 1.0
+        while time.monotonic() < until:  # (busy: never quiet long enough to be closed)
+            assert is_status(c.command("PING"), b"PONG")
+        listing = c.command("PROXY", "CLIENTS", timeout=3)
+        assert isinstance(listing, bytes) and b"id=" in listing, listing
+    assert proxy.proc.wait(15) == 0
+
+
 def _write(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
