@@ -24,6 +24,10 @@ final class TopologyRefresher {
     private let mailboxes: [Mailbox<WorkerMessage>]
     private let logger: Logger
     private var current: SlotMap?
+    /// The seeds as they were when `current` was learnt. A reload naming
+    /// others (another cluster) makes the next refreshes ask the new seeds
+    /// first, and take their view whenever one answers.
+    private var seedsOfCurrent: [NodeAddress] = []
     /// Minimum spacing of refreshes, so a burst of redirects costs one query round.
     private let minimumSpacingMs = 100
 
@@ -56,6 +60,26 @@ final class TopologyRefresher {
         while read(shared.refreshBellRead, &scratch, scratch.count) > 0 {}
     }
 
+    private func freshestView(among addresses: [NodeAddress], failures: inout [String]) -> SlotMap? {
+        var best: SlotMap?
+        var bestScore = ViewScore.none
+        var compared = 0
+        for address in addresses where compared < TopologyRefresher.viewsCompared {
+            if shared.isStopping { return nil }
+            do {
+                let (map, score) = try fetchScored(from: address)
+                compared += 1
+                if score > bestScore {
+                    best = map
+                    bestScore = score
+                }
+            } catch {
+                failures.append("\(address): \(error)")
+            }
+        }
+        return best
+    }
+
     private func candidates() -> [NodeAddress] {
         var seen = Set<NodeAddress>()
         var ordered: [NodeAddress] = []
@@ -73,22 +97,18 @@ final class TopologyRefresher {
     /// covered by online masters. Nodes learn of a failover at slightly
     /// different times; this keeps a lagging node's view from winning.
     func refreshOnce() {
-        var best: SlotMap?
-        var bestScore = ViewScore.none
         var failures: [String] = []
-        var compared = 0
-        for address in candidates() where compared < TopologyRefresher.viewsCompared {
-            if shared.isStopping { return }
-            do {
-                let (map, score) = try fetchScored(from: address)
-                compared += 1
-                if score > bestScore {
-                    best = map
-                    bestScore = score
-                }
-            } catch {
-                failures.append("\(address): \(error)")
-            }
+        var best: SlotMap?
+        // The first map, or seeds a reload changed (another cluster, maybe):
+        // the seeds' view wins whenever one of them answers.
+        let seedsFirst = current == nil || configuration.seeds != seedsOfCurrent
+        if seedsFirst {
+            best = freshestView(among: configuration.seeds, failures: &failures)
+            if best != nil { seedsOfCurrent = configuration.seeds }
+        }
+        if best == nil {
+            let others = seedsFirst ? candidates().filter { !configuration.seeds.contains($0) } : candidates()
+            best = freshestView(among: others, failures: &failures)
         }
         guard let map = best else {
             logger.warning("topology refresh failed on every node: \(failures.joined(separator: "; "))")

@@ -325,6 +325,46 @@ def test_proxy_clients_answers_while_draining(proxy_factory):
     assert proxy.proc.wait(15) == 0
 
 
+def test_sighup_with_other_seeds_moves_to_them(cluster, workdir):
+    """`cluster:` changed in the file and SIGHUP: the proxy asks the new seeds
+    and serves what they name (here a standalone server), instead of going
+    on with the nodes it already knew."""
+    from cluster import start_standalone
+
+    server = start_standalone()
+    config = Path(workdir) / "seeds.yaml"
+    _write(config, f"cluster: {cluster.seeds}\ntopology-refresh-ms: 200\n")
+    port = free_port()
+    log_path = os.path.join(workdir, "seeds.log")
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([str(proxy_binary()), "--config", str(config), "--bind", "127.0.0.1", "--port", str(port)],
+                            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        with RawConnection(server.port) as direct:
+            assert is_status(direct.command("SET", "seeds:moved", "standalone"))
+        deadline = time.monotonic() + 20
+        while "16384 of 16384 slots covered" not in open(log_path).read():
+            assert time.monotonic() < deadline and proc.poll() is None, open(log_path).read()
+            time.sleep(0.1)
+        _write(config, f"cluster: 127.0.0.1:{server.port}\ntopology-refresh-ms: 200\n")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with RawConnection(port, timeout=2) as c:
+                    if c.command("GET", "seeds:moved") == b"standalone":
+                        break
+            except (OSError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, open(log_path).read()
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        log.close()
+        server.stop()
+
+
 def _write(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
