@@ -230,6 +230,19 @@ final class TopologyRefresher {
     }
 
     private func publish(_ map: SlotMap) {
+        // Round trips differ every time they are measured: only a change in
+        // which node is nearest is worth a new map for the workers, and only
+        // with `read-from: nearest`, the one policy that follows them.
+        let followsRoundTrips = configuration.readFrom == .nearest
+        guard let current, map.withoutRoundTrips == current.withoutRoundTrips,
+            !followsRoundTrips || map.nearestFirst == current.nearestFirst
+        else {
+            publishChanged(map)
+            return
+        }
+    }
+
+    private func publishChanged(_ map: SlotMap) {
         guard map != current else { return }
         let first = current == nil
         // Health and round trips change often: logged only when they change what serves reads.
@@ -259,6 +272,30 @@ final class TopologyRefresher {
         } else {
             shared.notifier.status(
                 "topology incomplete: \(map.assignedSlotCount) of \(clusterSlotCount) slots covered")
+        }
+    }
+}
+
+extension SlotMap {
+    /// The same map with its round trips forgotten.
+    fileprivate var withoutRoundTrips: SlotMap {
+        func forget(_ node: ClusterNode) -> ClusterNode {
+            var node = node
+            node.roundTrip = 0
+            return node
+        }
+        let shards = shards.map {
+            Shard(master: forget($0.master), replicas: $0.replicas.map(forget), slotRanges: $0.slotRanges)
+        }
+        return SlotMap(shards: shards, isStandalone: isStandalone)
+    }
+
+    /// Per shard, its nodes nearest first (what `read-from: nearest` follows).
+    fileprivate var nearestFirst: [[String]] {
+        shards.map { shard in
+            ([shard.master] + shard.replicas)
+                .sorted { ($0.roundTrip == 0 ? Int.max : $0.roundTrip) < ($1.roundTrip == 0 ? Int.max : $1.roundTrip) }
+                .map(\.endpoint)
         }
     }
 }

@@ -182,3 +182,21 @@ def test_nearest_serves_reads(cluster, proxy_factory):
         assert is_status(c.command("SET", "near", "x"))
         cluster.call(cluster.node_for_key("near"), "WAIT", 1, 2000)
         assert c.command("GET", "near") == b"x"
+
+
+def test_health_checks_do_not_republish_an_unchanged_map(cluster, proxy_factory):
+    """Reads from replicas: every refresh measures round trips, which differ
+    each time; the workers get a new map only when something that decides
+    where requests go changed (topology_epoch stays put)."""
+    proxy = proxy_factory("--read-from", "prefer-replica", "--topology-refresh-ms", "100")
+    wait_for_replicas_ready(proxy, cluster)
+
+    def epoch() -> int:
+        with proxy.raw() as c:
+            info = c.command("PROXY", "INFO").decode()
+        return int(next(line.split(":")[1] for line in info.split("\r\n") if line.startswith("topology_epoch:")))
+
+    time.sleep(0.5)
+    before = epoch()
+    time.sleep(2.0)  # (some 15 refreshes)
+    assert epoch() - before <= 1
