@@ -35,5 +35,8 @@ EXPOSE 7777 9121
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
     CMD bash -c 'exec 3<>/dev/tcp/127.0.0.1/${SLOTPROXY_ADMIN_PORT} && printf "GET /healthz HTTP/1.0\r\n\r\n" >&3 && head -n 1 <&3 | grep -q " 200 "'
 # SIGTERM (docker stop, pod deletion) drains clients within shutdown-timeout.
+# docker stop kills after 10 s by default: the drain gets 8, so it ends
+# first (raise both together: docker stop -t, terminationGracePeriodSeconds).
+ENV SLOTPROXY_SHUTDOWN_TIMEOUT=8
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/slotproxy"]
