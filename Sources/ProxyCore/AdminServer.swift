@@ -11,7 +11,7 @@ import Logging
 /// - `/metrics`: Prometheus text format (see `MetricsExposition`),
 /// - `/healthz`: 200 while the process runs,
 /// - `/readyz`: 200 once every worker holds a complete slot map and worker 0
-///   has a live connection to every master, 503 before and whenever not.
+///   reaches at least one master; 503 before, whenever not, and while draining.
 ///
 /// It reads only what the workers publish once per tick, so a scrape never
 /// touches a worker's data path.
@@ -90,7 +90,7 @@ final class AdminServer {
         if shared.isStopping || shared.isDraining { return (false, "shutting down") }
         let workers = shared.workerMetrics
         if workers.allSatisfy(\.ready) { return (true, "") }
-        return (false, "no complete slot map yet, or a master without a live connection")
+        return (false, "no complete slot map yet, or no master reachable")
     }
 
     private func reply(_ request: OpaquePointer, _ code: Int32, _ body: String, type: String = "text/plain; charset=utf-8") {

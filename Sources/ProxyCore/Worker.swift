@@ -922,7 +922,10 @@ final class Worker {
     /// at least once a second (node states and readiness change on their own).
     private func publishMetrics(now: Int64) {
         if workerIndex == 0 { warmUpMasterConnections(now: now) }
-        let ready = mapComplete && (workerIndex != 0 || masterPools.allSatisfy(\.hasReadyConnection))
+        // One master down (a shard failing over) leaves the others serving:
+        // still ready, or every proxy (and every app pod with a sidecar)
+        // would leave its load balancer at once over a partial outage.
+        let ready = mapComplete && (workerIndex != 0 || masterPools.contains(where: \.hasReadyConnection))
         guard metrics.dirty || ready != publishedReady || now - lastMetricsAt >= 1000 else { return }
         metrics.dirty = false
         lastMetricsAt = now
@@ -939,8 +942,8 @@ final class Worker {
         shared.exchange(&spareSnapshot, worker: workerIndex)
     }
 
-    /// Worker 0 keeps a connection open to every master, so `/readyz` means
-    /// every master is reachable now, and the first request finds it ready.
+    /// Worker 0 keeps a connection open to every master, so `/readyz` knows
+    /// which masters are reachable now, and the first request finds it ready.
     /// (At most once a second per node, within the pool's connect backoff.)
     func warmUpMasterConnections(now: Int64, force: Bool = false) {
         guard force || now - lastWarmUpAt >= 1000 else { return }

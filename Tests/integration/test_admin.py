@@ -268,3 +268,26 @@ def test_log_format(proxy_factory, fmt):
         else:
             assert line.startswith("time=") and " level=" in line and " msg=" in line, line
     assert any("topology" in line for line in lines)
+
+
+def test_readyz_stays_ready_while_one_master_is_down(proxy_factory):
+    """One master unreachable (its shard failing over): the others serve, so
+    the proxy stays ready; with no master reachable it is not."""
+    from fake_node import FakeNode
+
+    admin = free_port()
+    with FakeNode() as first, FakeNode() as second:
+        first.topology = second.topology = [(0, 8191, first.port), (8192, 16383, second.port)]
+        proxy = proxy_factory("--set", f"admin-port={admin}", seeds=first.seed)
+        deadline = time.monotonic() + 10
+        while _get(admin, "/readyz")[0] != 200:
+            assert time.monotonic() < deadline, proxy.log_tail()
+            time.sleep(0.1)
+        second.close()
+        time.sleep(1.5)  # (worker 0 re-checks its master connections every second)
+        assert _get(admin, "/readyz")[0] == 200
+        first.close()
+        deadline = time.monotonic() + 5
+        while _get(admin, "/readyz")[0] != 503:
+            assert time.monotonic() < deadline, proxy.log_tail()
+            time.sleep(0.1)
