@@ -575,32 +575,41 @@ final class BackendConnection {
                     Unmanaged.passUnretained(worker)._withUnsafeGuaranteedRef {
                         $0.handleReply(record, reply: reply, kind: kind, from: self)
                     }
-                } else if case .error = kind {
-                    let text = String(decoding: reply.dropFirst().prefix { $0 != 13 }, as: UTF8.self)
-                    if setupRepliesOwed > 0 {
-                        worker.logger.error("\(address) refused the connection's set-up (AUTH, HELLO, SELECT ...): \(text)")
-                        setupRefusal = text
-                    } else {
-                        worker.logger.warning("\(address) refused a proxy command: \(text)")
-                    }
+                } else {
+                    internalReplyArrived(reply, kind: kind)
                 }
-                if entry == nil && setupRepliesOwed > 0 { setupRepliesOwed -= 1 }
                 input.consume(length)
-                if let refusal = setupRefusal, inFlight.isEmpty {
-                    fail(reason: "it refused the connection's set-up: \(refusal)")
-                    return
-                }
                 if answeredEarly {
                     fail(reason: "the node answered a request before it was sent in full")
                     return
                 }
-                if releaseWhenIdle && inFlight.isEmpty {
+                if inFlight.isEmpty && (releaseWhenIdle || setupRefusal != nil) {
+                    if let refusal = setupRefusal {
+                        fail(reason: "it refused the connection's set-up: \(refusal)")
+                        return
+                    }
                     releaseWhenIdle = false
                     worker.dedicated.release(self)
                 }
             }
         }
         input.shrinkIfIdle(above: 4 << 20, to: 64 * 1024)
+    }
+
+    /// The reply to a command of the proxy's own (set-up, ASKING, MULTI ...):
+    /// swallowed; an error is logged, and one to the set-up condemns the
+    /// connection (see `setupRepliesOwed`).
+    private func internalReplyArrived(_ reply: UnsafeRawBufferPointer, kind: ReplyKind) {
+        let isSetup = setupRepliesOwed > 0
+        if isSetup { setupRepliesOwed -= 1 }
+        guard case .error = kind else { return }
+        let text = String(decoding: reply.dropFirst().prefix { $0 != 13 }, as: UTF8.self)
+        if isSetup {
+            worker.logger.error("\(address) refused the connection's set-up (AUTH, HELLO, SELECT ...): \(text)")
+            setupRefusal = text
+        } else {
+            worker.logger.warning("\(address) refused a proxy command: \(text)")
+        }
     }
 
     /// Closes the connection. What it owed is retried where that is safe: a

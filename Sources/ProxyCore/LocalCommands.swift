@@ -130,7 +130,7 @@ enum LocalCommands {
         case "client|list":
             // The proxy's clients (of every worker), not a node's connections.
             switch ClientListFilter.parse(command) {
-            case .success(let filter): worker.gather(.clients, session: session, clientFilter: filter)
+            case .success(let filter): worker.gather(.clients(filter), session: session)
             case .failure(let error): session.replyError(error.message)
             }
         case "asking", "readonly", "readwrite":

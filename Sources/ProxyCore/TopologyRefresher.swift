@@ -229,21 +229,18 @@ final class TopologyRefresher {
         return try TopologyParser.parseShards(shards, queriedHost: address.host, overTLS: configuration.backendTLS)
     }
 
-    private func publish(_ map: SlotMap) {
-        // Round trips differ every time they are measured: only a change in
-        // which node is nearest is worth a new map for the workers, and only
-        // with `read-from: nearest`, the one policy that follows them.
-        let followsRoundTrips = configuration.readFrom == .nearest
-        guard let current, map.withoutRoundTrips == current.withoutRoundTrips,
-            !followsRoundTrips || map.nearestFirst == current.nearestFirst
-        else {
-            publishChanged(map)
-            return
-        }
+    /// Whether `map` changes where requests go. Round trips differ every
+    /// time they are measured: they count only when they change which node
+    /// is nearest, and only with `read-from: nearest`, the one policy that
+    /// follows them.
+    private func isNews(_ map: SlotMap) -> Bool {
+        guard let current else { return true }
+        if map.withoutRoundTrips != current.withoutRoundTrips { return true }
+        return configuration.readFrom == .nearest && map.nearestFirst != current.nearestFirst
     }
 
-    private func publishChanged(_ map: SlotMap) {
-        guard map != current else { return }
+    private func publish(_ map: SlotMap) {
+        guard isNews(map) else { return }
         let first = current == nil
         // Health and round trips change often: logged only when they change what serves reads.
         let healthOnly = !first && current!.summary == map.summary

@@ -43,12 +43,13 @@ enum GatheredPart: Sendable {
 }
 
 enum GatherKind: Sendable {
-    case clients
+    /// `PROXY CLIENTS` (no filter) and `CLIENT LIST`.
+    case clients(ClientListFilter)
     case audit
 }
 
 /// `CLIENT LIST TYPE ... | ID ...`: which of the proxy's clients to list.
-struct ClientListFilter {
+struct ClientListFilter: Sendable {
     /// Only these ids; nil: any.
     var ids: Set<Int>?
     /// Only subscribers (`TYPE pubsub`) or only the others (`TYPE normal`); nil: both.
@@ -83,15 +84,8 @@ struct ClientListFilter {
         return .failure(ClientListFilterError("ERR syntax error"))
     }
 
-    /// Whether a line of `sessionsDescribed` (`id=7 ... sub=0 ...`) passes.
-    func admits(line: String) -> Bool {
-        guard !nothing else { return false }
-        let fields = line.split(separator: " ")
-        if let ids, !fields.contains(where: { $0.hasPrefix("id=") && Int($0.dropFirst(3)).map(ids.contains) == true }) {
-            return false
-        }
-        if let subscribers, !fields.contains(where: { $0 == (subscribers ? "sub=1" : "sub=0") }) { return false }
-        return true
+    func admits(_ session: ClientSession) -> Bool {
+        !nothing && (ids?.contains(session.id) ?? true) && (subscribers.map { $0 == session.isSubscribed } ?? true)
     }
 }
 
@@ -104,8 +98,6 @@ struct ClientListFilterError: Error {
 final class PendingGather {
     let record: RequestRecord
     let kind: GatherKind
-    /// `CLIENT LIST`'s filter (`PROXY CLIENTS`: none).
-    var clientFilter = ClientListFilter()
     var remaining: Int
     var parts: [GatheredPart] = []
     let resp3: Bool
@@ -130,7 +122,7 @@ extension Worker {
         case "cluster":
             session.replyLocally { $0.appendBulk(proxyClusterText()) }
         case "clients":
-            gather(.clients, session: session)
+            gather(.clients(ClientListFilter()), session: session)
         case "audit":
             if command.count >= 3 && command.argument(2, equals: "reset") {
                 audit.removeAll()
@@ -244,7 +236,7 @@ extension Worker {
 
     /// Asks every worker for its part; the client's reply waits in its queue
     /// as any other, and is written when the last part is in.
-    func gather(_ kind: GatherKind, session: ClientSession, clientFilter: ClientListFilter = ClientListFilter()) {
+    func gather(_ kind: GatherKind, session: ClientSession) {
         let record = recordPool.acquire()
         session.expectReply(record)
         gatherCounter += 1
@@ -253,7 +245,6 @@ extension Worker {
         // mailbox: this worker's part alone, rather than a reply never sent.
         let asked = shared.isDraining ? [workerIndex] : Array(shared.mailboxes.indices)
         let pending = PendingGather(record: record, kind: kind, remaining: asked.count, resp3: session.resp3)
-        pending.clientFilter = clientFilter
         pendingGathers[id] = pending
         for index in asked {
             let mailbox = shared.mailboxes[index]
@@ -268,7 +259,7 @@ extension Worker {
     /// This worker's part of a gather.
     func part(of kind: GatherKind) -> GatheredPart {
         switch kind {
-        case .clients: return .clients(sessionsDescribed())
+        case .clients(let filter): return .clients(sessions.values.filter(filter.admits).map(describe))
         case .audit: return .audit(audit)
         }
     }
@@ -283,7 +274,7 @@ extension Worker {
         switch pending.kind {
         case .clients:
             var lines: [String] = []
-            for case .clients(let part) in pending.parts { lines += part.filter(pending.clientFilter.admits(line:)) }
+            for case .clients(let part) in pending.parts { lines += part }
             reply.appendBulk(lines.sorted().joined())
         case .audit:
             var counts: [AuditKey: Int] = [:]
@@ -305,11 +296,6 @@ extension Worker {
         } else {
             recordPool.release(pending.record)
         }
-    }
-
-    /// `CLIENT LIST`-like lines for this worker's clients.
-    private func sessionsDescribed() -> [String] {
-        sessions.values.map(describe)
     }
 
     /// One client as a line of `CLIENT LIST` / `CLIENT INFO` (the fields the
