@@ -1097,10 +1097,20 @@ class Cluster:
     def remove_master(self, port: int, timeout: float = 120.0) -> None:
         """Move every slot off master `port` (rebalance with weight 0), make
         every node forget it (redis-cli --cluster del-node) and stop it."""
+        self.empty_master(port, timeout=timeout)
+        self.forget_master(port, timeout=timeout)
+
+    def empty_master(self, port: int, timeout: float = 120.0) -> None:
+        """Move every slot off master `port` (rebalance with weight 0)."""
+        anchor = next(p for p in self.masters if p != port)
+        self.cli(anchor, "--cluster", "rebalance", f"{HOST}:{anchor}", "--cluster-weight",
+                 f"{self.node_id(port)}=0", timeout=timeout)
+
+    def forget_master(self, port: int, timeout: float = 120.0) -> None:
+        """Make every node forget master `port`, which serves no slot any
+        more (redis-cli --cluster del-node), and stop it."""
         anchor = next(p for p in self.masters if p != port)
         node_id = self.node_id(port)
-        self.cli(anchor, "--cluster", "rebalance", f"{HOST}:{anchor}", "--cluster-weight", f"{node_id}=0",
-                 timeout=timeout)
         self.cli(anchor, "--cluster", "del-node", f"{HOST}:{anchor}", node_id, timeout=timeout)
         node = self.nodes.pop(port)
         if node.pid is not None and _pid_alive(node.pid):
