@@ -257,13 +257,20 @@ final class Worker {
     private func closeDrainedSessions(now: Int64) {
         guard let deadline = drainDeadline else { return }
         let late = now >= deadline
-        // (A client that never pauses is never quiet: near the deadline, a reply boundary will do.)
-        let quiet = now >= drainBoundaryFrom ? .max : now - Worker.drainQuietMs
-        for session in sessions.values where late || session.isDone(quietSince: quiet) {
-            if late && !session.isDone(quietSince: now) {
-                logger.warning("closing client \(session.id) with requests unanswered: shutdown-timeout reached")
+        // A client that never pauses is never quiet: near the deadline it
+        // reads nothing more and closes once what it sent is answered (as
+        // after QUIT), at its next reply boundary.
+        let atBoundary = now >= drainBoundaryFrom
+        let quiet = atBoundary ? .max : now - Worker.drainQuietMs
+        for session in sessions.values {
+            if late || session.isDone(quietSince: quiet) {
+                if late && !session.isDone(quietSince: now) {
+                    logger.warning("closing client \(session.id) with requests unanswered: shutdown-timeout reached")
+                }
+                session.close()
+            } else if atBoundary {
+                session.closeWhenDrained()
             }
-            session.close()
         }
         if sessions.isEmpty { loop.stop() }
     }
