@@ -84,7 +84,7 @@ public final class Proxy {
         }
         mailboxes = shared.mailboxes
         logger.info(
-            "slotproxy listening on \(configuration.bind):\(port) with \(listeners.count) worker(s); seeds: \(configuration.seeds.map(\.description).joined(separator: ","))"
+            "slotproxy listening on \(configuration.bind):\(port) with \(listeners.count) worker(s)\(configuration.workers == 0 ? " (auto: \(AvailableCores.atStart))" : ""); seeds: \(configuration.seeds.map(\.description).joined(separator: ","))"
         )
         shared.notifier.status("listening on port \(port); waiting for a complete slot map")
         let refresher = TopologyRefresher(shared: shared, mailboxes: mailboxes, logger: logger)

@@ -82,13 +82,13 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// Port to listen on (`port`).
     public var port: Int = 7777
     /// Worker threads, each with its own event loop (`workers`); 0 (`auto`):
-    /// one per online core.
+    /// one per core the process may use (`AvailableCores`).
     public var workers: Int = 0
 
-    /// The number of workers started: `workers`, or the online cores.
+    /// The number of workers started: `workers`, or the cores available.
     public var effectiveWorkers: Int {
         if workers > 0 { return workers }
-        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        return AvailableCores.atStart.workers
     }
     /// Multiplexed connections per worker per node and protocol (`backend-connections`).
     public var backendConnections: Int = 1

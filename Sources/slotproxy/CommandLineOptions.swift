@@ -57,7 +57,7 @@ struct SlotproxyOptions: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "Worker threads, one event loop each, or auto: one per online core (file: workers; default auto).",
+            "Worker threads, one event loop each, or auto: one per core the process may use, after CPU affinity and cgroup CPU quota (file: workers; default auto).",
             valueName: "n"))
     var workers: String?
 

@@ -153,7 +153,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .readFrom:
             return "one of " + ReadFrom.allCases.map(\.rawValue).joined(separator: ", ")
         case .workers:
-            return "auto (one per online core) or an integer between 1 and 256"
+            return "auto (one per core the process may use) or an integer between 1 and 256"
         case .requirePass, .backendUser, .backendPassword:
             return "a non-empty string"
         case .users:

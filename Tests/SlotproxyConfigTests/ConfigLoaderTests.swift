@@ -202,7 +202,7 @@ func loadError(_ yaml: String) -> ConfigError? {
         ("port: 7777.5", "port", "'port' must be an integer between 1 and 65535, got '7777.5'"),
         ("port:", "port", "'port' must be an integer between 1 and 65535, got nothing"),
         ("port: [1, 2]", "port", "'port' must be an integer between 1 and 65535, got a list"),
-        ("workers: 0", "workers", "'workers' must be auto (one per online core) or an integer between 1 and 256, got '0'"),
+        ("workers: 0", "workers", "'workers' must be auto (one per core the process may use) or an integer between 1 and 256, got '0'"),
         (
             "backend-connections: 65", "backend-connections",
             "'backend-connections' must be an integer between 1 and 64, got '65'"

@@ -89,10 +89,10 @@ def proxy_factory(cluster, workdir, request):
         )
 
     def start(*extra_args, env=None, seeds=None, port=None, wait=True, ready_timeout=20.0, log_level="info",
-              binary_path=None):
+              binary_path=None, preexec=None):
         p = ProxyProcess(
             seeds or cluster.seeds, workdir, extra_args=extra_args, port=port,
-            binary=binary_path or binary, env=env, log_level=log_level,
+            binary=binary_path or binary, env=env, log_level=log_level, preexec=preexec,
         )
         started.append(p)
         problem = None

@@ -279,8 +279,10 @@ class ProxyProcess:
     _instances = itertools.count(1)
 
     def __init__(self, seeds: str, workdir: str, extra_args=(), port: int | None = None,
-                 binary: Path | None = None, env: dict | None = None, log_level: str = "info"):
+                 binary: Path | None = None, env: dict | None = None, log_level: str = "info",
+                 preexec=None):
         self.binary = Path(binary or proxy_binary())
+        self.preexec = preexec  # run in the child before exec (CPU affinity, cgroup)
         self.seeds = seeds
         self.port = port or free_port()
         self.workdir = workdir
@@ -320,7 +322,7 @@ class ProxyProcess:
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-                preexec_fn=cluster_mod._die_with_parent,
+                preexec_fn=self._before_exec,
             )
         if wait:
             try:
@@ -329,6 +331,11 @@ class ProxyProcess:
                 self.stop()
                 raise
         return self
+
+    def _before_exec(self) -> None:
+        cluster_mod._die_with_parent()
+        if self.preexec:
+            self.preexec()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

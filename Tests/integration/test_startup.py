@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -62,3 +63,86 @@ def test_missing_seeds_is_one_line_naming_flag_and_key():
     lines = [l for l in result.stderr.splitlines() if l.strip()]
     assert len(lines) == 1, result.stderr
     assert "--cluster" in lines[0] and "'cluster'" in lines[0]
+
+
+def _proxy_info(proxy) -> dict[str, str]:
+    from harness import RawConnection
+    with RawConnection(proxy.port) as c:
+        text = c.command("PROXY", "INFO").decode()
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def test_auto_workers_follow_cpu_affinity(proxy_factory):
+    """`workers: auto` counts the cores the process may run on (taskset,
+    systemd CPUAffinity), not every online core."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("needs 2 CPUs to tell an affinity of 1 from all cores")
+    pinned = proxy_factory("--workers", "auto", preexec=lambda: os.sched_setaffinity(0, {allowed[0]}))
+    assert _proxy_info(pinned)["workers"] == "1"
+    assert "(auto: " in pinned.log_text() and "CPU affinity 1)" in pinned.log_text()
+    free = proxy_factory("--workers", "auto")
+    assert _proxy_info(free)["workers"] == str(min(len(allowed), os.cpu_count()))
+
+
+def _cpu_cgroup_with_quota(cpus: float):
+    """A new cgroup limited to `cpus` CPUs, as (directory, tasks file), on
+    the v1 `cpu` hierarchy or a v2 one with the cpu controller; None when
+    this machine does not let us make one (not root, read-only cgroupfs)."""
+    name = f"slotproxy-test-{os.getpid()}"
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split() for line in f]
+    for fields in mounts:
+        dash = fields.index("-")
+        fstype, point, options = fields[dash + 1], fields[4], fields[dash + 3].split(",")
+        directory = os.path.join(point, name)
+        try:
+            if fstype == "cgroup" and "cpu" in options:
+                os.mkdir(directory)
+                with open(os.path.join(directory, "cpu.cfs_period_us"), "w") as f:
+                    f.write("100000")
+                with open(os.path.join(directory, "cpu.cfs_quota_us"), "w") as f:
+                    f.write(str(int(cpus * 100000)))
+                return directory
+            if fstype == "cgroup2":
+                with open(os.path.join(point, "cgroup.controllers")) as f:
+                    if "cpu" not in f.read().split():
+                        continue
+                with open(os.path.join(point, "cgroup.subtree_control"), "w") as f:
+                    f.write("+cpu")
+                os.mkdir(directory)
+                with open(os.path.join(directory, "cpu.max"), "w") as f:
+                    f.write(f"{int(cpus * 100000)} 100000")
+                return directory
+        except OSError:
+            if os.path.isdir(directory):
+                os.rmdir(directory)
+    return None
+
+
+def test_auto_workers_follow_the_cgroup_cpu_quota(proxy_factory):
+    """A container's CPU limit (Docker --cpus, a Kubernetes limit, systemd
+    CPUQuota) bounds `workers: auto`: 0.5 CPU gets one worker, not one per
+    host core."""
+    if os.cpu_count() < 2:
+        pytest.skip("needs 2 CPUs to tell a quota of 1 from all cores")
+    directory = _cpu_cgroup_with_quota(0.5)
+    if directory is None:
+        pytest.skip("cannot create a cgroup with a CPU quota here (needs root and a writable cgroupfs)")
+
+    def join_cgroup():
+        with open(os.path.join(directory, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+    try:
+        proxy = proxy_factory("--workers", "auto", preexec=join_cgroup)
+        assert _proxy_info(proxy)["workers"] == "1"
+        assert "cgroup CPU quota 0.5" in proxy.log_text()
+        proxy.stop()
+    finally:
+        for _ in range(50):  # the cgroup empties once the proxy is reaped
+            try:
+                os.rmdir(directory)
+                break
+            except OSError:
+                time.sleep(0.1)
