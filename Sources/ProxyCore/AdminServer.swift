@@ -24,12 +24,20 @@ final class AdminServer {
     /// The port bound (differs from the configured one when that is 0).
     let port: Int
 
-    init(shared: SharedState, bind: String, port: Int, logger: Logger) throws {
+    init(shared: SharedState, configuration: ProxyConfiguration, logger: Logger) throws {
+        let bind = configuration.adminBind
+        let port = configuration.adminPort
         self.shared = shared
         self.logger = logger
         base = event_base_new()
         http = evhttp_new(base)
         evhttp_set_allowed_methods(http, UInt16(EVHTTP_REQ_GET.rawValue | EVHTTP_REQ_HEAD.rawValue))
+        // Too big: 431/413 and the connection closes; too slow: it closes.
+        evhttp_set_max_headers_size(http, configuration.adminMaxRequestBytes)
+        evhttp_set_max_body_size(http, configuration.adminMaxRequestBytes)
+        var timeout = timeval(
+            tv_sec: configuration.adminTimeoutMs / 1000, tv_usec: (configuration.adminTimeoutMs % 1000) * 1000)
+        evhttp_set_timeout_tv(http, &timeout)
         guard let handle = evhttp_bind_socket_with_handle(http, bind, UInt16(port)) else {
             evhttp_free(http)
             event_base_free(base)

@@ -77,7 +77,7 @@ public final class Proxy {
         // Bound before any thread starts, so a taken admin port fails start-up cleanly.
         let admin =
             configuration.adminPort > 0
-            ? try AdminServer(shared: shared, bind: configuration.adminBind, port: configuration.adminPort, logger: logger)
+            ? try AdminServer(shared: shared, configuration: configuration, logger: logger)
             : nil
         if shared.tls.server != nil {
             logger.info("TLS on \(configuration.bind):\(tlsPort)\(configuration.tlsAuthClients ? " (client certificates required)" : "")")

@@ -190,6 +190,13 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var auditMaxEntries: Int = 10_000
     public var adminBind: String = "127.0.0.1"
     public var adminPort: Int = 0
+    /// Caps on one admin request: its header lines (and any body) in bytes
+    /// (`admin-max-request-bytes`), and how long a connection may take to
+    /// send it or sit idle (`admin-timeout-ms`). Scrapes and probes send a
+    /// few hundred bytes at once; without caps libevent buffers headers
+    /// without bound.
+    public var adminMaxRequestBytes: Int = 8192
+    public var adminTimeoutMs: Int = 10_000
     /// Commands refused by the proxy (`deny-commands`): names as `COMMAND
     /// INFO` gives them, `container|sub` for a subcommand.
     public var deniedCommands: [String] = ["config|set", "config|rewrite", "config|resetstat", "monitor"]
@@ -270,6 +277,8 @@ extension ProxyConfiguration {
         if new.trackingTableMaxKeys != trackingTableMaxKeys { changed.append("tracking-table-max-keys") }
         if new.adminBind != adminBind { changed.append("admin-bind") }
         if new.adminPort != adminPort { changed.append("admin-port") }
+        if new.adminMaxRequestBytes != adminMaxRequestBytes { changed.append("admin-max-request-bytes") }
+        if new.adminTimeoutMs != adminTimeoutMs { changed.append("admin-timeout-ms") }
         return changed
     }
 

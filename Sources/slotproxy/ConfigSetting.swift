@@ -42,6 +42,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case auditMaxEntries = "audit-max-entries"
     case adminBind = "admin-bind"
     case adminPort = "admin-port"
+    case adminMaxRequestBytes = "admin-max-request-bytes"
+    case adminTimeoutMs = "admin-timeout-ms"
     case denyCommands = "deny-commands"
     case renameCommand = "rename-command"
     case logLevel = "log-level"
@@ -105,6 +107,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .tcpKeepAlive: 0...86_400
         case .shutdownTimeout: 0...3600
         case .adminPort: 0...65535
+        case .adminMaxRequestBytes: 1024...(1 << 20)
+        case .adminTimeoutMs: 100...3_600_000
         case .slowlogLogSlowerThan: -1...(1 << 40)
         case .slowlogMaxLen: 0...1_000_000
         case .auditMaxEntries: 0...1_000_000
@@ -323,6 +327,8 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .tcpKeepAlive: configuration.tcpKeepAliveSeconds = number
         case .shutdownTimeout: configuration.shutdownTimeoutSeconds = number
         case .adminPort: configuration.adminPort = number
+        case .adminMaxRequestBytes: configuration.adminMaxRequestBytes = number
+        case .adminTimeoutMs: configuration.adminTimeoutMs = number
         case .slowlogLogSlowerThan: configuration.slowlogSlowerThanMicros = number
         case .slowlogMaxLen: configuration.slowlogMaxLength = number
         case .auditMaxEntries: configuration.auditMaxEntries = number

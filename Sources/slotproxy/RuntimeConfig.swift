@@ -122,6 +122,8 @@ extension ConfigSetting {
         case .auditMaxEntries: return "\(c.auditMaxEntries)"
         case .adminBind: return c.adminBind
         case .adminPort: return "\(c.adminPort)"
+        case .adminMaxRequestBytes: return "\(c.adminMaxRequestBytes)"
+        case .adminTimeoutMs: return "\(c.adminTimeoutMs)"
         case .denyCommands: return c.deniedCommands.joined(separator: ",")
         case .renameCommand: return c.renamedCommands.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
         case .logLevel: return c.logLevel.rawValue

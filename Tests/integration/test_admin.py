@@ -3,6 +3,7 @@ after a known workload, /healthz, and /readyz before and after the slot map."""
 
 from __future__ import annotations
 
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -10,7 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import RespError, encode_command, free_port, is_status, pairs_to_dict
+from harness import RespError, encode_command, free_port, is_status, memory_bytes, pairs_to_dict
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -291,3 +292,35 @@ def test_readyz_stays_ready_while_one_master_is_down(proxy_factory):
         while _get(admin, "/readyz")[0] != 503:
             assert time.monotonic() < deadline, proxy.log_tail()
             time.sleep(0.1)
+
+
+def test_admin_requests_are_capped_in_size_and_time(proxy_factory):
+    """Whoever reaches the admin port cannot make the proxy buffer without
+    bound (endless header lines) or hold a connection open by trickling a
+    request: admin-max-request-bytes and admin-timeout-ms."""
+    admin = free_port()
+    proxy = proxy_factory("--set", f"admin-port={admin}", "--set", "admin-timeout-ms=500")
+    assert _get(admin, "/healthz")[0] == 200
+    before = memory_bytes(proxy.pid)
+
+    # 64 MB of header lines: refused past 8 KB (431), connection closed.
+    with socket.create_connection(("127.0.0.1", admin), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        line = b"X-Pad: " + b"a" * 8000 + b"\r\n"
+        sent = 0
+        with pytest.raises(OSError):  # reset or broken pipe once the proxy gives up on it
+            while sent < 64 << 20:
+                s.sendall(line)
+                sent += len(line)
+    assert sent < 32 << 20, "the proxy read on far past the cap"
+    assert memory_bytes(proxy.pid) - before < 16 << 20
+
+    # A request never finished is dropped after admin-timeout-ms.
+    with socket.create_connection(("127.0.0.1", admin), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\n")
+        started = time.monotonic()
+        assert s.recv(4096) == b""  # EOF: closed by the proxy, not by our timeout
+        assert time.monotonic() - started < 4
+
+    # Scrapes go on.
+    assert _get(admin, "/metrics")[0] == 200
