@@ -42,7 +42,17 @@ public enum Socket {
     }
 
     /// A listening socket on `host:port` (SO_REUSEADDR, optional SO_REUSEPORT).
-    public static func listen(host: String, port: Int, reusePort: Bool, backlog: CInt = 1024) throws -> CInt {
+    /// With `exclusive`, fails with EADDRINUSE when anyone listens there
+    /// already: SO_REUSEPORT would otherwise let a second proxy (same user)
+    /// join the port silently and take half its clients.
+    public static func listen(
+        host: String, port: Int, reusePort: Bool, exclusive: Bool = false, backlog: CInt = 1024
+    ) throws -> CInt {
+        if exclusive && reusePort && port != 0 {
+            // A probe without SO_REUSEPORT cannot bind next to a listener.
+            let probe = try listen(host: host, port: port, reusePort: false, backlog: 1)
+            close(probe)
+        }
         let addresses = try resolve(host: host, port: port)
         guard let first = addresses.first else { throw Failure(operation: "resolve \(host)", code: EINVAL) }
         let fd = socket(first.family, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)

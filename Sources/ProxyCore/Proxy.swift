@@ -59,12 +59,14 @@ public final class Proxy {
             }
             logger.info("listening sockets from systemd (socket activation): \(activation.descriptors.count)")
         } else {
-            for _ in 0..<configuration.effectiveWorkers {
-                let fd = try Socket.listen(host: configuration.bind, port: port, reusePort: true)
+            for worker in 0..<configuration.effectiveWorkers {
+                // The first socket of each port makes sure nobody else listens there.
+                let fd = try Socket.listen(host: configuration.bind, port: port, reusePort: true, exclusive: worker == 0)
                 if port == 0 { port = Socket.localPort(fd) }
                 listeners.append(fd)
                 if shared.tls.server != nil {
-                    let tlsFD = try Socket.listen(host: configuration.bind, port: tlsPort, reusePort: true)
+                    let tlsFD = try Socket.listen(
+                        host: configuration.bind, port: tlsPort, reusePort: true, exclusive: worker == 0)
                     tlsPort = Socket.localPort(tlsFD)
                     tlsListeners.append(tlsFD)
                 } else {

@@ -420,8 +420,16 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     /// as `NodeAddress` does). The host may not hold blanks, commas or brackets,
     /// which only get there by a typo.
     static func seed(_ text: String, spelledAs name: String) throws(ConfigError) -> NodeAddress {
+        if text.contains("://") {
+            // A client library's URL: its host would be "redis://127.0.0.1"
+            // and the proxy would never find the cluster.
+            throw ConfigError(
+                key: cluster.rawValue,
+                message: "'\(name)' entries are host:port, not URLs: got '\(text)'"
+                    + " (a password goes in backend-password, TLS in backend-tls)")
+        }
         guard let address = NodeAddress(parsing: text),
-            !address.host.contains(where: { $0.isWhitespace || $0 == "," || $0 == "[" || $0 == "]" })
+            !address.host.contains(where: { $0.isWhitespace || $0 == "," || $0 == "[" || $0 == "]" || $0 == "/" || $0 == "@" })
         else {
             let shown = text.isEmpty ? "an empty entry" : "'\(text)'"
             throw ConfigError(

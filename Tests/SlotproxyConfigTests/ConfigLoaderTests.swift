@@ -279,6 +279,16 @@ func loadError(_ yaml: String) -> ConfigError? {
             "cluster: a:1,,b:2", "cluster",
             "'cluster' entries must be host:port with a port from 1 to 65535 (IPv6 as [::1]:7000), got an empty entry"
         ),
+        (
+            "cluster: redis://127.0.0.1:7000", "cluster",
+            "'cluster' entries are host:port, not URLs: got 'redis://127.0.0.1:7000'"
+                + " (a password goes in backend-password, TLS in backend-tls)"
+        ),
+        (
+            "cluster: 'user:pw@127.0.0.1:7000'", "cluster",
+            "'cluster' entries must be host:port with a port from 1 to 65535 (IPv6 as [::1]:7000),"
+                + " got 'user:pw@127.0.0.1:7000'"
+        ),
     ])
     func badValuesNameKeyAndLine(line: String, key: String, message: String) {
         // The bad setting is on line 3, after a comment and a good setting.

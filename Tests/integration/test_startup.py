@@ -146,3 +146,14 @@ def test_auto_workers_follow_the_cgroup_cpu_quota(proxy_factory):
                 break
             except OSError:
                 time.sleep(0.1)
+
+
+def test_a_port_in_use_is_refused_not_shared(cluster, proxy_factory):
+    """Listeners use SO_REUSEPORT (one per worker), which would let a second
+    proxy of the same user join a port already served and take half its
+    clients without a word; like redis-server, it must fail to start."""
+    first = proxy_factory()
+    second = run_binary("--cluster", cluster.seeds, "--bind", "127.0.0.1", "--port", str(first.port))
+    assert second.returncode != 0
+    assert f"bind 127.0.0.1:{first.port}: Address already in use" in second.stderr
+    assert first.alive() and is_status(first.raw().command("SET", "startup:port", "v"))
