@@ -11,6 +11,9 @@ enum CommandHandling: Equatable {
     case split
     /// Sent to every master, replies merged.
     case broadcast
+    /// Keyless, about one hash slot given as its first argument
+    /// (`CLUSTER COUNTKEYSINSLOT`): sent to that slot's master.
+    case bySlotArgument
     /// Keys in several slots: sources gathered with `DUMP`, computed on one
     /// master by a script (see `Worker+Emulation.swift`).
     case emulated
@@ -67,6 +70,12 @@ enum CommandHandling: Equatable {
         case "info": return .info
         case "slowlog|get", "slowlog|len", "slowlog|reset", "slowlog|help": return .local
         case "client|info", "client|list": return .local
+        // Each master saves, counts and lists only its own: one random
+        // master's answer is a fraction of the cluster's.
+        case "bgsave", "save", "bgrewriteaof", "lastsave": return .broadcast
+        case "pubsub|numsub", "pubsub|shardnumsub", "pubsub|numpat", "pubsub|channels", "pubsub|shardchannels":
+            return .broadcast
+        case "cluster|countkeysinslot", "cluster|getkeysinslot": return .bySlotArgument
         default: break
         }
         switch spec.requestPolicy {
@@ -115,9 +124,17 @@ enum CommandHandling: Equatable {
             case .sum: return "split by slot, counts summed"
             default: return "split by slot, `OK` when every part succeeded"
             }
+        case .bySlotArgument: return "sent to the master of the slot it names"
         case .broadcast:
             if spec.name == "flushall" || spec.name == "flushdb" {
                 return "sent to every master, `OK` when all succeed; needs `allow-flush: true`"
+            }
+            switch Worker.broadcastMerge(byName: spec.name) {
+            case .minimum?: return "sent to every master, the smallest (oldest) reply"
+            case .sum?: return "sent to every master, replies summed"
+            case .sumPairs?: return "sent to every master, counts summed per channel"
+            case .union?: return "sent to every master, names merged without repeats"
+            default: break
             }
             switch spec.responsePolicy {
             case .sum: return "sent to every master, replies summed"

@@ -16,6 +16,11 @@ enum MergeRule {
     case keyOrder([(part: Int, index: Int)])
     /// Arrays joined, parts in order (`KEYS`).
     case concatenate
+    /// Arrays joined without repeated elements (`PUBSUB CHANNELS`).
+    case union
+    /// Flat [name, count, ...] arrays of the same names: counts added
+    /// (`PUBSUB NUMSUB`).
+    case sumPairs
     /// Integer arrays combined element by element with AND (`SCRIPT EXISTS`).
     case logicalAnd
     /// The first reply that is not an error (`SCRIPT KILL`, `FUNCTION KILL`).
@@ -132,6 +137,28 @@ final class FanOut {
             out.appendArrayHeader(elements.reduce(0) { $0 + ($1?.count ?? 0) })
             for (part, ranges) in zip(parts, elements) {
                 for range in ranges ?? [] { out.append(part[range]) }
+            }
+        case .union:
+            var seen = Set<ArraySlice<UInt8>>()
+            var unique: [ArraySlice<UInt8>] = []
+            for (part, ranges) in zip(parts, parts.map(arrayElements)) {
+                for range in ranges ?? [] where seen.insert(part[range]).inserted { unique.append(part[range]) }
+            }
+            out.appendArrayHeader(unique.count)
+            for element in unique { out.append(element) }
+        case .sumPairs:
+            let elements = parts.map(arrayElements)
+            guard let first = elements[0], first.count % 2 == 0, elements.allSatisfy({ $0?.count == first.count })
+            else {
+                out.appendError("ERR slotproxy: the nodes' replies do not line up")
+                return
+            }
+            out.appendArrayHeader(first.count)
+            for name in stride(from: 0, to: first.count, by: 2) {
+                out.append(parts[0][first[name]])
+                var total = 0
+                for (part, ranges) in zip(parts, elements) { total &+= integerValue(Array(part[ranges![name + 1]])) ?? 0 }
+                out.appendInteger(total)
             }
         case .logicalAnd:
             let elements = parts.map(arrayElements)

@@ -200,6 +200,20 @@ extension Worker {
     /// Commands that concern the whole data set (`DBSIZE`, `KEYS`,
     /// `FLUSHALL`, `SCRIPT LOAD`, `FUNCTION LOAD` ...): the same bytes to
     /// every master, replies merged.
+    /// Broadcasts whose merge Redis's command tips do not give (they are
+    /// meant for one node): `LASTSAVE` the oldest, so a backup job sees a
+    /// save only once every master made one; Pub/Sub counts and names over
+    /// the masters the proxy spreads subscribers on.
+    static func broadcastMerge(byName name: String) -> MergeRule? {
+        switch name {
+        case "lastsave": .minimum
+        case "pubsub|numsub", "pubsub|shardnumsub": .sumPairs
+        case "pubsub|numpat": .sum
+        case "pubsub|channels", "pubsub|shardchannels": .union
+        default: nil
+        }
+    }
+
     func broadcast(_ spec: CommandSpec, _ command: Command, session: ClientSession) {
         guard slotMap != nil, !masterPools.isEmpty else {
             session.replyError("CLUSTERDOWN The cluster is down")
@@ -211,7 +225,7 @@ extension Worker {
             )
             return
         }
-        let rule: MergeRule
+        var rule: MergeRule
         switch spec.responsePolicy {
         case .sum: rule = .sum
         case .logicalAnd: rule = .logicalAnd
@@ -220,6 +234,7 @@ extension Worker {
         case .special: rule = .randomNonNull  // RANDOMKEY (CommandHandling admits no other)
         default: rule = .allSucceeded
         }
+        if let byName = Worker.broadcastMerge(byName: spec.name) { rule = byName }
         let parts = masterPools.enumerated().map { shard, pool in
             let request = ByteBuffer(capacity: command.frame.count)
             request.append(command.frame)

@@ -482,6 +482,11 @@ final class Worker {
         if !CommandHandling.isPlainBySlot(spec) {
             switch CommandHandling.of(spec) {
             case .bySlot: break
+            case .bySlotArgument:
+                // An invalid slot goes to any master, which says so.
+                let slot = command.count >= 3 ? Int(command.string(2)) ?? -1 : -1
+                forward(command, slot: (0..<clusterSlotCount).contains(slot) ? slot : -1, session: session)
+                return
             case .split: splittable = true
             case .emulated: break  // like bySlot until keys span several slots
             case .local:

@@ -401,3 +401,30 @@ def test_long_channel_names_keep_the_subscription_count(proxy, standalone_like):
             assert [r[2] for r in conn.read_replies(2)] == [1, 2]
         for args in (("UNSUBSCRIBE", short), ("UNSUBSCRIBE", long), ("GET", "nokey:" + short)):
             assert c.command(*args) == s.command(*args), args
+
+
+def test_pubsub_introspection_counts_every_master(cluster, proxy):
+    """The proxy spreads subscribers over the masters; PUBSUB NUMSUB,
+    NUMPAT, CHANNELS and the SHARD forms must count them all, as one
+    server counts its own, not ask one random master."""
+    ch = channel()
+    shard_ch = channel()
+    subs = [proxy.raw(timeout=10) for _ in range(3)]
+    try:
+        for i, sub in enumerate(subs):
+            sub.send_command("SUBSCRIBE", ch)
+            sub.send_command("PSUBSCRIBE", f"{ch}:p{i}*")
+            sub.read_replies(2)
+        subs[0].send_command("SSUBSCRIBE", shard_ch)
+        subs[0].read_replies(1)
+        with proxy.raw() as c:
+            for _ in range(3):  # a random master would answer 1 (or 0) some of the time
+                assert c.command("PUBSUB", "NUMSUB", ch, "nobody") == [ch.encode(), 3, b"nobody", 0]
+                assert c.command("PUBSUB", "NUMPAT") >= 3
+                assert c.command("PUBSUB", "CHANNELS", ch) == [ch.encode()]
+                assert c.command("PUBSUB", "SHARDNUMSUB", shard_ch) == [shard_ch.encode(), 1]
+                assert c.command("PUBSUB", "SHARDCHANNELS", shard_ch) == [shard_ch.encode()]
+            assert c.command("PUBSUB", "NUMSUB") == []
+    finally:
+        for sub in subs:
+            sub.close()

@@ -794,3 +794,27 @@ def test_slow_reader_pauses_instead_of_buffering(cluster, proxy):
     n = 30000  # 30 MB of replies: past both the pending and the output marks
     replies = c.pipeline([("GET", "slow:k") if i % 2 else ("ECHO", f"v{i}") for i in range(n)])
     assert replies == [value if i % 2 else f"v{i}".encode() for i in range(n)]
+
+
+def test_save_and_lastsave_cover_every_master(cluster, proxy):
+    """SAVE / BGSAVE through the proxy snapshot every shard (a backup job's
+    `redis-cli SAVE` saved one master of three); LASTSAVE is the oldest."""
+    before = {m: cluster.call(m, "LASTSAVE") for m in cluster.masters}
+    time.sleep(1.1)  # LASTSAVE counts seconds
+    with proxy.raw(timeout=30) as c:
+        assert is_status(c.command("SAVE"))
+        after = {m: cluster.call(m, "LASTSAVE") for m in cluster.masters}
+        assert all(after[m] > before[m] for m in cluster.masters), (before, after)
+        assert c.command("LASTSAVE") == min(after.values())
+
+
+def test_slot_introspection_goes_to_the_slots_master(cluster, proxy):
+    keys = [f"{{introspect}}:{i}" for i in range(5)]
+    with proxy.raw() as c:
+        for k in keys:
+            assert is_status(c.command("SET", k, "v"))
+        slot = c.command("CLUSTER", "KEYSLOT", keys[0])
+        for _ in range(3):  # any other master holds none of them
+            assert c.command("CLUSTER", "COUNTKEYSINSLOT", str(slot)) == 5
+            assert sorted(c.command("CLUSTER", "GETKEYSINSLOT", str(slot), "10")) == sorted(k.encode() for k in keys)
+        assert isinstance(c.command("CLUSTER", "COUNTKEYSINSLOT", "16384"), RespError)
