@@ -30,10 +30,17 @@ extension Worker {
             session.replyLocally { Worker.appendInfo(text, resp3: session.resp3, to: $0) }
             return
         }
-        let parts = masterPools.enumerated().map { shard, pool in
+        // A master known to be down is left out rather than waited for: a
+        // plain INFO is many clients' ready check (ioredis sends one on every
+        // connect), which must not stall for a shard's whole failover.
+        let parts = masterPools.enumerated().filter { !$0.element.isDown }.map { shard, pool in
             let request = ByteBuffer(capacity: 64)
             request.appendCommand("INFO", "keyspace")
             return Part(pool: pool, slot: slotServed(byShard: shard), request: request)
+        }
+        if parts.isEmpty {
+            session.replyLocally { Worker.appendInfo(text + KeyspaceSummer.sum([]), resp3: session.resp3, to: $0) }
+            return
         }
         let parent = recordPool.acquire()
         session.expectReply(parent)

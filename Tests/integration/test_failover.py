@@ -402,3 +402,31 @@ def test_nodes_announced_by_host_name(cluster, proxy_factory):
         for p in ports:
             cluster.call(p, "CONFIG", "SET", "cluster-preferred-endpoint-type", "ip")
             cluster.call(p, "CONFIG", "SET", "cluster-announce-hostname", "")
+
+
+def test_info_answers_at_once_while_a_master_is_down(cluster, proxy_factory):
+    """A plain INFO is many clients' ready check (ioredis sends one on every
+    connect): with a master down it answers from the others at once instead
+    of waiting for the shard's failover."""
+    proxy = proxy_factory("--workers", "1")
+    victim = cluster.masters[0]
+    probe_slot = min(s for s in range(16384) if cluster.node_for_slot(s) == victim)
+    c = proxy.raw(timeout=30)
+    assert b"# Keyspace" in c.command("INFO")
+    try:
+        cluster.kill(victim)
+        deadline = time.monotonic() + 5
+        while b"down=1" not in c.command("INFO", "nodes") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert b"down=1" in c.command("INFO", "nodes")
+        started = time.monotonic()
+        info = c.command("INFO")
+        took = time.monotonic() - started
+        still_down = cluster.node_for_slot(probe_slot) == victim
+        assert b"# Keyspace" in info and b"# Server" in info
+        assert took < 1.0, f"INFO took {took:.2f} s"
+        assert still_down, "the replica took over before INFO was asked: the test proved nothing"
+    finally:
+        c.close()
+        cluster.restart(victim)
+        cluster.wait_healthy(timeout=60)
