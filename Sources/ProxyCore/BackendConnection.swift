@@ -202,7 +202,26 @@ final class BackendConnection {
             output.appendCommand("READONLY")
             inFlight.append(nil)
         }
+        if isDedicated {
+            // Its id on the node, to wake a command blocked on it with
+            // CLIENT UNBLOCK (see `Worker+PopAcrossSlots`).
+            output.appendCommand("CLIENT", "ID")
+            inFlight.append(nil)
+        }
         setupRepliesOwed = inFlight.count
+    }
+
+    /// This connection's client id on its node (dedicated connections learn
+    /// it at set-up); nil until the reply is in.
+    private(set) var nodeClientId: Int?
+    /// Set when the command blocked here must be woken once `nodeClientId`
+    /// is known (it was not yet when the proxy wanted to).
+    var unblockOnceIdKnown = false
+
+    /// Whether `record` is sent here and not answered yet.
+    func owes(_ record: RequestRecord) -> Bool {
+        for offset in 0..<inFlight.count where inFlight[offset] === record { return true }
+        return false
     }
 
     /// Replies still owed to the commands that set the connection up (AUTH,
@@ -602,6 +621,19 @@ final class BackendConnection {
     private func internalReplyArrived(_ reply: UnsafeRawBufferPointer, kind: ReplyKind) {
         let isSetup = setupRepliesOwed > 0
         if isSetup { setupRepliesOwed -= 1 }
+        if isSetup && isDedicated && setupRepliesOwed == 0 {
+            // The last set-up reply, CLIENT ID's. Refused (an ACL), the
+            // connection still serves: only cancelling across slots needs it.
+            nodeClientId = integerValue(reply)
+            if nodeClientId == nil {
+                worker.logger.warning("\(address) refused CLIENT ID: a cross-slot blocking pop cannot be woken early")
+            }
+            if unblockOnceIdKnown {
+                unblockOnceIdKnown = false
+                worker.unblock(self)
+            }
+            return
+        }
         guard case .error = kind else { return }
         let text = String(decoding: reply.dropFirst().prefix { $0 != 13 }, as: UTF8.self)
         if isSetup {

@@ -106,6 +106,10 @@ enum CommandHandling: Equatable {
             return describeHandling(spec)
                 + "; with `cross-slot-transactions: relaxed`, across slots: popped, then pushed (not atomic)"
         }
+        if Worker.popAcrossSlotsCommands.contains(spec.name) {
+            return describeHandling(spec)
+                + "; with `cross-slot-transactions: relaxed`, across slots: keys tried in order, then blocked on every slot's master, the first element wins (not atomic)"
+        }
         return describeHandling(spec)
     }
 

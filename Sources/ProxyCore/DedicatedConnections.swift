@@ -62,6 +62,7 @@ final class DedicatedConnections {
         connection.servesBlocking = false
         connection.transactionBound = false
         connection.releaseWhenIdle = false
+        connection.unblockOnceIdKnown = false
         guard connection.state != .closed, connection.outstandingRequests == 0 else {
             connection.close()
             // This may run inside the connection's own callback: it is freed

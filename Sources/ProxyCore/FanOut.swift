@@ -37,6 +37,8 @@ enum MergeRule {
     case relaxedTransaction(RelaxedExecution)
     /// A step of a list move between slots (see `Worker+ListMove`).
     case listMove(Worker.ListMovePlan)
+    /// A step of a blocking pop over several slots (see `Worker+PopAcrossSlots`).
+    case popRace(Worker.PopRace, Worker.PopStep)
 
     /// Whether a part that answers `TRYAGAIN` may be split further, key by key.
     var isSplitByKey: Bool {
@@ -179,7 +181,7 @@ final class FanOut {
             Worker.appendInfo(prefix + KeyspaceSummer.sum(parts), resp3: resp3, to: out)
         case .sum, .allSucceeded, .keyOrder:
             break  // mergeInPlace
-        case .emulate, .relaxedTransaction, .listMove:
+        case .emulate, .relaxedTransaction, .listMove, .popRace:
             break  // handled by the worker before merging
         case .firstSuccess:
             break

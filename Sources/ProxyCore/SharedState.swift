@@ -142,6 +142,12 @@ final class SharedState: Sendable {
     func relaxedTransactionPartialOutcome() { relaxedPartialOutcomes.add(1, ordering: .relaxed) }
     var relaxedTransactionPartialOutcomes: Int { relaxedPartialOutcomes.load(ordering: .relaxed) }
 
+    /// Elements a blocking pop over several slots took from a slot group
+    /// that lost the race, and pushed back (`relaxed_pops_pushed_back`).
+    private let popsPushedBack = Atomic<Int>(0)
+    func popPushedBack() { popsPushedBack.add(1, ordering: .relaxed) }
+    var relaxedPopsPushedBack: Int { popsPushedBack.load(ordering: .relaxed) }
+
     // MARK: host names
 
     /// Nodes named by host name (`cluster-announce-hostname`), resolved by

@@ -88,6 +88,10 @@ extension Worker {
             listMoveStep(plan, reply: fanOut.reply(0) ?? [], target: fanOut.target, session: fanOut.sessionForNextStage)
             return
         }
+        if case .popRace(let race, let step) = fanOut.rule {
+            popStep(race, step, reply: fanOut.reply(0) ?? [], session: fanOut.sessionForNextStage)
+            return
+        }
         if case .emulate(let plan) = fanOut.rule {
             let dumps = fanOut.replies.map { $0 ?? [] }
             if let error = dumps.first(where: isError) {

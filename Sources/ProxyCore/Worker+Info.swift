@@ -61,7 +61,8 @@ extension Worker {
             + "total_commands_processed:\(shared.commandsProcessed)\r\ntopology_epoch:\(shared.topologyEpoch)\r\n"
             + "cluster_masters:\(slotMap?.shards.count ?? 0)\r\ncluster_slots_covered:\(slotMap?.assignedSlotCount ?? 0)\r\n"
             + "cross_slot_transactions:\(configuration.crossSlotTransactions.rawValue)\r\n"
-            + "relaxed_transactions_partial:\(shared.relaxedTransactionPartialOutcomes)\r\n\r\n"
+            + "relaxed_transactions_partial:\(shared.relaxedTransactionPartialOutcomes)\r\n"
+            + "relaxed_pops_pushed_back:\(shared.relaxedPopsPushedBack)\r\n\r\n"
     }
 
     /// `INFO nodes`: per node this worker talks to, its role and what was

@@ -704,7 +704,7 @@ final class Worker {
         for index in session.keyIndices {
             let keySlot = slotHasher.slot(of: command.argument(index))
             if slot != -1 && keySlot != slot {
-                if !moveBetweenSlots(spec, command, session: session) {
+                if !moveBetweenSlots(spec, command, session: session) && !popAcrossSlots(spec, command, session: session) {
                     session.replyError("CROSSSLOT Keys in request don't hash to the same slot")
                 }
                 return

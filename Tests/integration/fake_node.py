@@ -93,6 +93,8 @@ class FakeNode:
             return b"%1\r\n" + _bulk(b"proto") + b":3\r\n"
         if name == b"PING":
             return b"+PONG\r\n"
+        if name == b"CLIENT" and len(command) > 1 and command[1].upper() == b"ID":
+            return b":%d\r\n" % id(command)
         if name == b"SET":
             with self.lock:
                 self.data[command[1]] = command[2]

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from harness import RawConnection, RespError, is_status, out_of_file_descriptors
+from harness import RawConnection, RespError, is_status, keys_on_each_master, out_of_file_descriptors
 
 
 def tag() -> str:
@@ -156,3 +156,91 @@ def test_a_client_that_closes_its_side_behind_a_blocking_command_is_closed(clust
     assert received.startswith(b"+OK\r\n"), received
     time.sleep(0.2)
     assert blocked_clients(cluster, "blpop") == before
+
+
+def _wait_blocked(cluster, command: str, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while blocked_clients(cluster, command) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert blocked_clients(cluster, command) >= count
+
+
+def test_blocking_pops_across_slots_with_relaxed(cluster, proxy_factory):
+    """Job queues wait on several queues (Sidekiq's `BRPOP queue:critical
+    queue:default 2`, Celery's priority lists): with relaxed, the keys'
+    order is the priority, a blocked pop takes the first element pushed
+    anywhere, and nothing is lost or served twice."""
+    proxy = proxy_factory("--cross-slot-transactions", "relaxed")
+    q1, q2, q3 = keys_on_each_master(cluster, f"jobs:{tag()}")
+    with proxy.raw(timeout=30) as c, proxy.raw(timeout=30) as producer:
+        # Something waiting: the first non-empty key in the client's order.
+        assert producer.command("RPUSH", q3, "c1") == 1
+        assert producer.command("RPUSH", q2, "b1", "b2") == 2
+        assert c.command("BRPOP", q1, q2, q3, 1) == [q2.encode(), b"b2"]
+        assert c.command("BLPOP", q1, q2, q3, 1) == [q2.encode(), b"b1"]
+        assert c.command("BLPOP", q1, q2, q3, 1) == [q3.encode(), b"c1"]
+        # Nothing anywhere: the timeout's null, after the timeout.
+        started = time.monotonic()
+        assert c.command("BRPOP", q1, q2, q3, 0.3) is None
+        assert time.monotonic() - started >= 0.25
+        assert blocked_clients(cluster, "brpop") == 0
+
+        # Blocked on all three masters; a push to any one wakes it, and the
+        # other two are woken too (CLIENT UNBLOCK), not left blocked.
+        for target in (q3, q1):
+            c.send_command("BRPOP", q1, q2, q3, 0)
+            _wait_blocked(cluster, "brpop", 3)
+            assert producer.command("LPUSH", target, "job") == 1
+            assert c.read_replies(1)[0] == [target.encode(), b"job"]
+            deadline = time.monotonic() + 5
+            while blocked_clients(cluster, "brpop") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert blocked_clients(cluster, "brpop") == 0
+        assert [producer.command("LLEN", q) for q in (q1, q2, q3)] == [0, 0, 0]
+
+        # Pushes to several queues at once: one is served, the rest stay
+        # queued (a group that popped after losing the race pushed it back).
+        for round_ in range(5):
+            c.send_command("BLPOP", q1, q2, q3, 0)
+            _wait_blocked(cluster, "blpop", 3)
+            pushers = [threading.Thread(target=cluster.call, args=(m, "RPUSH", q, f"r{round_}"))
+                       for m, q in zip(cluster.masters, (q1, q2, q3))]
+            for t in pushers:
+                t.start()
+            for t in pushers:
+                t.join()
+            served = c.read_replies(1)[0]
+            assert served[1] == f"r{round_}".encode()
+            deadline = time.monotonic() + 5
+            while (left := sum(producer.command("LLEN", q) for q in (q1, q2, q3))) != 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert left == 2, f"round {round_}: {left} left of 3 pushed, 1 served"
+            for q in (q1, q2, q3):
+                producer.command("DEL", q)
+
+        # Sorted sets too, in the client's protocol.
+        producer.command("ZADD", q2 + ":z", 5, "m")
+        assert c.command("BZPOPMIN", q1 + ":z", q2 + ":z", 1) == [(q2 + ":z").encode(), b"m", b"5"]
+        c.hello(3)
+        c.send_command("BZPOPMAX", q1 + ":z", q3 + ":z", 0)
+        _wait_blocked(cluster, "bzpopmax", 2)
+        producer.command("ZADD", q3 + ":z", 2.5, "n")
+        assert c.read_replies(1)[0] == [(q3 + ":z").encode(), b"n", 2.5]
+
+
+def test_blocking_pop_across_slots_with_a_disconnecting_client(cluster, proxy_factory):
+    proxy = proxy_factory("--cross-slot-transactions", "relaxed")
+    q1, q2, q3 = keys_on_each_master(cluster, f"gone:{tag()}")
+    c = proxy.raw(timeout=30)
+    c.send_command("BRPOP", q1, q2, q3, 0)
+    _wait_blocked(cluster, "brpop", 3)
+    c.abort()
+    deadline = time.monotonic() + 10
+    while blocked_clients(cluster, "brpop") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert blocked_clients(cluster, "brpop") == 0
+    with proxy.raw() as p:
+        assert p.command("RPUSH", q2, "kept") == 1
+        assert p.command("LRANGE", q2, 0, -1) == [b"kept"]
+        bad = p.command("BLPOP", q1, q2, "forever")
+        assert isinstance(bad, RespError) and "timeout" in bad.message
