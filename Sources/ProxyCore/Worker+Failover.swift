@@ -143,6 +143,10 @@ extension Worker {
         let now = loop.nowMilliseconds
         if record.heldSince != 0 && now - record.heldSince >= Int64(configuration.failoverTimeoutMs) { return false }
         record.retries += 1
+        // Each try may redirect afresh: on a slot being migrated, ASK from
+        // the source then TRYAGAIN from the target is one round, not a loop
+        // (it would use up max-redirects and hand the client a raw ASK).
+        record.redirects = 0
         metrics.counters.retries &+= 1
         holdForFailover(record, retryAfterMs: min(1000, 20 << min(record.retries, 6)))
         return true

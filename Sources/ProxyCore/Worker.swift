@@ -87,6 +87,9 @@ final class Worker {
     /// The current topology and, per slot, the pool of the node serving it
     /// (patched by MOVED until the next snapshot arrives).
     private(set) var slotMap: SlotMap?
+    /// Every node the map names, masters and replicas: the only ones a
+    /// redirect is followed to (see `handleReply`).
+    private var knownNodes = Set<NodeAddress>()
     private(set) var slotOwners = SlotOwners()
     private(set) var pools: [NodeAddress: BackendPool] = [:]
     /// The pools of `slotMap.shards`' masters, in the same order.
@@ -402,6 +405,11 @@ final class Worker {
         // A moved slot's new owner never saw the reads: tracking starts over.
         if ownersChanged { invalidateAllTracking(reason: "the slot map changed") }
         slotMap = map
+        knownNodes = Set(
+            map.shards.flatMap { shard in
+                [NodeAddress(host: shard.master.host, port: shard.master.port)]
+                    + shard.replicas.map { NodeAddress(host: $0.host, port: $0.port) }
+            })
         mapComplete = map.isStandalone || map.coversAllSlots
         if workerIndex == 0 { warmUpMasterConnections(now: loop.nowMilliseconds, force: true) }
         updateReadTargets(map)
@@ -757,15 +765,17 @@ final class Worker {
         if connection.transactionBound {
             // (Records of a relaxed EXEC's groups never follow redirects:
             // their group's EXEC tells.)
+            let ends = record.endsTransaction != 0 && record.endsTransaction == connection.transactionNumber
             if case .error(let errorClass) = kind, errorClass == .moved || errorClass == .ask,
                 record.redirects < configuration.maxRedirects
             {
+                // (An EXEC answered so still ends the transaction: its
+                // connection goes back, or it leaks for good.)
+                if ends { endTransaction(connection) }
                 redirectInTransaction(record, connection: connection)
                 return
             }
-            if record.endsTransaction != 0 && record.endsTransaction == connection.transactionNumber {
-                endTransaction(connection)
-            }
+            if ends { endTransaction(connection) }
         } else if connection.servesBlocking {
             // The blocking command is answered: the connection is free again.
             dedicated.release(connection)
@@ -773,11 +783,37 @@ final class Worker {
         if case .error(let errorClass) = kind, errorClass == .moved || errorClass == .ask,
             record.redirects < configuration.maxRedirects,
             let redirect = Redirect(
-                errorText: UnsafeRawBufferPointer(rebasing: reply[1...]), defaultHost: connection.address.host)
+                errorText: UnsafeRawBufferPointer(rebasing: reply[1...]), defaultHost: connection.address.host),
+            // Only the cluster's own redirects: for the request's slot. A
+            // script can answer any error text (`redis.error_reply('MOVED
+            // ...')`); taken as a redirect, it would move every client's
+            // traffic for a slot to a host of its choosing.
+            record.slot >= 0, redirect.slot == record.slot
         {
             record.redirects += 1
             if redirect.kind == .moved { metrics.counters.redirectsMoved &+= 1 } else { metrics.counters.redirectsAsk &+= 1 }
             let address = NodeAddress(host: redirect.host, port: redirect.port)
+            guard knownNodes.contains(address) else {
+                // A node the map does not name: a new master taking slots,
+                // or a made-up error. Ask the cluster, then retry by the map
+                // (which knows the new master by then), rather than connect
+                // wherever an error reply says.
+                shared.requestTopologyRefresh()
+                if connection.isDedicated || record.session?.isClosed != false {
+                    if let fanOut = record.fanOut {
+                        let part = record.part
+                        recordPool.release(record)
+                        partArrived(fanOut, part: part, reply: reply)
+                    } else if let session = record.session {
+                        session.complete(record, reply: reply)
+                    } else {
+                        recordPool.release(record)
+                    }
+                } else {
+                    holdForFailover(record, retryAfterMs: 50)
+                }
+                return
+            }
             let target = pool(for: address)
             if redirect.kind == .moved { learnSlotOwner(redirect.slot, address) }
             if let session = record.session, !session.isClosed {

@@ -1,0 +1,116 @@
+"""Redirects and slot migration: what a redirect may change, and the paths a
+half-migrated slot takes (MIGRATING on its master, IMPORTING on another)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+
+import pytest
+
+from cluster import key_hash_slot, start_standalone
+from harness import RawConnection, RespError, is_status
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@contextlib.contextmanager
+def half_migrated(cluster, hash_tag: str, keys_moved: bool = True):
+    """The slot of `{hash_tag}` MIGRATING from its master to another one,
+    IMPORTING there; afterwards the slot, and whatever keys reached either
+    side, end up back on the source (without `keys_moved`, none did: the
+    migration is simply called off)."""
+    slot = key_hash_slot(hash_tag)
+    src = cluster.node_for_slot(slot)
+    dst = next(m for m in cluster.masters if m != src)
+    src_id, dst_id = cluster.node_id(src), cluster.node_id(dst)
+    cluster.call(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+    cluster.call(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+    try:
+        yield slot, src, dst
+    finally:
+        if not keys_moved and cluster.node_for_slot(slot) == src:
+            assert cluster.call(dst, "CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+            cluster.call(dst, "CLUSTER", "SETSLOT", slot, "STABLE")
+            cluster.call(src, "CLUSTER", "SETSLOT", slot, "STABLE")
+            return
+        if cluster.node_for_slot(slot) == src:
+            cluster.migrate_keys(slot, src, dst)
+            cluster.finish_slot(slot, dst)
+        cluster.migrate_slot(slot, src)
+        assert cluster.node_for_slot(slot) == src
+
+
+def test_a_script_cannot_redirect_other_clients(cluster, proxy_factory):
+    """A script can answer any error text: `MOVED <slot> <host:port>` from
+    EVAL must not move the slot's traffic to that host (it did, for every
+    client of the worker, until the next map change)."""
+    foreign = start_standalone()
+    try:
+        proxy = proxy_factory("--workers", "1")
+        key = f"victim:{tag()}"
+        slot = key_hash_slot(key)
+        fake = f"redis.error_reply('MOVED {slot} 127.0.0.1:{foreign.port}')"
+        with proxy.raw(timeout=30) as attacker, proxy.raw(timeout=30) as victim:
+            # Keyless: not the slot of any request, passed through as is.
+            reply = attacker.command("EVAL", f"return {fake}", 0)
+            assert isinstance(reply, RespError) and reply.message.startswith("MOVED"), reply
+            # On the slot of its key: the proxy asks the cluster, whose map
+            # does not name that host; the client gets the error in the end.
+            reply = attacker.command("EVAL", f"return {fake}", 1, key)
+            assert isinstance(reply, RespError) and reply.message.startswith("MOVED"), reply
+            assert is_status(victim.command("SET", key, "safe"))
+            assert victim.command("GET", key) == b"safe"
+        assert cluster.call(cluster.node_for_slot(slot), "GET", key) == b"safe"
+        assert foreign.call("DBSIZE") == 0
+        # The proxy never even connected to it.
+        clients = foreign.call("CLIENT", "LIST").decode().splitlines()
+        assert len(clients) == 1, clients  # our own CLIENT LIST connection
+    finally:
+        foreign.stop()
+
+
+def test_exec_redirected_mid_migration_gives_its_connection_back(cluster, proxy_factory):
+    """EXEC answered ASK (a queued key's slot started migrating) fails the
+    transaction with TRYAGAIN; its dedicated connection must go back to the
+    pool, or a few of them use up blocking-connections-per-node for good."""
+    proxy = proxy_factory("--workers", "1", "--set", "blocking-connections-per-node=2")
+    t = tag()
+    slot = key_hash_slot(t)
+    src = cluster.node_for_slot(slot)
+    for round_ in range(3):  # each client goes away after its failed EXEC
+        with proxy.raw(timeout=30) as c:
+            assert is_status(c.command("MULTI"))
+            assert c.command("SET", f"{{{t}}}:new{round_}", 1) == b"QUEUED"
+            with half_migrated(cluster, t, keys_moved=False):
+                reply = c.command("EXEC")
+            assert isinstance(reply, RespError), reply
+    with proxy.raw(timeout=30) as c:
+        # Still room for transactions and blocking commands on that master.
+        assert is_status(c.command("MULTI"))
+        assert c.command("SET", f"{{{t}}}:after", 1) == b"QUEUED"
+        assert c.command("EXEC") == [b"OK"]
+        assert c.command("BLPOP", f"{{{t}}}:list", 0.05) is None
+    # Nothing of ours left open on the source beyond the pool's few.
+    listing = cluster.call(src, "CLIENT", "LIST").decode().splitlines()
+    assert sum(1 for line in listing if "cmd=exec" in line) <= 2, listing
+
+
+def test_multi_key_command_on_a_half_migrated_slot_waits_it_out(cluster, proxy_factory):
+    """MSET of keys that exist on neither side of a migrating slot: the
+    source answers ASK, the target TRYAGAIN, round after round. The proxy
+    retries until the migration ends (within failover-timeout-ms), never
+    handing the client a raw ASK once max-redirects rounds are used up."""
+    proxy = proxy_factory("--workers", "1")
+    t = tag()
+    with proxy.raw(timeout=30) as c:
+        with half_migrated(cluster, t) as (slot, src, dst):
+            c.send_command("MSET", f"{{{t}}}a", 1, f"{{{t}}}b", 2)
+            time.sleep(2.0)  # ~1.5 s was enough to use up the redirects
+            cluster.finish_slot(slot, dst)
+            reply = c.read_replies(1)[0]
+            assert is_status(reply), reply
+            assert cluster.call(dst, "MGET", f"{{{t}}}a", f"{{{t}}}b") == [b"1", b"2"]
