@@ -265,29 +265,24 @@ extension Worker {
         let shardIndex: Int
         var nodeCursor: UInt64 = 0
         if cursor == 0 {
-            shardIndex = 0  // shards are ordered by their first slot
+            shardIndex = ScanCursor.first(in: map) ?? 0
         } else {
             let position = ScanCursor.decode(cursor)
-            let owner = map.shardForSlot[position.slot]
-            guard owner != SlotMap.unassigned else {
+            guard let located = ScanCursor.locate(position, in: map) else {
                 session.replyError("CLUSTERDOWN Hash slot not served")
                 return
             }
-            shardIndex = Int(owner)
-            // Same master as when the cursor was made: carry on; another node
-            // (a failover): its cursor means nothing here, start it over.
-            if ScanCursor.tag(of: map.shards[shardIndex].master) == position.tag {
-                nodeCursor = position.nodeCursor
-            }
+            shardIndex = located.shard
+            // The same master: carry on; another node (a failover): its
+            // cursor means nothing here, start it over.
+            if located.continues { nodeCursor = position.nodeCursor }
         }
-        let shard = map.shards[shardIndex]
         let request = ByteBuffer(capacity: 128)
         request.appendArrayHeader(command.count)
         request.appendBulk(command.argument(0))
         request.appendBulk(String(nodeCursor))
         for index in 2..<max(2, command.count) { request.appendBulk(command.argument(index)) }
-        let position = ScanCursor.Position(
-            slot: shard.slotRanges[0].lowerBound, tag: ScanCursor.tag(of: shard.master), nodeCursor: 0)
+        let position = ScanCursor.start(of: shardIndex, in: map)
         dispatch(
             [Part(pool: masterPools[shardIndex], slot: slotServed(byShard: shardIndex), request: request)],
             rule: .scan(position),
@@ -302,11 +297,10 @@ extension Worker {
             next.nodeCursor = nodeCursor
             return ScanCursor.encode(next)
         }
-        guard let map = slotMap else { return 0 }
-        let later = map.shards.filter { $0.slotRanges[0].lowerBound > position.slot }
-        guard let next = later.min(by: { $0.slotRanges[0].lowerBound < $1.slotRanges[0].lowerBound }) else { return 0 }
-        return ScanCursor.encode(
-            ScanCursor.Position(slot: next.slotRanges[0].lowerBound, tag: ScanCursor.tag(of: next.master), nodeCursor: 0))
+        guard let map = slotMap, let current = ScanCursor.locate(position, in: map)?.shard,
+            let next = ScanCursor.next(after: current, in: map)
+        else { return 0 }
+        return ScanCursor.encode(ScanCursor.start(of: next, in: map))
     }
 }
 

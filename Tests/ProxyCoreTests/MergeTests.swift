@@ -108,6 +108,70 @@ func merged(_ rule: MergeRule, _ replies: [String]) -> String {
         #expect(ScanCursor.tag(of: a) != ScanCursor.tag(of: b))
         #expect(ScanCursor.tag(of: a) == ScanCursor.tag(of: a))
     }
+
+    private func node(_ port: Int, master: Bool = true) -> ClusterNode {
+        ClusterNode(id: "n\(port)", host: "127.0.0.1", port: port, isMaster: master)
+    }
+
+    private func shard(_ master: Int, _ replica: Int, _ ranges: [ClosedRange<Int>]) -> Shard {
+        Shard(master: node(master), replicas: [node(replica, master: false)], slotRanges: ranges)
+    }
+
+    /// Every shard of the map once, from cursor 0 back to 0.
+    private func walk(_ map: SlotMap, startingAfter start: Int? = nil) -> [Int] {
+        var visited: [Int] = []
+        var shard = start.flatMap { ScanCursor.next(after: $0, in: map) } ?? (start == nil ? ScanCursor.first(in: map) : nil)
+        while let current = shard, visited.count <= map.shards.count {
+            visited.append(current)
+            shard = ScanCursor.next(after: current, in: map)
+        }
+        return visited
+    }
+
+    @Test func walkVisitsEveryShardOnce() {
+        let map = SlotMap(shards: [
+            shard(7002, 7005, [10923...16383]), shard(7000, 7003, [0...5460]), shard(7001, 7004, [5461...10922]),
+        ])
+        #expect(walk(map).map { map.shards[$0].master.port } == [7000, 7001, 7002])
+    }
+
+    /// Resharding moved slot 1 from the first shard to the last while the
+    /// cursor was on the second: the last is still ahead (ordered by first
+    /// slot it fell behind the cursor and was never scanned).
+    @Test func aMovedSlotPutsNoShardBehindTheCursor() {
+        let before = SlotMap(shards: [
+            shard(7000, 7003, [0...5460]), shard(7001, 7004, [5461...10922]), shard(7002, 7005, [10923...16383]),
+        ])
+        let onSecond = ScanCursor.start(of: 1, in: before)
+        let after = SlotMap(shards: [
+            shard(7002, 7005, [1...1, 10923...16383]), shard(7000, 7003, [0...0, 2...5460]),
+            shard(7001, 7004, [5461...10922]),
+        ])
+        let located = ScanCursor.locate(onSecond, in: after)
+        #expect(located?.continues == true && after.shards[located!.shard].master.port == 7001)
+        #expect(walk(after, startingAfter: located!.shard).map { after.shards[$0].master.port } == [7002])
+        // The master's own slot moved away too: found by its tag, cursor kept.
+        let moved = SlotMap(shards: [
+            shard(7000, 7003, [0...5461]), shard(7001, 7004, [5462...10922]), shard(7002, 7005, [10923...16383]),
+        ])
+        let relocated = ScanCursor.locate(onSecond, in: moved)
+        #expect(relocated?.continues == true && moved.shards[relocated!.shard].master.port == 7001)
+    }
+
+    /// A failover swaps master and replica: same place in the walk, and the
+    /// new master scans from 0.
+    @Test func aFailoverKeepsTheOrderAndRestartsThatMaster() {
+        let before = SlotMap(shards: [
+            shard(7000, 7003, [0...5460]), shard(7001, 7004, [5461...10922]), shard(7002, 7005, [10923...16383]),
+        ])
+        let onSecond = ScanCursor.start(of: 1, in: before)
+        let after = SlotMap(shards: [
+            shard(7000, 7003, [0...5460]), shard(7004, 7001, [5461...10922]), shard(7002, 7005, [10923...16383]),
+        ])
+        let located = ScanCursor.locate(onSecond, in: after)
+        #expect(located?.continues == false && after.shards[located!.shard].master.port == 7004)
+        #expect(walk(after, startingAfter: located!.shard).map { after.shards[$0].master.port } == [7002])
+    }
 }
 
 @Suite struct KeyspaceSummerTests {

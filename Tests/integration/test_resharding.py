@@ -114,3 +114,36 @@ def test_multi_key_command_on_a_half_migrated_slot_waits_it_out(cluster, proxy_f
             reply = c.read_replies(1)[0]
             assert is_status(reply), reply
             assert cluster.call(dst, "MGET", f"{{{t}}}a", f"{{{t}}}b") == [b"1", b"2"]
+
+
+def test_scan_misses_no_master_when_a_slot_moves_mid_scan(cluster, proxy_factory):
+    """SCAN walks the masters one after the other. Resharding mid-scan
+    moved a low slot to the master visited last: ordered by first slot,
+    that master fell behind the cursor and was never scanned."""
+    proxy = proxy_factory("--workers", "1", "--topology-refresh-ms", "200")
+    prefix = f"scanmove:{tag()}"
+    keys = {f"{prefix}:{i}".encode() for i in range(300)}
+    first_slot = {m: min(s for s in range(16384) if cluster.node_for_slot(s) == m) for m in cluster.masters}
+    a, b, c = sorted(cluster.masters, key=first_slot.get)
+    empty = next(s for s in range(first_slot[a], first_slot[b])
+                 if cluster.node_for_slot(s) == a and cluster.call(a, "CLUSTER", "COUNTKEYSINSLOT", s) == 0)
+    moved = False
+    seen: set[bytes] = set()
+    try:
+        with proxy.raw(timeout=30) as conn:
+            assert all(r == b"OK" for r in conn.pipeline([("SET", k, "v") for k in keys]))
+            cursor = b"0"
+            for _ in range(1000):
+                cursor, page = conn.command("SCAN", cursor, "MATCH", f"{prefix}:*", "COUNT", 20)
+                seen.update(page)
+                if cursor == b"0":
+                    break
+                if not moved and cluster.node_for_slot(int(cursor) & 0x3FFF) == b:
+                    cluster.migrate_slot(empty, c)  # `a`'s slot, below `b`'s first
+                    moved = True
+                    time.sleep(1.0)  # the proxy's map has it by then
+        assert moved
+        assert not keys - seen, f"{len(keys - seen)} of {len(keys)} keys never returned"
+    finally:
+        if cluster.node_for_slot(empty) != a:
+            cluster.migrate_slot(empty, a)
