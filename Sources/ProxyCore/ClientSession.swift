@@ -320,8 +320,48 @@ final class ClientSession {
         expectReply(record)
     }
 
+    /// Slots with a request of this client being retried (after TRYAGAIN
+    /// and the like), and how many; the client's later requests for such a
+    /// slot wait in `behindRetry`, in order, so none overtakes it.
+    var retryingSlots: [Int: Int] = [:]
+    var behindRetry: [RequestRecord] = []
+
+    /// Whether a request after `record` for `slot` is on its way or answered
+    /// (it may have run: a retry of `record` would now run after it).
+    func hasLaterRequest(forSlot slot: Int, after record: RequestRecord) -> Bool {
+        var seen = false
+        for offset in 0..<pending.count {
+            let other = pending[offset]
+            if other === record {
+                seen = true
+            } else if seen && other.slot == slot && !behindRetry.contains(where: { $0 === other }) {
+                return true
+            }
+        }
+        return false
+    }
+
+    private func retryEnded(slot: Int) {
+        let left = (retryingSlots[slot] ?? 1) - 1
+        retryingSlots[slot] = left > 0 ? left : nil
+        guard left <= 0 else { return }
+        let waiting = behindRetry.filter { $0.slot == slot }
+        behindRetry.removeAll { $0.slot == slot }
+        for record in waiting {
+            if isGone || isClosed {
+                worker.failRequest(record, message: "ERR slotproxy: client gone")
+            } else {
+                worker.sendWaitingBehindRetry(record)
+            }
+        }
+    }
+
     /// A reply for `record` arrived (from a node, or made by the proxy).
     func complete(_ record: RequestRecord, reply: UnsafeRawBufferPointer) {
+        if record.orderedRetry {
+            record.orderedRetry = false
+            retryEnded(slot: record.slot)
+        }
         if isClosed || overHardLimit(adding: reply.count) {
             worker.recordPool.release(record)
             return

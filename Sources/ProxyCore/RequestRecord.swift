@@ -41,6 +41,9 @@ final class RequestRecord {
     /// time for the next.
     var retries = 0
     var retryAt: Int64 = 0
+    /// Being retried with its client's later requests for its slot waiting
+    /// behind it (`ClientSession.retryingSlots`).
+    var orderedRetry = false
     /// Written between a `MULTI` and `EXEC` of the proxy's own (a relaxed
     /// transaction's group): its group's `EXEC` answers for it, so it is
     /// never held and sent again alone, outside the transaction.
@@ -78,6 +81,7 @@ final class RequestRecord {
         heldSince = 0
         retries = 0
         retryAt = 0
+        orderedRetry = false
         insideMulti = false
         heldFor = nil
         metricsSlot = -1

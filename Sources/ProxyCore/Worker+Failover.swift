@@ -100,6 +100,17 @@ extension Worker {
         }
     }
 
+    /// A request that waited behind its client's retried one for the slot.
+    func sendWaitingBehindRetry(_ record: RequestRecord) {
+        guard let session = record.session, let pool = slotOwners[record.slot],
+            !pool.mustHold(now: loop.turnTime)
+        else {
+            holdForFailover(record)
+            return
+        }
+        pool.connection(for: session).enqueue(record)
+    }
+
     private func anyReachableMaster(now: Int64) -> BackendPool? {
         masterPools.first { !$0.isDown || now >= $0.nextAttemptAt } ?? masterPools.first
     }
@@ -142,6 +153,17 @@ extension Worker {
         guard !record.insideMulti else { return false }
         let now = loop.nowMilliseconds
         if record.heldSince != 0 && now - record.heldSince >= Int64(configuration.failoverTimeoutMs) { return false }
+        if record.fanOut == nil, record.slot >= 0, let session = record.session {
+            // The client's next request for the slot went out behind this one
+            // and may have run: a retry now would run after it (`MSET a new`
+            // retried after `SET a final` leaves `new`). The client gets the
+            // error instead, as from a cluster node.
+            if session.hasLaterRequest(forSlot: record.slot, after: record) { return false }
+            if !record.orderedRetry {
+                record.orderedRetry = true
+                session.retryingSlots[record.slot, default: 0] += 1
+            }
+        }
         record.retries += 1
         // Each try may redirect afresh: on a slot being migrated, ASK from
         // the source then TRYAGAIN from the target is one round, not a loop

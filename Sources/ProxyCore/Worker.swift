@@ -671,6 +671,10 @@ final class Worker {
         }
         guard let target = targetPool(slot: slot, session: session) else { return }
         let record = sharedRecord(command, slot: slot, session: session)
+        if !session.retryingSlots.isEmpty && slot >= 0 && session.retryingSlots[slot] != nil {
+            session.behindRetry.append(record)  // its client's earlier request for the slot is being retried
+            return
+        }
         if target.mustHold(now: loop.turnTime) {
             holdForFailover(record)  // its master is down: wait for it, or for a new one
         } else {

@@ -809,7 +809,8 @@ def test_save_and_lastsave_cover_every_master(cluster, proxy):
 
 
 def test_slot_introspection_goes_to_the_slots_master(cluster, proxy):
-    keys = [f"{{introspect}}:{i}" for i in range(5)]
+    t = uuid.uuid4().hex[:8]
+    keys = [f"{{introspect-{t}}}:{i}" for i in range(5)]
     with proxy.raw() as c:
         for k in keys:
             assert is_status(c.command("SET", k, "v"))
