@@ -239,7 +239,7 @@ final class ClientSession {
             && !waitingForSharedReplies
         {
             if pending.count >= worker.configuration.clientReadPauseReplies
-                || unreadBytes >= worker.configuration.clientReadPauseBytes
+                || unreadBytes + requestBytesPending >= worker.configuration.clientReadPauseBytes
             {
                 readPaused = true
                 readEvent?.remove()
@@ -307,6 +307,8 @@ final class ClientSession {
     @inline(__always)
     func expectReply(_ record: RequestRecord) {
         record.session = self
+        record.countedRequestBytes = record.request.readableBytes
+        requestBytesPending &+= record.countedRequestBytes
         record.metricsSlot = worker.metrics.currentSlot
         record.receivedAtMicros = worker.loop.turnTimeMicros
         pending.append(record)
@@ -387,6 +389,7 @@ final class ClientSession {
         if pending.first === record {
             sendOrBuffer(reply)
             _ = pending.popFirst()
+            requestBytesPending &-= record.countedRequestBytes
             worker.recordPool.release(record)
             drainCompleted()
             markDirty()
@@ -398,9 +401,17 @@ final class ClientSession {
         }
     }
 
+    /// Bytes of its requests kept until they are answered (for a resend),
+    /// and of part replies waiting for the rest of their command (a
+    /// cross-slot MGET's). With the replies unread, they pause reading
+    /// (`client-read-pause-bytes`): a slow or paused node cannot make a
+    /// client's pipeline pile up in the proxy.
+    private(set) var requestBytesPending = 0
+    var partReplyBytesHeld = 0
+
     /// The hard limit holds as replies arrive, not only at the end of the
     /// turn: a turn can bring in many replies for a client that reads none.
-    @inline(__always) private func checkHardOutputLimit() {
+    @inline(__always) func checkHardOutputLimit() {
         let hard = worker.configuration.clientOutputLimitHard
         if hard > 0 && output.readableBytes + queuedReplyBytes > hard { enforceOutputLimits() }
     }
@@ -420,13 +431,14 @@ final class ClientSession {
 
     /// Replies the client has not read yet: written to neither the socket nor
     /// the kernel, held in the proxy.
-    var unreadBytes: Int { output.readableBytes + queuedReplyBytes }
+    var unreadBytes: Int { output.readableBytes + queuedReplyBytes + partReplyBytesHeld }
 
     private func drainCompleted() {
         while let head = pending.first, head.isComplete {
             queuedReplyBytes -= head.reply.readableBytes
             output.append(head.reply.readable)
             _ = pending.popFirst()
+            requestBytesPending &-= head.countedRequestBytes
             Unmanaged.passUnretained(worker)._withUnsafeGuaranteedRef { $0.recordPool.release(head) }
         }
         if let head = pending.first, head.isStream, !head.reply.isEmpty {

@@ -73,6 +73,8 @@ final class FanOut {
     var scriptBody: [UInt8]?
     /// The client, for fan-outs that send a second stage (emulated commands).
     var sessionForNextStage: ClientSession?
+    /// Part reply bytes counted in the client's `partReplyBytesHeld`.
+    var countedReplyBytes = 0
     /// The parts' replies back to back, and where each lies (nil: not yet):
     /// one buffer for all parts rather than an array each.
     private var storage: [UInt8] = []

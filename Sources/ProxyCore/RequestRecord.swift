@@ -44,6 +44,8 @@ final class RequestRecord {
     /// Being retried with its client's later requests for its slot waiting
     /// behind it (`ClientSession.retryingSlots`).
     var orderedRetry = false
+    /// Its request's bytes, counted in its client's `requestBytesPending`.
+    var countedRequestBytes = 0
     /// Written between a `MULTI` and `EXEC` of the proxy's own (a relaxed
     /// transaction's group): its group's `EXEC` answers for it, so it is
     /// never held and sent again alone, outside the transaction.
@@ -82,6 +84,7 @@ final class RequestRecord {
         retries = 0
         retryAt = 0
         orderedRetry = false
+        countedRequestBytes = 0
         insideMulti = false
         heldFor = nil
         metricsSlot = -1

@@ -79,7 +79,20 @@ extension Worker {
     }
 
     func partArrived(_ fanOut: FanOut, part: Int, reply: UnsafeRawBufferPointer) {
-        guard fanOut.receive(part: part, reply: reply) else { return }
+        guard fanOut.receive(part: part, reply: reply) else {
+            // Held until the other parts are in: counted as the client's, so
+            // a part stuck at a paused node cannot pile up the others' replies.
+            if let session = fanOut.sessionForNextStage {
+                session.partReplyBytesHeld += reply.count
+                fanOut.countedReplyBytes += reply.count
+                session.checkHardOutputLimit()
+            }
+            return
+        }
+        if fanOut.countedReplyBytes > 0, let session = fanOut.sessionForNextStage {
+            session.partReplyBytesHeld -= fanOut.countedReplyBytes
+            fanOut.countedReplyBytes = 0
+        }
         if case .relaxedTransaction(let execution) = fanOut.rule {
             relaxedStageFinished(execution, fanOut)
             return

@@ -291,3 +291,30 @@ def test_rename_command(proxy_factory):
         # Pipelined with other commands: order kept.
         replies = c.pipeline([("SET", "limits:r", "1"), ("CFG-9F3B", "GET", "maxmemory"), ("GET", "limits:r")])
         assert replies[0] == b"OK" and replies[1][0] == b"maxmemory" and replies[2] == b"1"
+
+
+def test_a_paused_node_does_not_pile_a_clients_pipeline_up_in_the_proxy(cluster, proxy_factory):
+    """While a master does not answer (CLIENT PAUSE, a long script), a
+    client pipelining big writes to it is paused once client-read-pause-bytes
+    of its requests wait (each is kept for a resend): the rest stays in the
+    kernel's buffers, not in the proxy (it took ~200 MB for 150 MB sent)."""
+    import threading
+    from harness import keys_on_each_master
+
+    proxy = proxy_factory("--workers", "1")
+    master = cluster.masters[0]
+    key = keys_on_each_master(cluster, f"paused:{os.getpid()}")[0]
+    value = b"x" * 100_000
+    before = memory_bytes(proxy.pid)
+    cluster.call(master, "CLIENT", "PAUSE", 4000, "ALL")
+    conn = proxy.raw(timeout=60)
+    payload = b"".join(encode_command("SET", f"{key}:{i}", value) for i in range(1500))
+    sender = threading.Thread(target=conn.send, args=(payload,), daemon=True)
+    sender.start()
+    time.sleep(2.5)
+    grown = memory_bytes(proxy.pid) - before
+    sender.join(30)
+    replies = conn.read_replies(1500, timeout=60)
+    conn.close()
+    assert all(is_status(r) for r in replies), [r for r in replies if not is_status(r)][:3]
+    assert grown < 60 << 20, f"proxy grew {grown >> 20} MB while the master was paused"

@@ -815,7 +815,11 @@ def test_slot_introspection_goes_to_the_slots_master(cluster, proxy):
         for k in keys:
             assert is_status(c.command("SET", k, "v"))
         slot = c.command("CLUSTER", "KEYSLOT", keys[0])
+        # (Other tests' keys may share the slot: its owner's own answer is the truth.)
+        owner = cluster.node_for_slot(slot)
+        count = cluster.call(owner, "CLUSTER", "COUNTKEYSINSLOT", slot)
+        assert count >= 5
         for _ in range(3):  # any other master holds none of them
-            assert c.command("CLUSTER", "COUNTKEYSINSLOT", str(slot)) == 5
-            assert sorted(c.command("CLUSTER", "GETKEYSINSLOT", str(slot), "10")) == sorted(k.encode() for k in keys)
+            assert c.command("CLUSTER", "COUNTKEYSINSLOT", str(slot)) == count
+            assert {k.encode() for k in keys} <= set(c.command("CLUSTER", "GETKEYSINSLOT", str(slot), "100000"))
         assert isinstance(c.command("CLUSTER", "COUNTKEYSINSLOT", "16384"), RespError)
