@@ -70,6 +70,7 @@ enum CommandHandling: Equatable {
         case "info": return .info
         case "slowlog|get", "slowlog|len", "slowlog|reset", "slowlog|help": return .local
         case "client|info", "client|list": return .local
+        case "cluster|slots", "cluster|shards", "cluster|nodes", "cluster|myid": return .local
         // Each master saves, counts and lists only its own: one random
         // master's answer is a fraction of the cluster's.
         case "bgsave", "save", "bgrewriteaof", "lastsave": return .broadcast
@@ -149,6 +150,8 @@ enum CommandHandling: Equatable {
             default: return "sent to every master, succeeds when all succeed"
             }
         case .emulated: return "emulated across slots: sources gathered, computed on one master by a script"
+        case .local where spec.name.hasPrefix("cluster|"):
+            return "answered by the proxy: itself as the one node serving all 16384 slots"
         case .local: return "answered by the proxy"
         case .scan: return "walks every master in turn (cursor encodes master and position)"
         case .info: return "answered by the proxy: its own sections, keyspace summed over masters"

@@ -28,6 +28,8 @@ enum CommandResolver {
         }
         if spec.isContainer {
             guard command.count >= 2 else {
+                // A bare `COMMAND` is a command of its own (every command's row).
+                if spec.acceptsArgumentCount(command.count) { return spec }
                 session.replyError("ERR wrong number of arguments for '\(spec.name)' command")
                 return nil
             }

@@ -1,4 +1,6 @@
+import ClusterTopology
 import CommandTable
+import EventLoop
 import RESPWire
 
 /// Commands the proxy answers itself, because they describe the client's own
@@ -133,6 +135,8 @@ enum LocalCommands {
             case .success(let filter): worker.gather(.clients(filter), session: session)
             case .failure(let error): session.replyError(error.message)
             }
+        case "cluster|slots", "cluster|shards", "cluster|nodes", "cluster|myid":
+            clusterAsOneNode(spec.name, session: session, worker: worker)
         case "asking", "readonly", "readwrite":
             // The proxy follows ASK itself and picks the node for each read,
             // so these describe nothing the client's connection could change.
@@ -149,6 +153,55 @@ enum LocalCommands {
                 "ERR slotproxy does not forward 'client|no-evict': its backend connections are shared by many clients")
         default:
             session.replyError("ERR slotproxy cannot answer '\(spec.name)' locally")
+        }
+    }
+
+    /// A client in cluster mode pointed at the proxy (`RedisCluster(...)`,
+    /// ioredis `Cluster`, Jedis/Lettuce cluster clients) asks for the
+    /// topology first: it is told of one node, the proxy, at the address it
+    /// connected to, serving every slot, so all its traffic stays on the
+    /// proxy (the real nodes' addresses would let it bypass the proxy's
+    /// auth, ACLs and TLS, or fail where they are not reachable).
+    static func clusterAsOneNode(_ name: String, session: ClientSession, worker: Worker) {
+        let id = worker.shared.nodeId
+        let host = Socket.localHost(session.fd) ?? worker.configuration.bind
+        let port = Socket.localPort(session.fd)
+        let resp3 = session.resp3
+        session.replyLocally { out in
+            switch name {
+            case "cluster|myid":
+                out.appendBulk(id)
+            case "cluster|nodes":
+                let address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+                out.appendBulk("\(id) \(address)@0 myself,master - 0 0 0 connected 0-\(clusterSlotCount - 1)\n")
+            case "cluster|slots":
+                out.appendArrayHeader(1)
+                out.appendArrayHeader(3)
+                out.appendInteger(0)
+                out.appendInteger(clusterSlotCount - 1)
+                out.appendArrayHeader(3)
+                out.appendBulk(host)
+                out.appendInteger(port)
+                out.appendBulk(id)
+            default:  // cluster|shards
+                out.appendArrayHeader(1)
+                out.appendMapHeader(2, resp3: resp3)
+                out.appendBulk("slots")
+                out.appendArrayHeader(2)
+                out.appendInteger(0)
+                out.appendInteger(clusterSlotCount - 1)
+                out.appendBulk("nodes")
+                out.appendArrayHeader(1)
+                out.appendMapHeader(7, resp3: resp3)
+                for (key, value) in [("id", id), ("port", ""), ("ip", host), ("endpoint", host), ("role", "master")] {
+                    out.appendBulk(key)
+                    if key == "port" { out.appendInteger(port) } else { out.appendBulk(value) }
+                }
+                out.appendBulk("replication-offset")
+                out.appendInteger(0)
+                out.appendBulk("health")
+                out.appendBulk("online")
+            }
         }
     }
 

@@ -124,6 +124,9 @@ final class SharedState: Sendable {
     private let commandCounts: [PublishedCounter]
     private let topologyEpochs = Atomic<Int>(0)
     let startedAt = ContinuousClock.now
+    /// The proxy's node id in `CLUSTER SLOTS|NODES|SHARDS|MYID`: 40 random
+    /// hex digits, as a node's.
+    let nodeId: String = (0..<40).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
 
     func publishCommandsProcessed(worker: Int, count: Int) {
         commandCounts[worker].value.store(count, ordering: .relaxed)

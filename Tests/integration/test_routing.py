@@ -823,3 +823,41 @@ def test_slot_introspection_goes_to_the_slots_master(cluster, proxy):
             assert c.command("CLUSTER", "COUNTKEYSINSLOT", str(slot)) == count
             assert {k.encode() for k in keys} <= set(c.command("CLUSTER", "GETKEYSINSLOT", str(slot), "100000"))
         assert isinstance(c.command("CLUSTER", "COUNTKEYSINSLOT", "16384"), RespError)
+
+
+def test_cluster_mode_clients_see_the_proxy_as_the_whole_cluster(cluster, proxy):
+    """An app left in cluster mode and pointed at the proxy asks for the
+    topology: it must be told of the proxy alone, at the address it used,
+    serving every slot, or it would go around the proxy to the nodes."""
+    from redis.cluster import RedisCluster
+
+    rc = RedisCluster(host="127.0.0.1", port=proxy.port, socket_timeout=10)
+    try:
+        nodes = rc.get_nodes()
+        assert [(n.host, n.port) for n in nodes] == [("127.0.0.1", proxy.port)]
+        keys = [f"cm:{uuid.uuid4().hex[:6]}:{i}" for i in range(30)]
+        for i, k in enumerate(keys):
+            assert rc.set(k, i)
+        assert rc.mget_nonatomic(keys) == [str(i).encode() for i in range(30)]
+        pipe = rc.pipeline()
+        for k in keys:
+            pipe.incr(k)
+        assert pipe.execute() == list(range(1, 31))
+    finally:
+        rc.close()
+    with proxy.raw() as c:
+        # (A bare COMMAND, which RedisCluster sends first, was an arity error.)
+        assert len(c.command("COMMAND")) == c.command("COMMAND", "COUNT")
+        myid = c.command("CLUSTER", "MYID")
+        assert len(myid) == 40
+        assert c.command("CLUSTER", "SLOTS") == [[0, 16383, [b"127.0.0.1", proxy.port, myid]]]
+        line = c.command("CLUSTER", "NODES").decode()
+        assert line == f"{myid.decode()} 127.0.0.1:{proxy.port}@0 myself,master - 0 0 0 connected 0-16383\n"
+        shards = c.command("CLUSTER", "SHARDS")
+        assert shards[0][:2] == [b"slots", [0, 16383]]
+        node = dict(zip(shards[0][3][0][::2], shards[0][3][0][1::2]))
+        assert node[b"id"] == myid and node[b"port"] == proxy.port and node[b"role"] == b"master"
+    # redis-cli in cluster mode stays on the proxy too.
+    out = subprocess.run(["redis-cli", "-c", "-p", str(proxy.port), "SET", "cm:cli", "v"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.stdout.strip() == "OK", out
