@@ -88,6 +88,30 @@ enum MetricsExposition {
             sample("slotproxy_backend_latency_seconds_total", "node=\"\(label(address))\"", Double(nodes[address]!.latencyMs) / 1000)
         }
 
+        // Worker 0 keeps a connection to every master: its view of who is
+        // down is the one kept current; other workers add nodes it has none to.
+        var health: [String: (isMaster: Bool, isDown: Bool)] = [:]
+        for worker in workers {
+            for node in worker.nodes where health[node.address] == nil {
+                health[node.address] = (node.isMaster, node.isDown)
+            }
+        }
+        family(
+            "slotproxy_node_up", "gauge",
+            "1 while the proxy reaches the node, 0 while it is marked down (its last connection failed).")
+        for address in health.keys.sorted() {
+            let node = health[address]!
+            sample(
+                "slotproxy_node_up", "node=\"\(label(address))\",role=\"\(node.isMaster ? "master" : "replica")\"",
+                node.isDown ? 0 : 1)
+        }
+        family("slotproxy_cluster_masters", "gauge", "Masters in the proxy's slot map.")
+        sample("slotproxy_cluster_masters", workers.first?.masters ?? 0)
+        family("slotproxy_cluster_slots_covered", "gauge", "Hash slots (of 16384) the proxy's slot map assigns to a master.")
+        sample("slotproxy_cluster_slots_covered", workers.first?.slotsCovered ?? 0)
+        family("slotproxy_requests_held", "gauge", "Requests waiting now for a reachable master (failover-timeout-ms).")
+        sample("slotproxy_requests_held", workers.reduce(0) { $0 + $1.heldRequests })
+
         family("slotproxy_redirects_total", "counter", "MOVED and ASK redirects followed.")
         sample("slotproxy_redirects_total", "kind=\"moved\"", total(\.redirectsMoved))
         sample("slotproxy_redirects_total", "kind=\"ask\"", total(\.redirectsAsk))

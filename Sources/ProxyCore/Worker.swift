@@ -988,8 +988,12 @@ final class Worker {
             spareSnapshot.nodes.append(
                 NodeSnapshot(
                     address: pool.address.description, requests: pool.stats.requests, errors: pool.stats.errors,
-                    latencyMsTotal: pool.stats.latencyMsTotal))
+                    latencyMsTotal: pool.stats.latencyMsTotal, isMaster: masterPools.contains { $0 === pool },
+                    isDown: pool.isDown))
         }
+        spareSnapshot.heldRequests = heldRequests.count
+        spareSnapshot.slotsCovered = slotMap?.assignedSlotCount ?? 0
+        spareSnapshot.masters = slotMap?.shards.count ?? 0
         spareSnapshot.ready = ready
         shared.exchange(&spareSnapshot, worker: workerIndex)
     }

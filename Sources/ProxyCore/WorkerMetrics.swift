@@ -90,6 +90,11 @@ struct MetricsSnapshot: Sendable {
     var latencySumMicros: [Int] = []
     var counters = WorkerCounters()
     var nodes: [NodeSnapshot] = []
+    /// Requests held now for want of a reachable master; slots the map
+    /// covers and masters it names.
+    var heldRequests = 0
+    var slotsCovered = 0
+    var masters = 0
     /// Whether this worker holds a complete slot map and a ready connection
     /// to every master (`/readyz`).
     var ready = false
@@ -123,6 +128,9 @@ struct NodeSnapshot: Sendable {
     var requests: Int
     var errors: Int
     var latencyMsTotal: Int
+    var isMaster: Bool
+    /// Marked down: its last connection failed and none is up yet.
+    var isDown: Bool
 }
 
 /// Command names by metrics slot (`CommandSpec.metricsSlot`), for output.

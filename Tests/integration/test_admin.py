@@ -284,9 +284,18 @@ def test_readyz_stays_ready_while_one_master_is_down(proxy_factory):
         while _get(admin, "/readyz")[0] != 200:
             assert time.monotonic() < deadline, proxy.log_tail()
             time.sleep(0.1)
+        samples = _samples(_get(admin, "/metrics")[1])
+        assert _value(samples, "slotproxy_node_up", node=f"127.0.0.1:{second.port}", role="master") == 1
+        assert _value(samples, "slotproxy_cluster_slots_covered") == 16384
+        assert _value(samples, "slotproxy_cluster_masters") == 2
         second.close()
         time.sleep(1.5)  # (worker 0 re-checks its master connections every second)
         assert _get(admin, "/readyz")[0] == 200
+        # Ready, yet a shard is down: the metrics say which, for alerts.
+        samples = _samples(_get(admin, "/metrics")[1])
+        down = ("slotproxy_node_up", frozenset({"node": f"127.0.0.1:{second.port}", "role": "master"}.items()))
+        assert samples.get(down) == 0
+        assert _value(samples, "slotproxy_node_up", node=f"127.0.0.1:{first.port}", role="master") == 1
         first.close()
         deadline = time.monotonic() + 5
         while _get(admin, "/readyz")[0] != 503:
