@@ -195,6 +195,12 @@ public enum Socket {
         return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
+    /// The same for the local end (`CLIENT KILL LADDR`).
+    public static func localAddress(_ fd: CInt) -> String {
+        guard let (host, port) = numericName(fd, peer: false) else { return "?" }
+        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
     /// The numeric local address of a socket (`0.0.0.0`, `127.0.0.1`, `::`),
     /// or nil when it has none.
     public static func localHost(_ fd: CInt) -> String? {

@@ -53,8 +53,9 @@ enum CommandHandling: Equatable {
         "cluster|delslots", "cluster|delslotsrange", "cluster|flushslots", "cluster|bumpepoch",
         "cluster|set-config-epoch", "cluster|saveconfig", "acl|setuser", "acl|deluser", "acl|load", "acl|save",
         // A node's own client connections (the proxy's shared ones among
-        // them); the proxy's clients are listed by CLIENT LIST.
-        "client|kill", "client|unblock", "client|pause", "client|unpause",
+        // them); the proxy's clients are listed by CLIENT LIST and closed
+        // by CLIENT KILL.
+        "client|unblock", "client|pause", "client|unpause",
     ]
 
     static func of(_ spec: CommandSpec) -> CommandHandling {
@@ -69,7 +70,7 @@ enum CommandHandling: Equatable {
         case "wait": return .wait
         case "info": return .info
         case "slowlog|get", "slowlog|len", "slowlog|reset", "slowlog|help": return .local
-        case "client|info", "client|list": return .local
+        case "client|info", "client|list", "client|kill": return .local
         case "cluster|slots", "cluster|shards", "cluster|nodes", "cluster|myid": return .local
         // Each master saves, counts and lists only its own: one random
         // master's answer is a fraction of the cluster's.

@@ -135,6 +135,12 @@ enum LocalCommands {
             case .success(let filter): worker.gather(.clients(filter), session: session)
             case .failure(let error): session.replyError(error.message)
             }
+        case "client|kill":
+            // The proxy's clients (of every worker), as CLIENT LIST lists them.
+            switch ClientKillFilter.parse(command, requester: session.id) {
+            case .success(let filter): worker.gather(.kill(filter), session: session)
+            case .failure(let error): session.replyError(error.message)
+            }
         case "cluster|slots", "cluster|shards", "cluster|nodes", "cluster|myid":
             clusterAsOneNode(spec.name, session: session, worker: worker)
         case "asking", "readonly", "readwrite":

@@ -40,12 +40,15 @@ struct AuditKey: Hashable, Sendable {
 enum GatheredPart: Sendable {
     case clients([String])
     case audit([AuditKey: Int])
+    case killed(Int)
 }
 
 enum GatherKind: Sendable {
     /// `PROXY CLIENTS` (no filter) and `CLIENT LIST`.
     case clients(ClientListFilter)
     case audit
+    /// `CLIENT KILL`: each worker closes its matching clients.
+    case kill(ClientKillFilter)
 }
 
 /// `CLIENT LIST TYPE ... | ID ...`: which of the proxy's clients to list.
@@ -261,6 +264,13 @@ extension Worker {
         switch kind {
         case .clients(let filter): return .clients(sessions.values.filter(filter.admits).map(describe))
         case .audit: return .audit(audit)
+        case .kill(let filter):
+            let victims = sessions.values.filter(filter.admits)
+            for session in victims {
+                // The client that asked gets its reply first, as from Redis.
+                if session.id == filter.requester { session.closeWhenDrained() } else { session.close() }
+            }
+            return .killed(victims.count)
         }
     }
 
@@ -276,6 +286,16 @@ extension Worker {
             var lines: [String] = []
             for case .clients(let part) in pending.parts { lines += part }
             reply.appendBulk(lines.sorted().joined())
+        case .kill(let filter):
+            var killed = 0
+            for case .killed(let count) in pending.parts { killed += count }
+            if !filter.oldStyle {
+                reply.appendInteger(killed)
+            } else if killed > 0 {
+                reply.append("+OK\r\n")
+            } else {
+                reply.appendError("ERR No such client")
+            }
         case .audit:
             var counts: [AuditKey: Int] = [:]
             for case .audit(let part) in pending.parts { counts.merge(part, uniquingKeysWith: +) }

@@ -397,7 +397,7 @@ def test_client_id(proxy):
 def test_client_info_and_list_describe_the_proxys_clients(proxy):
     """CLIENT INFO and CLIENT LIST describe the clients of the proxy (with
     the ids CLIENT ID gives), not some node's connections; commands that act
-    on a node's connections (KILL, PAUSE ...) are refused with the reason."""
+    on a node's connections (PAUSE ...) are refused with the reason."""
     with proxy.raw() as a, proxy.raw() as b:
         assert is_status(a.command("CLIENT", "SETNAME", "app-a"))
         ida, idb = a.command("CLIENT", "ID"), b.command("CLIENT", "ID")
@@ -411,10 +411,40 @@ def test_client_info_and_list_describe_the_proxys_clients(proxy):
         assert f"id={ida} " in b.command("CLIENT", "LIST", "TYPE", "normal").decode()
         assert b.command("CLIENT", "LIST", "TYPE", "bogus").message == "ERR Unknown client type 'bogus'"
         assert b.command("CLIENT", "LIST", "ID", "x").message == "ERR Invalid client ID"
-        for args in (("KILL", "ID", str(ida)), ("PAUSE", "10"), ("UNPAUSE",), ("UNBLOCK", str(ida))):
+        for args in (("PAUSE", "10"), ("UNPAUSE",), ("UNBLOCK", str(ida))):
             reply = b.command("CLIENT", *args)
             assert isinstance(reply, RespError) and "particular node" in reply.message, (args, reply)
         assert is_status(a.command("PING"), b"PONG")
+
+
+def test_client_kill_closes_the_proxys_own_clients(proxy):
+    """A runaway client is removed with CLIENT KILL, as on a server: by
+    ID, ADDR, USER, TYPE (filters answer how many), or the old `ip:port`
+    form (+OK); the caller is spared unless SKIPME no."""
+    victims = [proxy.raw(timeout=5) for _ in range(4)]
+    with proxy.raw() as admin:
+        ids = [v.command("CLIENT", "ID") for v in victims]
+        addrs = {line.split()[0][3:]: line.split()[1][5:]
+                 for line in admin.command("CLIENT", "LIST").decode().splitlines()}
+        victims[3].command("SUBSCRIBE", "kill-test")
+
+        assert admin.command("CLIENT", "KILL", "ID", str(ids[0])) == 1
+        assert admin.command("CLIENT", "KILL", addrs[str(ids[1])]) == b"OK"
+        assert admin.command("CLIENT", "KILL", "127.0.0.1:1").message == "ERR No such client"
+        assert admin.command("CLIENT", "KILL", "TYPE", "pubsub") == 1
+        assert admin.command("CLIENT", "KILL", "ID", "0").message == "ERR client-id should be greater than 0"
+        assert admin.command("CLIENT", "KILL", "ID", str(ids[2]), "bogus", "x").message == "ERR syntax error"
+        for victim in (victims[0], victims[1], victims[3]):
+            with pytest.raises((ConnectionError, OSError, EOFError)):
+                victim.command("PING")
+        assert victims[2].command("PING") == b"PONG"  # not named by any filter
+        own = admin.command("CLIENT", "ID")
+        assert admin.command("CLIENT", "KILL", "ID", str(own)) == 0  # SKIPME yes by default
+        assert admin.command("CLIENT", "KILL", "USER", "default", "SKIPME", "no") >= 2
+        with pytest.raises((ConnectionError, OSError, EOFError)):
+            admin.command("PING")
+    for v in victims:
+        v.close()
 
 
 HELLO_KEYS = {"server", "version", "proto", "id", "mode", "role", "modules"}
