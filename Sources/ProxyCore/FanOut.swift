@@ -29,8 +29,9 @@ enum MergeRule {
     case randomNonNull
     /// A page of one master's `SCAN`, its cursor rewritten for the client.
     case scan(ScanCursor.Position)
-    /// The proxy's own `INFO` sections, then the masters' keyspaces summed.
-    case infoKeyspace(prefix: String)
+    /// The proxy's own `INFO` sections, then the masters' memory and
+    /// keyspaces summed (those asked for).
+    case info(prefix: String, memory: Bool, keyspace: Bool)
     /// `DUMP`s of the sources of an emulated command, to be computed next.
     case emulate(Worker.EmulationPlan)
     /// The slot groups of a relaxed transaction's `EXEC` (see `Worker+RelaxedTransactions`).
@@ -179,8 +180,9 @@ final class FanOut {
             out.append(candidates.randomElement() ?? parts[0])
         case .scan(let position):
             scanPage(parts[0], position: position, into: out, scanCursor: scanCursor)
-        case .infoKeyspace(let prefix):
-            Worker.appendInfo(prefix + KeyspaceSummer.sum(parts), resp3: resp3, to: out)
+        case .info(let prefix, let memory, let keyspace):
+            let text = prefix + (memory ? MemorySummer.sum(parts) : "") + (keyspace ? KeyspaceSummer.sum(parts) : "")
+            Worker.appendInfo(text, resp3: resp3, to: out)
         case .sum, .allSucceeded, .keyOrder:
             break  // mergeInPlace
         case .emulate, .relaxedTransaction, .listMove, .popRace:

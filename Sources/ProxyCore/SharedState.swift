@@ -194,8 +194,13 @@ final class SharedState: Sendable {
             clients.subtract(1, ordering: .relaxed)
             return false
         }
+        connectionsReceived.add(1, ordering: .relaxed)
         return true
     }
+
+    /// Clients admitted since start (`total_connections_received`).
+    private let connectionsReceived = Atomic<Int>(0)
+    var totalConnectionsReceived: Int { connectionsReceived.load(ordering: .relaxed) }
 
     func clientLeft() { clients.subtract(1, ordering: .relaxed) }
 

@@ -21,30 +21,41 @@ extension Worker {
         var text = ""
         if wants("server") { text += serverSection() }
         if wants("clients") { text += "# Clients\r\nconnected_clients:\(shared.connectedClients)\r\n\r\n" }
+        if wants("stats") {
+            text += "# Stats\r\ntotal_connections_received:\(shared.totalConnectionsReceived)\r\n"
+                + "total_commands_processed:\(shared.commandsProcessed)\r\n\r\n"
+        }
+        // The clients' one server is a master (libraries that find a replica
+        // refuse to write to it).
+        if wants("replication") { text += "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n" }
         if wants("proxy") { text += proxySection() }
         if wants("cluster") { text += "# Cluster\r\ncluster_enabled:0\r\n\r\n" }
         if requested.contains("nodes") || requested.contains("all") || requested.contains("everything") {
             text += nodesSection()
         }
-        guard wants("keyspace"), slotMap != nil, !masterPools.isEmpty else {
+        let memory = wants("memory")
+        let keyspace = wants("keyspace")
+        guard memory || keyspace, slotMap != nil, !masterPools.isEmpty else {
             session.replyLocally { Worker.appendInfo(text, resp3: session.resp3, to: $0) }
             return
         }
+        let sections = (memory ? ["memory"] : []) + (keyspace ? ["keyspace"] : [])
         // A master known to be down is left out rather than waited for: a
         // plain INFO is many clients' ready check (ioredis sends one on every
         // connect), which must not stall for a shard's whole failover.
         let parts = masterPools.enumerated().filter { !$0.element.isDown }.map { shard, pool in
             let request = ByteBuffer(capacity: 64)
-            request.appendCommand("INFO", "keyspace")
+            request.appendCommand((["INFO"] + sections).map { Array($0.utf8) })
             return Part(pool: pool, slot: slotServed(byShard: shard), request: request)
         }
         if parts.isEmpty {
-            session.replyLocally { Worker.appendInfo(text + KeyspaceSummer.sum([]), resp3: session.resp3, to: $0) }
+            let summed = (memory ? MemorySummer.sum([]) : "") + (keyspace ? KeyspaceSummer.sum([]) : "")
+            session.replyLocally { Worker.appendInfo(text + summed, resp3: session.resp3, to: $0) }
             return
         }
         let parent = recordPool.acquire()
         session.expectReply(parent)
-        dispatch(parts, rule: .infoKeyspace(prefix: text), target: .client(parent), session: session)
+        dispatch(parts, rule: .info(prefix: text, memory: memory, keyspace: keyspace), target: .client(parent), session: session)
     }
 
     private func serverSection() -> String {
@@ -108,6 +119,59 @@ extension Worker {
 /// keys and expires add up per database; `avg_ttl` is weighted by expires
 /// (in floating point: TTLs of a century times millions of keys overflow
 /// an Int, and a node's numbers must never trap the proxy).
+enum MemorySummer {
+    /// Fields that add up over the masters.
+    static let additive = [
+        "used_memory", "used_memory_rss", "used_memory_peak", "used_memory_overhead", "used_memory_startup",
+        "used_memory_dataset", "used_memory_lua", "used_memory_scripts", "mem_not_counted_for_evict",
+    ]
+
+    /// `# Memory` of the masters (what tools read: `redis-cli --stat`'s
+    /// used_memory, BullMQ's maxmemory_policy): sizes summed, `maxmemory` 0
+    /// (no limit) if any master has none, the policy of the first.
+    static func sum(_ replies: [[UInt8]]) -> String {
+        var totals: [String: Double] = [:]
+        var maxmemory: Double? = 0
+        var policy: String?
+        var first = true
+        for reply in replies {
+            guard let value = RESPValue.decode(reply)?.value, let text = value.string else { continue }
+            var fields: [Substring: Substring] = [:]
+            for line in text.split(whereSeparator: \.isNewline) {
+                let pair = line.split(separator: ":", maxSplits: 1)
+                if pair.count == 2 { fields[pair[0]] = pair[1] }
+            }
+            for name in additive { if let number = fields[Substring(name)].flatMap({ Double($0) }) { totals[name, default: 0] += number } }
+            let limit = fields["maxmemory"].flatMap { Double($0) } ?? 0
+            maxmemory = limit == 0 || maxmemory == nil ? nil : (first ? limit : maxmemory! + limit)
+            if first, let name = fields["maxmemory_policy"] { policy = String(name) }
+            first = false
+        }
+        var text = "# Memory\r\n"
+        for name in additive {
+            guard let total = totals[name] else { continue }
+            text += "\(name):\(Int(exactly: total.rounded()) ?? 0)\r\n"
+            if name == "used_memory" || name == "used_memory_rss" || name == "used_memory_peak" {
+                text += "\(name)_human:\(human(total))\r\n"
+            }
+        }
+        let limit = maxmemory ?? 0
+        text += "maxmemory:\(Int(exactly: limit.rounded()) ?? 0)\r\nmaxmemory_human:\(human(limit))\r\n"
+        if let policy { text += "maxmemory_policy:\(policy)\r\n" }
+        return text + "\r\n"
+    }
+
+    /// As Redis writes sizes: `512B`, `1.50K`, `12.34M`, `2.00G`.
+    static func human(_ bytes: Double) -> String {
+        let units: [(Double, String)] = [(0x1p50, "P"), (0x1p40, "T"), (0x1p30, "G"), (0x1p20, "M"), (0x1p10, "K")]
+        for (size, unit) in units where bytes >= size {
+            let hundredths = Int((bytes / size * 100).rounded())
+            return "\(hundredths / 100).\(hundredths % 100 < 10 ? "0" : "")\(hundredths % 100)\(unit)"
+        }
+        return "\(Int(bytes))B"
+    }
+}
+
 enum KeyspaceSummer {
     static func sum(_ replies: [[UInt8]]) -> String {
         var totals: [String: (keys: Int, expires: Int, ttlWeighted: Double)] = [:]

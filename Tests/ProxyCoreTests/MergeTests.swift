@@ -174,6 +174,32 @@ func merged(_ rule: MergeRule, _ replies: [String]) -> String {
     }
 }
 
+@Suite struct MemorySummerTests {
+    func bulk(_ text: String) -> [UInt8] { Array("$\(text.utf8.count)\r\n\(text)\r\n".utf8) }
+
+    @Test func sizesAddUpAndThePolicyIsTheFirsts() {
+        let a = bulk("# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory:1000\r\nmaxmemory_policy:allkeys-lru\r\n")
+        let b = bulk("# Memory\r\nused_memory:524288\r\nmaxmemory:2000\r\nmaxmemory_policy:noeviction\r\n")
+        #expect(
+            MemorySummer.sum([a, b])
+                == "# Memory\r\nused_memory:1572864\r\nused_memory_human:1.50M\r\nmaxmemory:3000\r\nmaxmemory_human:2.93K\r\nmaxmemory_policy:allkeys-lru\r\n\r\n")
+    }
+
+    @Test func oneMasterWithoutALimitMeansNoLimit() {
+        let a = bulk("maxmemory:1000\r\n")
+        let b = bulk("maxmemory:0\r\n")
+        #expect(MemorySummer.sum([a, b]).contains("maxmemory:0\r\n"))
+        #expect(MemorySummer.sum([]) == "# Memory\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\n\r\n")
+    }
+
+    @Test func humanSizesAsRedisWritesThem() {
+        #expect(MemorySummer.human(512) == "512B")
+        #expect(MemorySummer.human(1024 * 1.5) == "1.50K")
+        #expect(MemorySummer.human(1024 * 1024 * 12.34) == "12.34M")
+        #expect(MemorySummer.human(1024 * 1024 * 1024 * 2.05) == "2.05G")
+    }
+}
+
 @Suite struct KeyspaceSummerTests {
     @Test func sumsPerDatabase() {
         func bulk(_ text: String) -> [UInt8] { Array("$\(text.utf8.count)\r\n\(text)\r\n".utf8) }

@@ -277,6 +277,18 @@ def test_info_describes_one_standalone_server(cluster, proxy):
         # Nothing else writes while this test runs: the sum is exact.
         assert r.info("keyspace")["db0"]["keys"] == keys
         assert r.info("cluster") == {"cluster_enabled": 0}
+        # What tools read (redis-cli --stat, BullMQ's eviction check): the
+        # masters' memory summed, their policy; the proxy's own counters.
+        memory = r.info("memory")
+        masters = [cluster.call(m, "INFO", "memory").decode() for m in cluster.masters]
+        used = sum(int(line.split(":")[1]) for text in masters for line in text.splitlines()
+                   if line.startswith("used_memory:"))
+        assert abs(memory["used_memory"] - used) < used * 0.2, (memory["used_memory"], used)
+        assert memory["maxmemory_policy"] == "noeviction" and memory["maxmemory"] == 0
+        assert "used_memory_human" in info and info["maxmemory_policy"] == "noeviction"
+        assert r.info("replication") == {"role": "master", "connected_slaves": 0}
+        stats = r.info("stats")
+        assert stats["total_connections_received"] >= 1 and stats["total_commands_processed"] >= 1
 
 
 def test_debug_only_with_allow_debug(proxy_factory):
