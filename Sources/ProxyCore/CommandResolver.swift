@@ -20,7 +20,7 @@ enum CommandResolver {
                 cache.row = found
             }
         }
-        guard var spec = found else {
+        guard var spec = found ?? session.worker.shared.learnedCommand(command.string(0).lowercased()) else {
             if command.argument(0, equals: "proxy") { return LocalCommands.proxy }
             session.worker.noteAudit(.refused, clipped(command.string(0)).lowercased(), session: session)
             session.replyError(unknownCommandMessage(command))
@@ -42,7 +42,10 @@ enum CommandResolver {
                 }
                 return LocalCommands.clientSetInfo
             }
-            guard let subcommand = spec.subcommand(command.argument(1)) else {
+            guard
+                let subcommand = spec.subcommand(command.argument(1))
+                    ?? session.worker.shared.learnedCommand("\(spec.name)|\(command.string(1).lowercased())")
+            else {
                 session.replyError(
                     "ERR unknown subcommand '\(clipped(command.string(1)))'. Try \(spec.name.uppercased()) HELP.")
                 return nil

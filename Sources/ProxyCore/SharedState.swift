@@ -1,3 +1,4 @@
+import CommandTable
 import EventLoop
 import Synchronization
 import TLS
@@ -18,6 +19,15 @@ final class SharedState: Sendable {
     /// it again instead of the client seeing `NOSCRIPT`. Touched only on
     /// `SCRIPT LOAD` and `NOSCRIPT`, never per request.
     private let scripts = Locked<[String: [UInt8]]>([:])
+
+    /// Commands the built-in table (Redis 7.0's) lacks, learned from a
+    /// node's `COMMAND` reply: newer releases' and modules'. Top-level rows
+    /// by name, subcommands of known containers as `container|sub`. Read on
+    /// a table miss only.
+    private let learnedCommands = Locked<[String: CommandSpec]>([:])
+    func learn(_ commands: [String: CommandSpec]) { learnedCommands.withLock { $0 = commands } }
+    func learnedCommand(_ name: String) -> CommandSpec? { learnedCommands.withLock { $0[name] } }
+    var learnedCommandCount: Int { learnedCommands.withLock { $0.count } }
     /// Written by any thread to ask for a topology refresh; the refresher
     /// polls the read end (a pipe coalesces many rings into one refresh).
     let refreshBellRead: CInt

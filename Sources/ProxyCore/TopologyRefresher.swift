@@ -1,4 +1,5 @@
 import ClusterTopology
+import CommandTable
 import EventLoop
 import Logging
 import RESPWire
@@ -42,6 +43,7 @@ final class TopologyRefresher {
         while !shared.isStopping {
             configuration = shared.configuration
             refreshOnce()
+            learnCommands()
             shared.refreshRan()
             resolveHostNames()
             let complete = current?.coversAllSlots ?? false
@@ -49,6 +51,50 @@ final class TopologyRefresher {
             // Jitter, so many proxies started together do not ask in step.
             waitForBell(timeoutMs: interval * Int.random(in: 90...110) / 100)
             usleep(useconds_t(minimumSpacingMs * 1000))
+        }
+    }
+
+    /// Whether the commands the table lacks were read (once: a cluster's
+    /// nodes run one release).
+    private var commandsLearned = false
+
+    /// Rows for the commands the built-in table lacks (a newer Redis's, a
+    /// module's), from a master's `COMMAND` reply; until one answers, such
+    /// commands are unknown, as before.
+    private func learnCommands() {
+        guard !commandsLearned, let master = current?.shards.first?.master else { return }
+        let reply: RESPValue
+        do {
+            reply = try connect(to: master.host, port: master.port).call("COMMAND")
+        } catch {
+            logger.warning("could not read COMMAND from \(master.endpoint): \(error)")
+            return
+        }
+        commandsLearned = true
+        if case .error(let message) = reply {
+            logger.warning("\(master.endpoint) refused COMMAND (\(message)): commands the proxy's table lacks stay unknown")
+            return
+        }
+        var learned: [String: CommandSpec] = [:]
+        // (Not the connection's own commands, `CLIENT ...` included: on a
+        // shared connection they would change it for everyone. Those the
+        // proxy does not know stay unknown.)
+        for spec in CommandInfoParser.specs(fromCommandReply: reply)
+        where !spec.aclCategories.contains("connection") && spec.name != "client" {
+            guard let known = CommandTable.lookup(name: spec.name) else {
+                learned[spec.name] = spec
+                continue
+            }
+            for sub in spec.subcommands where !sub.aclCategories.contains("connection") {
+                let subName = Array(sub.name.split(separator: "|").last ?? "")
+                if subName.withUnsafeBytes({ known.subcommand($0) }) == nil { learned[sub.name] = sub }
+            }
+        }
+        shared.learn(learned)
+        if !learned.isEmpty {
+            logger.info(
+                "\(learned.count) command(s) the built-in table lacks, learned from \(master.endpoint): \(learned.keys.sorted().joined(separator: " "))"
+            )
         }
     }
 

@@ -2,6 +2,8 @@
 // Tests/integration/test_command_table.py can compare both with a live server.
 //
 //   commandtable-tool dump     the whole table, in the shape of `COMMAND INFO`
+//   commandtable-tool learn    a raw `COMMAND` reply on stdin, parsed into rows
+//                              as the proxy learns commands it lacks, the same shape
 //   commandtable-tool getkeys  for each stdin line, a JSON array of strings (one
 //                              command), prints the keys found, as `COMMAND
 //                              GETKEYS` would, or {"error": "..."}
@@ -94,6 +96,15 @@ let commandLine = CommandLine.arguments
 switch commandLine.count > 1 ? commandLine[1] : "" {
 case "dump":
     printJSON(CommandTable.all.map(describe))
+case "learn":
+    // A raw `COMMAND` reply on stdin, read into rows as the proxy learns
+    // the commands its table lacks (`CommandInfoParser`).
+    let input = Array(FileHandle.standardInput.readDataToEndOfFile())
+    guard let reply = RESPValue.decode(input)?.value else {
+        FileHandle.standardError.write(Data("learn: stdin is not one RESP reply\n".utf8))
+        exit(1)
+    }
+    printJSON(CommandInfoParser.specs(fromCommandReply: reply).map(describe))
 case "getkeys":
     while let line = readLine(strippingNewline: true) {
         if line.isEmpty { continue }
@@ -106,6 +117,6 @@ case "getkeys":
         printJSON(getKeys(words))
     }
 default:
-    FileHandle.standardError.write(Data("usage: commandtable-tool dump | getkeys\n".utf8))
+    FileHandle.standardError.write(Data("usage: commandtable-tool dump | learn | getkeys\n".utf8))
     exit(2)
 }

@@ -146,3 +146,55 @@ def test_a_client_that_left_never_has_a_held_request_run_late(proxy_factory):
                 time.sleep(0.01)
         time.sleep(1.0)  # (retries would come every 40 to 1000 ms)
         assert [c for c in node.commands if c[0].upper() == b"INCR"] == [[b"INCR", b"n"]], node.commands
+
+
+def _bulk(text: str) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(text), text.encode())
+
+
+def _array(*items: bytes) -> bytes:
+    return b"*%d\r\n" % len(items) + b"".join(items)
+
+
+# HEXPIRE as a Redis 7.4 node describes it in COMMAND (the built-in table is
+# 7.0's), and a CLIENT subcommand of 7.2 that must not be learned.
+HEXPIRE_INFO = _array(
+    _bulk("hexpire"), b":-6\r\n", _array(b"+write\r\n", b"+denyoom\r\n", b"+fast\r\n"),
+    b":1\r\n", b":1\r\n", b":1\r\n", _array(_bulk("@write"), _bulk("@hash"), _bulk("@fast")), _array(),
+    _array(_array(
+        _bulk("flags"), _array(_bulk("RW"), _bulk("update")),
+        _bulk("begin_search"), _array(_bulk("type"), _bulk("index"), _bulk("spec"), _array(_bulk("index"), b":1\r\n")),
+        _bulk("find_keys"), _array(_bulk("type"), _bulk("range"), _bulk("spec"),
+                                   _array(_bulk("lastkey"), b":0\r\n", _bulk("keystep"), b":1\r\n", _bulk("limit"), b":0\r\n")))),
+    _array())
+CLIENT_INFO = _array(
+    _bulk("client"), b":-2\r\n", _array(), b":0\r\n", b":0\r\n", b":0\r\n", _array(_bulk("@slow")), _array(), _array(),
+    _array(_array(_bulk("client|no-touch"), b":3\r\n", _array(b"+noscript\r\n"), b":0\r\n", b":0\r\n", b":0\r\n",
+                  _array(_bulk("@slow"), _bulk("@connection")), _array(), _array(), _array())))
+
+
+def test_commands_the_table_lacks_are_learned_from_the_nodes(proxy_factory):
+    """A newer Redis (or a module) has commands the proxy's 7.0 table does
+    not: they are read from a node's COMMAND reply at start-up and routed by
+    their key specs, instead of answered `unknown command`."""
+    with FakeNode() as first, FakeNode() as second:
+        first.topology = second.topology = [(0, 8191, first.port), (8192, 16383, second.port)]
+        for node in (first, second):
+            node.script = lambda command, conn: (
+                _array(HEXPIRE_INFO, CLIENT_INFO) if [w.upper() for w in command] == [b"COMMAND"] else None)
+        proxy = proxy_factory("--workers", "1", seeds=first.seed)
+        deadline = time.monotonic() + 10
+        while "learned from" not in proxy.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "1 command(s) the built-in table lacks, learned from" in proxy.log_text(), proxy.log_tail()
+        key = next(f"h{i}" for i in range(100) if key_hash_slot(f"h{i}") >= 8192)
+        with proxy.raw() as c:
+            reply = c.command("HEXPIRE", key, "10", "FIELDS", "1", "f")
+            # Forwarded to the owner of the key's slot (which, being fake, does not know it either).
+            assert isinstance(reply, RespError) and reply.message.startswith("ERR fake node"), reply
+            assert [cmd for cmd in second.commands if cmd[0].upper() == b"HEXPIRE"] == [
+                [b"HEXPIRE", key.encode(), b"10", b"FIELDS", b"1", b"f"]]
+            assert not [cmd for cmd in first.commands if cmd[0].upper() == b"HEXPIRE"]
+            assert c.command("HEXPIRE", key, "10").message == "ERR wrong number of arguments for 'hexpire' command"
+            # A connection's own command is never learned: it would change a shared connection.
+            assert "unknown subcommand" in c.command("CLIENT", "NO-TOUCH", "ON").message
