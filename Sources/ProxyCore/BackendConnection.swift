@@ -217,6 +217,9 @@ final class BackendConnection {
     /// Set when the command blocked here must be woken once `nodeClientId`
     /// is known (it was not yet when the proxy wanted to).
     var unblockOnceIdKnown = false
+    /// A `CLIENT UNBLOCK` for it is on its way: it must not serve another
+    /// client, whose command that would wake.
+    var unblockSent = false
 
     /// Whether `record` is sent here and not answered yet.
     func owes(_ record: RequestRecord) -> Bool {

@@ -409,11 +409,18 @@ final class ClientSession {
     private(set) var requestBytesPending = 0
     var partReplyBytesHeld = 0
 
+    /// Bytes of a command's parts (a split or broadcast), counted on its
+    /// record in the client's queue.
+    func countPartRequests(_ bytes: Int, on record: RequestRecord) {
+        record.countedRequestBytes &+= bytes
+        requestBytesPending &+= bytes
+    }
+
     /// The hard limit holds as replies arrive, not only at the end of the
     /// turn: a turn can bring in many replies for a client that reads none.
     @inline(__always) func checkHardOutputLimit() {
         let hard = worker.configuration.clientOutputLimitHard
-        if hard > 0 && output.readableBytes + queuedReplyBytes > hard { enforceOutputLimits() }
+        if hard > 0 && unreadBytes > hard { enforceOutputLimits() }
     }
 
     /// Whether `count` more reply bytes would put the client over
@@ -632,7 +639,7 @@ final class ClientSession {
     /// closes them too).
     func isDone(quietSince: Int64) -> Bool {
         input.isEmpty && output.isEmpty && lastReadAt < quietSince
-            && (pending.isEmpty || isSubscribed || blockedOn != nil)
+            && (pending.isEmpty || isSubscribed || blockedOn != nil || !waitConnections.isEmpty)
     }
 
     /// Settings re-read: `proto-max-bulk-len` and the other request limits
@@ -728,6 +735,11 @@ final class ClientSession {
             worker.dedicated.release(connection)
         }
         waitConnections.removeAll()
+        // Held behind a retry that will not be answered now: let them go
+        // (they and this session would keep each other alive).
+        for record in behindRetry { worker.recordPool.release(record) }
+        behindRetry.removeAll()
+        retryingSlots.removeAll()
         if !trackedKeys.isEmpty { worker.stopTracking(self) }
         worker.sessionsAwaitingResubscription[ObjectIdentifier(self)] = nil
         barrier = nil

@@ -14,13 +14,15 @@ enum CommandResolver {
         if key != 0 && key == cache.key {
             found = cache.row
         } else {
-            found = table.find(name)
+            // (A learned row, a newer Redis's or a module's, is cached as well:
+            // its lookup takes a lock.)
+            found = table.find(name) ?? session.worker.shared.learnedCommand(command.string(0).lowercased())
             if key != 0, let found {
                 cache.key = key
                 cache.row = found
             }
         }
-        guard var spec = found ?? session.worker.shared.learnedCommand(command.string(0).lowercased()) else {
+        guard var spec = found else {
             if command.argument(0, equals: "proxy") { return LocalCommands.proxy }
             session.worker.noteAudit(.refused, clipped(command.string(0)).lowercased(), session: session)
             session.replyError(unknownCommandMessage(command))

@@ -63,7 +63,7 @@ final class DedicatedConnections {
         connection.transactionBound = false
         connection.releaseWhenIdle = false
         connection.unblockOnceIdKnown = false
-        guard connection.state != .closed, connection.outstandingRequests == 0 else {
+        guard connection.state != .closed, connection.outstandingRequests == 0, !connection.unblockSent else {
             connection.close()
             // This may run inside the connection's own callback: it is freed
             // after the loop turn, not now.

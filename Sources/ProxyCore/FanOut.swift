@@ -76,6 +76,11 @@ final class FanOut {
     var sessionForNextStage: ClientSession?
     /// Part reply bytes counted in the client's `partReplyBytesHeld`.
     var countedReplyBytes = 0
+    /// The client its merged reply goes to, when it goes straight to one.
+    var clientSession: ClientSession? {
+        if case .client(let parent) = target { return parent.session }
+        return nil
+    }
     /// The parts' replies back to back, and where each lies (nil: not yet):
     /// one buffer for all parts rather than an array each.
     private var storage: [UInt8] = []

@@ -62,12 +62,18 @@ final class TopologyRefresher {
     /// module's), from a master's `COMMAND` reply; until one answers, such
     /// commands are unknown, as before.
     private func learnCommands() {
-        guard !commandsLearned, let master = current?.shards.first?.master else { return }
-        let reply: RESPValue
-        do {
-            reply = try connect(to: master.host, port: master.port).call("COMMAND")
-        } catch {
-            logger.warning("could not read COMMAND from \(master.endpoint): \(error)")
+        guard !commandsLearned, let masters = current?.shards.map(\.master) else { return }
+        var answer: (RESPValue, ClusterNode)?
+        var failures: [String] = []
+        for master in masters where answer == nil {
+            do {
+                answer = (try connect(to: master.host, port: master.port).call("COMMAND"), master)
+            } catch {
+                failures.append("\(master.endpoint): \(error)")
+            }
+        }
+        guard let (reply, master) = answer else {
+            logger.warning("could not read COMMAND from any master: \(failures.joined(separator: "; "))")
             return
         }
         commandsLearned = true

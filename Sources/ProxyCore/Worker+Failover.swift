@@ -154,11 +154,13 @@ extension Worker {
         let now = loop.nowMilliseconds
         if record.heldSince != 0 && now - record.heldSince >= Int64(configuration.failoverTimeoutMs) { return false }
         if record.fanOut == nil, record.slot >= 0, let session = record.session {
-            // The client's next request for the slot went out behind this one
-            // and may have run: a retry now would run after it (`MSET a new`
-            // retried after `SET a final` leaves `new`). The client gets the
-            // error instead, as from a cluster node.
-            if session.hasLaterRequest(forSlot: record.slot, after: record) { return false }
+            // On a slot being migrated, the client's next request for it went
+            // out behind this one and may have run (its keys on this side): a
+            // retry now would run after it (`MSET a new` retried after `SET a
+            // final` leaves `new`). The client gets the error instead, as from
+            // a cluster node. (LOADING and the like refuse every request: the
+            // later ones are retried too, in order.)
+            if errorClass == .tryAgain && session.hasLaterRequest(forSlot: record.slot, after: record) { return false }
             if !record.orderedRetry {
                 record.orderedRetry = true
                 session.retryingSlots[record.slot, default: 0] += 1

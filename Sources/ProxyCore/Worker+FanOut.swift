@@ -18,6 +18,9 @@ extension Worker {
     @discardableResult
     func dispatch(_ parts: [Part], rule: MergeRule, target: FanOutTarget, session: ClientSession) -> FanOut {
         countAsShared(target, session: session)
+        if case .client(let parent) = target, parent.session === session {
+            session.countPartRequests(parts.reduce(0) { $0 + $1.request.readableBytes }, on: parent)
+        }
         let fanOut = FanOut(target: target, rule: rule, parts: parts.count, resp3: session.resp3)
         fanOut.sessionForNextStage = session
         for (index, part) in parts.enumerated() {
@@ -30,6 +33,10 @@ extension Worker {
 
     /// Sends a part's record to `pool`'s node, or holds it while that node is down.
     private func send(_ record: RequestRecord, to pool: BackendPool, session: ClientSession) {
+        if !session.retryingSlots.isEmpty && record.slot >= 0 && session.retryingSlots[record.slot] != nil {
+            session.behindRetry.append(record)  // its client's earlier request for the slot is being retried
+            return
+        }
         if pool.mustHold(now: loop.turnTime) {
             holdForFailover(record)
         } else {
@@ -82,14 +89,14 @@ extension Worker {
         guard fanOut.receive(part: part, reply: reply) else {
             // Held until the other parts are in: counted as the client's, so
             // a part stuck at a paused node cannot pile up the others' replies.
-            if let session = fanOut.sessionForNextStage {
+            if let session = fanOut.sessionForNextStage ?? fanOut.clientSession {
                 session.partReplyBytesHeld += reply.count
                 fanOut.countedReplyBytes += reply.count
                 session.checkHardOutputLimit()
             }
             return
         }
-        if fanOut.countedReplyBytes > 0, let session = fanOut.sessionForNextStage {
+        if fanOut.countedReplyBytes > 0, let session = fanOut.sessionForNextStage ?? fanOut.clientSession {
             session.partReplyBytesHeld -= fanOut.countedReplyBytes
             fanOut.countedReplyBytes = 0
         }
@@ -168,6 +175,7 @@ extension Worker {
                 }
             }
             record.slot = slot
+            if case .client(let parent) = target { session.countPartRequests(request.readableBytes, on: parent) }
             if let pool = slotOwners[slot] {
                 send(record, to: pool, session: session)
             } else {

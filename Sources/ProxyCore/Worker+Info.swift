@@ -163,6 +163,7 @@ enum MemorySummer {
 
     /// As Redis writes sizes: `512B`, `1.50K`, `12.34M`, `2.00G`.
     static func human(_ bytes: Double) -> String {
+        guard bytes.isFinite && bytes >= 0 && bytes < 0x1p62 else { return "0B" }  // a node's nonsense never traps
         let units: [(Double, String)] = [(0x1p50, "P"), (0x1p40, "T"), (0x1p30, "G"), (0x1p20, "M"), (0x1p10, "K")]
         for (size, unit) in units where bytes >= size {
             let hundredths = Int((bytes / size * 100).rounded())

@@ -87,6 +87,7 @@ extension Worker {
     func popStep(_ race: PopRace, _ step: PopStep, reply: [UInt8], session: ClientSession?) {
         switch step {
         case .attempt(let index):
+            let live = session.map { !$0.isGone } ?? false
             if isError(reply) {
                 deliver(reply, race: race)
             } else if let element = poppedElement(reply, race: race) {
@@ -95,10 +96,12 @@ extension Worker {
                 out.appendArrayHeader(race.isSortedSet ? 3 : 2)
                 out.appendBulk(race.keys[index])
                 out.append(element)
+                // Its client went away meanwhile: the element goes back.
+                if !live, let session { pushBack(out.readableArray(), race: race, session: session) }
                 deliver(out.readableArray(), race: race)
-            } else if index + 1 < race.keys.count, let session {
+            } else if index + 1 < race.keys.count, live, let session {
                 attemptPop(race, at: index + 1, session: session)
-            } else if let session {
+            } else if live, let session {
                 blockOnEveryGroup(race, session: session)
             } else {
                 deliver(reply, race: race)
@@ -177,6 +180,28 @@ extension Worker {
         }
     }
 
+    /// A group's command was redirected (its slot moved): it blocks again on
+    /// a dedicated connection to the new owner, where it can still be woken.
+    func redirectPopGroup(
+        _ race: PopRace, _ group: Int, _ record: RequestRecord, to address: NodeAddress, asking: Bool,
+        session: ClientSession
+    ) {
+        guard let connection = dedicated.acquire(address, for: session) else {
+            failRequest(
+                record,
+                message:
+                    "ERR slotproxy: too many blocked clients on \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
+            )
+            return
+        }
+        connection.servedSession = session
+        connection.servesBlocking = true
+        session.waitConnections.append(connection)
+        race.blocked[group] = (record, connection)
+        connection.enqueue(record, asking: asking)
+        if race.decided { wakeTheOthers(race) }
+    }
+
     /// Wakes the groups still blocked: each answers its timeout's null, or
     /// the element it popped just before (pushed back).
     private func wakeTheOthers(_ race: PopRace) {
@@ -196,6 +221,7 @@ extension Worker {
     /// shared connection to the same node.
     func unblock(_ connection: BackendConnection) {
         guard let id = connection.nodeClientId, connection.outstandingRequests > 0 else { return }
+        connection.unblockSent = true
         pool(for: connection.address).connection(resp3: false).enqueueInternal([
             Array("CLIENT".utf8), Array("UNBLOCK".utf8), Array(String(id).utf8),
         ])

@@ -797,13 +797,14 @@ final class Worker {
             record.redirects += 1
             if redirect.kind == .moved { metrics.counters.redirectsMoved &+= 1 } else { metrics.counters.redirectsAsk &+= 1 }
             let address = NodeAddress(host: redirect.host, port: redirect.port)
-            guard knownNodes.contains(address) else {
+            // (A blocking command's redirect is the cluster's: no script runs there.)
+            guard knownNodes.contains(address) || connection.isDedicated else {
                 // A node the map does not name: a new master taking slots,
                 // or a made-up error. Ask the cluster, then retry by the map
                 // (which knows the new master by then), rather than connect
                 // wherever an error reply says.
                 shared.requestTopologyRefresh()
-                if connection.isDedicated || record.session?.isClosed != false {
+                if record.session?.isClosed != false {
                     if let fanOut = record.fanOut {
                         let part = record.part
                         recordPool.release(record)
@@ -814,14 +815,16 @@ final class Worker {
                         recordPool.release(record)
                     }
                 } else {
-                    holdForFailover(record, retryAfterMs: 50)
+                    holdForFailover(record, retryAfterMs: 100)
                 }
                 return
             }
             let target = pool(for: address)
             if redirect.kind == .moved { learnSlotOwner(redirect.slot, address) }
             if let session = record.session, !session.isClosed {
-                if connection.isDedicated {
+                if case .popRace(let race, .block(let group))? = record.fanOut?.rule {
+                    redirectPopGroup(race, group, record, to: address, asking: redirect.kind == .ask, session: session)
+                } else if connection.isDedicated {
                     sendBlocking(record, to: address, asking: redirect.kind == .ask, session: session)
                 } else {
                     let next =

@@ -29,6 +29,27 @@ def test_loading_and_tryagain_are_retried_until_the_node_serves(proxy_factory):
         assert refusals["n"] == 4
 
 
+def test_a_loading_node_retries_a_whole_pipeline_in_order(proxy_factory):
+    """LOADING refuses every request: a pipeline's requests for one slot are
+    all retried, in order, none handed the raw error (only TRYAGAIN, where a
+    later request may have run, gives the earlier one its error)."""
+    with FakeNode() as node:
+        loading = {"until": time.monotonic() + 0.5}
+
+        def script(command, conn):
+            if command[0].upper() in (b"SET", b"GET") and time.monotonic() < loading["until"]:
+                return b"-LOADING Redis is loading the dataset in memory\r\n"
+            return None
+
+        node.script = script
+        proxy = proxy_factory("--workers", "1", seeds=node.seed)
+        with proxy.raw(timeout=10) as c:
+            loading["until"] = time.monotonic() + 0.5
+            replies = c.pipeline([("SET", "k", "1"), ("SET", "k", "2"), ("GET", "k"), ("SET", "k", "3")])
+            assert replies == [b"OK", b"OK", b"2", b"OK"], replies
+            assert c.command("GET", "k") == b"3"
+
+
 def test_transient_errors_give_up_after_the_failover_timeout(proxy_factory):
     with FakeNode() as node:
         node.script = lambda command, conn: (
