@@ -34,8 +34,14 @@ extension Worker {
         /// The client's record, answered once.
         let client: FanOutTarget
         var groups: [(slot: Int, keys: [[UInt8]])] = []
-        /// Per group: its record and the connection it blocks on.
-        var blocked: [(record: RequestRecord, connection: BackendConnection)?] = []
+        /// Per group: its record and the connection it blocks on. Weak: the
+        /// record's fan-out holds this race, and a record its client left
+        /// behind must not keep itself alive through it.
+        struct Blocked {
+            weak var record: RequestRecord?
+            weak var connection: BackendConnection?
+        }
+        var blocked: [Blocked] = []
         var answered: [Bool] = []
         var decided = false
 
@@ -150,7 +156,7 @@ extension Worker {
                 race.groups.append((slot, [key]))
             }
         }
-        race.blocked = Array(repeating: nil, count: race.groups.count)
+        race.blocked = Array(repeating: PopRace.Blocked(), count: race.groups.count)
         race.answered = Array(repeating: false, count: race.groups.count)
         for (group, entry) in race.groups.enumerated() {
             if race.decided { break }  // a group failed at once: the rest need not block
@@ -175,7 +181,7 @@ extension Worker {
             connection.servedSession = session
             connection.servesBlocking = true
             session.waitConnections.append(connection)
-            race.blocked[group] = (record, connection)
+            race.blocked[group] = PopRace.Blocked(record: record, connection: connection)
             connection.enqueue(record)
         }
     }
@@ -197,7 +203,7 @@ extension Worker {
         connection.servedSession = session
         connection.servesBlocking = true
         session.waitConnections.append(connection)
-        race.blocked[group] = (record, connection)
+        race.blocked[group] = PopRace.Blocked(record: record, connection: connection)
         connection.enqueue(record, asking: asking)
         if race.decided { wakeTheOthers(race) }
     }
@@ -208,11 +214,11 @@ extension Worker {
         for (group, entry) in race.blocked.enumerated() where !race.answered[group] {
             // Only while it still carries this race's command: a redirect
             // moved it elsewhere, and the connection may serve someone else.
-            guard let entry, entry.connection.owes(entry.record) else { continue }
-            if entry.connection.nodeClientId != nil {
-                unblock(entry.connection)
+            guard let record = entry.record, let connection = entry.connection, connection.owes(record) else { continue }
+            if connection.nodeClientId != nil {
+                unblock(connection)
             } else {
-                entry.connection.unblockOnceIdKnown = true
+                connection.unblockOnceIdKnown = true
             }
         }
     }
