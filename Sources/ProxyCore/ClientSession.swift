@@ -325,7 +325,18 @@ final class ClientSession {
     /// Slots with a request of this client being retried (after TRYAGAIN
     /// and the like), and how many; the client's later requests for such a
     /// slot wait in `behindRetry`, in order, so none overtakes it.
-    var retryingSlots: [Int: Int] = [:]
+    private var retryingSlots: [Int: Int] = [:]
+    /// Their total: the data path asks this plain count first.
+    private var retriesUnderway = 0
+
+    @inline(__always) func isRetrying(slot: Int) -> Bool {
+        retriesUnderway > 0 && slot >= 0 && retryingSlots[slot] != nil
+    }
+
+    func retryStarted(slot: Int) {
+        retryingSlots[slot, default: 0] += 1
+        retriesUnderway += 1
+    }
     var behindRetry: [RequestRecord] = []
 
     /// Whether a request after `record` for `slot` is on its way or answered
@@ -346,6 +357,7 @@ final class ClientSession {
     private func retryEnded(slot: Int) {
         let left = (retryingSlots[slot] ?? 1) - 1
         retryingSlots[slot] = left > 0 ? left : nil
+        retriesUnderway = max(0, retriesUnderway - 1)
         guard left <= 0 else { return }
         let waiting = behindRetry.filter { $0.slot == slot }
         behindRetry.removeAll { $0.slot == slot }
@@ -740,6 +752,7 @@ final class ClientSession {
         for record in behindRetry { worker.recordPool.release(record) }
         behindRetry.removeAll()
         retryingSlots.removeAll()
+        retriesUnderway = 0
         if !trackedKeys.isEmpty { worker.stopTracking(self) }
         worker.sessionsAwaitingResubscription[ObjectIdentifier(self)] = nil
         barrier = nil

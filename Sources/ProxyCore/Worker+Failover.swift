@@ -163,7 +163,7 @@ extension Worker {
             if errorClass == .tryAgain && session.hasLaterRequest(forSlot: record.slot, after: record) { return false }
             if !record.orderedRetry {
                 record.orderedRetry = true
-                session.retryingSlots[record.slot, default: 0] += 1
+                session.retryStarted(slot: record.slot)
             }
         }
         record.retries += 1

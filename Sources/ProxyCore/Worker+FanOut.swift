@@ -33,7 +33,7 @@ extension Worker {
 
     /// Sends a part's record to `pool`'s node, or holds it while that node is down.
     private func send(_ record: RequestRecord, to pool: BackendPool, session: ClientSession) {
-        if !session.retryingSlots.isEmpty && record.slot >= 0 && session.retryingSlots[record.slot] != nil {
+        if session.isRetrying(slot: record.slot) {
             session.behindRetry.append(record)  // its client's earlier request for the slot is being retried
             return
         }

@@ -90,6 +90,8 @@ final class Worker {
     /// Every node the map names, masters and replicas: the only ones a
     /// redirect is followed to (see `handleReply`).
     private var knownNodes = Set<NodeAddress>()
+    /// The map's assigned slots, counted once per map (a walk of 16384).
+    private var slotsCovered = 0
     private(set) var slotOwners = SlotOwners()
     private(set) var pools: [NodeAddress: BackendPool] = [:]
     /// The pools of `slotMap.shards`' masters, in the same order.
@@ -405,6 +407,7 @@ final class Worker {
         // A moved slot's new owner never saw the reads: tracking starts over.
         if ownersChanged { invalidateAllTracking(reason: "the slot map changed") }
         slotMap = map
+        slotsCovered = map.assignedSlotCount
         knownNodes = Set(
             map.shards.flatMap { shard in
                 [NodeAddress(host: shard.master.host, port: shard.master.port)]
@@ -671,7 +674,7 @@ final class Worker {
         }
         guard let target = targetPool(slot: slot, session: session) else { return }
         let record = sharedRecord(command, slot: slot, session: session)
-        if !session.retryingSlots.isEmpty && slot >= 0 && session.retryingSlots[slot] != nil {
+        if session.isRetrying(slot: slot) {
             session.behindRetry.append(record)  // its client's earlier request for the slot is being retried
             return
         }
@@ -995,7 +998,7 @@ final class Worker {
                     isDown: pool.isDown))
         }
         spareSnapshot.heldRequests = heldRequests.count
-        spareSnapshot.slotsCovered = slotMap?.assignedSlotCount ?? 0
+        spareSnapshot.slotsCovered = slotsCovered
         spareSnapshot.masters = slotMap?.shards.count ?? 0
         spareSnapshot.ready = ready
         shared.exchange(&spareSnapshot, worker: workerIndex)
