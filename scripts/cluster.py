@@ -632,6 +632,7 @@ class Cluster:
         self.dir = os.path.abspath(directory) if directory else tempfile.mkdtemp(prefix="redis-cluster-")
         self.base_port = base_port
         self.n_masters = masters
+        self.initial_masters = masters  # what rebuild() goes back to
         self.n_replicas = replicas_per_master
         self.node_timeout_ms = node_timeout_ms
         self.extra_args = list(extra_args)
@@ -765,6 +766,8 @@ class Cluster:
             shutil.rmtree(os.path.join(self.dir, str(p)), ignore_errors=True)
         self.nodes.clear()
         self.tls_ports.clear()
+        # (A test that added a master and broke down did not remove it.)
+        self.n_masters = self.initial_masters
         self.start(timeout=timeout)
 
     def stop(self) -> None:
@@ -848,8 +851,17 @@ class Cluster:
                 last = e
         raise RuntimeError(f"no node answered CLUSTER NODES ({last})")
 
-    def node_id(self, port: int) -> str:
-        return _text(self.call(port, "CLUSTER", "MYID"))
+    def node_id(self, port: int, timeout: float = 30.0) -> str:
+        # A master emptied of its slots turns replica of the node that took
+        # the last one (Redis 7), and answers LOADING while it syncs.
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.call(port, "CLUSTER", "MYID", raise_errors=False)
+            if not isinstance(reply, RespError):
+                return _text(reply)
+            if not reply.message.startswith("LOADING") or time.monotonic() > deadline:
+                raise reply
+            time.sleep(0.1)
 
     def _healthy_view(self, port: int | None = None) -> list[dict]:
         return [n for n in self.cluster_nodes(port)
