@@ -170,34 +170,18 @@ extension Worker {
                 failRequest(record, message: "CLUSTERDOWN Hash slot not served")
                 continue
             }
-            guard let connection = dedicated.acquire(pool.address, for: session) else {
-                failRequest(
-                    record,
-                    message:
-                        "ERR slotproxy: too many blocked clients on \(pool.address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
-                )
-                continue
-            }
-            connection.servedSession = session
-            connection.servesBlocking = true
-            session.waitConnections.append(connection)
-            race.blocked[group] = PopRace.Blocked(record: record, connection: connection)
-            connection.enqueue(record)
+            blockPopGroup(race, group, record, on: pool.address, asking: false, session: session)
         }
     }
 
-    /// A group's command was redirected (its slot moved): it blocks again on
-    /// a dedicated connection to the new owner, where it can still be woken.
-    func redirectPopGroup(
-        _ race: PopRace, _ group: Int, _ record: RequestRecord, to address: NodeAddress, asking: Bool,
+    /// Sends a group's command on a dedicated connection to `address`; also
+    /// when it was redirected (its slot moved), so it can still be woken.
+    func blockPopGroup(
+        _ race: PopRace, _ group: Int, _ record: RequestRecord, on address: NodeAddress, asking: Bool,
         session: ClientSession
     ) {
         guard let connection = dedicated.acquire(address, for: session) else {
-            failRequest(
-                record,
-                message:
-                    "ERR slotproxy: too many blocked clients on \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
-            )
+            failRequest(record, message: tooManyBlockedMessage(address))
             return
         }
         connection.servedSession = session
@@ -205,7 +189,7 @@ extension Worker {
         session.waitConnections.append(connection)
         race.blocked[group] = PopRace.Blocked(record: record, connection: connection)
         connection.enqueue(record, asking: asking)
-        if race.decided { wakeTheOthers(race) }
+        if race.decided { wakeTheOthers(race) }  // (a redirect after the race was won)
     }
 
     /// Wakes the groups still blocked: each answers its timeout's null, or

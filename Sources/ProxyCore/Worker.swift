@@ -734,14 +734,14 @@ final class Worker {
         sendBlocking(record, to: pool.address, asking: false, session: session)
     }
 
+    func tooManyBlockedMessage(_ address: NodeAddress) -> String {
+        "ERR slotproxy: too many blocked clients on \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
+    }
+
     /// Sends a blocking command on a dedicated connection to `address`.
     func sendBlocking(_ record: RequestRecord, to address: NodeAddress, asking: Bool, session: ClientSession) {
         guard let connection = dedicated.acquire(address, for: session) else {
-            failRequest(
-                record,
-                message:
-                    "ERR slotproxy: too many blocked clients on \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
-            )
+            failRequest(record, message: tooManyBlockedMessage(address))
             return
         }
         connection.servedSession = session
@@ -826,7 +826,7 @@ final class Worker {
             if redirect.kind == .moved { learnSlotOwner(redirect.slot, address) }
             if let session = record.session, !session.isClosed {
                 if case .popRace(let race, .block(let group))? = record.fanOut?.rule {
-                    redirectPopGroup(race, group, record, to: address, asking: redirect.kind == .ask, session: session)
+                    blockPopGroup(race, group, record, on: address, asking: redirect.kind == .ask, session: session)
                 } else if connection.isDedicated {
                     sendBlocking(record, to: address, asking: redirect.kind == .ask, session: session)
                 } else {
