@@ -9,11 +9,12 @@ import random
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
 
-from harness import RawConnection, RespError, encode_command, is_status, memory_bytes
+from harness import RawConnection, RespError, encode_command, is_status, keys_on_each_master, memory_bytes
 
 MB = 1 << 20
 
@@ -298,9 +299,6 @@ def test_a_paused_node_does_not_pile_a_clients_pipeline_up_in_the_proxy(cluster,
     client pipelining big writes to it is paused once client-read-pause-bytes
     of its requests wait (each is kept for a resend): the rest stays in the
     kernel's buffers, not in the proxy (it took ~200 MB for 150 MB sent)."""
-    import threading
-    from harness import keys_on_each_master
-
     proxy = proxy_factory("--workers", "1")
     master = cluster.masters[0]
     key = keys_on_each_master(cluster, f"paused:{os.getpid()}")[0]

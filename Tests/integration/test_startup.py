@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness import REPO, RespError, free_port, is_status, proxy_binary
+from harness import REPO, RawConnection, RespError, free_port, is_status, proxy_binary
 
 
 def test_dead_seed_is_skipped(cluster, proxy_factory):
@@ -66,7 +66,6 @@ def test_missing_seeds_is_one_line_naming_flag_and_key():
 
 
 def _proxy_info(proxy) -> dict[str, str]:
-    from harness import RawConnection
     with RawConnection(proxy.port) as c:
         text = c.command("PROXY", "INFO").decode()
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
