@@ -92,12 +92,14 @@ final class TopologyRefresher {
                 continue
             }
             for sub in spec.subcommands where !sub.aclCategories.contains("connection") {
-                let subName = Array(sub.name.split(separator: "|").last ?? "")
+                let subName = Array((sub.name.split(separator: "|").last ?? "").utf8)
                 if subName.withUnsafeBytes({ known.subcommand($0) }) == nil { learned[sub.name] = sub }
             }
         }
         shared.learn(learned)
-        if !learned.isEmpty {
+        if learned.isEmpty {
+            logger.info("every command of \(master.endpoint) is in the built-in table")
+        } else {
             logger.info(
                 "\(learned.count) command(s) the built-in table lacks, learned from \(master.endpoint): \(learned.keys.sorted().joined(separator: " "))"
             )
