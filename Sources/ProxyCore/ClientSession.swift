@@ -102,6 +102,8 @@ final class ClientSession {
     var trackedKeys = Set<[UInt8]>()
     /// Shard channels (`SSUBSCRIBE`), one connection per master they live on.
     var shards: ShardedSubscriptions?
+    /// Links to the other masters for keyspace notifications (see `KeyspaceListeners`).
+    var keyspaceListeners: KeyspaceListeners?
     /// In subscribe mode (RESP2: only subscription commands are allowed).
     var isSubscribed: Bool { subscription != nil || shards != nil }
     /// Dedicated connections running this client's `WAIT` on each master.
@@ -737,6 +739,7 @@ final class ClientSession {
         // for nobody: drop those connections.
         subscriptionStream = nil
         if isSubscribed { worker.endAllSubscriptions(self) }
+        worker.closeKeyspaceListeners(self)
         if let connection = blockedOn {
             blockedOn = nil
             connection.close()

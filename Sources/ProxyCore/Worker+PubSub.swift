@@ -140,6 +140,30 @@ extension Worker {
         trackSubscriptions(command.string(0).lowercased(), command, session: session)
     }
 
+    /// A dedicated connection to `address` whose replies stream to
+    /// `session`'s subscriptions; nil when none can be had now (past
+    /// `blocking-connections-per-node`, logged with `warning` naming what it
+    /// was for, or it failed at once).
+    func subscriptionConnection(to address: NodeAddress, for session: ClientSession, warning: String?)
+        -> BackendConnection?
+    {
+        guard let connection = dedicated.acquire(address, for: session) else {
+            if let warning {
+                logger.warning(
+                    "client \(session.id): no connection for \(warning) on \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
+                )
+            }
+            return nil
+        }
+        guard connection.state != .closed else {
+            dedicated.release(connection)
+            return nil
+        }
+        connection.servedSession = session
+        connection.subscriber = session
+        return connection
+    }
+
     /// RESP2: subscribe mode takes the client's reply queue from here on;
     /// what the subscriptions send waits behind replies still owed.
     func openSubscriptionStream(_ session: ClientSession) {
@@ -162,6 +186,7 @@ extension Worker {
             if names.isEmpty { session.subscribedPatterns.removeAll() } else { session.subscribedPatterns.subtract(names) }
         default: break
         }
+        syncKeyspaceListeners(session)
     }
 
     /// `UNSUBSCRIBE`/`PUNSUBSCRIBE`/`SUNSUBSCRIBE` from a client that is not
@@ -224,6 +249,10 @@ extension Worker {
             shardLinkData(bytes, link: link, session: session, shards: shards)
             return
         }
+        if let link = session.keyspaceListeners?.link(of: connection) {
+            keyspaceLinkData(bytes, link: link, session: session)
+            return
+        }
         if session.confirmationsToSwallow > 0, Worker.subscriptionCount(in: bytes) != nil {
             session.confirmationsToSwallow -= 1
             return
@@ -263,14 +292,14 @@ extension Worker {
             shardLinkLost(link, session: session, shards: shards)
             return
         }
+        if let listeners = session.keyspaceListeners, let link = listeners.link(of: dead) {
+            keyspaceLinkLost(link, listeners: listeners)
+            return
+        }
         session.subscription = nil
         var acquired: BackendConnection?
         if !session.isClosed, let pool = masterPools.first(where: { $0.address != dead.address }) {
-            acquired = dedicated.acquire(pool.address, for: session)
-            if let failed = acquired, failed.state == .closed {  // (failed at once)
-                dedicated.release(failed)
-                acquired = nil
-            }
+            acquired = subscriptionConnection(to: pool.address, for: session, warning: nil)
         }
         guard let connection = acquired else {
             logger.warning("subscriber client \(session.id) disconnected: its subscription connection was lost")
@@ -278,8 +307,6 @@ extension Worker {
             session.close()
             return
         }
-        connection.servedSession = session
-        connection.subscriber = session
         session.subscription = connection
         session.confirmationsToSwallow = session.subscribedChannels.count + session.subscribedPatterns.count
         if !session.subscribedChannels.isEmpty {
@@ -295,6 +322,7 @@ extension Worker {
         logger.info(
             "subscriber client \(session.id): subscription moved from \(dead.address) to \(connection.address) (\(session.confirmationsToSwallow) channels and patterns)"
         )
+        syncKeyspaceListeners(session)  // (the new node had a link: no longer needed)
     }
 
     /// The subscription count a (un)subscribe confirmation carries, if `bytes` is one.
@@ -350,6 +378,7 @@ extension Worker {
         session.subscription = nil
         connection.subscriber = nil
         dedicated.release(connection)
+        closeKeyspaceListeners(session)
     }
 
     /// `RESET`, `QUIT`: every subscription connection is dropped at once.
@@ -358,6 +387,7 @@ extension Worker {
             session.subscription = nil
             closeSubscriptionConnection(connection)
         }
+        closeKeyspaceListeners(session)
         for link in (session.shards.map { Array($0.links.values) } ?? []) { closeSubscriptionConnection(link.connection) }
         session.shards = nil
         session.regularMarkersOwed = 0

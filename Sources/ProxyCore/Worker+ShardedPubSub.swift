@@ -147,18 +147,9 @@ extension Worker {
         -> ShardedSubscriptions.Link?
     {
         if let link = shards.links[address], link.connection.state != .closed { return link }
-        guard let connection = dedicated.acquire(address, for: session) else {
-            logger.warning(
-                "client \(session.id): no connection for shard channels on \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
-            )
+        guard let connection = subscriptionConnection(to: address, for: session, warning: "shard channels") else {
             return nil
         }
-        guard connection.state != .closed else {
-            dedicated.release(connection)
-            return nil
-        }
-        connection.servedSession = session
-        connection.subscriber = session
         let link = ShardedSubscriptions.Link(connection: connection)
         shards.links[address] = link
         return link

@@ -108,6 +108,8 @@ final class Worker {
     var trackedReaders: [[UInt8]: [ClientSession]] = [:]
     /// Sessions with shard channels waiting for a live master (see `Worker+ShardedPubSub`).
     var sessionsAwaitingResubscription: [ObjectIdentifier: ClientSession] = [:]
+    /// Subscribers with keyspace-notification links (see `Worker+KeyspaceNotifications`).
+    var keyspaceListeningSessions: [ObjectIdentifier: ClientSession] = [:]
 
     init(
         index: Int, configuration: ProxyConfiguration, listenerFD: CInt, tlsListenerFD: CInt? = nil,
@@ -288,6 +290,7 @@ final class Worker {
         for session in sessions.values { session.close() }
         trackedReaders.removeAll()
         sessionsAwaitingResubscription.removeAll()
+        keyspaceListeningSessions.removeAll()
         for pool in pools.values { pool.closeAll() }
         dedicated.closeAll()
         afterTurn()
@@ -417,6 +420,7 @@ final class Worker {
         if workerIndex == 0 { warmUpMasterConnections(now: loop.nowMilliseconds, force: true) }
         updateReadTargets(map)
         retryShardResubscriptions(force: true)
+        retryKeyspaceListeners(force: true)
         resendHeldRequests()
     }
 
@@ -932,6 +936,7 @@ final class Worker {
             tlsListenerEvent?.add()
         }
         retryShardResubscriptions(force: false)
+        retryKeyspaceListeners(force: false)
         resendHeldRequests()
         for connection in dedicated.busy.values {
             if connection.state == .connecting {

@@ -428,3 +428,183 @@ def test_pubsub_introspection_counts_every_master(cluster, proxy):
     finally:
         for sub in subs:
             sub.close()
+
+
+# ---------------------------------------------------------------------------
+# Keyspace notifications: each node publishes them for its own keys only and
+# the cluster bus does not carry them; the proxy listens on every master.
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def keyspace_events(cluster):
+    """Notifications on, on every node (a promoted replica publishes too)."""
+    for port in cluster.live_ports():
+        cluster.call(port, "CONFIG", "SET", "notify-keyspace-events", "KEA")
+    yield
+    for port in cluster.live_ports():
+        cluster.call(port, "CONFIG", "SET", "notify-keyspace-events", "", raise_errors=False)
+
+
+def _messages_until_quiet(sub, quiet: float = 0.7, limit: int = 200) -> list:
+    """Every message that arrives until none has for `quiet` seconds (bounded)."""
+    got: list = []
+    while len(got) < limit:
+        try:
+            got.append(sub.read_replies(1, timeout=quiet)[0])
+        except TimeoutError:
+            break
+    return got
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+def test_keyspace_notifications_from_every_master_once(cluster, proxy, keyspace_events, proto):
+    keys = keys_on_each_master(cluster, f"ks:{uuid.uuid4().hex[:6]}")
+    with proxy.raw(timeout=10) as sub, proxy.raw() as c:
+        if proto == 3:
+            sub.hello(3)
+        sub.send_command("PSUBSCRIBE", "__keyevent@0__:*")
+        sub.send_command("SUBSCRIBE", f"__keyspace@0__:{keys[2]}")
+        sub.send_command("PSUBSCRIBE", "*")
+        assert [r[0] for r in sub.read_replies(3)] == [b"psubscribe", b"subscribe", b"psubscribe"]
+        _wait_listening_on_every_master(cluster, "sub=1 psub=2")
+        for key in keys:
+            assert is_status(c.command("SET", key, "v"))
+        # A PUBLISH reaches every node over the bus: still delivered once.
+        c.command("PUBLISH", "plain-channel", "hello")
+        got = _messages_until_quiet(sub)
+        events = sorted(tuple(m[1:]) for m in got if m[0] == b"pmessage" and m[1] == b"__keyevent@0__:*")
+        assert events == sorted((b"__keyevent@0__:*", b"__keyevent@0__:set", k.encode()) for k in keys), got
+        # The same events again, through the `*` pattern: once each too.
+        star = sorted(tuple(m[2:]) for m in got if m[0] == b"pmessage" and m[1] == b"*")
+        assert star == sorted(
+            [(b"__keyevent@0__:set", k.encode()) for k in keys]
+            + [(f"__keyspace@0__:{k}".encode(), b"set") for k in keys]
+            + [(b"plain-channel", b"hello")]
+        ), got
+        assert [m for m in got if m[0] == b"message"] == [[b"message", f"__keyspace@0__:{keys[2]}".encode(), b"set"]]
+        # Expiry, as Spring Session listens for it, from whichever master holds the key.
+        sub.send_command("PUNSUBSCRIBE", "*")
+        assert sub.read_replies(1)[0][0] == b"punsubscribe"
+        for key in keys:
+            c.command("SET", key, "v", "PX", "50")
+        expired: set = set()
+        deadline = time.monotonic() + 10
+        while len(expired) < len(keys) and time.monotonic() < deadline:
+            try:
+                m = sub.read_replies(1, timeout=1)[0]
+            except TimeoutError:
+                continue
+            if m[0] == b"pmessage" and m[2] == b"__keyevent@0__:expired":
+                expired.add(m[3].decode())
+        assert expired == set(keys)
+        # Leaving subscribe mode closes the listening connections too.
+        sub.send_command("PUNSUBSCRIBE")
+        sub.send_command("UNSUBSCRIBE")
+        assert [r[2] for r in _messages_until_quiet(sub, quiet=0.5) if r[0].endswith(b"subscribe")][-1] == 0
+        assert sub.command("PING") == b"PONG"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _pattern_subscribers(cluster) > 0:
+        time.sleep(0.1)
+    assert _pattern_subscribers(cluster) == 0
+
+
+def _wait_listening_on_every_master(cluster, counts: str) -> None:
+    """Until every master has a connection subscribed as `counts` says
+    (the listening links subscribe in the background)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        listings = [cluster.call(m, "CLIENT", "LIST").decode() for m in cluster.masters]
+        if all(f" {counts} " in listing for listing in listings):
+            return
+        time.sleep(0.05)
+    missing = [m for m, listing in zip(cluster.masters, listings) if f" {counts} " not in listing]
+    raise AssertionError(f"masters {missing} have no connection subscribed with {counts}")
+
+
+def _pattern_subscribers(cluster) -> int:
+    """Connections to the masters with a pattern subscription."""
+    return sum(
+        " psub=0 " not in line
+        for m in cluster.masters
+        for line in cluster.call(m, "CLIENT", "LIST").decode().splitlines()
+    )
+
+
+def test_plain_subscribers_get_no_listening_connections(cluster, proxy):
+    """Channels and patterns that cannot name a notification cost no extra connection."""
+    ch = channel()
+    before = _pattern_subscribers(cluster)
+    with proxy.raw(timeout=10) as sub:
+        sub.send_command("PSUBSCRIBE", ch + ":*", "news.*")
+        assert len(sub.read_replies(2)) == 2
+        assert _pattern_subscribers(cluster) == before + 1
+
+
+def test_keyspace_notifications_follow_a_failover(cluster, proxy_factory, keyspace_events):
+    """A master dies (the subscription's own node or one a listening link goes
+    to): once its replica is promoted, its keys' events arrive again."""
+    proxy = proxy_factory("--topology-refresh-ms", "200")
+    keys = keys_on_each_master(cluster, f"ksf:{uuid.uuid4().hex[:6]}")
+    victim = cluster.masters[1]
+    with proxy.raw(timeout=10) as sub, proxy.raw(timeout=5) as c:
+        assert sub.command("PSUBSCRIBE", "__keyevent@0__:set")[0] == b"psubscribe"
+        _wait_listening_on_every_master(cluster, "sub=0 psub=1")
+        cluster.kill(victim)
+        try:
+            heard = False
+            deadline = time.monotonic() + 40
+            while not heard and time.monotonic() < deadline:
+                try:
+                    c.command("SET", keys[1], "after-failover")
+                except RespError:
+                    time.sleep(0.2)  # (no master for its slot yet)
+                    continue
+                for m in _messages_until_quiet(sub, quiet=1.0):
+                    heard = heard or m[3] == keys[1].encode()
+            assert heard, "no notification from the promoted replica"
+            for key in keys:
+                c.command("SET", key, "again")
+            got = _messages_until_quiet(sub)
+            assert sorted(m[3].decode() for m in got) == sorted(keys), got
+        finally:
+            cluster.restart(victim)
+            cluster.wait_healthy(timeout=60)
+
+
+def test_keyspace_notifications_after_a_manual_failover(cluster, proxy_factory, keyspace_events):
+    """CLUSTER FAILOVER demotes the subscription's own node: a replica
+    publishes the events of the writes it replays, so the subscription moves
+    to a master, and every event still arrives once."""
+    proxy = proxy_factory("--topology-refresh-ms", "200")
+    keys = keys_on_each_master(cluster, f"ksm:{uuid.uuid4().hex[:6]}")
+    ch = channel()
+    with proxy.raw(timeout=10) as sub, proxy.raw(timeout=5) as c:
+        sub.send_command("SUBSCRIBE", ch)
+        sub.send_command("PSUBSCRIBE", "__keyevent@0__:set")
+        assert [r[0] for r in sub.read_replies(2)] == [b"subscribe", b"psubscribe"]
+        _wait_listening_on_every_master(cluster, "psub=1")
+        # The subscription's own node is the one with the plain channel too.
+        home = next(m for m in cluster.masters if " sub=1 psub=1 " in cluster.call(m, "CLIENT", "LIST").decode())
+        replica = cluster.replica_of(home)[0]
+        assert is_status(cluster.call(replica, "CLUSTER", "FAILOVER"))
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and (replica not in cluster.masters or home in cluster.masters):
+                time.sleep(0.1)
+            cluster.wait_healthy(timeout=30)
+            # Until the new master's events come through (the map is re-read every 200 ms).
+            heard: list = []
+            deadline = time.monotonic() + 20
+            while sorted(heard) != sorted(keys) and time.monotonic() < deadline:
+                for key in keys:
+                    assert is_status(c.command("SET", key, "x"))
+                heard = [m[3].decode() for m in _messages_until_quiet(sub, quiet=1.0)]
+            assert sorted(heard) == sorted(keys), heard
+            assert "subscription moved" in proxy.log_text()
+            # Plain messages still arrive, once.
+            c.command("PUBLISH", ch, "after")
+            assert _messages_until_quiet(sub) == [[b"message", ch.encode(), b"after"]]
+        finally:
+            cluster.call(home, "CLUSTER", "FAILOVER")
+            cluster.wait_healthy(timeout=60)
