@@ -138,7 +138,8 @@ enum CommandHandling: Equatable {
             switch Worker.broadcastMerge(byName: spec.name) {
             case .minimum?: return "sent to every master, the smallest (oldest) reply"
             case .sum?: return "sent to every master, replies summed"
-            case .sumPairs?: return "sent to every master, counts summed per channel"
+            case .sumPairs?:
+                return "sent to every master, counts summed per channel (a keyspace notification channel's: the most on one master)"
             case .union?: return "sent to every master, names merged without repeats"
             default: break
             }

@@ -165,10 +165,14 @@ final class FanOut {
             }
             out.appendArrayHeader(first.count)
             for name in stride(from: 0, to: first.count, by: 2) {
-                out.append(parts[0][first[name]])
-                var total = 0
-                for (part, ranges) in zip(parts, elements) { total &+= integerValue(Array(part[ranges![name + 1]])) ?? 0 }
-                out.appendInteger(total)
+                let channel = parts[0][first[name]]
+                out.append(channel)
+                let counts = zip(parts, elements).map { part, ranges in integerValue(Array(part[ranges![name + 1]])) ?? 0 }
+                // A client listening to a keyspace notification channel is
+                // subscribed on every master (`KeyspaceListeners`): the most
+                // on one master counts it once.
+                let notifications = KeyspaceListeners.isNotificationChannel(bulk: channel)
+                out.appendInteger(notifications ? counts.max() ?? 0 : counts.reduce(0, &+))
             }
         case .logicalAnd:
             let elements = parts.map(arrayElements)

@@ -17,6 +17,9 @@ final class KeyspaceListeners {
     }
 
     var links: [NodeAddress: Link] = [:]
+    /// The subscription's own node is no longer a master: its notifications
+    /// are dropped (see `Worker.syncKeyspaceListeners`).
+    var subscriptionNodeIsReplica = false
     /// A master is missing a link (no connection could be had, or it died):
     /// tried again once a second and on every topology update.
     var incomplete = false
@@ -34,6 +37,12 @@ final class KeyspaceListeners {
     /// Whether a channel name is a keyspace notification's.
     static func isNotificationChannel<Bytes: Collection<UInt8>>(_ channel: Bytes) -> Bool {
         channelPrefixes.contains { channel.starts(with: $0) }
+    }
+
+    /// The same, of a channel written as a RESP bulk string (`$<n>\r\n<name>\r\n`).
+    static func isNotificationChannel(bulk: ArraySlice<UInt8>) -> Bool {
+        guard let newline = bulk.firstIndex(of: 10) else { return false }
+        return isNotificationChannel(bulk[(newline + 1)...])
     }
 
     /// Whether a glob pattern can match a notification channel: its literal

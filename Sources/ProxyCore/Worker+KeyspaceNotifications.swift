@@ -22,19 +22,16 @@ extension Worker {
             return
         }
         let masters = Set(masterPools.map(\.address))
-        if !masters.isEmpty, !masters.contains(primary), let old = session.subscription {
-            // Its node was demoted (a manual failover). As a replica it
-            // publishes the events of the writes it replays, which the new
-            // master's link brings already: the subscription moves to a master.
-            closeSubscriptionConnection(old)
-            subscriptionLost(session, from: old)  // (which syncs again)
-            return
-        }
         let listeners = session.keyspaceListeners ?? KeyspaceListeners()
         session.keyspaceListeners = listeners
         keyspaceListeningSessions[ObjectIdentifier(session)] = session
         listeners.lastSyncAt = loop.nowMilliseconds
         listeners.incomplete = false
+        // A subscription whose node was demoted (a manual failover) stays
+        // there, for the messages the bus brings; the notifications it
+        // would publish as a replica (of the writes it replays, `del` for
+        // `expired`) are dropped, and its new master gets a link.
+        listeners.subscriptionNodeIsReplica = !masters.isEmpty && !masters.contains(primary)
         for (address, link) in listeners.links where address == primary || !masters.contains(address) {
             listeners.links[address] = nil
             closeSubscriptionConnection(link.connection)

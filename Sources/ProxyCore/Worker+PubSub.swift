@@ -184,7 +184,7 @@ extension Worker {
             if names.isEmpty { session.subscribedChannels.removeAll() } else { session.subscribedChannels.subtract(names) }
         case "punsubscribe":
             if names.isEmpty { session.subscribedPatterns.removeAll() } else { session.subscribedPatterns.subtract(names) }
-        default: break
+        default: return
         }
         syncKeyspaceListeners(session)
     }
@@ -264,6 +264,11 @@ extension Worker {
             return
         }
         if let count = Worker.subscriptionCount(in: bytes) { session.subscriptionCount = count }
+        if let listeners = session.keyspaceListeners, listeners.subscriptionNodeIsReplica,
+            let channel = Worker.messageChannel(in: bytes), KeyspaceListeners.isNotificationChannel(channel)
+        {
+            return  // (a link to the master brings them)
+        }
         guard withinPubsubOutputLimit(session, adding: bytes.count) else { return }
         session.streamArrived(bytes)
     }

@@ -221,3 +221,10 @@ func merged(_ rule: MergeRule, _ replies: [String]) -> String {
         #expect(abs(average - 99_999_999_999_999_999) < 100)
     }
 }
+
+@Test func numsubCountsAKeyspaceNotificationChannelOnce() {
+    // Every listening client is subscribed to it on every master.
+    let master = "*4\r\n$18\r\n__keyevent@0__:set\r\n:2\r\n$2\r\nch\r\n:1\r\n"
+    let other = "*4\r\n$18\r\n__keyevent@0__:set\r\n:1\r\n$2\r\nch\r\n:0\r\n"
+    #expect(merged(.sumPairs, [master, master, other]) == "*4\r\n$18\r\n__keyevent@0__:set\r\n:2\r\n$2\r\nch\r\n:2\r\n")
+}

@@ -468,6 +468,8 @@ def test_keyspace_notifications_from_every_master_once(cluster, proxy, keyspace_
         sub.send_command("PSUBSCRIBE", "*")
         assert [r[0] for r in sub.read_replies(3)] == [b"psubscribe", b"subscribe", b"psubscribe"]
         _wait_listening_on_every_master(cluster, "sub=1 psub=2")
+        # Subscribed on every master, counted once.
+        assert c.command("PUBSUB", "NUMSUB", f"__keyspace@0__:{keys[2]}") == [f"__keyspace@0__:{keys[2]}".encode(), 1]
         for key in keys:
             assert is_status(c.command("SET", key, "v"))
         # A PUBLISH reaches every node over the bus: still delivered once.
@@ -538,54 +540,71 @@ def test_plain_subscribers_get_no_listening_connections(cluster, proxy):
     with proxy.raw(timeout=10) as sub:
         sub.send_command("PSUBSCRIBE", ch + ":*", "news.*")
         assert len(sub.read_replies(2)) == 2
+        time.sleep(1.0)  # (time for wrongly opened links to subscribe)
         assert _pattern_subscribers(cluster) == before + 1
 
 
-def test_keyspace_notifications_follow_a_failover(cluster, proxy_factory, keyspace_events):
-    """A master dies (the subscription's own node or one a listening link goes
-    to): once its replica is promoted, its keys' events arrive again."""
+def _subscription_home(cluster, ch: str) -> int:
+    """The master holding the proxy's subscription to plain channel `ch`."""
+    return next(m for m in cluster.masters if cluster.call(m, "PUBSUB", "NUMSUB", ch)[1] == 1)
+
+
+@pytest.mark.parametrize("victim_is", ["subscription node", "link node"])
+def test_keyspace_notifications_follow_a_failover(cluster, proxy_factory, keyspace_events, victim_is):
+    """A master dies, the subscription's own node or one a listening link
+    goes to: once its replica is promoted, its keys' events arrive again,
+    each once."""
     proxy = proxy_factory("--topology-refresh-ms", "200")
     keys = keys_on_each_master(cluster, f"ksf:{uuid.uuid4().hex[:6]}")
-    victim = cluster.masters[1]
-    with proxy.raw(timeout=10) as sub, proxy.raw(timeout=5) as c:
-        assert sub.command("PSUBSCRIBE", "__keyevent@0__:set")[0] == b"psubscribe"
-        _wait_listening_on_every_master(cluster, "sub=0 psub=1")
-        cluster.kill(victim)
-        try:
-            heard = False
-            deadline = time.monotonic() + 40
-            while not heard and time.monotonic() < deadline:
-                try:
-                    c.command("SET", keys[1], "after-failover")
-                except RespError:
-                    time.sleep(0.2)  # (no master for its slot yet)
-                    continue
-                for m in _messages_until_quiet(sub, quiet=1.0):
-                    heard = heard or m[3] == keys[1].encode()
-            assert heard, "no notification from the promoted replica"
-            for key in keys:
-                c.command("SET", key, "again")
-            got = _messages_until_quiet(sub)
-            assert sorted(m[3].decode() for m in got) == sorted(keys), got
-        finally:
-            cluster.restart(victim)
-            cluster.wait_healthy(timeout=60)
-
-
-def test_keyspace_notifications_after_a_manual_failover(cluster, proxy_factory, keyspace_events):
-    """CLUSTER FAILOVER demotes the subscription's own node: a replica
-    publishes the events of the writes it replays, so the subscription moves
-    to a master, and every event still arrives once."""
-    proxy = proxy_factory("--topology-refresh-ms", "200")
-    keys = keys_on_each_master(cluster, f"ksm:{uuid.uuid4().hex[:6]}")
     ch = channel()
     with proxy.raw(timeout=10) as sub, proxy.raw(timeout=5) as c:
         sub.send_command("SUBSCRIBE", ch)
         sub.send_command("PSUBSCRIBE", "__keyevent@0__:set")
         assert [r[0] for r in sub.read_replies(2)] == [b"subscribe", b"psubscribe"]
         _wait_listening_on_every_master(cluster, "psub=1")
-        # The subscription's own node is the one with the plain channel too.
-        home = next(m for m in cluster.masters if " sub=1 psub=1 " in cluster.call(m, "CLIENT", "LIST").decode())
+        home = _subscription_home(cluster, ch)
+        victim = home if victim_is == "subscription node" else next(m for m in cluster.masters if m != home)
+        victim_key = keys[cluster.masters.index(victim)]
+        cluster.kill(victim)
+        try:
+            heard = False
+            deadline = time.monotonic() + 40
+            while not heard and time.monotonic() < deadline:
+                try:
+                    c.command("SET", victim_key, "after-failover")
+                except RespError:
+                    time.sleep(0.2)  # (no master for its slot yet)
+                    continue
+                for m in _messages_until_quiet(sub, quiet=1.0):
+                    heard = heard or m[3] == victim_key.encode()
+            assert heard, "no notification from the promoted replica"
+            for key in keys:
+                c.command("SET", key, "again")
+            got = _messages_until_quiet(sub)
+            assert sorted(m[3].decode() for m in got) == sorted(keys), got
+            c.command("PUBLISH", ch, "plain")
+            assert _messages_until_quiet(sub) == [[b"message", ch.encode(), b"plain"]]
+        finally:
+            cluster.restart(victim)
+            cluster.wait_healthy(timeout=60)
+
+
+def test_keyspace_notifications_after_a_manual_failover(cluster, proxy_factory, keyspace_events):
+    """CLUSTER FAILOVER demotes a subscription's own node. As a replica it
+    publishes notifications of the writes it replays (`del` for `expired`):
+    those are dropped and its new master gets a link, whether the client
+    listened before the failover or starts after it. Every event arrives
+    once, and the client's confirmations all arrive."""
+    proxy = proxy_factory("--topology-refresh-ms", "200")
+    keys = keys_on_each_master(cluster, f"ksm:{uuid.uuid4().hex[:6]}")
+    before_ch, after_ch = channel(), channel()
+    with proxy.raw(timeout=10) as before, proxy.raw(timeout=10) as after, proxy.raw(timeout=5) as c:
+        before.send_command("SUBSCRIBE", before_ch)
+        before.send_command("PSUBSCRIBE", "__keyevent@0__:set")
+        assert [r[0] for r in before.read_replies(2)] == [b"subscribe", b"psubscribe"]
+        assert after.command("SUBSCRIBE", after_ch) == [b"subscribe", after_ch.encode(), 1]
+        _wait_listening_on_every_master(cluster, "psub=1")
+        home = _subscription_home(cluster, after_ch)
         replica = cluster.replica_of(home)[0]
         assert is_status(cluster.call(replica, "CLUSTER", "FAILOVER"))
         try:
@@ -593,18 +612,24 @@ def test_keyspace_notifications_after_a_manual_failover(cluster, proxy_factory, 
             while time.monotonic() < deadline and (replica not in cluster.masters or home in cluster.masters):
                 time.sleep(0.1)
             cluster.wait_healthy(timeout=30)
-            # Until the new master's events come through (the map is re-read every 200 ms).
-            heard: list = []
+            time.sleep(0.5)  # (the proxy re-reads the map every 200 ms)
+            # Starting to listen on a demoted node: confirmed at once.
+            assert after.command("PSUBSCRIBE", "__keyevent@0__:set") == [
+                b"psubscribe", b"__keyevent@0__:set", 2]
+            # Until the new master's events come through to both.
+            heard: dict = {}
             deadline = time.monotonic() + 20
-            while sorted(heard) != sorted(keys) and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
                 for key in keys:
                     assert is_status(c.command("SET", key, "x"))
-                heard = [m[3].decode() for m in _messages_until_quiet(sub, quiet=1.0)]
-            assert sorted(heard) == sorted(keys), heard
-            assert "subscription moved" in proxy.log_text()
+                heard = {name: [m[3].decode() for m in _messages_until_quiet(sub, quiet=1.0)]
+                         for name, sub in (("before", before), ("after", after))}
+                if all(sorted(v) == sorted(keys) for v in heard.values()):
+                    break
+            assert all(sorted(v) == sorted(keys) for v in heard.values()), heard
             # Plain messages still arrive, once.
-            c.command("PUBLISH", ch, "after")
-            assert _messages_until_quiet(sub) == [[b"message", ch.encode(), b"after"]]
+            c.command("PUBLISH", after_ch, "plain")
+            assert _messages_until_quiet(after) == [[b"message", after_ch.encode(), b"plain"]]
         finally:
             cluster.call(home, "CLUSTER", "FAILOVER")
             cluster.wait_healthy(timeout=60)
