@@ -239,6 +239,9 @@ final class BackendConnection {
     /// (an ASK redirect: the target serves the slot only for the next command).
     func enqueue(_ record: RequestRecord, asking: Bool = false) {
         guard state != .closed else {
+            // (Failed at once: no file descriptor, a name not resolved yet.
+            // The proxy's own trouble, not the node's: a blocking command
+            // gets the error now rather than wait for a failover.)
             if isDedicated || record.insideMulti {
                 worker.failRequest(record, message: "ERR slotproxy: cannot connect to \(address): \(lastError)")
                 // (A dedicated connection that failed at once, before anyone
@@ -686,6 +689,8 @@ final class BackendConnection {
                 && (record.streamEnd > written || retryReads && worker.isSafeToRepeat(record))
             {
                 worker.holdForFailover(record)
+            } else if record.blocking && (neverConnected || record.streamEnd > written) {
+                worker.retryBlocking(record)  // it never reached the node
             } else {
                 worker.failRequest(record, message: message)
             }

@@ -50,6 +50,10 @@ final class RequestRecord {
     /// transaction's group): its group's `EXEC` answers for it, so it is
     /// never held and sent again alone, outside the transaction.
     var insideMulti = false
+    /// A blocking command on a dedicated connection (`Worker.sendBlocking`):
+    /// held through a failover like any request while it has not reached a
+    /// node, and sent again on a dedicated connection.
+    var blocking = false
     /// The pool whose held-request count includes it, while held.
     var heldFor: BackendPool?
     /// Its command's metrics slot (-1: none) and when it was read (loop
@@ -86,6 +90,7 @@ final class RequestRecord {
         orderedRetry = false
         countedRequestBytes = 0
         insideMulti = false
+        blocking = false
         heldFor = nil
         metricsSlot = -1
         receivedAtMicros = 0

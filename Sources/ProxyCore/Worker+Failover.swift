@@ -83,7 +83,11 @@ extension Worker {
                 backingOff || pool == nil || pool!.isDown && now < pool!.nextAttemptAt
                 || blocked.contains(ObjectIdentifier(pool!))
             guard waits else {
-                pool!.connection(for: session).enqueue(record)
+                if record.blocking {
+                    sendBlocking(record, to: pool!.address, asking: false, session: session)
+                } else {
+                    pool!.connection(for: session).enqueue(record)
+                }
                 continue
             }
             if now - record.heldSince >= Int64(configuration.failoverTimeoutMs) {
@@ -98,6 +102,16 @@ extension Worker {
             }
             heldRequests.append(record)
         }
+    }
+
+    /// A blocking command that never reached its node (no connection could
+    /// be opened, or it was lost before the command was written): tried
+    /// again with a backoff, within `failover-timeout-ms`. A dedicated
+    /// connection's failure does not mark the node down, so without the
+    /// backoff a dead node would be dialled every 100 ms.
+    func retryBlocking(_ record: RequestRecord) {
+        record.retries += 1
+        holdForFailover(record, retryAfterMs: min(1000, 20 << min(record.retries, 6)))
     }
 
     /// A request that waited behind its client's retried one for the slot.
@@ -153,7 +167,8 @@ extension Worker {
         guard !record.insideMulti else { return false }
         let now = loop.nowMilliseconds
         if record.heldSince != 0 && now - record.heldSince >= Int64(configuration.failoverTimeoutMs) { return false }
-        if record.fanOut == nil, record.slot >= 0, let session = record.session {
+        // (A blocking command holds its client's next command back anyway.)
+        if record.fanOut == nil, record.slot >= 0, !record.blocking, let session = record.session {
             // On a slot being migrated, the client's next request for it went
             // out behind this one and may have run (its keys on this side): a
             // retry now would run after it (`MSET a new` retried after `SET a

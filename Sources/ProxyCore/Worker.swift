@@ -743,7 +743,19 @@ final class Worker {
     }
 
     /// Sends a blocking command on a dedicated connection to `address`.
+    /// While its master is down it waits for it, or for a new one (a
+    /// failover), as any request does, and a node's `CLUSTERDOWN`,
+    /// `TRYAGAIN` and the like are retried: a job queue's consumer keeps
+    /// waiting through a failover instead of spinning on errors.
     func sendBlocking(_ record: RequestRecord, to address: NodeAddress, asking: Bool, session: ClientSession) {
+        record.blocking = true
+        // Like on one server, the client's next command waits for this one
+        // (for a step of a larger command, the caller's record is the barrier).
+        if record.fanOut == nil { session.barrier = record }
+        if !asking, record.heldSince == 0, let pool = pools[address], pool.mustHold(now: loop.turnTime) {
+            holdForFailover(record)
+            return
+        }
         guard let connection = dedicated.acquire(address, for: session) else {
             failRequest(record, message: tooManyBlockedMessage(address))
             return
@@ -751,9 +763,6 @@ final class Worker {
         connection.servedSession = session
         connection.servesBlocking = true
         session.blockedOn = connection
-        // Like on one server, the client's next command waits for this one
-        // (for a step of a larger command, the caller's record is the barrier).
-        if record.fanOut == nil { session.barrier = record }
         connection.enqueue(record, asking: asking)
     }
 
@@ -855,7 +864,7 @@ final class Worker {
             return
         }
         if connection.tracking { noteTrackedRead(record) }
-        if case .error(let errorClass) = kind, !connection.isDedicated, errorClass != .other,
+        if case .error(let errorClass) = kind, !connection.isDedicated || record.blocking, errorClass != .other,
             !(errorClass == .tryAgain && record.fanOut?.rule.isSplitByKey == true),
             retryAfterTransientError(record, errorClass)
         {

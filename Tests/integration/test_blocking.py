@@ -244,3 +244,53 @@ def test_blocking_pop_across_slots_with_a_disconnecting_client(cluster, proxy_fa
         assert p.command("LRANGE", q2, 0, -1) == [b"kept"]
         bad = p.command("BLPOP", q1, q2, "forever")
         assert isinstance(bad, RespError) and "timeout" in bad.message
+
+
+def _owner(cluster, key: str) -> int | None:
+    from cluster import key_hash_slot
+
+    try:
+        return cluster.node_for_slot(key_hash_slot(key))
+    except Exception:
+        return None
+
+
+def test_blocking_pops_wait_through_a_failover(cluster, proxy_factory):
+    """A job queue's consumers through a master's death: one blocked on
+    another master's list (the cluster's CLUSTERDOWN while the dead master's
+    slots have no owner is retried, not passed on), one that starts to wait
+    on the dead master's list before its replica takes over (held until the
+    new master is known, not refused). Both get their job once it is pushed."""
+    proxy = proxy_factory("--topology-refresh-ms", "200")
+    victim = cluster.masters[0]
+    victim_queue, other_queue = keys_on_each_master(cluster, f"jobs:{tag()}")[:2]
+    results: dict = {}
+
+    def consume(name: str, queue: str):
+        with proxy.raw(timeout=60) as c:
+            results[name] = c.command("BLPOP", queue, "0", timeout=60)
+
+    blocked = threading.Thread(target=consume, args=("blocked", other_queue))
+    blocked.start()
+    deadline = time.monotonic() + 5
+    while blocked_clients(cluster, "blpop") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cluster.kill(victim)
+    late = threading.Thread(target=consume, args=("late", victim_queue))
+    late.start()
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and _owner(cluster, victim_queue) in (victim, None):
+            time.sleep(0.2)
+        assert _owner(cluster, victim_queue) not in (victim, None), "no replica took over"
+        time.sleep(1.0)
+        assert results == {}, results  # both still waiting: no error
+        with proxy.raw(timeout=20) as c:
+            for queue in (victim_queue, other_queue):
+                assert c.command("RPUSH", queue, "job") == 1
+        blocked.join(30)
+        late.join(30)
+        assert results == {"blocked": [other_queue.encode(), b"job"], "late": [victim_queue.encode(), b"job"]}, results
+    finally:
+        cluster.restart(victim)
+        cluster.wait_healthy(timeout=60)
