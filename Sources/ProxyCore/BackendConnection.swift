@@ -45,6 +45,8 @@ final class BackendConnection {
     /// reply of one does not end the next (a client pipelining transactions
     /// keeps its connection from one to the next).
     var transactionNumber = 0
+    /// What its transaction sent since `MULTI` (see `Worker+TransactionReplay`).
+    var transactionLog: TransactionLog?
     /// Goes back to the idle list once the replies it still owes are in.
     var releaseWhenIdle = false
     private(set) var connectStartedAt: Int64 = 0
@@ -113,6 +115,17 @@ final class BackendConnection {
     }
 
     var outstandingRequests: Int { inFlight.count }
+
+    /// Where the next request's bytes would begin in the stream (as
+    /// `RequestRecord.streamEnd` counts).
+    var queuedStreamEnd: Int { bytesWritten + output.readableBytes + bigRequestBytesLeft }
+
+    /// The requests still owed replies, taken off the connection (which is
+    /// given up next); nil, leaving them, when any is the proxy's own.
+    func takeInFlightRecords() -> [RequestRecord]? {
+        for offset in 0..<inFlight.count where inFlight[offset] == nil { return nil }
+        return inFlight.removeAll().compactMap { $0 }
+    }
 
     /// The send time of the oldest request still owed a reply. A swallowed
     /// entry (`ASKING`) was written together with the request behind it, so
@@ -662,6 +675,8 @@ final class BackendConnection {
         worker.logger.warning("connection to \(address) lost: \(reason)")
         lastError = reason
         let neverConnected = state == .connecting
+        let transactionLog = transactionBound ? self.transactionLog : nil
+        self.transactionLog = nil
         close()
         let message =
             neverConnected
@@ -683,8 +698,12 @@ final class BackendConnection {
         }
         let written = bytesWritten
         if !isDedicated && !nodeIsFine { worker.backendFailed(self) }
-        for entry in inFlight.removeAll() {
-            guard let record = entry else { continue }
+        let entries = inFlight.removeAll()
+        // A transaction whose EXEC was not written ran nothing: sent again.
+        let replayed =
+            transactionLog.map { worker.replayLostTransaction(entries, log: $0, written: written, address: address) } ?? []
+        for entry in entries {
+            guard let record = entry, !replayed.contains(ObjectIdentifier(record)) else { continue }
             if !isDedicated && !record.insideMulti
                 && (record.streamEnd > written || retryReads && worker.isSafeToRepeat(record))
             {

@@ -121,6 +121,10 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// disconnected, as Redis's `client-output-buffer-limit pubsub` does
     /// (`pubsub-output-limit`).
     public var pubsubOutputLimit: Int = 32 * 1024 * 1024
+    /// A transaction refused before it ran (its master failing over) is
+    /// sent again when its commands so far are at most this many bytes,
+    /// which the proxy keeps for it; 0: never (`transaction-replay-bytes`).
+    public var transactionReplayBytes: Int = 1024 * 1024
     /// Transactions over several slots: refused as by Redis, or run per slot (`cross-slot-transactions`).
     public var crossSlotTransactions: CrossSlotTransactions = .refuse
     /// Keys remembered for clients' `CLIENT TRACKING`, per worker; past it

@@ -123,6 +123,7 @@ extension Worker {
         }
         guard let slot = singleSlot(spec, command, session: session, transaction: transaction) else { return }
         guard bind(transaction, slot: slot, session: session), let connection = transaction.connection else { return }
+        connection.transactionLog?.replayable = false  // (the watch would not come along)
         send(command.frame, on: connection, session: session, barrier: true)
     }
 
@@ -253,6 +254,7 @@ extension Worker {
         connection.transactionNumber += 1
         transaction.connection = connection
         transaction.slot = slot
+        _ = startTransactionLog(on: connection, slot: slot)
     }
 
     /// Sends `MULTI` and the commands queued before the first key; their
@@ -260,7 +262,10 @@ extension Worker {
     private func replayQueued(_ transaction: Transaction, on connection: BackendConnection) {
         connection.enqueueInternal([Array("MULTI".utf8)])
         for frame in transaction.queuedBeforeKey {
-            frame.withUnsafeBytes { connection.enqueueRawInternal($0) }
+            frame.withUnsafeBytes {
+                connection.transactionLog?.append($0)
+                connection.enqueueRawInternal($0)
+            }
         }
         transaction.queuedBeforeKey.removeAll()
     }
@@ -276,6 +281,7 @@ extension Worker {
     ) {
         let record = recordPool.acquire()
         record.request.append(frame)
+        connection.transactionLog?.append(frame)
         if ending {
             record.endsTransaction = connection.transactionNumber
             session.previousTransactionConnection = connection
@@ -342,6 +348,7 @@ extension Worker {
     /// The transaction is over: its connection goes back to the idle list.
     func endTransaction(_ connection: BackendConnection) {
         connection.transactionBound = false
+        connection.transactionLog = nil
         if connection.outstandingRequests == 0 {
             dedicated.release(connection)
         } else {

@@ -110,6 +110,8 @@ final class Worker {
     var sessionsAwaitingResubscription: [ObjectIdentifier: ClientSession] = [:]
     /// Subscribers with keyspace-notification links (see `Worker+KeyspaceNotifications`).
     var keyspaceListeningSessions: [ObjectIdentifier: ClientSession] = [:]
+    /// Transactions refused before they ran, to be sent again (see `Worker+TransactionReplay`).
+    var transactionReplays: [TransactionReplay] = []
 
     init(
         index: Int, configuration: ProxyConfiguration, listenerFD: CInt, tlsListenerFD: CInt? = nil,
@@ -291,6 +293,7 @@ final class Worker {
         trackedReaders.removeAll()
         sessionsAwaitingResubscription.removeAll()
         keyspaceListeningSessions.removeAll()
+        transactionReplays.removeAll()
         for pool in pools.values { pool.closeAll() }
         dedicated.closeAll()
         afterTurn()
@@ -422,6 +425,7 @@ final class Worker {
         retryShardResubscriptions(force: true)
         retryKeyspaceListeners(force: true)
         resendHeldRequests()
+        resendTransactionReplays(force: true)
     }
 
     /// A `MOVED` named the slot's new owner: remember it now, and learn the
@@ -785,6 +789,11 @@ final class Worker {
         if connection.transactionBound {
             // (Records of a relaxed EXEC's groups never follow redirects:
             // their group's EXEC tells.)
+            if case .error(let errorClass) = kind, Worker.replayableRefusals.contains(errorClass),
+                replayRefusedTransaction(record, on: connection, reply: reply)
+            {
+                return
+            }
             let ends = record.endsTransaction != 0 && record.endsTransaction == connection.transactionNumber
             if case .error(let errorClass) = kind, errorClass == .moved || errorClass == .ask,
                 record.redirects < configuration.maxRedirects
@@ -947,6 +956,7 @@ final class Worker {
         retryShardResubscriptions(force: false)
         retryKeyspaceListeners(force: false)
         resendHeldRequests()
+        resendTransactionReplays(force: false)
         for connection in dedicated.busy.values {
             if connection.state == .connecting {
                 if now - connection.connectStartedAt > Int64(configuration.connectTimeoutMs) {

@@ -22,6 +22,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case maxRedirects = "max-redirects"
     case failoverTimeoutMs = "failover-timeout-ms"
     case failoverQueueLimit = "failover-queue-limit"
+    case transactionReplayBytes = "transaction-replay-bytes"
     case topologyRefreshMs = "topology-refresh-ms"
     case protoMaxBulkLen = "proto-max-bulk-len"
     case maxMultibulkLength = "max-multibulk-length"
@@ -89,6 +90,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .maxRedirects: 0...100
         case .failoverTimeoutMs: 0...3_600_000
         case .failoverQueueLimit: 0...10_000_000
+        case .transactionReplayBytes: 0...(1 << 40)
         case .topologyRefreshMs: 10...86_400_000
         // Redis's own bounds for proto-max-bulk-len start at 1mb; the top keeps
         // `position + length + 2` in the request parser far from overflowing.
@@ -129,7 +131,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     /// Whether the value is a byte count that may carry a unit (`64kb`).
     var isByteSize: Bool {
         [.protoMaxBulkLen, .maxInlineLength, .pubsubOutputLimit, .clientOutputLimitHard, .clientOutputLimitSoft, .clientReadPauseBytes,
-            .clientQueryBufferLimit]
+            .clientQueryBufferLimit, .transactionReplayBytes]
             .contains(self)
     }
 
@@ -311,6 +313,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .maxRedirects: configuration.maxRedirects = number
         case .failoverTimeoutMs: configuration.failoverTimeoutMs = number
         case .failoverQueueLimit: configuration.failoverQueueLimit = number
+        case .transactionReplayBytes: configuration.transactionReplayBytes = number
         case .topologyRefreshMs: configuration.topologyRefreshMs = number
         case .protoMaxBulkLen: configuration.requestLimits.maxBulkLength = number
         case .maxMultibulkLength: configuration.requestLimits.maxMultibulkLength = number

@@ -102,6 +102,7 @@ extension ConfigSetting {
         case .maxRedirects: return "\(c.maxRedirects)"
         case .failoverTimeoutMs: return "\(c.failoverTimeoutMs)"
         case .failoverQueueLimit: return "\(c.failoverQueueLimit)"
+        case .transactionReplayBytes: return "\(c.transactionReplayBytes)"
         case .topologyRefreshMs: return "\(c.topologyRefreshMs)"
         case .protoMaxBulkLen: return "\(c.requestLimits.maxBulkLength)"
         case .maxMultibulkLength: return "\(c.requestLimits.maxMultibulkLength)"

@@ -66,6 +66,12 @@ def run_loaders(proxy, report: LoadReport, stop: threading.Event, threads: int =
     return workers
 
 
+def stop_loaders(stop: threading.Event, workers: list[threading.Thread]) -> None:
+    stop.set()
+    for w in workers:
+        w.join(60)
+
+
 def lost_writes(proxy, report: LoadReport) -> list[str]:
     """The acknowledged keys that do not read back their value."""
     r = proxy.client()
@@ -108,9 +114,7 @@ def test_master_killed_under_load(cluster, proxy_factory):
                         break
         time.sleep(1.0)
     finally:
-        stop.set()
-        for w in workers:
-            w.join(60)
+        stop_loaders(stop, workers)
     try:
         recovery = (resumed_at - killed_at) if resumed_at else None
         # Everything acknowledged reads back (the victim's replica took over).
@@ -151,9 +155,7 @@ def test_planned_failover_is_invisible(cluster, proxy_factory):
         assert replica in cluster.masters
         time.sleep(1.5)
     finally:
-        stop.set()
-        for w in workers:
-            w.join(60)
+        stop_loaders(stop, workers)
     try:
         assert not report.unexpected, report.unexpected[:5]
         assert not report.uncertain, sorted(report.uncertain)[:5]
@@ -226,9 +228,7 @@ def test_reshard_under_load(cluster, proxy_factory):
         took = time.monotonic() - started
         time.sleep(0.5)
     finally:
-        stop.set()
-        for w in workers:
-            w.join(60)
+        stop_loaders(stop, workers)
     try:
         print(f"\nreshard of 1000 slots under load: {took:.1f} s, {len(report.acknowledged)} writes acknowledged, "
               f"{len(report.unexpected)} unexpected errors")
@@ -318,9 +318,7 @@ def test_add_and_remove_a_master_under_load(cluster, proxy_factory):
         removed, new = new, None
         time.sleep(1.0)
     finally:
-        stop.set()
-        for w in workers:
-            w.join(60)
+        stop_loaders(stop, workers)
         if new is not None:
             cluster.remove_master(new)
     try:
@@ -363,9 +361,7 @@ def test_seed_nodes_restarted_one_by_one(cluster, proxy_factory):
             cluster.wait_healthy(timeout=60)
         time.sleep(1.0)
     finally:
-        stop.set()
-        for w in workers:
-            w.join(60)
+        stop_loaders(stop, workers)
     print(f"\nseeds restarted one by one: {len(report.acknowledged)} writes, {len(report.uncertain)} with unknown "
           f"outcome, {len(report.unexpected)} unexpected errors")
     assert not report.unexpected, report.unexpected[:5]
@@ -430,3 +426,66 @@ def test_info_answers_at_once_while_a_master_is_down(cluster, proxy_factory):
         c.close()
         cluster.restart(victim)
         cluster.wait_healthy(timeout=60)
+
+
+def test_transactions_ride_through_a_failover(cluster, proxy_factory):
+    """A MULTI/EXEC refused before it ran, because its master is dead (the
+    connection refused) or because the cluster answers CLUSTERDOWN while a
+    dead master's slots have none, waits and is sent again: clients on the
+    dead master's slot and on another master's see no error, and every
+    transaction ran whole, once."""
+    proxy = proxy_factory("--topology-refresh-ms", "200")
+    victim = cluster.masters[0]
+    on_victim, elsewhere = (f"{{{k}}}" for k in _keys_on(cluster, [victim, cluster.masters[1]]))
+    stop = threading.Event()
+    outcomes: dict = {on_victim: [], elsewhere: []}
+
+    def transactions(tag: str):
+        with proxy.raw(timeout=60) as c:
+            while not stop.is_set():
+                replies = c.pipeline([("MULTI",), ("INCR", f"{tag}a"), ("INCR", f"{tag}b"), ("EXEC",)], timeout=60)
+                outcomes[tag].append(replies)
+                time.sleep(0.02)
+
+    workers = [threading.Thread(target=transactions, args=(tag,), daemon=True) for tag in outcomes]
+    for w in workers:
+        w.start()
+    try:
+        time.sleep(1.0)
+        cluster.kill(victim)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and cluster.node_for_slot(key_hash_slot(on_victim)) == victim:
+            time.sleep(0.2)
+        time.sleep(1.5)
+    finally:
+        stop_loaders(stop, workers)
+    try:
+        r = proxy.client()
+        for tag, results in outcomes.items():
+            failed = [replies for replies in results if not isinstance(replies[-1], list)]
+            assert not failed, (tag, len(failed), failed[:2])
+            assert all(replies[:3] == [b"OK", b"QUEUED", b"QUEUED"] for replies in results), (tag, results[:2])
+            a, b = int(r.get(f"{tag}a")), int(r.get(f"{tag}b"))
+            assert a == b == len(results), (tag, a, b, len(results))
+        log = proxy.log_text()
+        # Both ways in: the dead master's connection refused, and the
+        # cluster's CLUSTERDOWN to a transaction on a live master.
+        assert "lost before EXEC; sent again" in log, log[-3000:]
+        assert "transaction refused by" in log and "CLUSTERDOWN" in log, log[-3000:]
+    finally:
+        cluster.restart(victim)
+        cluster.wait_healthy(timeout=60)
+
+
+def _keys_on(cluster, masters: list[int]) -> list[str]:
+    """A fresh name owned by each of `masters`."""
+    found: dict[int, str] = {}
+    prefix = uuid.uuid4().hex[:6]
+    i = 0
+    while len(found) < len(masters):
+        name = f"tx:{prefix}:{i}"
+        owner = cluster.node_for_slot(key_hash_slot(name))
+        if owner in masters:
+            found.setdefault(owner, name)
+        i += 1
+    return [found[m] for m in masters]

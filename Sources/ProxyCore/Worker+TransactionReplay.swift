@@ -1,0 +1,206 @@
+import ClusterTopology
+import RESPWire
+
+/// What a transaction sent its node since `MULTI`, kept so that it can be
+/// sent again, whole, on another connection.
+final class TransactionLog {
+    /// Where the transaction's commands begin in its connection's stream
+    /// (`RequestRecord.streamEnd` counts the same way): the records after it
+    /// are the transaction's, those before a previous one's.
+    let start: Int
+    let slot: Int
+    /// Every command after `MULTI`, in order: those queued before the first
+    /// key, then the client's, `EXEC` included.
+    private(set) var frames: [[UInt8]] = []
+    private var bytes = 0
+    /// False once the transaction `WATCH`es (the watch dies with its
+    /// connection: running it elsewhere would drop the client's check), ends
+    /// without `EXEC`, or passes `transaction-replay-bytes`.
+    var replayable = true
+    /// For a transaction being sent again: when it was first refused, and
+    /// how many tries so far (the backoff and `failover-timeout-ms` count
+    /// from the first refusal, not the last).
+    var heldSince: Int64 = 0
+    var attempts = 0
+    private let limit: Int
+
+    init(start: Int, slot: Int, limit: Int) {
+        self.start = start
+        self.slot = slot
+        self.limit = limit
+    }
+
+    func append(_ frame: UnsafeRawBufferPointer) {
+        guard replayable else { return }
+        bytes += frame.count
+        guard bytes <= limit else {
+            replayable = false
+            frames = []
+            return
+        }
+        frames.append(Array(frame))
+    }
+
+    /// The commands before the last `unanswered` ones: their replies went to
+    /// the client already; sent again, they are answered to nobody.
+    func answered(before unanswered: Int) -> [[UInt8]] {
+        Array(frames.dropLast(unanswered))
+    }
+}
+
+/// A transaction refused before it ran, waiting to be sent again.
+final class TransactionReplay {
+    let session: ClientSession
+    let slot: Int
+    let answered: [[UInt8]]
+    /// The client's commands still owed a reply, `EXEC` last if it came.
+    let records: [RequestRecord]
+    let heldSince: Int64
+    let attempts: Int
+    var retryAt: Int64 = 0
+
+    init(session: ClientSession, log: TransactionLog, records: [RequestRecord], now: Int64) {
+        self.session = session
+        slot = log.slot
+        answered = log.answered(before: records.count)
+        self.records = records
+        heldSince = log.heldSince != 0 ? log.heldSince : now
+        attempts = log.attempts + 1
+    }
+}
+
+/// Transactions through a failover. A transaction refused before its `EXEC`
+/// ran (its master down or refusing the connection, the node answering
+/// `CLUSTERDOWN`, `LOADING`, `MASTERDOWN` or `TRYAGAIN` while it queues, or
+/// its connection lost before `EXEC` was written) ran nothing: the node
+/// forgets a `MULTI` with its connection. So, like any request, it waits for
+/// its slot's master (or a promoted replica) and is sent again from `MULTI`
+/// on a new connection; the commands the client already had `+QUEUED` for
+/// are answered to nobody, and the client's next command waits behind it.
+/// Within `failover-timeout-ms`; past it the client gets the error.
+/// Transactions that `WATCH` are not replayed: their check dies with the
+/// connection, and the client gets the error as before.
+extension Worker {
+    static let replayableRefusals: [ErrorClass] = [.clusterDown, .loading, .masterDown, .tryAgain]
+
+    /// `record`, on a transaction's connection, was refused with a transient
+    /// error: the transaction (from `record` on) is sent again later. False
+    /// when it cannot be (watched, too big, not this transaction's).
+    func replayRefusedTransaction(_ record: RequestRecord, on connection: BackendConnection, reply: UnsafeRawBufferPointer) -> Bool {
+        guard let log = connection.transactionLog, log.replayable, record.streamEnd > log.start,
+            let session = record.session, !session.isClosed, let later = connection.takeInFlightRecords()
+        else { return false }
+        let records = [record] + later
+        let reason = String(decoding: reply.dropFirst().prefix { $0 != 13 }.prefix(120), as: UTF8.self)
+        logger.info("client \(session.id): transaction refused by \(connection.address) (\(reason)); sent again once the slot's master answers")
+        dropTransactionConnection(connection, session: session)
+        holdTransaction(TransactionReplay(session: session, log: log, records: records, now: loop.nowMilliseconds))
+        return true
+    }
+
+    /// A transaction's connection failed with `entries` in flight: the
+    /// transaction's records, when its `EXEC` was not written (nothing ran),
+    /// are held to be sent again. Returns those it took.
+    func replayLostTransaction(_ entries: [RequestRecord?], log: TransactionLog, written: Int, address: NodeAddress)
+        -> Set<ObjectIdentifier>
+    {
+        let records = entries.compactMap { $0 }.filter { $0.streamEnd > log.start }
+        guard log.replayable, let first = records.first, let session = first.session, !session.isClosed,
+            !records.contains(where: { $0.endsTransaction != 0 && $0.streamEnd <= written })
+        else { return [] }
+        logger.info("client \(session.id): transaction's connection to \(address) lost before EXEC; sent again once the slot's master answers")
+        if session.transaction?.connection?.state == .closed { session.transaction?.connection = nil }
+        if session.previousTransactionConnection?.state == .closed { session.previousTransactionConnection = nil }
+        holdTransaction(TransactionReplay(session: session, log: log, records: records, now: loop.nowMilliseconds))
+        return Set(records.map(ObjectIdentifier.init))
+    }
+
+    private func dropTransactionConnection(_ connection: BackendConnection, session: ClientSession) {
+        if session.transaction?.connection === connection { session.transaction?.connection = nil }
+        if session.previousTransactionConnection === connection { session.previousTransactionConnection = nil }
+        connection.transactionLog = nil
+        connection.transactionBound = false
+        connection.close()  // (the node forgets the MULTI with it)
+        dedicated.release(connection)
+    }
+
+    private func holdTransaction(_ replay: TransactionReplay) {
+        // The client's next command waits for the replayed transaction.
+        replay.session.barrier = replay.records.last
+        replay.retryAt = loop.nowMilliseconds + Int64(min(1000, 20 << min(replay.attempts, 6)))
+        transactionReplays.append(replay)
+        shared.requestTopologyRefresh()
+    }
+
+    /// Sends the held transactions whose master can be tried now (`force`:
+    /// a new slot map, without waiting out the backoff).
+    func resendTransactionReplays(force: Bool) {
+        guard !transactionReplays.isEmpty else { return }
+        let now = loop.nowMilliseconds
+        let replays = transactionReplays
+        transactionReplays = []
+        for replay in replays {
+            if replay.session.isClosed {
+                for record in replay.records { failRequest(record, message: "ERR slotproxy: client gone") }
+                continue
+            }
+            if now - replay.heldSince >= Int64(configuration.failoverTimeoutMs) {
+                if let transaction = replay.session.transaction { transaction.aborted = true }
+                for record in replay.records {
+                    failRequest(
+                        record,
+                        message:
+                            "CLUSTERDOWN slotproxy: no master for the transaction's slot within failover-timeout-ms (\(configuration.failoverTimeoutMs))"
+                    )
+                }
+                continue
+            }
+            let pool = replay.slot >= 0 ? slotOwners[replay.slot] : masterPools.first
+            guard let pool, force || now >= replay.retryAt, !pool.mustHold(now: now),
+                let connection = dedicated.acquire(pool.address, for: replay.session), connection.state != .closed
+            else {
+                transactionReplays.append(replay)
+                continue
+            }
+            send(replay, on: connection)
+        }
+    }
+
+    private func send(_ replay: TransactionReplay, on connection: BackendConnection) {
+        let session = replay.session
+        connection.servedSession = session
+        connection.transactionBound = true
+        connection.transactionNumber += 1
+        let log = startTransactionLog(on: connection, slot: replay.slot)
+        log.heldSince = replay.heldSince
+        log.attempts = replay.attempts
+        connection.enqueueInternal([Array("MULTI".utf8)])
+        for frame in replay.answered {
+            frame.withUnsafeBytes {
+                log.append($0)
+                connection.enqueueRawInternal($0)
+            }
+        }
+        for record in replay.records {
+            if record.endsTransaction != 0 {
+                record.endsTransaction = connection.transactionNumber
+                session.previousTransactionConnection = connection
+            }
+            log.append(record.request.readable)
+            connection.enqueue(record)
+        }
+        if let transaction = session.transaction, transaction.connection == nil, transaction.inMulti {
+            transaction.connection = connection  // (its EXEC is still to come)
+            transaction.slot = replay.slot
+        }
+    }
+
+    /// A new log for the transaction starting on `connection`.
+    func startTransactionLog(on connection: BackendConnection, slot: Int) -> TransactionLog {
+        let log = TransactionLog(
+            start: connection.queuedStreamEnd, slot: slot,
+            limit: configuration.transactionReplayBytes > 0 ? configuration.transactionReplayBytes : -1)
+        connection.transactionLog = log
+        return log
+    }
+}
