@@ -5,7 +5,7 @@ SWIFT ?= swift
 PYTHON ?= python3
 DEMO_DIR ?= run/demo
 
-.PHONY: deps build release test unit integration fuzz test-sanitize demo bench callgrind install clean
+.PHONY: deps build release test unit integration fuzz test-sanitize chaos demo bench callgrind install clean
 
 deps:
 	PYTHON=$(PYTHON) scripts/install-deps
@@ -52,6 +52,13 @@ integration: build
 # 127.0.0.1:7777 in the foreground; Ctrl-C stops both.
 demo: release
 	scripts/demo $(DEMO_DIR)
+
+# Mixed traffic through the proxy while masters are killed, failed over,
+# paused, slots migrated and the proxy reloaded; then a check that nothing
+# acknowledged was lost or doubled. CHAOS_MINUTES=30 for a long soak.
+CHAOS_MINUTES ?= 5
+chaos: build
+	$(PYTHON) scripts/chaos --minutes $(CHAOS_MINUTES)
 
 bench: release
 	PYTHON=$(PYTHON) scripts/install-deps --bench

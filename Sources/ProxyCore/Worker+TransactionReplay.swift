@@ -157,8 +157,13 @@ extension Worker {
             }
             let pool = replay.slot >= 0 ? slotOwners[replay.slot] : masterPools.first
             guard let pool, force || now >= replay.retryAt, !pool.mustHold(now: now),
-                let connection = dedicated.acquire(pool.address, for: replay.session), connection.state != .closed
+                let connection = dedicated.acquire(pool.address, for: replay.session)
             else {
+                transactionReplays.append(replay)
+                continue
+            }
+            guard connection.state != .closed else {
+                dedicated.release(connection)  // (failed at once: tried again on the next tick)
                 transactionReplays.append(replay)
                 continue
             }
