@@ -676,6 +676,7 @@ final class BackendConnection {
         lastError = reason
         let neverConnected = state == .connecting
         let transactionLog = transactionBound ? self.transactionLog : nil
+        let transactionSession = transactionBound ? servedSession : nil
         self.transactionLog = nil
         close()
         let message =
@@ -701,7 +702,9 @@ final class BackendConnection {
         let entries = inFlight.removeAll()
         // A transaction whose EXEC was not written ran nothing: sent again.
         let replayed =
-            transactionLog.map { worker.replayLostTransaction(entries, log: $0, written: written, address: address) } ?? []
+            transactionLog.map {
+                worker.replayLostTransaction(entries, log: $0, written: written, connection: self, session: transactionSession)
+            } ?? []
         for entry in entries {
             guard let record = entry, !replayed.contains(ObjectIdentifier(record)) else { continue }
             if !isDedicated && !record.insideMulti

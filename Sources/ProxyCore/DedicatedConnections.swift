@@ -61,6 +61,7 @@ final class DedicatedConnections {
         connection.servedSession = nil
         connection.servesBlocking = false
         connection.transactionBound = false
+        connection.transactionLog = nil
         connection.releaseWhenIdle = false
         connection.unblockOnceIdKnown = false
         guard connection.state != .closed, connection.outstandingRequests == 0, !connection.unblockSent else {

@@ -114,6 +114,25 @@ extension Worker {
         holdForFailover(record, retryAfterMs: min(1000, 20 << min(record.retries, 6)))
     }
 
+    /// A blocking command that had blocked on its node for a while before
+    /// this trouble: a new failover, timed from now (not from a hold hours ago).
+    private func restartFailoverClockIfItBlocked(_ record: RequestRecord) {
+        guard record.blocking, record.heldSince != 0, loop.nowMilliseconds - record.sentAt >= 1000 else { return }
+        record.heldSince = 0
+        record.retries = 0
+    }
+
+    /// A master demoted by a failover unblocks its blocked clients with
+    /// `-UNBLOCKED ... (master -> replica?)`: nothing was popped, so the
+    /// command waits for the new master like any other.
+    func retryUnblockedByRoleChange(_ record: RequestRecord, reply: UnsafeRawBufferPointer) -> Bool {
+        guard reply.starts(with: "-UNBLOCKED".utf8), record.session.map({ !$0.isGone }) ?? false else { return false }
+        shared.requestTopologyRefresh()
+        restartFailoverClockIfItBlocked(record)
+        retryBlocking(record)
+        return true
+    }
+
     /// A request that waited behind its client's retried one for the slot.
     func sendWaitingBehindRetry(_ record: RequestRecord) {
         guard let session = record.session, let pool = slotOwners[record.slot],
@@ -125,7 +144,7 @@ extension Worker {
         pool.connection(for: session).enqueue(record)
     }
 
-    private func anyReachableMaster(now: Int64) -> BackendPool? {
+    func anyReachableMaster(now: Int64) -> BackendPool? {
         masterPools.first { !$0.isDown || now >= $0.nextAttemptAt } ?? masterPools.first
     }
 
@@ -165,6 +184,7 @@ extension Worker {
         }
         // The records of a relaxed transaction's groups are answered by their EXEC.
         guard !record.insideMulti else { return false }
+        restartFailoverClockIfItBlocked(record)
         let now = loop.nowMilliseconds
         if record.heldSince != 0 && now - record.heldSince >= Int64(configuration.failoverTimeoutMs) { return false }
         // (A blocking command holds its client's next command back anyway.)

@@ -98,14 +98,40 @@ extension Worker {
         return true
     }
 
+    /// `MOVED` while the transaction queues: its slot has a new master (a
+    /// failover, a finished migration). The node refused the command, so
+    /// nothing will run: the transaction goes to the new master instead of
+    /// the client getting `TRYAGAIN` (`ASK`, mid-migration, still does).
+    func replayMovedTransaction(_ record: RequestRecord, on connection: BackendConnection, reply: UnsafeRawBufferPointer) -> Bool {
+        guard let log = connection.transactionLog, log.replayable, log.slot >= 0,
+            let redirect = Redirect(
+                errorText: UnsafeRawBufferPointer(rebasing: reply[1...]), defaultHost: connection.address.host),
+            redirect.slot == log.slot
+        else { return false }
+        let address = NodeAddress(host: redirect.host, port: redirect.port)
+        if knownNodes.contains(address) { learnSlotOwner(redirect.slot, address) } else { shared.requestTopologyRefresh() }
+        return replayRefusedTransaction(record, on: connection, reply: reply)
+    }
+
     /// A transaction's connection failed with `entries` in flight: the
     /// transaction's records, when its `EXEC` was not written (nothing ran),
     /// are held to be sent again. Returns those it took.
-    func replayLostTransaction(_ entries: [RequestRecord?], log: TransactionLog, written: Int, address: NodeAddress)
-        -> Set<ObjectIdentifier>
-    {
+    func replayLostTransaction(
+        _ entries: [RequestRecord?], log: TransactionLog, written: Int, connection: BackendConnection, session served: ClientSession?
+    ) -> Set<ObjectIdentifier> {
+        let address = connection.address
         let records = entries.compactMap { $0 }.filter { $0.streamEnd > log.start }
-        guard log.replayable, let first = records.first, let session = first.session, !session.isClosed,
+        if records.isEmpty, log.replayable, let served, !served.isGone, let transaction = served.transaction,
+            transaction.inMulti, transaction.connection === connection
+        {
+            // Lost while the client had every reply (between commands): its
+            // next command or EXEC sends the transaction again.
+            transaction.connection = nil
+            transaction.interruptedLog = log
+            logger.info("client \(served.id): transaction's connection to \(address) lost between commands; sent again with its next one")
+            return []
+        }
+        guard log.replayable, let first = records.first, let session = first.session, !session.isGone,
             !records.contains(where: { $0.endsTransaction != 0 && $0.streamEnd <= written })
         else { return [] }
         logger.info("client \(session.id): transaction's connection to \(address) lost before EXEC; sent again once the slot's master answers")
@@ -125,6 +151,17 @@ extension Worker {
     }
 
     private func holdTransaction(_ replay: TransactionReplay) {
+        metrics.counters.failoverWaits &+= 1
+        guard transactionReplays.count < configuration.failoverQueueLimit else {
+            for record in replay.records {
+                failRequest(
+                    record,
+                    message:
+                        "CLUSTERDOWN slotproxy: too many requests waiting for unreachable masters (failover-queue-limit \(configuration.failoverQueueLimit))"
+                )
+            }
+            return
+        }
         // The client's next command waits for the replayed transaction.
         replay.session.barrier = replay.records.last
         replay.retryAt = loop.nowMilliseconds + Int64(min(1000, 20 << min(replay.attempts, 6)))
@@ -140,7 +177,7 @@ extension Worker {
         let replays = transactionReplays
         transactionReplays = []
         for replay in replays {
-            if replay.session.isClosed {
+            if replay.session.isGone {
                 for record in replay.records { failRequest(record, message: "ERR slotproxy: client gone") }
                 continue
             }
@@ -155,7 +192,7 @@ extension Worker {
                 }
                 continue
             }
-            let pool = replay.slot >= 0 ? slotOwners[replay.slot] : masterPools.first
+            let pool = replay.slot >= 0 ? slotOwners[replay.slot] : anyReachableMaster(now: now)
             guard let pool, force || now >= replay.retryAt, !pool.mustHold(now: now),
                 let connection = dedicated.acquire(pool.address, for: replay.session)
             else {
@@ -198,6 +235,26 @@ extension Worker {
             transaction.connection = connection  // (its EXEC is still to come)
             transaction.slot = replay.slot
         }
+    }
+
+    /// A transaction whose connection was lost between its commands: bound
+    /// to a new connection and sent again from `MULTI` before its next
+    /// command goes out. False when no connection can be had (the client
+    /// was told why).
+    func resumeInterruptedTransaction(_ transaction: Transaction, session: ClientSession) -> Bool {
+        guard transaction.connection == nil, let log = transaction.interruptedLog else { return true }
+        transaction.interruptedLog = nil
+        guard bind(transaction, slot: log.slot, session: session), let connection = transaction.connection else {
+            return false
+        }
+        connection.enqueueInternal([Array("MULTI".utf8)])
+        for frame in log.answered(before: 0) {
+            frame.withUnsafeBytes {
+                connection.transactionLog?.append($0)
+                connection.enqueueRawInternal($0)
+            }
+        }
+        return true
     }
 
     /// A new log for the transaction starting on `connection`.

@@ -16,6 +16,8 @@ final class Transaction {
     var aborted = false
     /// A command of another slot was queued: `EXEC` answers `CROSSSLOT`.
     var crossSlot = false
+    /// Its connection was lost between commands (see `Worker+TransactionReplay`).
+    var interruptedLog: TransactionLog?
     /// `cross-slot-transactions: relaxed`: queued in the proxy, run per slot at `EXEC`.
     var relaxed: RelaxedTransaction?
 
@@ -169,6 +171,10 @@ extension Worker {
             relaxedQueue(spec, command, transaction, session: session)
             return
         }
+        guard resumeInterruptedTransaction(transaction, session: session) else {
+            transaction.aborted = true
+            return
+        }
         session.keyIndices.clearKeepingCapacity()
         spec.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices, includeNotKeys: true)
         if session.keyIndices.isEmpty {
@@ -220,7 +226,7 @@ extension Worker {
     }
 
     /// Takes a dedicated connection to the master of `slot` for the transaction.
-    private func bind(_ transaction: Transaction, slot: Int, session: ClientSession) -> Bool {
+    func bind(_ transaction: Transaction, slot: Int, session: ClientSession) -> Bool {
         if transaction.connection != nil { return true }
         guard slotMap != nil, slot >= 0 ? slotOwners[slot] != nil : !masterPools.isEmpty else {
             session.replyError("CLUSTERDOWN The cluster is down")
@@ -304,6 +310,12 @@ extension Worker {
             }
             return
         }
+        if !exec { transaction.interruptedLog = nil }  // (DISCARD: nothing to send again)
+        if exec && !transaction.aborted && !transaction.crossSlot
+            && !resumeInterruptedTransaction(transaction, session: session)
+        {
+            return  // (the client was told why)
+        }
         if exec && (transaction.aborted || transaction.crossSlot) {
             if let connection = transaction.connection {
                 connection.enqueueInternal([Array("DISCARD".utf8)])
@@ -360,6 +372,7 @@ extension Worker {
     /// mid-transaction. The command is refused with `TRYAGAIN` and `EXEC` will
     /// abort, so the client retries the whole transaction.
     func redirectInTransaction(_ record: RequestRecord, connection: BackendConnection) {
+        connection.transactionLog?.replayable = false  // (the client is told to retry)
         if let session = record.session, let transaction = session.transaction, transaction.connection === connection {
             transaction.aborted = true
         }

@@ -89,7 +89,7 @@ final class Worker {
     private(set) var slotMap: SlotMap?
     /// Every node the map names, masters and replicas: the only ones a
     /// redirect is followed to (see `handleReply`).
-    private var knownNodes = Set<NodeAddress>()
+    private(set) var knownNodes = Set<NodeAddress>()
     /// The map's assigned slots, counted once per map (a walk of 16384).
     private var slotsCovered = 0
     private(set) var slotOwners = SlotOwners()
@@ -756,7 +756,7 @@ final class Worker {
         // Like on one server, the client's next command waits for this one
         // (for a step of a larger command, the caller's record is the barrier).
         if record.fanOut == nil { session.barrier = record }
-        if !asking, record.heldSince == 0, let pool = pools[address], pool.mustHold(now: loop.turnTime) {
+        if !asking, let pool = pools[address], pool.mustHold(now: loop.turnTime) {
             holdForFailover(record)
             return
         }
@@ -789,10 +789,15 @@ final class Worker {
         if connection.transactionBound {
             // (Records of a relaxed EXEC's groups never follow redirects:
             // their group's EXEC tells.)
-            if case .error(let errorClass) = kind, Worker.replayableRefusals.contains(errorClass),
-                replayRefusedTransaction(record, on: connection, reply: reply)
-            {
-                return
+            if case .error(let errorClass) = kind {
+                if Worker.replayableRefusals.contains(errorClass), replayRefusedTransaction(record, on: connection, reply: reply) {
+                    return
+                }
+                if errorClass == .moved, replayMovedTransaction(record, on: connection, reply: reply) { return }
+                // Refused for good (OOM, NOPERM, a redirect): the client has
+                // the error and EXEC will abort; sent again, the command
+                // would run after all.
+                if let log = connection.transactionLog, record.streamEnd > log.start { log.replayable = false }
             }
             let ends = record.endsTransaction != 0 && record.endsTransaction == connection.transactionNumber
             if case .error(let errorClass) = kind, errorClass == .moved || errorClass == .ask,
@@ -873,6 +878,7 @@ final class Worker {
             return
         }
         if connection.tracking { noteTrackedRead(record) }
+        if record.blocking, case .error = kind, retryUnblockedByRoleChange(record, reply: reply) { return }
         if case .error(let errorClass) = kind, !connection.isDedicated || record.blocking, errorClass != .other,
             !(errorClass == .tryAgain && record.fanOut?.rule.isSplitByKey == true),
             retryAfterTransientError(record, errorClass)

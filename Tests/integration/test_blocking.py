@@ -294,3 +294,37 @@ def test_blocking_pops_wait_through_a_failover(cluster, proxy_factory):
     finally:
         cluster.restart(victim)
         cluster.wait_healthy(timeout=60)
+
+
+def test_blocking_pop_waits_through_a_planned_failover(cluster, proxy):
+    """CLUSTER FAILOVER: the demoted master unblocks its blocked clients
+    with -UNBLOCKED (nothing was popped); the proxy blocks the command again
+    on the new master, and the consumer gets its job."""
+    master = cluster.masters[1]
+    (queue,) = [q for q in keys_on_each_master(cluster, f"jobs:{tag()}") if _owner(cluster, q) == master]
+    replica = cluster.replica_of(master)[0]
+    result: list = []
+
+    def consume():
+        with proxy.raw(timeout=60) as c:
+            result.append(c.command("BLPOP", queue, "0", timeout=60))
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    deadline = time.monotonic() + 5
+    while blocked_clients(cluster, "blpop") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert is_status(cluster.call(replica, "CLUSTER", "FAILOVER"))
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and replica not in cluster.masters:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        assert result == []  # still waiting: no error
+        with proxy.raw() as c:
+            assert c.command("RPUSH", queue, "job") == 1
+        consumer.join(30)
+        assert result == [[queue.encode(), b"job"]]
+    finally:
+        cluster.call(master, "CLUSTER", "FAILOVER")
+        cluster.wait_healthy(timeout=60)
