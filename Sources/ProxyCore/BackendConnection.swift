@@ -138,6 +138,18 @@ final class BackendConnection {
         return connectStartedAt
     }
 
+    /// When the node was last heard from (loop clock).
+    private var lastReadAt: Int64 = 0
+
+    /// Since when the node owes a reply and has sent nothing: the later of
+    /// the oldest outstanding request's send and the last read. A node
+    /// working through a long backlog keeps answering; a hung one (or one
+    /// stuck in a single long command) does not. Nil: nothing owed.
+    var silentSince: Int64? {
+        guard let oldest = oldestSentAt else { return nil }
+        return max(oldest, lastReadAt)
+    }
+
     private func startConnect() {
         do {
             // Numeric addresses directly; host names only as the refresher
@@ -492,6 +504,7 @@ final class BackendConnection {
             return
         }
         input.commitWritten(n)
+        lastReadAt = worker.loop.turnTime
         if streamingRecord != nil {
             continueStreaming()
             if streamingRecord != nil || state == .closed {

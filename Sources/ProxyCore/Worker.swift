@@ -945,10 +945,11 @@ final class Worker {
 
     // MARK: timeouts
 
-    /// Every 100 ms: a connection whose oldest request has waited longer than
-    /// `request-timeout-ms` (or that is still connecting past
-    /// `connect-timeout-ms`) is closed and its requests answered with errors.
-    /// Replies on one connection come in order, so the oldest one decides.
+    /// Every 100 ms: a connection whose node has owed a reply and sent
+    /// nothing for longer than `request-timeout-ms` (or that is still
+    /// connecting past `connect-timeout-ms`) is closed and its requests
+    /// answered with errors. Replies on one connection come in order: a node
+    /// still answering the requests ahead of the oldest is working, not hung.
     private func tick() {
         let now = loop.nowMilliseconds
         feedWatchdog(now: now)
@@ -968,8 +969,8 @@ final class Worker {
                 if now - connection.connectStartedAt > Int64(configuration.connectTimeoutMs) {
                     connection.fail(reason: "connect timeout (connect-timeout-ms \(configuration.connectTimeoutMs))")
                 }
-            } else if connection.transactionBound, let oldest = connection.oldestSentAt,
-                now - oldest > Int64(configuration.requestTimeoutMs)
+            } else if connection.transactionBound, let silentSince = connection.silentSince,
+                now - silentSince > Int64(configuration.requestTimeoutMs)
             {
                 // Transactions answer at once; blocking commands and
                 // subscriptions wait as long as they like.
@@ -983,8 +984,8 @@ final class Worker {
                     if now - connection.connectStartedAt > Int64(configuration.connectTimeoutMs) {
                         connection.fail(reason: "connect timeout (connect-timeout-ms \(configuration.connectTimeoutMs))")
                     }
-                } else if let oldest = connection.oldestSentAt,
-                    now - oldest > Int64(configuration.requestTimeoutMs)
+                } else if let silentSince = connection.silentSince,
+                    now - silentSince > Int64(configuration.requestTimeoutMs)
                 {
                     connection.fail(
                         reason: "no reply within request-timeout-ms \(configuration.requestTimeoutMs)", retryReads: false)

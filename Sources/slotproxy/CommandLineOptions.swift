@@ -160,7 +160,7 @@ struct SlotproxyOptions: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "How long a request waits for its reply (file: request-timeout-ms; default \(defaults.requestTimeoutMs)).",
+            "How long a node may owe replies without sending anything before it counts as hung (file: request-timeout-ms; default \(defaults.requestTimeoutMs)).",
             valueName: "ms"
         )
     )

@@ -219,3 +219,33 @@ def test_commands_the_table_lacks_are_learned_from_the_nodes(proxy_factory):
             assert c.command("HEXPIRE", key, "10").message == "ERR wrong number of arguments for 'hexpire' command"
             # A connection's own command is never learned: it would change a shared connection.
             assert "unknown subcommand" in c.command("CLIENT", "NO-TOUCH", "ON").message
+
+
+def test_a_slow_node_still_answering_is_not_timed_out(proxy_factory):
+    """request-timeout-ms is how long a node may owe replies and send
+    nothing. A pipeline of 400 GETs a node answers one every 5 ms takes 2 s,
+    far past the 500 ms timeout for the last of them, yet the node never
+    went quiet: every GET is answered. A node that goes quiet is still timed out."""
+    with FakeNode() as node:
+        node.data[b"k"] = b"v"
+        quiet = {"on": False}
+
+        def script(command, conn):
+            if command[0].upper() != b"GET":
+                return None
+            if quiet["on"]:
+                time.sleep(1.5)  # (past the timeout, without a byte)
+                return None
+            time.sleep(0.005)
+            conn.sendall(b"$1\r\nv\r\n")  # each reply as soon as it is ready
+            return b""
+
+        node.script = script
+        proxy = proxy_factory("--request-timeout-ms", "500", seeds=node.seed)
+        with proxy.raw(timeout=30) as c:
+            started = time.monotonic()
+            assert c.pipeline([("GET", "k")] * 400, timeout=30) == [b"v"] * 400
+            assert time.monotonic() - started > 1.5  # (it did take longer than the timeout)
+            quiet["on"] = True
+            reply = c.command("GET", "k", timeout=10)
+            assert isinstance(reply, RespError) and "request-timeout-ms 500" in reply.message, reply
