@@ -18,6 +18,11 @@ final class Transaction {
     var crossSlot = false
     /// Its connection was lost between commands (see `Worker+TransactionReplay`).
     var interruptedLog: TransactionLog?
+    /// `WATCH` went out on `connection`.
+    var watched = false
+    /// The watched connection died (its master failed over): the node's
+    /// check is gone, so nothing may run; `EXEC` answers as for a changed key.
+    var watchLost: Bool { watched && connection?.state == .closed }
     /// `cross-slot-transactions: relaxed`: queued in the proxy, run per slot at `EXEC`.
     var relaxed: RelaxedTransaction?
 
@@ -72,7 +77,7 @@ extension Worker {
                 session.replyError("ERR MULTI calls can not be nested")
             } else {
                 transaction.inMulti = true
-                if let connection = transaction.connection {
+                if let connection = transaction.connection, !transaction.watchLost {
                     send(command.frame, on: connection, session: session)
                 } else {
                     session.replyLocally { $0.append("+OK\r\n") }
@@ -90,7 +95,7 @@ extension Worker {
             if let relaxed = transaction.relaxed {
                 releaseWatches(relaxed)
                 session.replyLocally { $0.append("+OK\r\n") }
-            } else if let connection = transaction.connection {
+            } else if let connection = transaction.connection, !transaction.watchLost {
                 send(command.frame, on: connection, session: session, ending: true)
             } else {
                 session.replyLocally { $0.append("+OK\r\n") }
@@ -126,6 +131,7 @@ extension Worker {
         guard let slot = singleSlot(spec, command, session: session, transaction: transaction) else { return }
         guard bind(transaction, slot: slot, session: session), let connection = transaction.connection else { return }
         connection.transactionLog?.replayable = false  // (the watch would not come along)
+        transaction.watched = true
         send(command.frame, on: connection, session: session, barrier: true)
     }
 
@@ -173,6 +179,10 @@ extension Worker {
         }
         guard resumeInterruptedTransaction(transaction, session: session) else {
             transaction.aborted = true
+            return
+        }
+        if transaction.watchLost {
+            session.replyLocally { $0.append("+QUEUED\r\n") }  // (EXEC will run nothing)
             return
         }
         session.keyIndices.clearKeepingCapacity()
@@ -325,6 +335,15 @@ extension Worker {
                 transaction.aborted
                     ? "EXECABORT Transaction discarded because of previous errors."
                     : "CROSSSLOT Keys in request don't hash to the same slot")
+            return
+        }
+        // (EXECABORT first, as on a server.)
+        if transaction.watchLost, let connection = transaction.connection {
+            // Whether a watched key changed cannot be known any more: as
+            // if one did. The client's optimistic loop tries again.
+            endTransaction(connection)
+            logger.info("client \(session.id): EXEC answered as aborted: the watched connection to \(connection.address) was lost")
+            session.replyLocally { $0.append(exec ? (session.resp3 ? "_\r\n" : "*-1\r\n") : "+OK\r\n") }
             return
         }
         if let connection = transaction.connection {

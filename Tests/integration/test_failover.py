@@ -464,6 +464,37 @@ def test_transactions_ride_through_a_failover(cluster, proxy_factory):
         cluster.wait_healthy(timeout=60)
 
 
+def test_a_watched_transaction_whose_master_dies_aborts_as_for_a_changed_key(cluster, proxy_factory):
+    """WATCH, then the watched master dies: the node's check died with it, so
+    the transaction must not run, but an error would break the client's
+    optimistic loop. EXEC answers as for a changed key (null), and the
+    client's next try goes to the promoted replica."""
+    proxy = proxy_factory("--topology-refresh-ms", "200")
+    victim = cluster.masters[0]
+    (key,) = _keys_on(cluster, [victim])
+    with proxy.raw(timeout=60) as c:
+        assert is_status(c.command("WATCH", key))
+        cluster.kill(victim)
+        try:
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline and cluster.node_for_slot(key_hash_slot(key)) == victim:
+                time.sleep(0.2)
+            assert is_status(c.command("MULTI"))
+            assert c.command("SET", key, "not-run") == b"QUEUED"
+            assert c.command("EXEC") is None
+            assert c.command("GET", key) is None
+            # The client's loop tries again, on the new master.
+            assert is_status(c.command("WATCH", key))
+            assert is_status(c.command("MULTI"))
+            assert c.command("SET", key, "second-try") == b"QUEUED"
+            assert c.command("EXEC") == [b"OK"]
+            assert c.command("GET", key) == b"second-try"
+            assert "watched connection" in proxy.log_text()
+        finally:
+            cluster.restart(victim)
+            cluster.wait_healthy(timeout=60)
+
+
 def _check_transactions(proxy, outcomes: dict) -> None:
     """No transaction refused; each ran whole, once. (One whose EXEC was
     written when its master died may or may not have run: told so.)"""
