@@ -138,16 +138,18 @@ final class BackendConnection {
         return connectStartedAt
     }
 
-    /// When the node was last heard from (loop clock).
-    private var lastReadAt: Int64 = 0
+    /// When the node last answered a request (loop clock; pushes and
+    /// messages do not count: a tracking connection gets them whatever a
+    /// stuck request does).
+    private var lastReplyAt: Int64 = 0
 
-    /// Since when the node owes a reply and has sent nothing: the later of
-    /// the oldest outstanding request's send and the last read. A node
+    /// Since when the node owes a reply and has answered nothing: the later
+    /// of the oldest outstanding request's send and the last reply. A node
     /// working through a long backlog keeps answering; a hung one (or one
     /// stuck in a single long command) does not. Nil: nothing owed.
     var silentSince: Int64? {
         guard let oldest = oldestSentAt else { return nil }
-        return max(oldest, lastReadAt)
+        return max(oldest, lastReplyAt)
     }
 
     private func startConnect() {
@@ -504,7 +506,6 @@ final class BackendConnection {
             return
         }
         input.commitWritten(n)
-        lastReadAt = worker.loop.turnTime
         if streamingRecord != nil {
             continueStreaming()
             if streamingRecord != nil || state == .closed {
@@ -612,6 +613,7 @@ final class BackendConnection {
                     fail(reason: "reply with no request outstanding")
                     return
                 }
+                lastReplyAt = worker.loop.turnTime
                 // A node answers a request it has not read in full only to
                 // refuse it and hang up (a bulk past its proto-max-bulk-len):
                 // the rest of the request must not follow as new commands.

@@ -126,11 +126,23 @@ extension Worker {
     /// `-UNBLOCKED ... (master -> replica?)`: nothing was popped, so the
     /// command waits for the new master like any other.
     func retryUnblockedByRoleChange(_ record: RequestRecord, reply: UnsafeRawBufferPointer) -> Bool {
-        guard reply.starts(with: "-UNBLOCKED".utf8), record.session.map({ !$0.isGone }) ?? false else { return false }
+        // (Not a deleted stream's or an operator's CLIENT UNBLOCK ERROR:
+        // those are meant for the client.)
+        guard reply.starts(with: "-UNBLOCKED".utf8), Worker.containsText(reply, "instance state changed"),
+            record.session.map({ !$0.isGone }) ?? false
+        else { return false }
         shared.requestTopologyRefresh()
         restartFailoverClockIfItBlocked(record)
         retryBlocking(record)
         return true
+    }
+
+    static func containsText(_ bytes: UnsafeRawBufferPointer, _ text: String) -> Bool {
+        let needle = Array(text.utf8)
+        guard bytes.count >= needle.count else { return false }
+        return (0...(bytes.count - needle.count)).contains { start in
+            UnsafeRawBufferPointer(rebasing: bytes[start..<(start + needle.count)]).elementsEqual(needle)
+        }
     }
 
     /// A request that waited behind its client's retried one for the slot.

@@ -58,11 +58,16 @@ final class TransactionReplay {
     let heldSince: Int64
     let attempts: Int
     var retryAt: Int64 = 0
+    /// Where a `MOVED` said the slot went: tried first (the map may not
+    /// know it yet; a queued command's `MOVED` is the cluster's own).
+    var target: NodeAddress?
 
-    init(session: ClientSession, log: TransactionLog, records: [RequestRecord], now: Int64) {
+    /// `answered`: the commands sent again silently; by default all but
+    /// the `records`' own.
+    init(session: ClientSession, log: TransactionLog, records: [RequestRecord], now: Int64, answered: [[UInt8]]? = nil) {
         self.session = session
         slot = log.slot
-        answered = log.answered(before: records.count)
+        self.answered = answered ?? log.answered(before: records.count)
         self.records = records
         heldSince = log.heldSince != 0 ? log.heldSince : now
         attempts = log.attempts + 1
@@ -86,7 +91,9 @@ extension Worker {
     /// `record`, on a transaction's connection, was refused with a transient
     /// error: the transaction (from `record` on) is sent again later. False
     /// when it cannot be (watched, too big, not this transaction's).
-    func replayRefusedTransaction(_ record: RequestRecord, on connection: BackendConnection, reply: UnsafeRawBufferPointer) -> Bool {
+    func replayRefusedTransaction(
+        _ record: RequestRecord, on connection: BackendConnection, reply: UnsafeRawBufferPointer, target: NodeAddress? = nil
+    ) -> Bool {
         guard let log = connection.transactionLog, log.replayable, record.streamEnd > log.start,
             let session = record.session, !session.isClosed, let later = connection.takeInFlightRecords()
         else { return false }
@@ -94,7 +101,9 @@ extension Worker {
         let reason = String(decoding: reply.dropFirst().prefix { $0 != 13 }.prefix(120), as: UTF8.self)
         logger.info("client \(session.id): transaction refused by \(connection.address) (\(reason)); sent again once the slot's master answers")
         dropTransactionConnection(connection, session: session)
-        holdTransaction(TransactionReplay(session: session, log: log, records: records, now: loop.nowMilliseconds))
+        let replay = TransactionReplay(session: session, log: log, records: records, now: loop.nowMilliseconds)
+        replay.target = target
+        holdTransaction(replay)
         return true
     }
 
@@ -110,7 +119,7 @@ extension Worker {
         else { return false }
         let address = NodeAddress(host: redirect.host, port: redirect.port)
         if knownNodes.contains(address) { learnSlotOwner(redirect.slot, address) } else { shared.requestTopologyRefresh() }
-        return replayRefusedTransaction(record, on: connection, reply: reply)
+        return replayRefusedTransaction(record, on: connection, reply: reply, target: address)
     }
 
     /// A transaction's connection failed with `entries` in flight: the
@@ -153,6 +162,9 @@ extension Worker {
     private func holdTransaction(_ replay: TransactionReplay) {
         metrics.counters.failoverWaits &+= 1
         guard transactionReplays.count < configuration.failoverQueueLimit else {
+            // What it queued is gone with its connection: its EXEC, still
+            // to come, must not run the rest alone.
+            if !replay.records.contains(where: { $0.endsTransaction != 0 }) { replay.session.transaction?.aborted = true }
             for record in replay.records {
                 failRequest(
                     record,
@@ -192,7 +204,8 @@ extension Worker {
                 }
                 continue
             }
-            let pool = replay.slot >= 0 ? slotOwners[replay.slot] : anyReachableMaster(now: now)
+            let pool = replay.target.map { self.pool(for: $0) }
+                ?? (replay.slot >= 0 ? slotOwners[replay.slot] : anyReachableMaster(now: now))
             guard let pool, force || now >= replay.retryAt, !pool.mustHold(now: now),
                 let connection = dedicated.acquire(pool.address, for: replay.session)
             else {
@@ -237,24 +250,49 @@ extension Worker {
         }
     }
 
-    /// A transaction whose connection was lost between its commands: bound
-    /// to a new connection and sent again from `MULTI` before its next
-    /// command goes out. False when no connection can be had (the client
-    /// was told why).
-    func resumeInterruptedTransaction(_ transaction: Transaction, session: ClientSession) -> Bool {
-        guard transaction.connection == nil, let log = transaction.interruptedLog else { return true }
+    enum ResumeOutcome {
+        /// On a new connection (or nothing to resume): go on.
+        case ready
+        /// The command waits with the transaction for a master.
+        case held
+        /// The client was told why not.
+        case failed
+    }
+
+    /// A transaction whose connection was lost between its commands is sent
+    /// again from `MULTI` on a new connection before its next command,
+    /// `frame`, goes out; while its slot has no reachable master, that
+    /// command waits with it, like any held request.
+    func resumeInterruptedTransaction(
+        _ transaction: Transaction, session: ClientSession, frame: UnsafeRawBufferPointer, ending: Bool
+    ) -> ResumeOutcome {
+        guard transaction.connection == nil, let log = transaction.interruptedLog else { return .ready }
         transaction.interruptedLog = nil
-        guard bind(transaction, slot: log.slot, session: session), let connection = transaction.connection else {
-            return false
-        }
-        connection.enqueueInternal([Array("MULTI".utf8)])
-        for frame in log.answered(before: 0) {
-            frame.withUnsafeBytes {
-                connection.transactionLog?.append($0)
-                connection.enqueueRawInternal($0)
+        let now = loop.nowMilliseconds
+        let pool = log.slot >= 0 ? slotOwners[log.slot] : anyReachableMaster(now: now)
+        if let pool, !pool.mustHold(now: now) {
+            guard bind(transaction, slot: log.slot, session: session), let connection = transaction.connection else {
+                return .failed
             }
+            if connection.state != .closed {
+                connection.enqueueInternal([Array("MULTI".utf8)])
+                for answered in log.answered(before: 0) {
+                    answered.withUnsafeBytes {
+                        connection.transactionLog?.append($0)
+                        connection.enqueueRawInternal($0)
+                    }
+                }
+                return .ready
+            }
+            transaction.connection = nil  // (it failed at once: wait, as below)
+            dedicated.release(connection)
         }
-        return true
+        let record = recordPool.acquire()
+        record.request.append(frame)
+        if ending { record.endsTransaction = -1 }  // (numbered when it is sent)
+        session.expectReply(record)
+        holdTransaction(TransactionReplay(session: session, log: log, records: [record], now: now, answered: log.answered(before: 0)))
+        return .held
     }
 
     /// A new log for the transaction starting on `connection`.

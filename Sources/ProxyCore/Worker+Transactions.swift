@@ -128,6 +128,11 @@ extension Worker {
             relaxedWatch(spec, command, transaction, session: session)
             return
         }
+        if transaction.watchLost {
+            // (Its EXEC answers null whatever more is watched.)
+            session.replyLocally { $0.append("+OK\r\n") }
+            return
+        }
         guard let slot = singleSlot(spec, command, session: session, transaction: transaction) else { return }
         guard bind(transaction, slot: slot, session: session), let connection = transaction.connection else { return }
         connection.transactionLog?.replayable = false  // (the watch would not come along)
@@ -177,33 +182,43 @@ extension Worker {
             relaxedQueue(spec, command, transaction, session: session)
             return
         }
-        guard resumeInterruptedTransaction(transaction, session: session) else {
-            transaction.aborted = true
-            return
+        session.keyIndices.clearKeepingCapacity()
+        spec.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices, includeNotKeys: true)
+        let keyless = session.keyIndices.isEmpty
+        var slot = -1
+        if !keyless {
+            guard let keySlot = singleSlot(spec, command, session: session, transaction: nil) else {
+                transaction.aborted = true
+                return
+            }
+            if transaction.slot != -1 && keySlot != transaction.slot {
+                // As a cluster node: queued, and EXEC answers CROSSSLOT.
+                transaction.crossSlot = true
+                session.replyLocally { $0.append("+QUEUED\r\n") }
+                return
+            }
+            slot = keySlot
         }
         if transaction.watchLost {
             session.replyLocally { $0.append("+QUEUED\r\n") }  // (EXEC will run nothing)
             return
         }
-        session.keyIndices.clearKeepingCapacity()
-        spec.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices, includeNotKeys: true)
-        if session.keyIndices.isEmpty {
+        switch resumeInterruptedTransaction(transaction, session: session, frame: command.frame, ending: false) {
+        case .failed:
+            transaction.aborted = true
+            return
+        case .held:
+            return
+        case .ready:
+            break
+        }
+        if keyless {
             if let connection = transaction.connection {
                 send(command.frame, on: connection, session: session)
             } else {
                 transaction.queuedBeforeKey.append(Array(command.frame))
                 session.replyLocally { $0.append("+QUEUED\r\n") }
             }
-            return
-        }
-        guard let slot = singleSlot(spec, command, session: session, transaction: nil) else {
-            transaction.aborted = true
-            return
-        }
-        if transaction.slot != -1 && slot != transaction.slot {
-            // As a cluster node: queued, and EXEC answers CROSSSLOT.
-            transaction.crossSlot = true
-            session.replyLocally { $0.append("+QUEUED\r\n") }
             return
         }
         if transaction.connection == nil {
@@ -321,10 +336,10 @@ extension Worker {
             return
         }
         if !exec { transaction.interruptedLog = nil }  // (DISCARD: nothing to send again)
-        if exec && !transaction.aborted && !transaction.crossSlot
-            && !resumeInterruptedTransaction(transaction, session: session)
+        if exec && !transaction.aborted && !transaction.crossSlot,
+            resumeInterruptedTransaction(transaction, session: session, frame: command.frame, ending: true) != .ready
         {
-            return  // (the client was told why)
+            return  // (held with the transaction, or the client was told why)
         }
         if exec && (transaction.aborted || transaction.crossSlot) {
             if let connection = transaction.connection {
