@@ -728,6 +728,10 @@ final class BackendConnection {
                 worker.holdForFailover(record)
             } else if record.blocking && (neverConnected || record.streamEnd > written) {
                 worker.retryBlocking(record)  // it never reached the node
+            } else if record.watch && worker.retryWatch(record) {
+                // (Whatever it watched died with the connection: it waits
+                // for the master and watches again.)
+                continue
             } else {
                 worker.failRequest(record, message: message)
             }

@@ -54,6 +54,9 @@ final class RequestRecord {
     /// held through a failover like any request while it has not reached a
     /// node, and sent again on a dedicated connection.
     var blocking = false
+    /// A transaction's first `WATCH` (`Worker.sendWatch`): held through a
+    /// failover while nothing is watched yet, and sent again.
+    var watch = false
     /// The pool whose held-request count includes it, while held.
     var heldFor: BackendPool?
     /// Its command's metrics slot (-1: none) and when it was read (loop
@@ -91,6 +94,7 @@ final class RequestRecord {
         countedRequestBytes = 0
         insideMulti = false
         blocking = false
+        watch = false
         heldFor = nil
         metricsSlot = -1
         receivedAtMicros = 0

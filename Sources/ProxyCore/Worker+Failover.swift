@@ -85,6 +85,8 @@ extension Worker {
             guard waits else {
                 if record.blocking {
                     sendBlocking(record, to: pool!.address, asking: false, session: session)
+                } else if record.watch {
+                    sendWatch(record)
                 } else {
                     pool!.connection(for: session).enqueue(record)
                 }
@@ -200,7 +202,7 @@ extension Worker {
         let now = loop.nowMilliseconds
         if record.heldSince != 0 && now - record.heldSince >= Int64(configuration.failoverTimeoutMs) { return false }
         // (A blocking command holds its client's next command back anyway.)
-        if record.fanOut == nil, record.slot >= 0, !record.blocking, let session = record.session {
+        if record.fanOut == nil, record.slot >= 0, !record.blocking, !record.watch, let session = record.session {
             // On a slot being migrated, the client's next request for it went
             // out behind this one and may have run (its keys on this side): a
             // retry now would run after it (`MSET a new` retried after `SET a

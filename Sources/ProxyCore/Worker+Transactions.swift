@@ -134,10 +134,65 @@ extension Worker {
             return
         }
         guard let slot = singleSlot(spec, command, session: session, transaction: transaction) else { return }
-        guard bind(transaction, slot: slot, session: session), let connection = transaction.connection else { return }
+        if let connection = transaction.connection {
+            send(command.frame, on: connection, session: session, barrier: true)
+            return
+        }
+        let record = recordPool.acquire()
+        record.request.append(command.frame)
+        record.slot = slot
+        record.watch = true
+        session.expectReply(record)
+        session.barrier = record
+        sendWatch(record)
+    }
+
+    /// The transaction's first `WATCH`: binds it to its slot's master. While
+    /// that master is down (or the cluster answers `CLUSTERDOWN`), nothing
+    /// is watched yet, so it waits like any request instead of failing: an
+    /// optimistic loop would only spin on the error.
+    func sendWatch(_ record: RequestRecord) {
+        guard let session = record.session, !session.isGone, let transaction = session.transaction,
+            !transaction.inMulti, transaction.connection == nil
+        else {
+            failRequest(record, message: "ERR slotproxy: the transaction ended before its WATCH was sent")
+            return
+        }
+        let now = loop.nowMilliseconds
+        guard let pool = slotOwners[record.slot], !pool.mustHold(now: now) else {
+            holdForFailover(record)
+            return
+        }
+        guard let connection = dedicated.acquire(pool.address, for: session) else {
+            failRequest(
+                record,
+                message:
+                    "ERR slotproxy: too many dedicated connections to \(pool.address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
+            )
+            return
+        }
+        connection.servedSession = session
+        attach(transaction, to: connection, slot: record.slot)
         connection.transactionLog?.replayable = false  // (the watch would not come along)
         transaction.watched = true
-        send(command.frame, on: connection, session: session, barrier: true)
+        connection.transactionLog?.append(record.request.readable)
+        connection.enqueue(record)
+    }
+
+    /// The first `WATCH` was refused before anything was watched (the
+    /// cluster down, its master dead or refusing the connection): the
+    /// transaction lets go of its connection and the `WATCH` waits.
+    func retryWatch(_ record: RequestRecord, errorClass: ErrorClass? = nil) -> Bool {
+        guard record.watch, let session = record.session, !session.isGone, let transaction = session.transaction,
+            !transaction.inMulti, let connection = transaction.connection,
+            connection.outstandingRequests == 0 || connection.state == .closed
+        else { return false }
+        transaction.connection = nil
+        transaction.watched = false
+        endTransaction(connection)
+        if let errorClass { return retryAfterTransientError(record, errorClass) }
+        retryBlocking(record)  // (the same backoff)
+        return true
     }
 
     /// Why a command cannot be queued in a transaction through the proxy,

@@ -794,6 +794,16 @@ final class Worker {
                     return
                 }
                 if errorClass == .moved, replayMovedTransaction(record, on: connection, reply: reply) { return }
+                if Worker.replayableRefusals.contains(errorClass), retryWatch(record, errorClass: errorClass) { return }
+                if errorClass == .moved, record.watch, let redirect = Redirect(
+                    errorText: UnsafeRawBufferPointer(rebasing: reply[1...]), defaultHost: connection.address.host),
+                    redirect.slot == record.slot
+                {
+                    // (Its slot moved: the WATCH goes to the new master.)
+                    let address = NodeAddress(host: redirect.host, port: redirect.port)
+                    if knownNodes.contains(address) { learnSlotOwner(redirect.slot, address) } else { shared.requestTopologyRefresh() }
+                    if retryWatch(record) { return }
+                }
                 // Refused for good (OOM, NOPERM, a redirect): the client has
                 // the error and EXEC will abort; sent again, the command
                 // would run after all.
