@@ -22,6 +22,11 @@ final class TransactionLog {
     /// from the first refusal, not the last).
     var heldSince: Int64 = 0
     var attempts = 0
+    /// The transaction `WATCH`es.
+    var watched = false
+    /// A redirect told that the watched keys left its master: `EXEC`
+    /// answers null, as for a changed key.
+    var abortsAsWatched = false
     private let limit: Int
 
     init(start: Int, slot: Int, limit: Int) {
@@ -87,6 +92,81 @@ final class TransactionReplay {
 /// connection, and the client gets the error as before.
 extension Worker {
     static let replayableRefusals: [ErrorClass] = [.clusterDown, .loading, .masterDown, .tryAgain]
+
+    /// A reply on a transaction's connection, seen first for what a failover
+    /// does to it; true when dealt with here (held, sent again, answered).
+    func transactionReplyHandled(
+        _ record: RequestRecord, reply: UnsafeRawBufferPointer, kind: ReplyKind, on connection: BackendConnection
+    ) -> Bool {
+        if let log = connection.transactionLog, log.abortsAsWatched, record.endsTransaction != 0,
+            record.endsTransaction == connection.transactionNumber
+        {
+            // (The node answers EXECABORT: the redirect flagged it.)
+            endTransaction(connection)
+            answer(record, record.session?.resp3 == true ? "_\r\n" : "*-1\r\n")
+            return true
+        }
+        guard case .error(let errorClass) = kind else { return false }
+        if Worker.replayableRefusals.contains(errorClass), replayRefusedTransaction(record, on: connection, reply: reply) {
+            return true
+        }
+        if errorClass == .moved, replayMovedTransaction(record, on: connection, reply: reply) { return true }
+        if Worker.replayableRefusals.contains(errorClass), retryWatch(record, errorClass: errorClass) { return true }
+        if errorClass == .moved, record.watch,
+            let redirect = Redirect(
+                errorText: UnsafeRawBufferPointer(rebasing: reply[1...]), defaultHost: connection.address.host),
+            redirect.slot == record.slot
+        {
+            // (Its slot moved: the WATCH goes to the new master.)
+            let address = NodeAddress(host: redirect.host, port: redirect.port)
+            if knownNodes.contains(address) { learnSlotOwner(redirect.slot, address) } else { shared.requestTopologyRefresh() }
+            if retryWatch(record) { return true }
+        }
+        if errorClass == .moved || errorClass == .ask || Worker.replayableRefusals.contains(errorClass),
+            let log = connection.transactionLog, log.watched, record.streamEnd > log.start, !Worker.isWatch(record)
+        {
+            // A watched transaction cannot be sent again (its watch would
+            // not come along), and its keys left this master (migrated, or
+            // it was demoted) or the cluster is failing over: as when a
+            // watched key changes, EXEC answers null (nothing ran) and the
+            // client's optimistic loop tries again.
+            shared.requestTopologyRefresh()
+            if record.endsTransaction != 0 && record.endsTransaction == connection.transactionNumber {
+                endTransaction(connection)  // (EXEC itself refused: the node dropped the transaction)
+                answer(record, record.session?.resp3 == true ? "_\r\n" : "*-1\r\n")
+            } else {
+                log.abortsAsWatched = true
+                answer(record, "+QUEUED\r\n")
+            }
+            return true
+        }
+        // Refused for good (OOM, NOPERM, a redirect): the client has the
+        // error and EXEC will abort; sent again, the command would run
+        // after all.
+        if let log = connection.transactionLog, record.streamEnd > log.start { log.replayable = false }
+        return false
+    }
+
+    private func answer(_ record: RequestRecord, _ reply: StaticString) {
+        guard let session = record.session else {
+            recordPool.release(record)
+            return
+        }
+        reply.withUTF8Buffer { session.complete(record, reply: UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Whether the record's command is `WATCH` (a later one, on a bound connection).
+    static func isWatch(_ record: RequestRecord) -> Bool {
+        let request = record.request.readable
+        // `*<n>\r\n$5\r\nWATCH`: the first argument's header right after the count's line.
+        guard let newline = request.firstIndex(of: 10) else { return false }
+        let header = Array("$5\r\n".utf8), name = Array("watch".utf8)
+        let start = newline + 1
+        guard start + header.count + name.count <= request.count,
+            UnsafeRawBufferPointer(rebasing: request[start..<(start + header.count)]).elementsEqual(header)
+        else { return false }
+        return request[(start + header.count)..<(start + header.count + name.count)].map { $0 | 0x20 }.elementsEqual(name)
+    }
 
     /// `record`, on a transaction's connection, was refused with a transient
     /// error: the transaction (from `record` on) is sent again later. False

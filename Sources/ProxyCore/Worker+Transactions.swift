@@ -174,6 +174,7 @@ extension Worker {
         connection.servedSession = session
         attach(transaction, to: connection, slot: record.slot)
         connection.transactionLog?.replayable = false  // (the watch would not come along)
+        connection.transactionLog?.watched = true
         transaction.watched = true
         connection.transactionLog?.append(record.request.readable)
         connection.enqueue(record)

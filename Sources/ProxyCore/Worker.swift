@@ -789,26 +789,7 @@ final class Worker {
         if connection.transactionBound {
             // (Records of a relaxed EXEC's groups never follow redirects:
             // their group's EXEC tells.)
-            if case .error(let errorClass) = kind {
-                if Worker.replayableRefusals.contains(errorClass), replayRefusedTransaction(record, on: connection, reply: reply) {
-                    return
-                }
-                if errorClass == .moved, replayMovedTransaction(record, on: connection, reply: reply) { return }
-                if Worker.replayableRefusals.contains(errorClass), retryWatch(record, errorClass: errorClass) { return }
-                if errorClass == .moved, record.watch, let redirect = Redirect(
-                    errorText: UnsafeRawBufferPointer(rebasing: reply[1...]), defaultHost: connection.address.host),
-                    redirect.slot == record.slot
-                {
-                    // (Its slot moved: the WATCH goes to the new master.)
-                    let address = NodeAddress(host: redirect.host, port: redirect.port)
-                    if knownNodes.contains(address) { learnSlotOwner(redirect.slot, address) } else { shared.requestTopologyRefresh() }
-                    if retryWatch(record) { return }
-                }
-                // Refused for good (OOM, NOPERM, a redirect): the client has
-                // the error and EXEC will abort; sent again, the command
-                // would run after all.
-                if let log = connection.transactionLog, record.streamEnd > log.start { log.replayable = false }
-            }
+            if transactionReplyHandled(record, reply: reply, kind: kind, on: connection) { return }
             let ends = record.endsTransaction != 0 && record.endsTransaction == connection.transactionNumber
             if case .error(let errorClass) = kind, errorClass == .moved || errorClass == .ask,
                 record.redirects < configuration.maxRedirects

@@ -497,6 +497,29 @@ def test_a_watched_transaction_whose_master_dies_aborts_as_for_a_changed_key(clu
             cluster.wait_healthy(timeout=60)
 
 
+def test_a_watched_transaction_whose_master_is_demoted_aborts_as_for_a_changed_key(cluster, proxy_factory):
+    """WATCH, then CLUSTER FAILOVER demotes the watched master: its
+    connection lives on, but the queued command meets MOVED. As for a
+    changed key: +QUEUED, EXEC null, and the next try runs on the new master."""
+    proxy = proxy_factory("--topology-refresh-ms", "200")
+    master = cluster.masters[0]
+    (key,) = _keys_on(cluster, [master])
+    with proxy.raw(timeout=60) as c:
+        assert is_status(c.command("WATCH", key))
+        promote(cluster, cluster.replica_of(master)[0])
+        try:
+            assert is_status(c.command("MULTI"))
+            assert c.command("SET", key, "not-run") == b"QUEUED"
+            assert c.command("EXEC") is None
+            assert c.command("GET", key) is None
+            assert is_status(c.command("WATCH", key))
+            assert c.pipeline([("MULTI",), ("SET", key, "second-try"), ("EXEC",)]) == [b"OK", b"QUEUED", [b"OK"]]
+            assert c.command("GET", key) == b"second-try"
+        finally:
+            cluster.call(master, "CLUSTER", "FAILOVER")
+            cluster.wait_healthy(timeout=60)
+
+
 def test_optimistic_transactions_ride_through_a_failover(cluster, proxy_factory):
     """WATCH/GET/MULTI/SET/EXEC loops on the dead master's key and on a live
     master's: a WATCH refused before anything was watched (the master dead,
