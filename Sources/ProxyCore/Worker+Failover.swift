@@ -139,6 +139,7 @@ extension Worker {
         return true
     }
 
+    /// Whether `text` occurs in `bytes` (a short reply: a plain scan).
     static func containsText(_ bytes: UnsafeRawBufferPointer, _ text: String) -> Bool {
         let needle = Array(text.utf8)
         guard bytes.count >= needle.count else { return false }

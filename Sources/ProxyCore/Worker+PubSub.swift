@@ -366,14 +366,7 @@ extension Worker {
     /// The reply to the marker PING: `[pong, marker]` while subscribed, the
     /// bare marker once the node left subscribe mode.
     static func isSubscriptionMarker(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        guard bytes.count < 128 else { return false }
-        let marker = Array(subscriptionMarker.utf8)
-        let array = Array(bytes)
-        guard array.count >= marker.count else { return false }
-        for start in 0...(array.count - marker.count) where array[start..<(start + marker.count)].elementsEqual(marker) {
-            return true
-        }
-        return false
+        bytes.count < 128 && containsText(bytes, subscriptionMarker)
     }
 
     /// The channels and patterns are all gone: the connection goes back to
