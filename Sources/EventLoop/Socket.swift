@@ -13,6 +13,9 @@ public enum Socket {
             self.code = code
         }
         public var description: String { code == 0 ? operation : "\(operation): \(String(cString: strerror(code)))" }
+        /// Nobody listens at the address: the peer, not this process, is at fault.
+        public var isRefusal: Bool { Failure.isRefusal(code) }
+        public static func isRefusal(_ code: CInt) -> Bool { code == ECONNREFUSED }
     }
 
     /// Resolves `host` (numeric address or name) for TCP; blocking, so call it

@@ -168,7 +168,12 @@ final class BackendConnection {
             worker.logger.warning("cannot connect to \(address): \(error)")
             lastError = "\(error)"
             state = .closed
-            if !isDedicated { worker.backendFailed(self) }
+            // A refused connect (nobody listens at the node's address) marks
+            // the node down even for a dedicated connection, unlike a local
+            // failure (out of file descriptors, say): the clients waiting for
+            // it (blocked pops, transactions) then wait out one shared backoff
+            // instead of each dialling it, and logging it, every second.
+            if !isDedicated || (error as? Socket.Failure)?.isRefusal == true { worker.backendFailed(self) }
             worker.backendClosed(self)
             return
         }
@@ -473,6 +478,7 @@ final class BackendConnection {
         if state == .connecting {
             let error = Socket.pendingError(fd)
             guard error == 0 else {
+                if isDedicated && Socket.Failure.isRefusal(error) { worker.backendFailed(self) }  // (see startConnect)
                 fail(reason: "connect failed: \(Socket.Failure(operation: "connect", code: error))")
                 return
             }
@@ -481,7 +487,7 @@ final class BackendConnection {
             worker.logger.debug("connected to \(address)\(resp3 ? " (RESP3)" : "")")
             writeOutput()
             // (A first write that failed closed it: the node is no better.)
-            if !isDedicated && state != .closed { worker.backendConnected(self) }
+            if state != .closed { worker.backendConnected(self) }
             return
         }
         writeOutput()

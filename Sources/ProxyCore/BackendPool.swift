@@ -154,6 +154,15 @@ final class BackendPool {
         nextAttemptAt = now + Int64(backoff / 2 + Int.random(in: 0...(backoff / 2)))
     }
 
+    /// A connection to the node, found down, is being tried: the next waits
+    /// for its outcome (or the connect timeout), so the clients that each
+    /// need a connection of their own (blocked pops, transactions) do not
+    /// all dial a dead node together. A refusal sets the backoff anew.
+    func attemptStarted(now: Int64, timeoutMs: Int) {
+        guard isDown else { return }
+        nextAttemptAt = max(nextAttemptAt, now + Int64(timeoutMs))
+    }
+
     func markUp() {
         isDown = false
         consecutiveFailures = 0

@@ -54,6 +54,9 @@ final class RequestRecord {
     /// held through a failover like any request while it has not reached a
     /// node, and sent again on a dedicated connection.
     var blocking = false
+    /// When a held blocking command's own timeout is up (loop clock, ms;
+    /// 0: not worked out yet, -1: never), `Worker.blockDeadline`.
+    var blockDeadline: Int64 = 0
     /// A transaction's first `WATCH` (`Worker.sendWatch`): held through a
     /// failover while nothing is watched yet, and sent again.
     var watch = false
@@ -94,6 +97,7 @@ final class RequestRecord {
         countedRequestBytes = 0
         insideMulti = false
         blocking = false
+        blockDeadline = 0
         watch = false
         heldFor = nil
         metricsSlot = -1

@@ -27,6 +27,10 @@ extension Worker {
             return
         }
         let now = loop.nowMilliseconds
+        if record.blocking && ownTimeoutPassed(record, now: now) {
+            answerTimedOut(record)
+            return
+        }
         if record.heldSince == 0 { record.heldSince = now }
         if now - record.heldSince >= Int64(configuration.failoverTimeoutMs) {
             failHeld(record)
@@ -84,12 +88,16 @@ extension Worker {
                 || blocked.contains(ObjectIdentifier(pool!))
             guard waits else {
                 if record.blocking {
-                    sendBlocking(record, to: pool!.address, asking: false, session: session)
+                    sendHeldBlocking(record, to: pool!.address, session: session, now: now)
                 } else if record.watch {
                     sendWatch(record)
                 } else {
                     pool!.connection(for: session).enqueue(record)
                 }
+                continue
+            }
+            if record.blocking && ownTimeoutPassed(record, now: now) {
+                answerTimedOut(record)
                 continue
             }
             if now - record.heldSince >= Int64(configuration.failoverTimeoutMs) {
@@ -108,12 +116,69 @@ extension Worker {
 
     /// A blocking command that never reached its node (no connection could
     /// be opened, or it was lost before the command was written): tried
-    /// again with a backoff, within `failover-timeout-ms`. A dedicated
-    /// connection's failure does not mark the node down, so without the
-    /// backoff a dead node would be dialled every 100 ms.
+    /// again with a backoff, within `failover-timeout-ms`. Only a refused
+    /// connect marks the node down (a timeout or a lost stream on one
+    /// client's connection may be that connection's alone), so without the
+    /// backoff a hung node would be dialled every 100 ms.
     func retryBlocking(_ record: RequestRecord) {
         record.retries += 1
         holdForFailover(record, retryAfterMs: min(1000, 20 << min(record.retries, 6)))
+    }
+
+    /// Whether a held blocking command's own timeout (`BLPOP q 5`) is up,
+    /// counted from when the client sent it.
+    private func ownTimeoutPassed(_ record: RequestRecord, now: Int64) -> Bool {
+        let deadline = blockDeadline(record)
+        return deadline > 0 && now >= deadline
+    }
+
+    /// The record's `blockDeadline`, worked out the first time it is held
+    /// (later its request may carry only what was left of the timeout).
+    private func blockDeadline(_ record: RequestRecord) -> Int64 {
+        if record.blockDeadline == 0 {
+            let received = record.receivedAtMicros != 0 ? record.receivedAtMicros / 1000 : loop.nowMilliseconds
+            let timeout = Worker.withCommand(of: record) { BlockingTimeout($0) } ?? nil
+            record.blockDeadline = timeout.map { received + $0.milliseconds } ?? -1
+        }
+        return record.blockDeadline
+    }
+
+    /// The time is up while the master is away: nothing was popped, so the
+    /// client gets what the node answers on timeout.
+    private func answerTimedOut(_ record: RequestRecord) {
+        BlockingTimeout.timedOutReply(resp3: record.session?.resp3 ?? false).withUTF8Buffer {
+            answerLocally(record, reply: UnsafeRawBufferPointer($0))
+        }
+    }
+
+    /// A held blocking command goes to its master with what is left of its
+    /// own timeout.
+    private func sendHeldBlocking(_ record: RequestRecord, to address: NodeAddress, session: ClientSession, now: Int64) {
+        let deadline = blockDeadline(record)
+        if deadline > 0 {
+            guard now < deadline else {
+                answerTimedOut(record)
+                return
+            }
+            let request = record.request.readableArray()
+            Worker.withCommand(request) { command in
+                BlockingTimeout(command)?.rewrite(command, remaining: deadline - now, into: record.request)
+            }
+        }
+        sendBlocking(record, to: address, asking: false, session: session)
+    }
+
+    /// `body` applied to the record's request, parsed; nil if it does not parse.
+    static func withCommand<T>(of record: RequestRecord, _ body: (Command) -> T) -> T? {
+        withCommand(record.request.readableArray(), body)
+    }
+
+    static func withCommand<T>(_ request: [UInt8], _ body: (Command) -> T) -> T? {
+        var parser = RequestParser()
+        return request.withUnsafeBytes { raw in
+            guard case .complete = parser.parse(raw), !parser.arguments.isEmpty else { return nil }
+            return body(Command(frame: raw, arguments: parser.arguments))
+        }
     }
 
     /// A blocking command that had blocked on its node for a while before
@@ -179,15 +244,11 @@ extension Worker {
     /// Whether a request whose outcome is unknown may be sent again: a
     /// read-only command changes nothing when it runs twice.
     func isSafeToRepeat(_ record: RequestRecord) -> Bool {
-        var parser = RequestParser()
-        let request = record.request.readableArray()
-        return request.withUnsafeBytes { raw in
-            guard case .complete = parser.parse(raw), !parser.arguments.isEmpty else { return false }
-            let command = Command(frame: raw, arguments: parser.arguments)
+        Worker.withCommand(of: record) { command in
             guard var spec = CommandLookup().find(command.argument(0)) else { return false }
             if spec.isContainer, command.count > 1, let sub = spec.subcommand(command.argument(1)) { spec = sub }
             return spec.flags.contains(.readonly) && !spec.flags.contains(.blocking)
-        }
+        } ?? false
     }
 
     /// `TRYAGAIN`, `LOADING`, `CLUSTERDOWN`, `MASTERDOWN`: nothing ran; try

@@ -921,17 +921,23 @@ final class Worker {
     func failRequest(_ record: RequestRecord, message: String) {
         let text = ByteBuffer(capacity: message.utf8.count + 3)
         text.appendError(message)
+        answerLocally(record, reply: text.readable)
+    }
+
+    /// Answers `record` with a reply made by the proxy: its client's, or its
+    /// fan-out's part.
+    func answerLocally(_ record: RequestRecord, reply: UnsafeRawBufferPointer) {
         if let fanOut = record.fanOut {
             let part = record.part
             recordPool.release(record)
-            partArrived(fanOut, part: part, reply: text.readable)
+            partArrived(fanOut, part: part, reply: reply)
             return
         }
         guard let session = record.session else {
             recordPool.release(record)
             return
         }
-        session.complete(record, reply: text.readable)
+        session.complete(record, reply: reply)
     }
 
     // MARK: timeouts
@@ -1001,7 +1007,7 @@ final class Worker {
     /// Copies the counters where a scrape finds them: when they changed, and
     /// at least once a second (node states and readiness change on their own).
     private func publishMetrics(now: Int64) {
-        if workerIndex == 0 { warmUpMasterConnections(now: now) }
+        warmUpMasterConnections(now: now)
         // One master down (a shard failing over) leaves the others serving:
         // still ready, or every proxy (and every app pod with a sidecar)
         // would leave its load balancer at once over a partial outage.
@@ -1028,11 +1034,15 @@ final class Worker {
 
     /// Worker 0 keeps a connection open to every master, so `/readyz` knows
     /// which masters are reachable now, and the first request finds it ready.
-    /// (At most once a second per node, within the pool's connect backoff.)
+    /// The other workers redial only masters they found down: without traffic
+    /// nothing else would see one come back, and the clients waiting for it
+    /// (blocked pops, keyspace links) would wait for a failover that is not
+    /// coming. (At most once a second per node, within the connect backoff.)
     func warmUpMasterConnections(now: Int64, force: Bool = false) {
         guard force || now - lastWarmUpAt >= 1000 else { return }
         lastWarmUpAt = now
-        for pool in masterPools where !pool.hasOpenConnection && now >= pool.nextAttemptAt {
+        for pool in masterPools
+        where !pool.hasOpenConnection && now >= pool.nextAttemptAt && (workerIndex == 0 || pool.isDown) {
             _ = pool.connection(resp3: false)
         }
     }

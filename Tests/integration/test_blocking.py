@@ -328,3 +328,105 @@ def test_blocking_pop_waits_through_a_planned_failover(cluster, proxy):
     finally:
         cluster.call(master, "CLUSTER", "FAILOVER")
         cluster.wait_healthy(timeout=60)
+
+
+def test_held_blocking_commands_keep_their_own_timeouts(cluster, proxy_factory):
+    """A master and its replica are down, so its slots have no owner for
+    longer than a blocking command's own timeout. The command is held (as
+    through any failover) but answers when its time is up, with the null a
+    node answers on timeout (RESP2 and RESP3), not after failover-timeout-ms
+    with an error. One held while the master comes back is sent on with only
+    what is left of its timeout: `BLPOP q 6` answers after about 6 s in all."""
+    proxy = proxy_factory("--topology-refresh-ms", "200", "--failover-timeout-ms", "15000")
+    victim = cluster.masters[0]
+    (replica,) = cluster.replica_of(victim)
+    (queue,) = [q for q in keys_on_each_master(cluster, f"jobs:{tag()}") if _owner(cluster, q) == victim]
+    stream = "{" + queue + "}:events"
+    results: dict = {}
+
+    def wait(name: str, resp3: bool, *command: str):
+        """The reply's raw bytes: the exact null (`*-1` or `_`) matters."""
+        with proxy.raw(timeout=30) as c:
+            if resp3:
+                c.hello(3)
+            started = time.monotonic()
+            c.send_command(*command)
+            reply = c.read_raw(len(b"_\r\n" if resp3 else b"*-1\r\n"), timeout=30)
+            results[name] = (reply, time.monotonic() - started)
+
+    cluster.kill(replica)
+    cluster.kill(victim)
+    try:
+        waiters = [
+            threading.Thread(target=wait, args=("blpop", False, "BLPOP", queue, "1")),
+            threading.Thread(target=wait, args=("xread", False, "XREAD", "BLOCK", "1000", "STREAMS", stream, "$")),
+            threading.Thread(target=wait, args=("blmpop", True, "BLMPOP", "1.5", "1", queue, "LEFT")),
+        ]
+        for waiter in waiters:
+            waiter.start()
+        for waiter in waiters:
+            waiter.join(20)
+        assert set(results) == {"blpop", "xread", "blmpop"}, results
+        for name, (reply, elapsed) in results.items():
+            assert reply == (b"_\r\n" if name == "blmpop" else b"*-1\r\n"), (name, reply)
+            assert 0.9 <= elapsed < 5, (name, elapsed)
+
+        late = threading.Thread(target=wait, args=("late", False, "BLPOP", queue, "6"))
+        late.start()
+        time.sleep(2.5)
+        cluster.restart(victim)
+        cluster.restart(replica)
+        late.join(20)
+        reply, elapsed = results["late"]
+        assert reply == b"*-1\r\n", reply
+        # Sent on with its full 6 s once the master was back, it would
+        # answer 8.5 s or more after it was sent.
+        assert 5.9 <= elapsed < 7.5, elapsed
+    finally:
+        for port in (victim, replica):
+            if not cluster.alive(port):
+                cluster.restart(port)
+        cluster.wait_healthy(timeout=60)
+
+
+def test_clients_held_for_a_dead_master_do_not_each_redial_it(cluster, proxy_factory):
+    """Twenty consumers wait on a queue whose master and replica are both
+    down. A refused connect marks the node down for all of them, so the
+    proxy dials it about once a second (backoff), not once a second per
+    consumer, and the log shows it so. When the master comes back at the same
+    address (no failover), every consumer is served."""
+    proxy = proxy_factory("--topology-refresh-ms", "200", "--failover-timeout-ms", "30000")
+    victim = cluster.masters[0]
+    (replica,) = cluster.replica_of(victim)
+    (queue,) = [q for q in keys_on_each_master(cluster, f"jobs:{tag()}") if _owner(cluster, q) == victim]
+    consumers = 20
+    results: list = []
+
+    def consume():
+        with proxy.raw(timeout=60) as c:
+            results.append(c.command("BLPOP", queue, "0", timeout=60))
+
+    cluster.kill(replica)
+    cluster.kill(victim)
+    threads = [threading.Thread(target=consume) for _ in range(consumers)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(5)
+        dials = [line for line in proxy.log_text().splitlines()
+                 if f":{victim}" in line and ("connect failed" in line or "cannot connect" in line)]
+        print(f"\n{consumers} consumers held 5 s for a dead master: {len(dials)} failed dials logged")
+        # Each consumer on its own backoff would make about 8 attempts in 5 s.
+        assert len(dials) <= 20, f"{len(dials)} failed dials in 5 s\n" + "\n".join(dials[-20:])
+        assert results == []  # all still waiting
+    finally:
+        cluster.restart(victim)
+        cluster.restart(replica)
+    cluster.wait_healthy(timeout=60)
+    with proxy.raw(timeout=20) as c:
+        for i in range(consumers):
+            c.command("RPUSH", queue, f"job{i}")
+    for thread in threads:
+        thread.join(40)
+    assert len(results) == consumers and all(isinstance(r, list) for r in results), results
+    assert sorted(r[1] for r in results) == sorted(f"job{i}".encode() for i in range(consumers)), results

@@ -1,0 +1,75 @@
+import RESPWire
+
+/// A blocking command's own timeout: `BLPOP q 5`, `BLMPOP 5 1 q LEFT`,
+/// `XREAD BLOCK 500 STREAMS s $`.
+///
+/// A command held through a failover keeps to it, as the client expects:
+/// once the time is up it gets the null a node answers on timeout, and sent
+/// on late it gives the node only what is left (else `BLPOP q 1` could wait
+/// `failover-timeout-ms` and then block a whole second more).
+struct BlockingTimeout {
+    /// Where the timeout is among the command's arguments.
+    let argument: Int
+    /// `XREAD`'s `BLOCK` counts milliseconds; the list and sorted-set pops seconds.
+    let inMilliseconds: Bool
+    /// The timeout; never 0 (0 blocks forever: no `BlockingTimeout`).
+    let milliseconds: Int64
+
+    /// The timeout of `command` (a blocking command), or nil when it blocks
+    /// forever, is not one the proxy knows (a module's), or is malformed (the
+    /// node will say so).
+    init?(_ command: Command) {
+        guard command.count >= 2 else { return nil }
+        let name = command.string(0).lowercased()
+        let argument: Int
+        let inMilliseconds: Bool
+        switch name {
+        case "blpop", "brpop", "bzpopmin", "bzpopmax", "blmove", "brpoplpush":
+            argument = command.count - 1
+            inMilliseconds = false
+        case "blmpop", "bzmpop":
+            argument = 1
+            inMilliseconds = false
+        case "xread", "xreadgroup":
+            guard let block = (1..<(command.count - 1)).first(where: { command.argument($0, equals: "block") }) else {
+                return nil
+            }
+            argument = block + 1
+            inMilliseconds = true
+        default:
+            return nil
+        }
+        let text = command.string(argument)
+        let milliseconds: Int64
+        if inMilliseconds {
+            guard let value = Int64(text) else { return nil }
+            milliseconds = value
+        } else {
+            guard let seconds = Double(text), seconds.isFinite, seconds < 1e12 else { return nil }
+            milliseconds = Int64((seconds * 1000).rounded(.up))
+        }
+        guard milliseconds > 0 else { return nil }
+        self.argument = argument
+        self.inMilliseconds = inMilliseconds
+        self.milliseconds = milliseconds
+    }
+
+    /// `command` with its timeout set to `remaining` milliseconds (> 0).
+    func rewrite(_ command: Command, remaining: Int64, into request: ByteBuffer) {
+        var arguments = (0..<command.count).map { command.bytes($0) }
+        arguments[argument] = Array(BlockingTimeout.text(remaining, inMilliseconds: inMilliseconds).utf8)
+        request.clear()
+        request.appendCommand(arguments)
+    }
+
+    /// `remaining` ms as the command writes it: "250", or "0.250" seconds.
+    static func text(_ remaining: Int64, inMilliseconds: Bool) -> String {
+        guard !inMilliseconds else { return String(remaining) }
+        let fraction = String(remaining % 1000)
+        return "\(remaining / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
+    }
+
+    /// What a node answers a blocked list, sorted-set or stream command on
+    /// timeout: a null array (`*-1`; RESP3's null).
+    static func timedOutReply(resp3: Bool) -> StaticString { resp3 ? "_\r\n" : "*-1\r\n" }
+}
