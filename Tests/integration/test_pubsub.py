@@ -633,3 +633,48 @@ def test_keyspace_notifications_after_a_manual_failover(cluster, proxy_factory, 
         finally:
             cluster.call(home, "CLUSTER", "FAILOVER")
             cluster.wait_healthy(timeout=60)
+
+
+def test_keyspace_link_returns_after_its_master_restarts_in_place(cluster, proxy_factory, keyspace_events):
+    """A link's master is killed and restarted at once: no failover, no new
+    map. The listener sits on worker 1, which had read from that master, so
+    the worker marked it down, and nothing else of that worker's traffic
+    goes there. The worker redials its down masters on its own, so the link
+    comes back and the restarted master's events arrive again."""
+    proxy = proxy_factory("--workers", "2", "--topology-refresh-ms", "200")
+    keys = keys_on_each_master(cluster, f"ksr:{uuid.uuid4().hex[:6]}")
+    ch = channel()
+    subs = [proxy.raw(timeout=10) for _ in range(40)]
+    on_worker_1 = [s for s in subs if b" worker=1 " in s.command("CLIENT", "INFO")]
+    for s in subs:
+        if s not in on_worker_1[:1]:
+            s.close()
+    assert on_worker_1, "the kernel gave worker 1 none of 40 connections"
+    sub = on_worker_1[0]
+    try:
+        for key in keys:  # (worker 1's shared connections to every master)
+            sub.command("GET", key)
+        sub.send_command("SUBSCRIBE", ch)
+        sub.send_command("PSUBSCRIBE", "__keyevent@0__:set")
+        assert [r[0] for r in sub.read_replies(2)] == [b"subscribe", b"psubscribe"]
+        _wait_listening_on_every_master(cluster, "psub=1")
+        home = _subscription_home(cluster, ch)
+        victim = next(m for m in cluster.masters if m != home)
+        victim_key = keys[cluster.masters.index(victim)]
+        cluster.kill(victim)
+        cluster.restart(victim)
+        heard = False
+        deadline = time.monotonic() + 15
+        while not heard and time.monotonic() < deadline:
+            try:
+                cluster.call(victim, "CONFIG", "SET", "notify-keyspace-events", "KEA")
+                cluster.call(victim, "SET", victim_key, "after-restart")
+            except (RespError, OSError):
+                time.sleep(0.2)  # (still rejoining the cluster)
+                continue
+            heard = any(m[3] == victim_key.encode() for m in _messages_until_quiet(sub, quiet=1.0))
+        assert cluster.masters.count(victim) == 1, "the restarted master was failed over"
+        assert heard, "no notification from the restarted master"
+    finally:
+        sub.close()
+        cluster.wait_healthy(timeout=60)
