@@ -101,7 +101,7 @@ final class BackendConnection {
         stats: NodeStats? = nil, identity: BackendIdentity? = nil, dedicated: Bool = false
     ) {
         // Known before connecting: a dedicated connection that fails at once
-        // must not mark the shared pool's node down.
+        // for a local reason must not mark the shared pool's node down.
         isDedicated = dedicated
         self.stats = stats
         self.identity = identity
@@ -111,6 +111,11 @@ final class BackendConnection {
         self.tracking = tracking
         self.database = database
         connectStartedAt = worker.loop.nowMilliseconds
+        // A node found down is dialled by one connection at a time: the
+        // clients that each need their own (blocked pops, transactions) wait
+        // for this one's outcome. (Before connecting: a refusal, even at
+        // once, sets the next try.)
+        worker.pools[address]?.attemptStarted(now: connectStartedAt, timeoutMs: worker.configuration.connectTimeoutMs)
         startConnect()
     }
 
@@ -273,7 +278,8 @@ final class BackendConnection {
         guard state != .closed else {
             // (Failed at once: no file descriptor, a name not resolved yet.
             // The proxy's own trouble, not the node's: a blocking command
-            // gets the error now rather than wait for a failover.)
+            // gets the error now rather than wait for a failover. A refused
+            // connect on Linux is reported later, through onWritable.)
             if isDedicated || record.insideMulti {
                 worker.failRequest(record, message: "ERR slotproxy: cannot connect to \(address): \(lastError)")
                 // (A dedicated connection that failed at once, before anyone

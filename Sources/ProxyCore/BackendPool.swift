@@ -157,7 +157,8 @@ final class BackendPool {
     /// A connection to the node, found down, is being tried: the next waits
     /// for its outcome (or the connect timeout), so the clients that each
     /// need a connection of their own (blocked pops, transactions) do not
-    /// all dial a dead node together. A refusal sets the backoff anew.
+    /// all dial a dead node together. A refusal sets the backoff anew; a
+    /// connect marks the node up.
     func attemptStarted(now: Int64, timeoutMs: Int) {
         guard isDown else { return }
         nextAttemptAt = max(nextAttemptAt, now + Int64(timeoutMs))

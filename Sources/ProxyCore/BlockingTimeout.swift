@@ -31,10 +31,10 @@ struct BlockingTimeout {
             argument = 1
             inMilliseconds = false
         case "xread", "xreadgroup":
-            guard let block = (1..<(command.count - 1)).first(where: { command.argument($0, equals: "block") }) else {
+            guard let block = BlockingTimeout.streamBlockArgument(command, group: name == "xreadgroup") else {
                 return nil
             }
-            argument = block + 1
+            argument = block
             inMilliseconds = true
         default:
             return nil
@@ -42,16 +42,35 @@ struct BlockingTimeout {
         let text = command.string(argument)
         let milliseconds: Int64
         if inMilliseconds {
-            guard let value = Int64(text) else { return nil }
+            guard let value = Int64(text), value <= BlockingTimeout.longest else { return nil }
             milliseconds = value
         } else {
-            guard let seconds = Double(text), seconds.isFinite, seconds < 1e12 else { return nil }
+            // (Redis 7 rounds a fraction of a millisecond up.)
+            guard let seconds = Double(text), seconds.isFinite, seconds * 1000 <= Double(BlockingTimeout.longest) else {
+                return nil
+            }
             milliseconds = Int64((seconds * 1000).rounded(.up))
         }
         guard milliseconds > 0 else { return nil }
         self.argument = argument
         self.inMilliseconds = inMilliseconds
         self.milliseconds = milliseconds
+    }
+
+    /// Longer than this (about 31 years) counts as none: the node judges it
+    /// (out of range, say), and a deadline never overflows the clock.
+    static let longest: Int64 = 1_000_000_000_000
+
+    /// Where `XREAD`'s (or, with `group`, `XREADGROUP GROUP g c`'s) `BLOCK`
+    /// value is: among the options before `STREAMS`; nil without one.
+    static func streamBlockArgument(_ command: Command, group: Bool) -> Int? {
+        var index = group ? 4 : 1
+        while index < command.count - 1 {
+            if command.argument(index, equals: "streams") { return nil }
+            if command.argument(index, equals: "block") { return index + 1 }
+            index += 1
+        }
+        return nil
     }
 
     /// `command` with its timeout set to `remaining` milliseconds (> 0).
@@ -62,11 +81,13 @@ struct BlockingTimeout {
         request.appendCommand(arguments)
     }
 
-    /// `remaining` ms as the command writes it: "250", or "0.250" seconds.
+    /// `remaining` ms as the command writes it: "250", or "0.2505" seconds.
+    /// The extra half millisecond keeps a server that truncates (Redis 6)
+    /// from reading "0.001" as 0, which blocks forever; Redis 7 rounds up.
     static func text(_ remaining: Int64, inMilliseconds: Bool) -> String {
         guard !inMilliseconds else { return String(remaining) }
         let fraction = String(remaining % 1000)
-        return "\(remaining / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
+        return "\(remaining / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction + "5"
     }
 
     /// What a node answers a blocked list, sorted-set or stream command on

@@ -42,8 +42,6 @@ final class DedicatedConnections {
         }
         guard inUse[address, default: 0] < limitPerNode else { return nil }
         inUse[address, default: 0] += 1
-        // (Before connecting: a refusal, even at once, sets the next try.)
-        worker.pools[address]?.attemptStarted(now: worker.loop.nowMilliseconds, timeoutMs: worker.configuration.connectTimeoutMs)
         let connection = BackendConnection(
             worker: worker, address: address, resp3: resp3, database: session.database, identity: session.backendIdentity,
             dedicated: true)

@@ -88,7 +88,7 @@ extension Worker {
                 || blocked.contains(ObjectIdentifier(pool!))
             guard waits else {
                 if record.blocking {
-                    sendHeldBlocking(record, to: pool!.address, session: session, now: now)
+                    resendBlocking(record, to: pool!.address, asking: false, session: session)
                 } else if record.watch {
                     sendWatch(record)
                 } else {
@@ -151,10 +151,11 @@ extension Worker {
         }
     }
 
-    /// A held blocking command goes to its master with what is left of its
-    /// own timeout.
-    private func sendHeldBlocking(_ record: RequestRecord, to address: NodeAddress, session: ClientSession, now: Int64) {
+    /// A blocking command sent again (held, or redirected after it had
+    /// blocked) goes with what is left of its own timeout.
+    func resendBlocking(_ record: RequestRecord, to address: NodeAddress, asking: Bool, session: ClientSession) {
         let deadline = blockDeadline(record)
+        let now = loop.nowMilliseconds
         if deadline > 0 {
             guard now < deadline else {
                 answerTimedOut(record)
@@ -165,7 +166,7 @@ extension Worker {
                 BlockingTimeout(command)?.rewrite(command, remaining: deadline - now, into: record.request)
             }
         }
-        sendBlocking(record, to: address, asking: false, session: session)
+        sendBlocking(record, to: address, asking: asking, session: session)
     }
 
     /// `body` applied to the record's request, parsed; nil if it does not parse.
@@ -228,12 +229,13 @@ extension Worker {
         masterPools.first { !$0.isDown || now >= $0.nextAttemptAt } ?? masterPools.first
     }
 
-    /// A shared connection failed: its node is down until one connects.
+    /// A shared connection failed, or any connection's connect was refused:
+    /// its node is down until one connects.
     func backendFailed(_ connection: BackendConnection) {
         pools[connection.address]?.markDown(now: loop.nowMilliseconds)
     }
 
-    /// A shared connection is up: its node is reachable again.
+    /// A connection (shared or dedicated) is up: its node is reachable again.
     func backendConnected(_ connection: BackendConnection) {
         guard let pool = pools[connection.address], pool.isDown else { return }
         pool.markUp()

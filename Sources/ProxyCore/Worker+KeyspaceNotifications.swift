@@ -65,7 +65,10 @@ extension Worker {
     private func openKeyspaceLink(_ pool: BackendPool, session: ClientSession, listeners: KeyspaceListeners)
         -> KeyspaceListeners.Link?
     {
-        guard !pool.isDown else { return nil }  // (its replica's promotion brings a new map)
+        // A node found down is tried again after its backoff: the link's own
+        // connect, when it succeeds, marks it up (or its replica's promotion
+        // brings a new map).
+        guard !pool.isDown || loop.nowMilliseconds >= pool.nextAttemptAt else { return nil }
         // (Tried again once a second: warned about once.)
         let warning = listeners.warnedNoConnection ? nil : "keyspace notifications"
         guard let connection = subscriptionConnection(to: pool.address, for: session, warning: warning) else {

@@ -65,6 +65,7 @@ extension Worker {
             fanOut.sessionForNextStage = session
             let record = partRecord(fanOut, 0, request: request.readable, session: session)
             record.slot = slot
+            record.receivedAtMicros = parent.receivedAtMicros  // (its timeout counts from the client's command)
             // The client waits for the whole move, not only the pop. (Set
             // first: a pop that fails at once answers the move right away.)
             session.barrier = parent

@@ -774,11 +774,7 @@ final class Worker {
     /// are ordinary reads that can share a connection.
     private func isNonBlockingStreamRead(_ spec: CommandSpec, _ command: Command) -> Bool {
         guard spec.name == "xread" || spec.name == "xreadgroup" else { return false }
-        for index in 1..<command.count {
-            if command.argument(index, equals: "streams") { return true }
-            if command.argument(index, equals: "block") { return false }
-        }
-        return true
+        return BlockingTimeout.streamBlockArgument(command, group: spec.name == "xreadgroup") == nil
     }
 
     // MARK: replies
@@ -846,7 +842,9 @@ final class Worker {
                 if case .popRace(let race, .block(let group))? = record.fanOut?.rule {
                     blockPopGroup(race, group, record, on: address, asking: redirect.kind == .ask, session: session)
                 } else if connection.isDedicated {
-                    sendBlocking(record, to: address, asking: redirect.kind == .ask, session: session)
+                    // (A slot that migrated while the command blocked: on
+                    // with what is left of its timeout.)
+                    resendBlocking(record, to: address, asking: redirect.kind == .ask, session: session)
                 } else {
                     let next =
                         if let identity = connection.identity {

@@ -44,20 +44,29 @@ import Testing
         #expect(timeout("XREAD", "BLOCK") == nil)
         #expect(timeout("MODULE.BLOCK", "5") == nil)
         #expect(timeout("BLPOP") == nil)
+        // Too long to be meant (and to add to a clock): the node judges it.
+        #expect(timeout("XREAD", "BLOCK", "9223372036854775807", "STREAMS", "s", "$") == nil)
+        #expect(timeout("BLPOP", "a", "1e300") == nil)
+        #expect(timeout("BLPOP", "a", "31000000")?.milliseconds == 31_000_000_000)
+        // XREADGROUP's group and consumer may be named "block"; STREAMS ends the options.
+        #expect(timeout("XREADGROUP", "GROUP", "block", "7", "BLOCK", "0", "STREAMS", "s", ">") == nil)
+        #expect(timeout("XREADGROUP", "GROUP", "block", "7", "STREAMS", "s", ">") == nil)
+        #expect(timeout("XREAD", "STREAMS", "block", "5") == nil)
+        #expect(timeout("XREADGROUP", "GROUP", "g", "block", "COUNT", "1", "BLOCK", "9", "STREAMS", "s", ">")?.milliseconds == 9)
     }
 
     @Test func writesWhatIsLeft() {
-        #expect(BlockingTimeout.text(1234, inMilliseconds: false) == "1.234")
-        #expect(BlockingTimeout.text(5, inMilliseconds: false) == "0.005")
-        #expect(BlockingTimeout.text(60_000, inMilliseconds: false) == "60.000")
+        #expect(BlockingTimeout.text(1234, inMilliseconds: false) == "1.2345")
+        #expect(BlockingTimeout.text(1, inMilliseconds: false) == "0.0015")  // (never "0.001": 0 on Redis 6)
+        #expect(BlockingTimeout.text(60_000, inMilliseconds: false) == "60.0005")
         #expect(BlockingTimeout.text(250, inMilliseconds: true) == "250")
     }
 
     @Test func rewritesOnlyTheTimeout() {
         let request = ByteBuffer(capacity: 16)
         let cases: [([String], Int64, [String])] = [
-            (["BLPOP", "a", "b", "5"], 1200, ["BLPOP", "a", "b", "1.200"]),
-            (["BLMPOP", "5", "1", "a", "LEFT"], 40, ["BLMPOP", "0.040", "1", "a", "LEFT"]),
+            (["BLPOP", "a", "b", "5"], 1200, ["BLPOP", "a", "b", "1.2005"]),
+            (["BLMPOP", "5", "1", "a", "LEFT"], 40, ["BLMPOP", "0.0405", "1", "a", "LEFT"]),
             (["XREAD", "BLOCK", "5000", "STREAMS", "s", "$"], 1999, ["XREAD", "BLOCK", "1999", "STREAMS", "s", "$"]),
         ]
         for (arguments, remaining, expected) in cases {
