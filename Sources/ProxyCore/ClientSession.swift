@@ -142,6 +142,12 @@ final class ClientSession {
 
     var hasPendingReplies: Bool { !pending.isEmpty }
     var owedReplies: Int { pending.count }
+    /// Request bytes read and not yet parsed, and the room left for more
+    /// (`CLIENT LIST`'s `qbuf` and `qbuf-free`).
+    var queryBufferBytes: Int { input.readableBytes }
+    var queryBufferFree: Int { input.allocatedCapacity - input.readableBytes }
+    /// What its buffers hold allocated (`tot-mem`).
+    var bufferMemory: Int { input.allocatedCapacity + output.allocatedCapacity + queuedReplyBytes + partReplyBytesHeld }
     /// The user it authenticated as (`default` without users).
     var userName = "default"
 

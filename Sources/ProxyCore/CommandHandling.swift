@@ -71,6 +71,7 @@ enum CommandHandling: Equatable {
         case "info": return .info
         case "slowlog|get", "slowlog|len", "slowlog|reset", "slowlog|help": return .local
         case "client|info", "client|list", "client|kill": return .local
+        case "client|no-evict": return .refused("its backend connections are shared by many clients")
         case "cluster|slots", "cluster|shards", "cluster|nodes", "cluster|myid": return .local
         // Each master saves, counts and lists only its own: one random
         // master's answer is a fraction of the cluster's.

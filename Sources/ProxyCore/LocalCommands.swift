@@ -154,9 +154,6 @@ enum LocalCommands {
             worker.clientTracking(command, session: session)
         case "client|trackinginfo", "client|getredir", "client|caching":
             worker.trackingQuery(spec, command, session: session)
-        case "client|no-evict":
-            session.replyError(
-                "ERR slotproxy does not forward 'client|no-evict': its backend connections are shared by many clients")
         default:
             session.replyError("ERR slotproxy cannot answer '\(spec.name)' locally")
         }

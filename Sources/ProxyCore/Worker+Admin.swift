@@ -318,8 +318,10 @@ extension Worker {
         }
     }
 
-    /// One client as a line of `CLIENT LIST` / `CLIENT INFO` (the fields the
-    /// proxy knows, plus its worker and the replies it is owed).
+    /// One client as a line of `CLIENT LIST` / `CLIENT INFO`: every field of
+    /// Redis 7.0's, in its order (clients parse them: redis-py's
+    /// `client_info()` needs `qbuf-free`, `tot-mem` ...; what the proxy has no
+    /// counterpart for is 0), then its worker and the replies it is owed.
     func describe(_ session: ClientSession) -> String {
         let now = loop.turnTime
         let names = CommandNames.bySlot
@@ -328,11 +330,21 @@ extension Worker {
         let last = slot >= 0 && slot < names.count ? names[slot] : "NULL"
         let age = (now - session.connectedAt) / 1000
         let idle = (now - session.lastReadAt) / 1000
-        let multi = session.transaction?.inMulti == true ? 1 : -1
-        var line = "id=\(session.id) addr=\(Socket.peerAddress(session.fd)) worker=\(workerIndex) name=\(name)"
-        line += " age=\(age) idle=\(idle) db=\(session.database) user=\(session.userName) resp=\(session.resp3 ? 3 : 2)"
-        line += " sub=\(session.isSubscribed ? 1 : 0) multi=\(multi) owed=\(session.owedReplies)"
-        line += " omem=\(session.unreadBytes) cmd=\(last)\n"
+        let inMulti = session.transaction?.inMulti == true
+        var flags = ""
+        if session.isSubscribed { flags += "P" }
+        if inMulti { flags += "x" }
+        if session.blockedOn != nil { flags += "b" }
+        let output = session.output
+        var line = "id=\(session.id) addr=\(Socket.peerAddress(session.fd)) laddr=\(Socket.localAddress(session.fd))"
+        line += " fd=\(session.fd) name=\(name) age=\(age) idle=\(idle) flags=\(flags.isEmpty ? "N" : flags)"
+        line += " db=\(session.database) sub=\(session.subscribedChannels.count) psub=\(session.subscribedPatterns.count)"
+        line += " ssub=\(session.shards?.confirmed.count ?? 0) multi=\(inMulti ? 1 : -1)"
+        line += " qbuf=\(session.queryBufferBytes) qbuf-free=\(session.queryBufferFree) argv-mem=0 multi-mem=0"
+        line += " rbs=\(output.allocatedCapacity) rbp=\(output.allocatedCapacity) obl=\(output.readableBytes)"
+        line += " oll=\(session.owedReplies) omem=\(session.unreadBytes) tot-mem=\(session.bufferMemory)"
+        line += " events=r\(output.readableBytes > 0 ? "w" : "") cmd=\(last) user=\(session.userName) redir=-1"
+        line += " resp=\(session.resp3 ? 3 : 2) worker=\(workerIndex) owed=\(session.owedReplies)\n"
         return line
     }
 

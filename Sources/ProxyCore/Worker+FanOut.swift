@@ -153,33 +153,42 @@ extension Worker {
             session.replyError("CLUSTERDOWN Hash slot not served")
             return
         }
-        let rule: MergeRule
-        switch spec.responsePolicy {
-        case .concatenateInKeyOrder: rule = .keyOrder(grouping.positions())
-        case .sum: rule = .sum
-        default: rule = .allSucceeded
-        }
         let target = clientTarget(session)
         countAsShared(target, session: session)
-        let fanOut = FanOut(target: target, rule: rule, parts: grouping.slots.count, resp3: session.resp3)
+        let fanOut = FanOut(
+            target: target, rule: Worker.splitRule(spec, grouping), parts: grouping.slots.count, resp3: session.resp3)
         // Each part's request is written straight into its record.
         for (part, slot) in grouping.slots.enumerated() {
             let record = partRecord(fanOut, part, session: session)
-            let keys = grouping.keys(ofPart: part)
             let request = record.request
-            request.appendArrayHeader(1 + keys.count * step)
-            request.appendBulk(command.argument(0))
-            for argument in keys {
-                for offset in 0..<step where argument + offset < command.count {
-                    request.appendBulk(command.argument(argument + offset))
-                }
-            }
+            Worker.appendSplitPart(command, keys: grouping.keys(ofPart: part), step: step, into: request)
             record.slot = slot
             if case .client(let parent) = target { session.countPartRequests(request.readableBytes, on: parent) }
             if let pool = slotOwners[slot] {
                 send(record, to: pool, session: session)
             } else {
                 failRequest(record, message: "CLUSTERDOWN Hash slot not served")
+            }
+        }
+    }
+
+    /// How the parts' replies of a split command merge into its reply.
+    static func splitRule(_ spec: CommandSpec, _ grouping: SlotGrouping.Groups) -> MergeRule {
+        switch spec.responsePolicy {
+        case .concatenateInKeyOrder: .keyOrder(grouping.positions())
+        case .sum: .sum
+        default: .allSucceeded
+        }
+    }
+
+    /// One part of a split command: its name, then the part's keys (each
+    /// with its `step - 1` values) in the client's order.
+    static func appendSplitPart(_ command: Command, keys: ArraySlice<Int>, step: Int, into request: ByteBuffer) {
+        request.appendArrayHeader(1 + keys.count * step)
+        request.appendBulk(command.argument(0))
+        for argument in keys {
+            for offset in 0..<step where argument + offset < command.count {
+                request.appendBulk(command.argument(argument + offset))
             }
         }
     }

@@ -28,6 +28,8 @@ extension Worker {
         // The clients' one server is a master (libraries that find a replica
         // refuse to write to it).
         if wants("replication") { text += "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n" }
+        // (ioredis's ready check reads `loading`; a loading master's requests wait.)
+        if wants("persistence") { text += "# Persistence\r\nloading:0\r\nasync_loading:0\r\n\r\n" }
         if wants("proxy") { text += proxySection() }
         if wants("cluster") { text += "# Cluster\r\ncluster_enabled:0\r\n\r\n" }
         if requested.contains("nodes") || requested.contains("all") || requested.contains("everything") {
@@ -101,7 +103,9 @@ extension Worker {
     /// A bulk string in RESP2; a verbatim `txt` string in RESP3, as Redis answers `INFO`.
     static func appendInfo(_ text: String, resp3: Bool, to out: ByteBuffer) {
         var body = text
-        if body.hasSuffix("\r\n\r\n") { body.removeLast(2) }
+        // (Sections end with a blank line; the reply, like a server's, ends
+        // after the last field's CRLF. "\r\n" is one Character.)
+        if body.hasSuffix("\r\n\r\n") { body.removeLast() }
         let bytes = Array(body.utf8)
         if resp3 {
             out.append(byte: UInt8(ascii: "="))

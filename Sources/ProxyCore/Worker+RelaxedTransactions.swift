@@ -28,7 +28,16 @@ final class RelaxedTransaction {
         var slot: Int
     }
 
+    /// What the nodes run: the client's commands, a split one as its parts.
     var commands: [Queued] = []
+    /// The client's commands, in order: where each is in `commands` (one
+    /// entry, or the parts of a `DEL`, `MGET`, `MSET` ... over several slots,
+    /// whose replies `rule` merges into its one reply).
+    var clientCommands: [ClientCommand] = []
+    struct ClientCommand {
+        var parts: Range<Int>
+        var rule: MergeRule?
+    }
     /// A watch connection died: what it watched is unknown, EXEC answers null.
     var watchLost = false
     /// Dedicated connections holding the client's `WATCH`es, by master.
@@ -51,6 +60,7 @@ final class RelaxedExecution {
 
     let frames: [[UInt8]]
     var results: [[UInt8]?]
+    let clientCommands: [RelaxedTransaction.ClientCommand]
     /// Groups for after the watch checks, or to retry after a `MOVED`.
     var later: [Group] = []
     var current: [Group] = []
@@ -60,8 +70,9 @@ final class RelaxedExecution {
     var watchError: [UInt8]?
     let resp3: Bool
 
-    init(frames: [[UInt8]], resp3: Bool) {
+    init(frames: [[UInt8]], clientCommands: [RelaxedTransaction.ClientCommand], resp3: Bool) {
         self.frames = frames
+        self.clientCommands = clientCommands
         self.resp3 = resp3
         results = Array(repeating: nil, count: frames.count)
     }
@@ -120,22 +131,50 @@ extension Worker {
 
     /// A command inside a relaxed `MULTI`: kept, answered `+QUEUED`.
     func relaxedQueue(_ spec: CommandSpec, _ command: Command, _ transaction: Transaction, session: ClientSession) {
+        let relaxed = transaction.relaxed!
         session.keyIndices.clearKeepingCapacity()
         spec.extractKeys(frame: command.frame, arguments: command.arguments, into: &session.keyIndices, includeNotKeys: true)
         var slot = -1
         for index in session.keyIndices {
             let keySlot = slotHasher.slot(of: command.argument(index))
             if slot != -1 && keySlot != slot {
-                // One command over several slots is refused even here, as a
-                // node refuses it: only whole commands are spread over slots.
-                session.replyError("CROSSSLOT Keys in request don't hash to the same slot")
-                transaction.aborted = true
+                // A command that splits outside a transaction (DEL, UNLINK,
+                // EXISTS, TOUCH, MGET, MSET: arq finishes a job with a DEL
+                // over three keys) is split here too, each part run in its
+                // slot's group. Any other is refused, as a node refuses it.
+                guard relaxedQueueSplit(spec, command, relaxed, session: session) else {
+                    session.replyError("CROSSSLOT Keys in request don't hash to the same slot")
+                    transaction.aborted = true
+                    return
+                }
+                session.replyLocally { $0.append("+QUEUED\r\n") }
                 return
             }
             slot = keySlot
         }
-        transaction.relaxed!.commands.append(.init(frame: Array(command.frame), slot: slot))
+        relaxed.clientCommands.append(.init(parts: relaxed.commands.count..<(relaxed.commands.count + 1), rule: nil))
+        relaxed.commands.append(.init(frame: Array(command.frame), slot: slot))
         session.replyLocally { $0.append("+QUEUED\r\n") }
+    }
+
+    /// Queues a splittable command over several slots as one part per
+    /// slot; false when `spec` does not split (or its key/value pairs are
+    /// incomplete: `MSET a 1 b`).
+    private func relaxedQueueSplit(
+        _ spec: CommandSpec, _ command: Command, _ relaxed: RelaxedTransaction, session: ClientSession
+    ) -> Bool {
+        let step = max(1, spec.keyStep)
+        guard CommandHandling.of(spec) == .split, (command.count - 1) % step == 0 else { return false }
+        let grouping = splitScratch.group(session.keyIndices, slotOf: { slotHasher.slot(of: command.argument($0)) })
+        let first = relaxed.commands.count
+        let part = ByteBuffer(capacity: command.frame.count + 32)
+        for (index, slot) in grouping.slots.enumerated() {
+            part.clear()
+            Worker.appendSplitPart(command, keys: grouping.keys(ofPart: index), step: step, into: part)
+            relaxed.commands.append(.init(frame: part.readableArray(), slot: slot))
+        }
+        relaxed.clientCommands.append(.init(parts: first..<relaxed.commands.count, rule: Worker.splitRule(spec, grouping)))
+        return true
     }
 
     /// `UNWATCH`, `DISCARD`, `RESET`, or a client gone: the watches are
@@ -167,7 +206,8 @@ extension Worker {
             session.replyError("CLUSTERDOWN The cluster is down")
             return
         }
-        let execution = RelaxedExecution(frames: relaxed.commands.map(\.frame), resp3: session.resp3)
+        let execution = RelaxedExecution(
+            frames: relaxed.commands.map(\.frame), clientCommands: relaxed.clientCommands, resp3: session.resp3)
         var groups: [RelaxedExecution.Group] = []
         // A command without keys joins the group of the keyed command before
         // it (or after it, for leading ones): it needs some master.
@@ -315,9 +355,20 @@ extension Worker {
             return
         }
         let out = ByteBuffer(capacity: 256)
-        out.appendArrayHeader(execution.results.count)
-        for result in execution.results {
-            out.append(result ?? Array("-ERR slotproxy: no reply for this command\r\n".utf8))
+        out.appendArrayHeader(execution.clientCommands.count)
+        let missing = Array("-ERR slotproxy: no reply for this command\r\n".utf8)
+        for command in execution.clientCommands {
+            guard let rule = command.rule else {
+                out.append(execution.results[command.parts.lowerBound] ?? missing)
+                continue
+            }
+            // A split command: its parts' replies merged as outside a
+            // transaction (counts added, values back in key order ...).
+            let merge = FanOut(target: fanOut.target, rule: rule, parts: command.parts.count, resp3: execution.resp3)
+            for (part, index) in command.parts.enumerated() {
+                _ = (execution.results[index] ?? missing).withUnsafeBytes { merge.receive(part: part, reply: $0) }
+            }
+            merge.merge(into: out, scanCursor: { _, _ in nil })
         }
         deliver(out.readable, to: fanOut.target)
     }

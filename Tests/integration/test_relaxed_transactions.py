@@ -48,13 +48,46 @@ def test_transaction_over_all_masters_replies_as_one_server(cluster, relaxed, st
     assert cluster.call(cluster.node_for_key(c), "HGET", c, "g") == b"w"
 
 
+@pytest.mark.parametrize("proto", [2, 3])
+def test_split_commands_inside_a_transaction(cluster, relaxed, standalone, proto):
+    """DEL, UNLINK, EXISTS, TOUCH, MGET and MSET over several slots inside
+    MULTI: each part runs in its slot's group, and the command's reply is
+    merged as outside a transaction (arq deletes a job's three keys in one
+    DEL inside its MULTI)."""
+    a, b, c = keys_on_each_master(cluster, uuid.uuid4().hex[:8])
+    missing = f"{a}:missing"
+    commands = [
+        ("MULTI",),
+        ("MSET", a, "1", b, "2", c, "3"), ("MGET", a, missing, b, c), ("EXISTS", a, b, c, missing),
+        ("DEL", a, b), ("TOUCH", a, b, c), ("MGET", c, b, a), ("INCR", c),
+        ("UNLINK", c, missing), ("EXISTS", a, b, c),
+        ("EXEC",),
+    ]
+    with relaxed.raw() as p, RawConnection(standalone.port) as s:
+        if proto == 3:
+            p.hello(3)
+            s.hello(3)
+        got, want = p.pipeline(commands), s.pipeline(commands)
+        assert got == want, (got, want)
+        assert got[-1][:4] == [b"OK", [b"1", None, b"2", b"3"], 3, 2], got[-1]
+    # And through redis-py's transactional pipeline, as arq uses it.
+    r = relaxed.client()
+    r.mset({a: "x", b: "y", c: "z"})
+    pipe = r.pipeline(transaction=True)
+    pipe.delete(a, b, c)
+    pipe.mget(a, b, c)
+    assert pipe.execute() == [3, [None, None, None]]
+
+
 def test_queue_time_errors_abort_as_redis(relaxed, standalone):
     commands = [("MULTI",), ("SET", "a", "1"), ("NOSUCH",), ("GET",), ("EXEC",)]
     with relaxed.raw() as p, RawConnection(standalone.port) as s:
         assert p.pipeline(commands) == s.pipeline(commands)
-        # One command over several slots is still refused, and aborts.
-        replies = p.pipeline([("MULTI",), ("MSET", "a", "1", "b", "2"), ("EXEC",)])
-        assert replies[1].message.startswith("CROSSSLOT") and replies[2].message.startswith("EXECABORT")
+        # One command over several slots that does not split is still
+        # refused, and aborts (so is a split one with a key missing its value).
+        for command in (("RENAME", "a", "b"), ("MSETNX", "a", "1", "b", "2"), ("MSET", "a", "1", "b")):
+            replies = p.pipeline([("MULTI",), command, ("EXEC",)])
+            assert replies[1].message.startswith("CROSSSLOT") and replies[2].message.startswith("EXECABORT"), replies
         # DISCARD sends nothing; the session goes on.
         assert is_status(p.pipeline([("MULTI",), ("SET", "a", "9"), ("DISCARD",)])[-1])
         assert p.command("GET", "a") != b"9"

@@ -394,10 +394,19 @@ def test_client_id(proxy):
         assert pairs_to_dict(a.command("HELLO", 2))["id"] == ida
 
 
-def test_client_info_and_list_describe_the_proxys_clients(proxy):
+def test_client_info_and_list_describe_the_proxys_clients(cluster, proxy):
     """CLIENT INFO and CLIENT LIST describe the clients of the proxy (with
-    the ids CLIENT ID gives), not some node's connections; commands that act
-    on a node's connections (PAUSE ...) are refused with the reason."""
+    the ids CLIENT ID gives), not some node's connections, with every field
+    a server gives, in its order (redis-py's client_info() needs them);
+    commands that act on a node's connections (PAUSE ...) are refused with
+    the reason."""
+    node_fields = [f.split("=")[0] for f in cluster.call(cluster.masters[0], "CLIENT", "INFO").decode().split()]
+    r = proxy.client()
+    r.client_setname("py")
+    info = r.client_info()
+    assert info["name"] == "py" and info["db"] == 0 and info["flags"] == "N" and info["psub"] == 0, info
+    assert [f for f in info if f in node_fields] == node_fields, (list(info), node_fields)
+    r.close()
     with proxy.raw() as a, proxy.raw() as b:
         assert is_status(a.command("CLIENT", "SETNAME", "app-a"))
         ida, idb = a.command("CLIENT", "ID"), b.command("CLIENT", "ID")

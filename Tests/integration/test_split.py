@@ -289,6 +289,12 @@ def test_info_describes_one_standalone_server(cluster, proxy):
         assert r.info("replication") == {"role": "master", "connected_slaves": 0}
         stats = r.info("stats")
         assert stats["total_connections_received"] >= 1 and stats["total_commands_processed"] >= 1
+        assert r.info("persistence") == {"loading": 0, "async_loading": 0}
+    # Like a server's, each reply ends with its last field's CRLF, once.
+    with proxy.raw() as c:
+        for sections in (("clients",), ("server",), ("stats",), ("replication", "cluster"), ("keyspace",), ()):
+            text = c.command("INFO", *sections)
+            assert text.endswith(b"\r\n") and not text.endswith(b"\r\n\r\n"), (sections, text[-40:])
 
 
 def test_debug_only_with_allow_debug(proxy_factory):
