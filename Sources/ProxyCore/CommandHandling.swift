@@ -152,6 +152,8 @@ enum CommandHandling: Equatable {
             case .special: return "sent to every master, one non-empty reply picked at random"
             default: return "sent to every master, succeeds when all succeed"
             }
+        case .emulated where Worker.destinationArgument(of: spec.name) != nil:
+            return "emulated across slots: sources gathered, stored by a script on the destination's master"
         case .emulated: return "emulated across slots: sources gathered, computed on one master by a script"
         case .local where spec.name.hasPrefix("cluster|"):
             return "answered by the proxy: itself as the one node serving all 16384 slots"

@@ -285,7 +285,9 @@ extension Worker {
         case .clients:
             var lines: [String] = []
             for case .clients(let part) in pending.parts { lines += part }
-            reply.appendBulk(lines.sorted().joined())
+            // In id order, as a server lists them (not as text: id=10 after id=9).
+            func id(_ line: String) -> Int { Int(line.dropFirst(3).prefix { $0 != " " }) ?? 0 }
+            reply.appendBulk(lines.sorted { id($0) < id($1) }.joined())
         case .kill(let filter):
             var killed = 0
             for case .killed(let count) in pending.parts { killed += count }
@@ -330,16 +332,17 @@ extension Worker {
         let last = slot >= 0 && slot < names.count ? names[slot] : "NULL"
         let age = (now - session.connectedAt) / 1000
         let idle = (now - session.lastReadAt) / 1000
-        let inMulti = session.transaction?.inMulti == true
+        let multi = session.transaction.map { $0.inMulti ? $0.queuedCommands : -1 } ?? -1
         var flags = ""
         if session.isSubscribed { flags += "P" }
-        if inMulti { flags += "x" }
+        if multi >= 0 { flags += "x" }
         if session.blockedOn != nil { flags += "b" }
+        if session.tracking { flags += "t" }
         let output = session.output
         var line = "id=\(session.id) addr=\(Socket.peerAddress(session.fd)) laddr=\(Socket.localAddress(session.fd))"
         line += " fd=\(session.fd) name=\(name) age=\(age) idle=\(idle) flags=\(flags.isEmpty ? "N" : flags)"
         line += " db=\(session.database) sub=\(session.subscribedChannels.count) psub=\(session.subscribedPatterns.count)"
-        line += " ssub=\(session.shards?.confirmed.count ?? 0) multi=\(inMulti ? 1 : -1)"
+        line += " ssub=\(session.shards?.confirmed.count ?? 0) multi=\(multi)"
         line += " qbuf=\(session.queryBufferBytes) qbuf-free=\(session.queryBufferFree) argv-mem=0 multi-mem=0"
         line += " rbs=\(output.allocatedCapacity) rbp=\(output.allocatedCapacity) obl=\(output.readableBytes)"
         line += " oll=\(session.owedReplies) omem=\(session.unreadBytes) tot-mem=\(session.bufferMemory)"

@@ -37,6 +37,9 @@ final class RelaxedTransaction {
     struct ClientCommand {
         var parts: Range<Int>
         var rule: MergeRule?
+        /// Its reply, known at queuing (`MSET a 1 b`: a server queues it and
+        /// answers the arity error inside `EXEC`).
+        var reply: [UInt8]?
     }
     /// A watch connection died: what it watched is unknown, EXEC answers null.
     var watchLost = false
@@ -158,13 +161,20 @@ extension Worker {
     }
 
     /// Queues a splittable command over several slots as one part per
-    /// slot; false when `spec` does not split (or its key/value pairs are
-    /// incomplete: `MSET a 1 b`).
+    /// slot; false when `spec` does not split.
     private func relaxedQueueSplit(
         _ spec: CommandSpec, _ command: Command, _ relaxed: RelaxedTransaction, session: ClientSession
     ) -> Bool {
         let step = max(1, spec.keyStep)
-        guard CommandHandling.of(spec) == .split, (command.count - 1) % step == 0 else { return false }
+        guard CommandHandling.of(spec) == .split else { return false }
+        guard (command.count - 1) % step == 0 else {
+            // `MSET a 1 b`: as a server, queued, and the error in EXEC's reply.
+            let error = ByteBuffer(capacity: 64)
+            error.appendError("ERR wrong number of arguments for '\(spec.name)' command")
+            let at = relaxed.commands.count
+            relaxed.clientCommands.append(.init(parts: at..<at, rule: nil, reply: error.readableArray()))
+            return true
+        }
         let grouping = splitScratch.group(session.keyIndices, slotOf: { slotHasher.slot(of: command.argument($0)) })
         let first = relaxed.commands.count
         let part = ByteBuffer(capacity: command.frame.count + 32)
@@ -213,9 +223,10 @@ extension Worker {
         // it (or after it, for leading ones): it needs some master.
         let firstKeyed = relaxed.commands.first(where: { $0.slot >= 0 })?.slot ?? -1
         var lastSlot = firstKeyed
+        var groupOfSlot: [Int: Int] = [:]  // (a DEL over thousands of slots: no scan per command)
         for (index, queued) in relaxed.commands.enumerated() {
             if queued.slot >= 0 { lastSlot = queued.slot }
-            if let group = groups.firstIndex(where: { $0.slot == lastSlot }) {
+            if let group = groupOfSlot[lastSlot] {
                 groups[group].commandIndices.append(index)
             } else {
                 guard let address = groupAddress(slot: lastSlot, relaxed) else {
@@ -223,6 +234,7 @@ extension Worker {
                     session.replyError("CLUSTERDOWN Hash slot not served")
                     return
                 }
+                groupOfSlot[lastSlot] = groups.count
                 groups.append(.init(slot: lastSlot, address: address, commandIndices: [index]))
             }
         }
@@ -244,7 +256,12 @@ extension Worker {
             execution.later = groups
         }
         if execution.current.isEmpty {
-            session.replyLocally { $0.append("*0\r\n") }  // EXEC of nothing, nothing watched
+            // Nothing for a node, nothing watched: EXEC of nothing, or of
+            // commands whose replies were known at queuing.
+            session.replyLocally { out in
+                out.appendArrayHeader(relaxed.clientCommands.count)
+                for command in relaxed.clientCommands { out.append(command.reply ?? []) }
+            }
             return
         }
         let parent = recordPool.acquire()
@@ -302,9 +319,9 @@ extension Worker {
     /// Every part of a stage is in: results gathered, the next stage sent,
     /// or the client answered.
     func relaxedStageFinished(_ execution: RelaxedExecution, _ fanOut: FanOut) {
+        let replies = fanOut.replies
         for group in execution.current {
             if let connection = group.watchConnection { endTransaction(connection) }
-            let replies = fanOut.replies
             let exec = replies[group.firstPart + group.commandIndices.count] ?? []
             if Worker.isNullReply(exec) {
                 execution.watchFailed = true
@@ -358,6 +375,10 @@ extension Worker {
         out.appendArrayHeader(execution.clientCommands.count)
         let missing = Array("-ERR slotproxy: no reply for this command\r\n".utf8)
         for command in execution.clientCommands {
+            if let reply = command.reply {
+                out.append(reply)
+                continue
+            }
             guard let rule = command.rule else {
                 out.append(execution.results[command.parts.lowerBound] ?? missing)
                 continue

@@ -8,7 +8,11 @@ final class Transaction {
     /// once a key has chosen it.
     var connection: BackendConnection?
     var slot = -1
-    var inMulti = false
+    var inMulti = false {
+        didSet { if inMulti { queuedCommands = 0 } }
+    }
+    /// Commands queued since `MULTI` (`CLIENT LIST`'s `multi`).
+    var queuedCommands = 0
     /// Commands queued before the first key chose a master (answered
     /// `+QUEUED` by the proxy, replayed on the bound connection).
     var queuedBeforeKey: [[UInt8]] = []
@@ -234,6 +238,7 @@ extension Worker {
             transaction.aborted = true
             return
         }
+        transaction.queuedCommands += 1
         if transaction.relaxed != nil {
             relaxedQueue(spec, command, transaction, session: session)
             return

@@ -162,6 +162,8 @@ final class Worker {
     var commandsProcessed = 0
     /// Names scratch keys of emulated commands apart.
     var emulationCounter = 0
+    /// Hash tags found for storing emulated commands' slots (`scratchTag`).
+    var scratchTags: [Int: String] = [:]
 
     private func afterTurn() {
         shared.publishCommandsProcessed(worker: workerIndex, count: commandsProcessed)

@@ -84,10 +84,14 @@ def test_queue_time_errors_abort_as_redis(relaxed, standalone):
     with relaxed.raw() as p, RawConnection(standalone.port) as s:
         assert p.pipeline(commands) == s.pipeline(commands)
         # One command over several slots that does not split is still
-        # refused, and aborts (so is a split one with a key missing its value).
-        for command in (("RENAME", "a", "b"), ("MSETNX", "a", "1", "b", "2"), ("MSET", "a", "1", "b")):
+        # refused, and aborts.
+        for command in (("RENAME", "a", "b"), ("MSETNX", "a", "1", "b", "2")):
             replies = p.pipeline([("MULTI",), command, ("EXEC",)])
             assert replies[1].message.startswith("CROSSSLOT") and replies[2].message.startswith("EXECABORT"), replies
+        # A split one with a key missing its value: queued, the error inside EXEC's reply.
+        for commands in ([("MULTI",), ("MSET", "a", "1", "b"), ("EXEC",)],
+                         [("MULTI",), ("SET", "a", "1"), ("MSET", "a", "1", "b"), ("GET", "a"), ("EXEC",)]):
+            assert p.pipeline(commands) == s.pipeline(commands), commands
         # DISCARD sends nothing; the session goes on.
         assert is_status(p.pipeline([("MULTI",), ("SET", "a", "9"), ("DISCARD",)])[-1])
         assert p.command("GET", "a") != b"9"

@@ -414,6 +414,14 @@ def test_client_info_and_list_describe_the_proxys_clients(cluster, proxy):
         assert info.startswith(f"id={ida} ") and " name=app-a " in info and info.endswith("\n"), info
         listing = a.command("CLIENT", "LIST").decode().splitlines()
         assert {line.split()[0] for line in listing} >= {f"id={ida}", f"id={idb}"}, listing
+        ids = [int(line.split()[0][3:]) for line in listing]
+        assert ids == sorted(ids), ids  # in id order, as a server lists them
+        a.command("MULTI")
+        a.command("SET", "ci:x", "1")
+        a.command("GET", "ci:x")
+        in_multi = b.command("CLIENT", "LIST", "ID", str(ida)).decode()
+        assert " flags=x " in in_multi and " multi=2 " in in_multi, in_multi
+        a.command("DISCARD")
         only_b = b.command("CLIENT", "LIST", "ID", str(idb)).decode().splitlines()
         assert [line.split()[0] for line in only_b] == [f"id={idb}"]
         assert b.command("CLIENT", "LIST", "TYPE", "pubsub") == b""
@@ -546,7 +554,7 @@ def test_cross_slot_without_split_is_refused(proxy):
     cluster node does (MGET and friends are split instead: test_split.py)."""
     assert key_hash_slot("a") != key_hash_slot("b")
     with proxy.raw() as c:
-        for args in (("MSETNX", "a", "1", "b", "2"), ("RENAME", "a", "b"), ("SUNIONSTORE", "a", "b")):
+        for args in (("MSETNX", "a", "1", "b", "2"), ("RENAME", "a", "b"), ("SMOVE", "a", "b", "m")):
             err = c.command(*args)
             assert isinstance(err, RespError) and err.message == ERR_CROSSSLOT, (args, err)
         assert c.command("PING") == b"PONG"

@@ -94,8 +94,7 @@ def standalone_client(standalone, protocol=2):
 def test_cross_slot_atomic_commands_refused(proxy):
     with proxy.raw() as c:
         for args in (("MSETNX", "x1", "1", "x2", "2"), ("SMOVE", "x1", "x2", "m"), ("RPOPLPUSH", "x1", "x2"),
-                     ("LMOVE", "x1", "x2", "LEFT", "RIGHT"), ("ZUNIONSTORE", "x1", "1", "x2"),
-                     ("PFMERGE", "x1", "x2"), ("BITOP", "AND", "x1", "x2"), ("COPY", "x1", "x2")):
+                     ("LMOVE", "x1", "x2", "LEFT", "RIGHT"), ("COPY", "x1", "x2"), ("RENAME", "x1", "x2")):
             reply = c.command(*args)
             assert isinstance(reply, RespError) and reply.message.startswith("CROSSSLOT"), (args, reply)
         tag = prefix("nx")
@@ -356,6 +355,51 @@ def test_emulated_commands_equal_a_single_server(cluster, proxy, standalone, pro
         assert got == want
         got, want = both(c, s, unordered)
         assert [sorted(x) for x in got] == [sorted(x) for x in want]
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+def test_emulated_stores_equal_a_single_server(cluster, proxy, standalone, proto):
+    """SUNIONSTORE ... BITOP with sources and destination in other slots:
+    the destination holds what one server stores, on its own master, and
+    no scratch key is left anywhere."""
+    p = prefix("emustore")
+    s1, s2, s3, z1, z2, h1, h2 = (f"{p}:{n}" for n in ("s1", "s2", "s3", "z1", "z2", "h1", "h2"))
+    ds, dz, dh, db, b1, b2 = (f"{p}:{n}" for n in ("ds", "dz", "dh", "db", "b1", "b2"))
+    keys = [s1, s2, s3, z1, z2, h1, h2, ds, dz, dh, db, b1, b2]
+    assert len(masters_touched(cluster, keys)) >= 2
+    missing = f"{p}:missing"
+    rounds = [  # (store, read of its destination)
+        (("SUNIONSTORE", ds, s1, s2, s3, missing), ("SMEMBERS", ds)),
+        (("SINTERSTORE", ds, s1, s2), ("SMEMBERS", ds)),
+        (("SDIFFSTORE", ds, s1, s2, s3), ("SMEMBERS", ds)),
+        (("SUNIONSTORE", s3, s3, s2), ("SMEMBERS", s3)),  # the destination is a source too
+        (("SINTERSTORE", ds, s1, missing), ("EXISTS", ds)),  # an empty result deletes it
+        (("ZUNIONSTORE", dz, 2, z1, z2, "WEIGHTS", 2, 0.5, "AGGREGATE", "MAX"), ("ZRANGE", dz, 0, -1, "WITHSCORES")),
+        (("ZINTERSTORE", dz, 2, z1, z2), ("ZRANGE", dz, 0, -1, "WITHSCORES")),
+        (("ZDIFFSTORE", dz, 2, z1, z2), ("ZRANGE", dz, 0, -1, "WITHSCORES")),
+        (("ZRANGESTORE", dz, z1, 1, -1), ("ZRANGE", dz, 0, -1, "WITHSCORES")),
+        (("PFMERGE", dh, h1, h2), ("PFCOUNT", dh)),
+        (("BITOP", "OR", db, b1, b2), ("GET", db)),
+        (("BITOP", "NOT", db, b1), ("GET", db)),
+        (("SUNIONSTORE", ds, s1, f"{p}:str"), ("EXISTS", ds)),  # WRONGTYPE, as a server says
+    ]
+    with proxy.raw() as c, RawConnection(standalone.port) as s:
+        if proto == 3:
+            c.hello(3)
+            s.hello(3)
+        for conn in (c, s):
+            conn.command("DEL", *keys)
+            _load_emulation_data(conn, p)
+            conn.command("SET", b1, "abc")
+            conn.command("SET", b2, "xyz")
+        for store, read in rounds:
+            got, want = both(c, s, [store, read])
+            if read[0] == "SMEMBERS":
+                got[1], want[1] = sorted(got[1]), sorted(want[1])
+            assert got == want, (store, got, want)
+    assert cluster.call(cluster.node_for_key(db), "GET", db) is not None  # written on its own master
+    leftovers = [k for m in cluster.masters for k in cluster.call(m, "KEYS", "*slotproxy-scratch*")]
+    assert leftovers == []
 
 
 def test_functions_broadcast_and_fcall_by_key(cluster, proxy):
