@@ -127,8 +127,9 @@ enum LocalCommands {
         case "client|setinfo":
             setInfo(command, session: session)
         case "client|info":
-            let line = worker.describe(session)
-            session.replyLocally { $0.appendBulk(line) }
+            let line = Array(worker.describe(session).utf8)
+            let resp3 = session.resp3
+            session.replyLocally { $0.appendVerbatimText(line, resp3: resp3) }
         case "client|list":
             // The proxy's clients (of every worker), not a node's connections.
             switch ClientListFilter.parse(command) {

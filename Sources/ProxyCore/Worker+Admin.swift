@@ -287,7 +287,7 @@ extension Worker {
             for case .clients(let part) in pending.parts { lines += part }
             // In id order, as a server lists them (not as text: id=10 after id=9).
             func id(_ line: String) -> Int { Int(line.dropFirst(3).prefix { $0 != " " }) ?? 0 }
-            reply.appendBulk(lines.sorted { id($0) < id($1) }.joined())
+            reply.appendVerbatimText(Array(lines.sorted { id($0) < id($1) }.joined().utf8), resp3: pending.resp3)
         case .kill(let filter):
             var killed = 0
             for case .killed(let count) in pending.parts { killed += count }

@@ -106,16 +106,7 @@ extension Worker {
         // (Sections end with a blank line; the reply, like a server's, ends
         // after the last field's CRLF. "\r\n" is one Character.)
         if body.hasSuffix("\r\n\r\n") { body.removeLast() }
-        let bytes = Array(body.utf8)
-        if resp3 {
-            out.append(byte: UInt8(ascii: "="))
-            out.appendDecimal(bytes.count + 4)
-            out.append("\r\ntxt:")
-            out.append(bytes)
-            out.append("\r\n")
-        } else {
-            out.appendBulk(bytes)
-        }
+        out.appendVerbatimText(Array(body.utf8), resp3: resp3)
     }
 }
 

@@ -40,6 +40,20 @@ extension ByteBuffer {
         appendBulk(Array(text.utf8))
     }
 
+    /// Text as a server sends `INFO` or `CLIENT LIST`: a RESP3 verbatim
+    /// string (`=<n>\r\ntxt:...`), or a RESP2 bulk string.
+    public func appendVerbatimText(_ bytes: [UInt8], resp3: Bool) {
+        guard resp3 else {
+            appendBulk(bytes)
+            return
+        }
+        append(byte: UInt8(ascii: "="))
+        appendDecimal(bytes.count + 4)
+        append("\r\ntxt:")
+        append(bytes)
+        append("\r\n")
+    }
+
     /// The RESP2 null bulk string, or RESP3 `_` null.
     public func appendNull(resp3: Bool) {
         append(resp3 ? "_\r\n" : "$-1\r\n")

@@ -407,6 +407,11 @@ def test_client_info_and_list_describe_the_proxys_clients(cluster, proxy):
     assert info["name"] == "py" and info["db"] == 0 and info["flags"] == "N" and info["psub"] == 0, info
     assert [f for f in info if f in node_fields] == node_fields, (list(info), node_fields)
     r.close()
+    for command in (("CLIENT", "INFO"), ("CLIENT", "LIST")):  # RESP3: verbatim text, as a server sends it
+        with proxy.raw() as r3:
+            r3.hello(3)
+            r3.send_command(*command)
+            assert r3.read_raw(6)[:1] == b"=", command
     with proxy.raw() as a, proxy.raw() as b:
         assert is_status(a.command("CLIENT", "SETNAME", "app-a"))
         ida, idb = a.command("CLIENT", "ID"), b.command("CLIENT", "ID")
