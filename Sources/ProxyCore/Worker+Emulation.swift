@@ -36,10 +36,15 @@ extension Worker {
         }
     }
 
+    /// Lua's `unpack` stops near 8,000 values: an emulated command has at
+    /// most this many arguments (else the client gets an error, and nothing runs).
+    static let emulationArgumentLimit = 4000
+
     /// The script run on the computing master. KEYS: the scratch keys, then
-    /// the destination of a storing command. ARGV: protocol ("2"/"3"), the
-    /// number of sources n, n dumps ("" for a missing key), then the command
-    /// with scratch keys in place of the sources.
+    /// for a storing command its destination and the sources in the
+    /// destination's slot (read in place). ARGV: protocol ("2"/"3"), the
+    /// number of scratch keys n, n dumps ("" for a missing key), then the
+    /// command with scratch keys in place of the other sources.
     static let emulationScript = """
         if ARGV[1] == '3' then redis.setresp(3) end
         local n = tonumber(ARGV[2])
@@ -48,7 +53,7 @@ extension Worker {
             -- A TTL, so scratch keys could never outlive a failure here.
             local restored = redis.pcall('RESTORE', KEYS[i], 60000, ARGV[2 + i])
             if type(restored) == 'table' and restored.err then
-              redis.call('DEL', unpack(KEYS, 1, n))
+              if n > 0 then redis.call('DEL', unpack(KEYS, 1, n)) end
               return restored
             end
           end
@@ -56,7 +61,7 @@ extension Worker {
         local command = {}
         for i = 3 + n, #ARGV do command[#command + 1] = ARGV[i] end
         local result = redis.pcall(unpack(command))
-        redis.call('DEL', unpack(KEYS, 1, n))
+        if n > 0 then redis.call('DEL', unpack(KEYS, 1, n)) end
         return result
         """
 
@@ -68,6 +73,8 @@ extension Worker {
         var sourceCount: Int
         /// A storing command's destination argument, and its slot.
         var destination: (argument: Int, slot: Int)?
+        /// Its sources in the destination's slot, read in place (not dumped).
+        var localSources: [[UInt8]] = []
     }
 
     /// Gathers the sources of a cross-slot emulated command.
@@ -75,9 +82,15 @@ extension Worker {
         var sourceOfKey: [[UInt8]: Int] = [:]
         var sourceOfArgument: [Int: Int] = [:]
         var parts: [Part] = []
+        guard command.count <= Worker.emulationArgumentLimit else {
+            session.replyError(
+                "ERR slotproxy: '\(spec.name)' over keys in several slots is emulated for at most \(Worker.emulationArgumentLimit) arguments")
+            return
+        }
         let destination: (argument: Int, slot: Int)? = Worker.destinationArgument(of: spec.name).flatMap { argument in
             argument < command.count ? (argument: argument, slot: slotHasher.slot(of: command.argument(argument))) : nil
         }
+        var localSources: [[UInt8]] = []
         for argument in session.keyIndices where argument != destination?.argument {
             let key = command.bytes(argument)
             if let source = sourceOfKey[key] {
@@ -85,6 +98,13 @@ extension Worker {
                 continue
             }
             let slot = slotHasher.slot(of: command.argument(argument))
+            if slot == destination?.slot {
+                // Read in place by the script, atomically with the store: a
+                // copy taken first would overwrite a write made meanwhile
+                // (`SDIFFSTORE active active done`).
+                if !localSources.contains(key) { localSources.append(key) }
+                continue
+            }
             guard let pool = slotOwners[slot] else {
                 session.replyError("CLUSTERDOWN Hash slot not served")
                 return
@@ -102,7 +122,7 @@ extension Worker {
         }
         let plan = EmulationPlan(
             arguments: (0..<command.count).map { command.bytes($0) }, sourceOfArgument: sourceOfArgument,
-            sourceCount: parts.count, destination: destination)
+            sourceCount: parts.count, destination: destination, localSources: localSources)
         let parent = recordPool.acquire()
         session.expectReply(parent)
         // A store writes only in its second step: the client's next command
@@ -114,20 +134,26 @@ extension Worker {
     /// All sources are in: compute on one master.
     func computeEmulation(_ plan: EmulationPlan, dumps: [[UInt8]], target: FanOutTarget, resp3: Bool, session: ClientSession) {
         emulationCounter &+= 1
+        // (The nonce: scratch names of another proxy, or of this one before
+        // a restart, never meet.)
+        let name = "\(Worker.emulationNonce)-\(workerIndex)-\(emulationCounter)"
         // A store computes where its destination lives: scratch keys in that slot.
-        var tag = "{slotproxy-scratch-\(workerIndex)-\(emulationCounter)}"
+        var tag = "{slotproxy-scratch-\(name)}"
         if let destination = plan.destination {
             guard let slotTag = scratchTag(forSlot: destination.slot) else {
                 deliver(Array("-ERR slotproxy: no scratch key for the destination's slot\r\n".utf8), to: target)
                 return
             }
-            tag = "{\(slotTag)}:\(workerIndex)-\(emulationCounter)"
+            tag = "{\(slotTag)}:\(name)"
         }
         let scratch = (0..<plan.sourceCount).map { Array("\(tag):\($0)".utf8) }
-        let keyCount = plan.sourceCount + (plan.destination == nil ? 0 : 1)
+        let keyCount = plan.sourceCount + (plan.destination == nil ? 0 : 1 + plan.localSources.count)
         var arguments: [[UInt8]] = [Array("EVAL".utf8), Array(Worker.emulationScript.utf8), Array(String(keyCount).utf8)]
         arguments += scratch
-        if let destination = plan.destination { arguments.append(plan.arguments[destination.argument]) }
+        if let destination = plan.destination {
+            arguments.append(plan.arguments[destination.argument])
+            arguments += plan.localSources
+        }
         arguments.append(Array((resp3 ? "3" : "2").utf8))
         arguments.append(Array(String(plan.sourceCount).utf8))
         for dump in dumps {
@@ -150,7 +176,9 @@ extension Worker {
         }
         let request = ByteBuffer(capacity: 256)
         request.appendCommand(arguments)
-        dispatch([Part(pool: pool, slot: slot, request: request)], rule: .allSucceeded, target: target, session: session)
+        // (`firstSuccess`, one part: a TRYAGAIN while the slot migrates is
+        // retried whole, never split key by key like a split command's part.)
+        dispatch([Part(pool: pool, slot: slot, request: request)], rule: .firstSuccess, target: target, session: session)
     }
 
     /// A hash tag of `slot`: the first of "slotproxy-scratch-0", "-1" ...
@@ -162,7 +190,11 @@ extension Worker {
         let prefix = bytes.count
         for candidate in 0..<(1 << 24) {
             bytes.removeSubrange(prefix...)
-            bytes.append(contentsOf: String(candidate).utf8)
+            var digits = candidate  // (decimal digits, no String per try)
+            repeat {
+                bytes.insert(UInt8(ascii: "0") + UInt8(digits % 10), at: prefix)
+                digits /= 10
+            } while digits > 0
             if bytes.withUnsafeBytes({ slotHasher.slot(of: $0) }) == slot {
                 let tag = String(decoding: bytes, as: UTF8.self)
                 scratchTags[slot] = tag
@@ -171,6 +203,9 @@ extension Worker {
         }
         return nil
     }
+
+    /// Random per process: part of every scratch key's name.
+    static let emulationNonce = UInt32.random(in: 0...UInt32.max)
 
     /// Hands a finished reply to a fan-out's target.
     func deliver(_ reply: UnsafeRawBufferPointer, to target: FanOutTarget) {

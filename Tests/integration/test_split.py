@@ -378,7 +378,8 @@ def test_emulated_stores_equal_a_single_server(cluster, proxy, standalone, proto
         (("ZINTERSTORE", dz, 2, z1, z2), ("ZRANGE", dz, 0, -1, "WITHSCORES")),
         (("ZDIFFSTORE", dz, 2, z1, z2), ("ZRANGE", dz, 0, -1, "WITHSCORES")),
         (("ZRANGESTORE", dz, z1, 1, -1), ("ZRANGE", dz, 0, -1, "WITHSCORES")),
-        (("PFMERGE", dh, h1, h2), ("PFCOUNT", dh)),
+        (("PFADD", dh, *[f"y{i}" for i in range(300)]), ("PFCOUNT", dh)),
+        (("PFMERGE", dh, h1, h2), ("PFCOUNT", dh)),  # into an existing destination
         (("BITOP", "OR", db, b1, b2), ("GET", db)),
         (("BITOP", "NOT", db, b1), ("GET", db)),
         (("SUNIONSTORE", ds, s1, f"{p}:str"), ("EXISTS", ds)),  # WRONGTYPE, as a server says
@@ -400,6 +401,34 @@ def test_emulated_stores_equal_a_single_server(cluster, proxy, standalone, proto
     assert cluster.call(cluster.node_for_key(db), "GET", db) is not None  # written on its own master
     leftovers = [k for m in cluster.masters for k in cluster.call(m, "KEYS", "*slotproxy-scratch*")]
     assert leftovers == []
+
+
+def test_emulated_store_reads_sources_of_its_own_slot_in_place(cluster, proxy):
+    """A source in the destination's slot (the destination itself, say) is
+    read by the script, atomically with the store, not copied first: a
+    write made between a copy and the store would be overwritten."""
+    tag = prefix("inplace")
+    dest, other = f"{{{tag}}}:active", f"{tag}:done"
+    home = cluster.node_for_key(dest)
+    other = next(f"{other}:{i}" for i in range(1000) if cluster.node_for_key(f"{other}:{i}") != home)
+
+    def dumps(port):
+        stats = cluster.info_fields(port, "INFO", "commandstats").get("cmdstat_dump", "calls=0,")
+        return int(stats.split("calls=")[1].split(",")[0])
+
+    with proxy.raw() as c:
+        c.command("SADD", dest, "a", "b", "c")
+        c.command("SADD", other, "b")
+        before = {home: dumps(home), cluster.node_for_key(other): dumps(cluster.node_for_key(other))}
+        assert c.command("SDIFFSTORE", dest, dest, other) == 2
+        assert sorted(c.command("SMEMBERS", dest)) == [b"a", b"c"]
+        assert dumps(home) == before[home]  # the destination was not dumped
+        assert dumps(cluster.node_for_key(other)) == before[cluster.node_for_key(other)] + 1
+        # Too many arguments for the script: refused whole, nothing runs.
+        keys = [f"{tag}:k{i}" for i in range(4001)]
+        reply = c.command("SUNIONSTORE", dest, *keys)
+        assert isinstance(reply, RespError) and "at most 4000 arguments" in reply.message, reply
+        assert sorted(c.command("SMEMBERS", dest)) == [b"a", b"c"]
 
 
 def test_functions_broadcast_and_fcall_by_key(cluster, proxy):
