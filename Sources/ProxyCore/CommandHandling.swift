@@ -72,6 +72,9 @@ enum CommandHandling: Equatable {
         case "slowlog|get", "slowlog|len", "slowlog|reset", "slowlog|help": return .local
         case "client|info", "client|list", "client|kill": return .local
         case "client|no-evict": return .refused("its backend connections are shared by many clients")
+        // One standalone master, as `INFO replication` says (a random master's
+        // ROLE would name one of its replicas, and its offset).
+        case "role": return .local
         case "cluster|slots", "cluster|shards", "cluster|nodes", "cluster|myid": return .local
         // Each master saves, counts and lists only its own: one random
         // master's answer is a fraction of the cluster's.

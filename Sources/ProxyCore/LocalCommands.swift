@@ -144,6 +144,8 @@ enum LocalCommands {
             }
         case "cluster|slots", "cluster|shards", "cluster|nodes", "cluster|myid":
             clusterAsOneNode(spec.name, session: session, worker: worker)
+        case "role":
+            session.replyLocally { $0.append("*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n") }
         case "asking", "readonly", "readwrite":
             // The proxy follows ASK itself and picks the node for each read,
             // so these describe nothing the client's connection could change.

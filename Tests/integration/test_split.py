@@ -286,6 +286,7 @@ def test_info_describes_one_standalone_server(cluster, proxy):
         assert memory["maxmemory_policy"] == "noeviction" and memory["maxmemory"] == 0
         assert "used_memory_human" in info and info["maxmemory_policy"] == "noeviction"
         assert r.info("replication") == {"role": "master", "connected_slaves": 0}
+        assert r.role() == [b"master", 0, []]  # the same, not a random master's replicas
         stats = r.info("stats")
         assert stats["total_connections_received"] >= 1 and stats["total_commands_processed"] >= 1
         assert r.info("persistence") == {"loading": 0, "async_loading": 0}
