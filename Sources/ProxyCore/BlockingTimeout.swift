@@ -89,8 +89,4 @@ struct BlockingTimeout {
         let fraction = String(remaining % 1000)
         return "\(remaining / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction + "5"
     }
-
-    /// What a node answers a blocked list, sorted-set or stream command on
-    /// timeout: a null array (`*-1`; RESP3's null).
-    static func timedOutReply(resp3: Bool) -> StaticString { resp3 ? "_\r\n" : "*-1\r\n" }
 }

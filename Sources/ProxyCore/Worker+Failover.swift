@@ -144,11 +144,9 @@ extension Worker {
     }
 
     /// The time is up while the master is away: nothing was popped, so the
-    /// client gets what the node answers on timeout.
+    /// client gets what a node answers a blocked pop on timeout.
     private func answerTimedOut(_ record: RequestRecord) {
-        BlockingTimeout.timedOutReply(resp3: record.session?.resp3 ?? false).withUTF8Buffer {
-            answerLocally(record, reply: UnsafeRawBufferPointer($0))
-        }
+        answerLocally(record, reply: ByteBuffer.nullArray(resp3: record.session?.resp3 ?? false))
     }
 
     /// A blocking command sent again (held, or redirected after it had

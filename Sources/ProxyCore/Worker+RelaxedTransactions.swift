@@ -208,7 +208,7 @@ extension Worker {
         if relaxed.watchLost || relaxed.watchConnections.values.contains(where: { $0.state == .closed }) {
             // A watch could not be kept: as if the watched key had changed.
             releaseWatches(relaxed)
-            session.replyLocally { $0.append(session.resp3 ? "_\r\n" : "*-1\r\n") }
+            session.replyLocally { $0.append(ByteBuffer.nullArray(resp3: session.resp3)) }
             return
         }
         guard slotMap != nil, !masterPools.isEmpty else {
@@ -361,7 +361,7 @@ extension Worker {
                 )
             }
             deliver(
-                execution.watchError ?? (execution.resp3 ? Array("_\r\n".utf8) : Array("*-1\r\n".utf8)),
+                execution.watchError ?? ByteBuffer.nullArray(resp3: execution.resp3).withUTF8Buffer { Array($0) },
                 to: fanOut.target)
             return
         }

@@ -103,7 +103,7 @@ extension Worker {
         {
             // (The node answers EXECABORT: the redirect flagged it.)
             endTransaction(connection)
-            answer(record, record.session?.resp3 == true ? "_\r\n" : "*-1\r\n")
+            answerLocally(record, reply: ByteBuffer.nullArray(resp3: record.session?.resp3 == true))
             return true
         }
         guard case .error(let errorClass) = kind else { return false }
@@ -133,10 +133,10 @@ extension Worker {
             shared.requestTopologyRefresh()
             if record.endsTransaction != 0 && record.endsTransaction == connection.transactionNumber {
                 endTransaction(connection)  // (EXEC itself refused: the node dropped the transaction)
-                answer(record, record.session?.resp3 == true ? "_\r\n" : "*-1\r\n")
+                answerLocally(record, reply: ByteBuffer.nullArray(resp3: record.session?.resp3 == true))
             } else {
                 log.abortsAsWatched = true
-                answer(record, "+QUEUED\r\n")
+                answerLocally(record, reply: "+QUEUED\r\n")
             }
             return true
         }
@@ -145,14 +145,6 @@ extension Worker {
         // after all.
         if let log = connection.transactionLog, record.streamEnd > log.start { log.replayable = false }
         return false
-    }
-
-    private func answer(_ record: RequestRecord, _ reply: StaticString) {
-        guard let session = record.session else {
-            recordPool.release(record)
-            return
-        }
-        reply.withUTF8Buffer { session.complete(record, reply: UnsafeRawBufferPointer($0)) }
     }
 
     /// Whether the record's command is `WATCH` (a later one, on a bound connection).

@@ -419,7 +419,7 @@ extension Worker {
             // if one did. The client's optimistic loop tries again.
             endTransaction(connection)
             logger.info("client \(session.id): EXEC answered as aborted: the watched connection to \(connection.address) was lost")
-            session.replyLocally { $0.append(exec ? (session.resp3 ? "_\r\n" : "*-1\r\n") : "+OK\r\n") }
+            session.replyLocally { $0.append(exec ? ByteBuffer.nullArray(resp3: session.resp3) : "+OK\r\n") }
             return
         }
         if let connection = transaction.connection {

@@ -924,6 +924,11 @@ final class Worker {
         answerLocally(record, reply: text.readable)
     }
 
+    /// The same, for a reply known in advance (`+QUEUED`, a null array).
+    func answerLocally(_ record: RequestRecord, reply: StaticString) {
+        reply.withUTF8Buffer { answerLocally(record, reply: UnsafeRawBufferPointer($0)) }
+    }
+
     /// Answers `record` with a reply made by the proxy: its client's, or its
     /// fan-out's part.
     func answerLocally(_ record: RequestRecord, reply: UnsafeRawBufferPointer) {

@@ -54,6 +54,10 @@ extension ByteBuffer {
         append("\r\n")
     }
 
+    /// A null array (`*-1`; RESP3's `_`): what an aborted `EXEC` and a timed
+    /// out blocking pop answer.
+    public static func nullArray(resp3: Bool) -> StaticString { resp3 ? "_\r\n" : "*-1\r\n" }
+
     /// The RESP2 null bulk string, or RESP3 `_` null.
     public func appendNull(resp3: Bool) {
         append(resp3 ? "_\r\n" : "$-1\r\n")
