@@ -63,7 +63,13 @@ final class BackendConnection {
     private var bigRequestWritten = 0
     /// The bytes of `bigRequests` not written yet.
     private var bigRequestBytesLeft = 0
-    static let bigRequestThreshold = 256 * 1024
+    /// From this size a request is written from its record: one copy of
+    /// it fewer (a 64 KB `SET` was copied twice: into its record, then into
+    /// `output`), for one more segment in a gathered write.
+    static let bigRequestThreshold = 16 * 1024
+
+    /// Segments gathered into one write (far below IOV_MAX, 1024).
+    private static let maxWriteSegments = 64
 
     private struct BigRequest {
         let record: RequestRecord
@@ -417,10 +423,11 @@ final class BackendConnection {
 
     /// The stream with big requests spliced in at their place, gathered
     /// into one `sendmsg`: output bytes before each, its bytes from its
-    /// record, and output bytes after the last (up to three big requests a
-    /// call; more go on in the next).
+    /// record, and output bytes after the last (up to 31 big requests a
+    /// call, a pipeline's worth of 64 KB `SET`s; more go on in the next).
     private func writeSpliced(attempted: inout Int) -> Int {
-        withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 8) { segments in
+        withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: BackendConnection.maxWriteSegments) {
+            segments in
             let queued = output.readable
             var count = 0
             var position = bytesWritten
@@ -432,7 +439,7 @@ final class BackendConnection {
                 total += bytes.count
             }
             var index = 0
-            while index < bigRequests.count && count <= 5 {
+            while index < bigRequests.count && count <= BackendConnection.maxWriteSegments - 3 {
                 let big = bigRequests[index]
                 if big.start > position {
                     let gap = big.start - position

@@ -629,7 +629,7 @@ final class Worker {
     @inline(__always)
     private func sharedRecord(_ command: Command, slot: Int, session: ClientSession) -> RequestRecord {
         let record = recordPool.acquire()
-        if command.frame.count < BackendConnection.bigRequestThreshold {
+        if command.frame.count < Worker.inputHandOverThreshold {
             record.request.append(command.frame)
         } else {
             takeBigRequest(command.frame, into: record.request, from: session)
@@ -638,6 +638,11 @@ final class Worker {
         session.expectSharedReply(record)
         return record
     }
+
+    /// From this size a request takes its client's input storage (below,
+    /// the hand-over's copy of the input's remaining frames could outweigh
+    /// the request's own copy).
+    static let inputHandOverThreshold = 256 * 1024
 
     /// A big request is written from its record (see `BackendConnection.enqueue`):
     /// it takes the client's input storage where it can, so the proxy holds

@@ -2,7 +2,8 @@
 to its client as it arrives instead of being buffered whole and copied, so a
 100 MB GET costs the proxy about the value once, not twice (issue 8). A
 request of 256 kB or more is held once too: its record takes the client's
-input buffer, and the node connection writes it from there."""
+input buffer, and the node connection writes it from there. One of 16 kB or
+more is copied into its record only, and written from there."""
 
 from __future__ import annotations
 
@@ -124,6 +125,28 @@ def test_mid_sized_replies_written_directly_keep_their_order(cluster, proxy_fact
         replies = c.read_replies(len(expected))
         assert [len(x) for x in replies] == [len(x) for x in expected]
         assert replies == expected
+
+
+def test_mid_sized_requests_written_from_their_records_keep_their_order(cluster, proxy_factory):
+    # 16 kB - 256 kB requests are copied once, into their record, and
+    # written from there, spliced between the small requests queued around
+    # them. 100 of them in one pipeline (more than one gathered write takes)
+    # over three masters, each followed by an APPEND to a small key.
+    values = {f"midreq:{i}": os.urandom(16 * 1024 + i * 2048) for i in range(100)}
+    proxy = proxy_factory("--workers", "1")
+    with RawConnection(proxy.port, timeout=60) as c:
+        request = encode_command("DEL", "midreq:log")
+        for i, (key, value) in enumerate(values.items()):
+            request += encode_command("SET", key, value) + encode_command("APPEND", "midreq:log", f"{i},")
+        c.send(request)
+        replies = c.read_replies(1 + 2 * len(values))
+        assert all(is_status(x) for x in replies[1::2]), replies[1::2]
+        assert replies[2::2] == [len("".join(f"{j}," for j in range(i + 1))) for i in range(len(values))]
+    masters = {cluster.node_for_slot(key_hash_slot(key)) for key in values}
+    assert len(masters) == 3
+    for key, value in values.items():
+        port = cluster.node_for_slot(key_hash_slot(key))
+        assert redis.Redis(host="127.0.0.1", port=port, socket_timeout=60).get(key) == value, key
 
 
 def test_client_gone_mid_stream(cluster, proxy_factory):
