@@ -84,7 +84,9 @@ final class RequestRecord {
         slot = -1
         redirects = 0
         sentAt = 0
-        fanOut = nil
+        // (Tested first: storing nil calls swift_release even on nil, and
+        // these are nil for nearly every record.)
+        if fanOut != nil { fanOut = nil }
         part = 0
         isStream = false
         endsTransaction = 0
@@ -99,7 +101,7 @@ final class RequestRecord {
         blocking = false
         blockDeadline = 0
         watch = false
-        heldFor = nil
+        if heldFor != nil { heldFor = nil }
         metricsSlot = -1
         receivedAtMicros = 0
         sentAtMicros = 0
