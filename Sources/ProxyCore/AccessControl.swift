@@ -58,15 +58,49 @@ public struct ProxyUser: Sendable, Equatable {
                 } else if word.hasPrefix("~") {
                     user.keyPatterns.append(String(word.dropFirst()))
                 } else if lower.hasPrefix("+@") || lower.hasPrefix("-@") {
-                    user.commandRules.append(.category(String(lower.dropFirst(2)), allow: lower.hasPrefix("+")))
+                    // A typo in a deny rule would grant what it meant to deny.
+                    let category = String(lower.dropFirst(2))
+                    guard knownCategories.contains(category) else {
+                        throw ParseError(
+                            message: "user '\(name)': unknown command category in '\(word)' (Redis's are "
+                                + knownCategories.sorted().map { "@\($0)" }.joined(separator: ", ") + ")")
+                    }
+                    user.commandRules.append(.category(category, allow: lower.hasPrefix("+")))
                 } else if lower.hasPrefix("+") || lower.hasPrefix("-") {
-                    user.commandRules.append(.command(String(lower.dropFirst()), allow: lower.hasPrefix("+")))
+                    let command = String(lower.dropFirst())
+                    guard isKnownCommand(command) else {
+                        throw ParseError(
+                            message: "user '\(name)': unknown command in '\(word)' (a module's command is "
+                                + "written with its dot, as in +json.get)")
+                    }
+                    user.commandRules.append(.command(command, allow: lower.hasPrefix("+")))
                 } else {
                     throw ParseError(message: "user '\(name)': unknown rule '\(word)'")
                 }
             }
         }
         return user
+    }
+
+    /// Redis 7.0's ACL categories (every one some command of the table is
+    /// in) and those Redis 8's bundled modules add.
+    static let knownCategories: Set<String> = {
+        var categories: Set<String> = [
+            "all", "search", "json", "timeseries", "bloom", "cuckoo", "cms", "topk", "tdigest",
+        ]
+        for spec in CommandTable.all {
+            categories.formUnion(spec.aclCategories)
+            for sub in spec.subcommands { categories.formUnion(sub.aclCategories) }
+        }
+        return categories
+    }()
+
+    /// A command (`name` or `container|sub`, lower case) of the table, the
+    /// proxy's own `PROXY`, or a module's (dotted: `json.get`, `ft.search`),
+    /// which the table cannot know of before the nodes are asked.
+    static func isKnownCommand(_ name: String) -> Bool {
+        if name.contains(".") || name == "proxy" || name == "client|setinfo" { return true }
+        return CommandTable.lookup(name: name) != nil
     }
 
     /// Whether `password` opens this user (constant time over the digests).

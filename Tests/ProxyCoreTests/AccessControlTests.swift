@@ -40,4 +40,24 @@ import Testing
         #expect(try ProxyUser.parse("admin on >pw allkeys allcommands").isUnrestricted)
         #expect(throws: ProxyUser.ParseError.self) { try ProxyUser.parse("x on #123") }
     }
+
+    /// A misspelt deny rule is refused, as Redis's ACL SETUSER does: taken as
+    /// written it would deny nothing, and the user could run what it meant to deny.
+    @Test func unknownCategoriesAndCommandsAreRefused() throws {
+        for rule in ["-@dangerus", "+@bogus", "-flushal", "+nosuchcommand", "-config|nosuch", "+@"] {
+            #expect(throws: ProxyUser.ParseError.self, "\(rule)") { try ProxyUser.parse("app on >x ~* +@all \(rule)") }
+        }
+        do {
+            _ = try ProxyUser.parse("app on >x ~* +@all -@dangerus")
+        } catch {
+            #expect(error.message.contains("'-@dangerus'") && error.message.contains("@dangerous"))
+        }
+        // Known ones in any case, subcommands, PROXY, CLIENT SETINFO, and
+        // module commands (dotted; the table cannot know them).
+        let user = try ProxyUser.parse(
+            "app on >x ~* +@ALL -@Dangerous +CONFIG|GET -client|kill +client|setinfo -proxy +json.get +@json +FT.SEARCH")
+        #expect(user.commandRules.count == 9)
+        #expect(user.mayRun(CommandTable.lookup(name: "config|get")!))
+        #expect(!user.mayRun(CommandTable.lookup(name: "client|kill")!))
+    }
 }

@@ -62,6 +62,22 @@ def test_check_config_names_key_and_line(tmp_path):
     assert "line 4" in result.stderr and "max-redirect" in result.stderr
 
 
+def test_check_config_refuses_a_misspelt_acl_rule(tmp_path):
+    # Taken as written, "-@dangerus" would deny nothing (Redis's ACL SETUSER
+    # refuses it too); the same rules spelt right pass.
+    rules = "app on >x ~* +@all -@dangerus"
+    bad = tmp_path / "acl.yaml"
+    bad.write_text(f'cluster: 127.0.0.1:7000\nusers:\n  - "{rules}"\n')
+    result = run_binary("--check-config", str(bad))
+    assert result.returncode != 0
+    assert "line 3" in result.stderr and "-@dangerus" in result.stderr, result.stderr
+    flag = run_binary("--cluster", "127.0.0.1:7000", "--user", "app on >x ~* +@all -flushal", "--check-config", "/dev/null")
+    assert flag.returncode != 0 and "-flushal" in flag.stderr, flag.stderr
+    bad.write_text(f'cluster: 127.0.0.1:7000\nusers:\n  - "{rules.replace("dangerus", "dangerous")} +json.get"\n')
+    result = run_binary("--check-config", str(bad))
+    assert result.returncode == 0, result.stderr
+
+
 def test_missing_seeds_is_one_line_naming_flag_and_key():
     result = run_binary("--port", str(free_port()))
     assert result.returncode != 0
