@@ -75,6 +75,8 @@ enum CommandHandling: Equatable {
         // One standalone master, as `INFO replication` says (a random master's
         // ROLE would name one of its replicas, and its offset).
         case "role": return .local
+        // The client's own user, not the proxy's backend connection's.
+        case "acl|whoami": return .local
         case "cluster|slots", "cluster|shards", "cluster|nodes", "cluster|myid": return .local
         // Each master saves, counts and lists only its own: one random
         // master's answer is a fraction of the cluster's.

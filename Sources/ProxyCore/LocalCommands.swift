@@ -146,6 +146,9 @@ enum LocalCommands {
             clusterAsOneNode(spec.name, session: session, worker: worker)
         case "role":
             session.replyLocally { $0.append("*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n") }
+        case "acl|whoami":
+            let user = Array(session.userName.utf8)
+            session.replyLocally { $0.appendBulk(user) }
         case "asking", "readonly", "readwrite":
             // The proxy follows ASK itself and picks the node for each read,
             // so these describe nothing the client's connection could change.

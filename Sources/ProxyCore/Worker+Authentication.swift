@@ -71,8 +71,8 @@ extension Worker {
             return true
         }
         guard user.mayRun(spec) else {
-            let name = String(spec.name.map { $0 == "|" ? " " : $0 }).lowercased()
-            session.replyError("NOPERM this user has no permissions to run the '\(name)' command")
+            // (A subcommand by its full name, `config|get`, as Redis 7 says it.)
+            session.replyError("NOPERM this user has no permissions to run the '\(spec.name)' command")
             return false
         }
         session.keyIndices.clearKeepingCapacity()

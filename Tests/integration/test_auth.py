@@ -19,6 +19,7 @@ def auth_proxy(proxy_factory):
         "--user", "alice on >alice-pw ~app:* +@read +@write +@transaction -@dangerous",
         "--user", f"reports on #{SHA} ~report:* +@read",
         "--user", "gone off >gone-pw allkeys allcommands",
+        "--user", "ops on >ops-pw ~* +@all -@dangerous",
         wait=False,
     )
     # (The harness's readiness probe cannot authenticate: wait here, bounded.)
@@ -47,12 +48,18 @@ def test_authentication_replies_as_redis(proxy_factory):
             assert c.command(*args).message == "WRONGPASS invalid username-password pair or user is disabled.", args
         assert is_status(c.command("AUTH", "default-pw"))
         assert is_status(c.command("SET", "anything", "1"))
+        # The client's own user (the nodes would name the proxy's).
+        assert c.command("ACL", "WHOAMI") == b"default"
+        assert is_status(c.command("AUTH", "ops", "ops-pw"))
+        assert c.command("ACL", "WHOAMI") == b"ops"
     with proxy.raw() as c:
         assert is_status(c.command("AUTH", "alice", "alice-pw"))
         assert is_status(c.command("SET", "app:1", "v")) and c.command("GET", "app:1") == b"v"
         reply = c.command("GET", "other:1")
         assert reply.message == "NOPERM this user has no permissions to access one of the keys used as arguments"
         assert c.command("FLUSHALL").message == "NOPERM this user has no permissions to run the 'flushall' command"
+        # (@slow only: not in alice's categories, as on a server.)
+        assert c.command("ACL", "WHOAMI").message == "NOPERM this user has no permissions to run the 'acl|whoami' command"
         # Inside MULTI a denied command aborts the transaction, as on a server.
         replies = c.pipeline([("MULTI",), ("SET", "app:2", "x"), ("GET", "other:2"), ("EXEC",)])
         assert replies[2].message.startswith("NOPERM") and replies[3].message.startswith("EXECABORT")
