@@ -66,7 +66,13 @@ final class ClientSession {
     var keyIndices: [Int] = []
     /// The dedicated backend connection a blocking command of this client
     /// waits on, if any.
-    var blockedOn: BackendConnection?
+    var blockedOn: BackendConnection? {
+        didSet {
+            guard (oldValue == nil) != (blockedOn == nil) else { return }
+            worker.blockedClients += blockedOn == nil ? -1 : 1
+            worker.metrics.dirty = true
+        }
+    }
     /// The dedicated connection of the client's subscriptions, in subscribe mode.
     var subscription: BackendConnection?
     /// RESP2: the place of the subscription stream in the reply queue.

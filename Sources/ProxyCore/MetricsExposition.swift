@@ -23,6 +23,10 @@ enum MetricsExposition {
 
         family("slotproxy_connected_clients", "gauge", "Client connections open now.")
         sample("slotproxy_connected_clients", Int(shared.connectedClients))
+        family("slotproxy_blocked_clients", "gauge", "Clients waiting on a blocking command (BLPOP, XREAD BLOCK ...).")
+        sample("slotproxy_blocked_clients", workers.reduce(0) { $0 + $1.blockedClients })
+        family("slotproxy_rejected_connections_total", "counter", "Clients turned away at maxclients.")
+        sample("slotproxy_rejected_connections_total", total(\.rejectedConnections))
         family("slotproxy_workers", "gauge", "Event-loop threads.")
         sample("slotproxy_workers", workers.count)
 

@@ -20,10 +20,21 @@ extension Worker {
 
         var text = ""
         if wants("server") { text += serverSection() }
-        if wants("clients") { text += "# Clients\r\nconnected_clients:\(shared.connectedClients)\r\n\r\n" }
+        // (`blocked_clients` and `rejected_connections`: this worker's now,
+        // the others' as of their last publication, at most a second old.
+        // redis-cli --stat reads them.)
+        var others = wants("clients") || wants("stats") ? shared.workerMetrics : []
+        if workerIndex < others.count { others.remove(at: workerIndex) }
+        if wants("clients") {
+            text += "# Clients\r\nconnected_clients:\(shared.connectedClients)\r\n"
+                + "maxclients:\(configuration.maxClients)\r\n"
+                + "blocked_clients:\(others.reduce(blockedClients) { $0 + $1.blockedClients })\r\n\r\n"
+        }
         if wants("stats") {
+            let rejected = others.reduce(metrics.counters.rejectedConnections) { $0 + $1.counters.rejectedConnections }
             text += "# Stats\r\ntotal_connections_received:\(shared.totalConnectionsReceived)\r\n"
-                + "total_commands_processed:\(shared.commandsProcessed)\r\n\r\n"
+                + "total_commands_processed:\(shared.commandsProcessed)\r\n"
+                + "rejected_connections:\(rejected)\r\n\r\n"
         }
         // The clients' one server is a master (libraries that find a replica
         // refuse to write to it).

@@ -104,6 +104,8 @@ final class Worker {
     var readTargets: [ReadTargets] = []
     /// Requests waiting for a reachable master (see `Worker+Failover`).
     var heldRequests: [RequestRecord] = []
+    /// Clients waiting on a blocking command (`ClientSession.blockedOn`).
+    var blockedClients = 0
     /// `CLIENT TRACKING`: the clients that read each key over a tracking connection.
     var trackedReaders: [[UInt8]: [ClientSession]] = [:]
     /// Sessions with shard channels waiting for a live master (see `Worker+ShardedPubSub`).
@@ -337,13 +339,9 @@ final class Worker {
                 }
                 Socket.close(fd)
                 refusedSinceLog += 1
-                if loop.turnTime - lastRefusalLogAt >= 10_000 {
-                    // One line per 10 s, not one per connection: a flood must not flood the log.
-                    logger.warning(
-                        "refused \(refusedSinceLog) client(s): maxclients (\(configuration.maxClients)) reached")
-                    lastRefusalLogAt = loop.turnTime
-                    refusedSinceLog = 0
-                }
+                metrics.counters.rejectedConnections += 1
+                metrics.dirty = true
+                logRefusedClients(now: loop.turnTime)
                 continue
             }
             Socket.setKeepAlive(fd, idleSeconds: configuration.tcpKeepAliveSeconds)
@@ -361,6 +359,15 @@ final class Worker {
             let session = ClientSession(worker: self, fd: fd, id: shared.nextClientID(), tls: tls)
             sessions[ObjectIdentifier(session)] = session
         }
+    }
+
+    /// One line per 10 s, not one per connection: a flood must not flood
+    /// the log. (`tick` logs the rest of a burst once the 10 s are up.)
+    private func logRefusedClients(now: Int64) {
+        guard refusedSinceLog > 0, now - lastRefusalLogAt >= 10_000 else { return }
+        logger.warning("refused \(refusedSinceLog) client(s): maxclients (\(configuration.maxClients)) reached")
+        lastRefusalLogAt = now
+        refusedSinceLog = 0
     }
 
     func sessionClosed(_ session: ClientSession) {
@@ -961,6 +968,7 @@ final class Worker {
         let now = loop.nowMilliseconds
         feedWatchdog(now: now)
         closeDrainedSessions(now: now)
+        logRefusedClients(now: now)
         publishMetrics(now: now)
         if acceptPaused && drainDeadline == nil {
             acceptPaused = false
@@ -1036,6 +1044,7 @@ final class Worker {
                     isDown: pool.isDown))
         }
         spareSnapshot.heldRequests = heldRequests.count
+        spareSnapshot.blockedClients = blockedClients
         spareSnapshot.slotsCovered = slotsCovered
         spareSnapshot.masters = slotMap?.shards.count ?? 0
         spareSnapshot.ready = ready

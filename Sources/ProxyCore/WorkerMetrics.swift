@@ -80,6 +80,8 @@ struct WorkerCounters: Sendable {
     var redirectsAsk = 0
     var retries = 0
     var failoverWaits = 0
+    /// Clients turned away at `maxclients`.
+    var rejectedConnections = 0
 }
 
 /// A worker's counters as published for a scrape.
@@ -93,6 +95,7 @@ struct MetricsSnapshot: Sendable {
     /// Requests held now for want of a reachable master; slots the map
     /// covers and masters it names.
     var heldRequests = 0
+    var blockedClients = 0
     var slotsCovered = 0
     var masters = 0
     /// Whether this worker holds a complete slot map and a ready connection

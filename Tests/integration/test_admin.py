@@ -46,6 +46,38 @@ def _wait_metrics(port: int, predicate, timeout: float = 5.0) -> dict:
         time.sleep(0.1)
 
 
+def test_refused_and_blocked_clients_are_counted(proxy_factory):
+    # Clients turned away at maxclients: INFO's rejected_connections, the
+    # metric, and the log, where a burst's last refusals are logged by the
+    # tick once the 10 s rate limit is up (not only by a later refusal).
+    admin = free_port()
+    proxy = proxy_factory("--maxclients", "3", "--set", f"admin-port={admin}", "--workers", "1")
+    held = [proxy.raw() for _ in range(3)]
+    for c in held:
+        assert c.command("PING") == b"PONG"
+    started = time.monotonic()
+    for _ in range(4):
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
+            assert s.recv(100) == b"-ERR max number of clients reached\r\n"
+    info = held[0].command("INFO", "stats").decode()
+    assert "rejected_connections:4\r\n" in info, info
+    assert "maxclients:3\r\n" in held[0].command("INFO", "clients").decode()
+    assert _value(_wait_metrics(admin, lambda s: _value(s, "slotproxy_rejected_connections_total") == 4),
+                  "slotproxy_rejected_connections_total") == 4
+    held[1].send(encode_command("BLPOP", "admin:queue", 0))
+    assert _value(_wait_metrics(admin, lambda s: _value(s, "slotproxy_blocked_clients") == 1),
+                  "slotproxy_blocked_clients") == 1
+    deadline = started + 15
+    while "refused 3 client(s)" not in proxy.log_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log = proxy.log_text()
+    assert "refused 1 client(s): maxclients (3) reached" in log and "refused 3 client(s)" in log, log
+    assert held[0].command("RPUSH", "admin:queue", "x") == 1
+    assert held[1].read_reply() == [b"admin:queue", b"x"]
+    for c in held:
+        c.close()
+
+
 def test_metrics_count_a_known_workload(proxy_factory):
     admin = free_port()
     proxy = proxy_factory("--set", f"admin-port={admin}")

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections import Counter
 
-from harness import RawConnection, RespError, is_status, keys_on_each_master, out_of_file_descriptors
+from harness import RawConnection, RespError, encode_command, is_status, keys_on_each_master, out_of_file_descriptors
 
 
 def tag() -> str:
@@ -23,6 +23,42 @@ def blocked_clients(cluster, command: str) -> int:
         listing = cluster.call(m, "CLIENT", "LIST").decode()
         count += sum(1 for line in listing.splitlines() if f"cmd={command}" in line and "flags=b" in line)
     return count
+
+
+def _info_field(c: RawConnection, section: str, field: str) -> int:
+    text = c.command("INFO", section).decode()
+    return int(dict(line.split(":", 1) for line in text.splitlines() if ":" in line)[field])
+
+
+def _wait_for_info(c: RawConnection, section: str, field: str, want: int) -> int:
+    deadline = time.monotonic() + 5
+    value = _info_field(c, section, field)
+    while value != want and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = _info_field(c, section, field)
+    return value
+
+
+def test_info_counts_blocked_clients(cluster, proxy):
+    # `INFO clients` has `blocked_clients` (redis-cli --stat shows it),
+    # summed over the workers.
+    queues = [f"queue:{tag()}" for _ in range(3)]
+    consumers = [proxy.raw(timeout=30) for _ in queues]
+    with proxy.raw() as observer:
+        assert _info_field(observer, "clients", "blocked_clients") == 0
+        for c, queue in zip(consumers, queues):
+            c.send(encode_command("BLPOP", queue, 0))
+        assert _wait_for_info(observer, "clients", "blocked_clients", 3) == 3
+        assert observer.command("RPUSH", queues[0], "x") == 1
+        assert consumers[0].read_reply() == [queues[0].encode(), b"x"]
+        assert _wait_for_info(observer, "clients", "blocked_clients", 2) == 2
+        consumers[1].close()  # gone while blocked
+        assert _wait_for_info(observer, "clients", "blocked_clients", 1) == 1
+        assert observer.command("RPUSH", queues[2], "y") == 1
+        assert consumers[2].read_reply() == [queues[2].encode(), b"y"]
+        assert _wait_for_info(observer, "clients", "blocked_clients", 0) == 0
+    for c in consumers:
+        c.close()
 
 
 def test_blpop_is_unblocked_by_a_push_from_another_client(cluster, proxy):
