@@ -32,7 +32,8 @@ final class AdminServer {
         base = event_base_new()
         http = evhttp_new(base)
         evhttp_set_allowed_methods(http, UInt16(EVHTTP_REQ_GET.rawValue | EVHTTP_REQ_HEAD.rawValue))
-        // Too big: 431/413 and the connection closes; too slow: it closes.
+        // Too big: libevent answers 400 (headers) or 413 (body) and closes
+        // the connection; too slow: it closes.
         evhttp_set_max_headers_size(http, configuration.adminMaxRequestBytes)
         evhttp_set_max_body_size(http, configuration.adminMaxRequestBytes)
         var timeout = timeval(

@@ -33,13 +33,13 @@ struct SlotproxyOptions: ParsableCommand {
     @Option(
         help: ArgumentHelp(
             "Check this config file (with any flags given), print 'configuration OK: <file>' and exit 0, "
-                + "or print the error and exit 1.",
+                + "or print the error and exit 1 (64 for a malformed flag, as for any command line).",
             valueName: "file"
         )
     )
     var checkConfig: String?
 
-    @Flag(help: ArgumentHelp("Print how every Redis command is handled, as a Markdown table, and exit.", visibility: .hidden))
+    @Flag(help: ArgumentHelp("Print how every Redis command is handled, as a Markdown table, and exit."))
     var compatibilityTable = false
 
     @Option(

@@ -344,7 +344,7 @@ def test_admin_requests_are_capped_in_size_and_time(proxy_factory):
     assert _get(admin, "/healthz")[0] == 200
     before = memory_bytes(proxy.pid)
 
-    # 64 MB of header lines: refused past 8 KB (431), connection closed.
+    # 64 MB of header lines: refused past 8 KB (libevent's 400), connection closed.
     with socket.create_connection(("127.0.0.1", admin), timeout=5) as s:
         s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
         line = b"X-Pad: " + b"a" * 8000 + b"\r\n"
