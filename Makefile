@@ -5,7 +5,7 @@ SWIFT ?= swift
 PYTHON ?= python3
 DEMO_DIR ?= run/demo
 
-.PHONY: deps build release test unit integration fuzz test-sanitize chaos demo bench callgrind install clean
+.PHONY: deps build-deps binary build release test unit integration fuzz test-sanitize chaos demo bench callgrind install clean
 
 deps:
 	PYTHON=$(PYTHON) scripts/install-deps
@@ -14,6 +14,14 @@ build: deps
 	$(SWIFT) build
 
 release: deps
+	$(SWIFT) build -c release --product slotproxy
+
+# The release binary with only its build dependencies (no Redis, no test
+# packages): what `make install` builds on a production host.
+build-deps:
+	scripts/install-deps --build
+
+binary: build-deps
 	$(SWIFT) build -c release --product slotproxy
 
 # Unit tests (pure modules, config) then the integration suite against a real
@@ -71,11 +79,13 @@ callgrind: release
 # Where a package would put things: the binary, the systemd units (with the
 # binary's path as installed) and the example config, which an existing one
 # is never overwritten by. `make install PREFIX=/usr DESTDIR=pkgroot` for packaging.
+# Only the build dependencies are installed (`make binary`): on a production
+# host, `make binary` as yourself, then `sudo make install`.
 PREFIX ?= /usr/local
 DESTDIR ?=
 SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
-install: release
+install: binary
 	install -D -m 755 .build/release/slotproxy $(DESTDIR)$(PREFIX)/bin/slotproxy
 	install -d $(DESTDIR)$(UNITDIR)
 	sed -e 's|/usr/local/bin/slotproxy|$(PREFIX)/bin/slotproxy|g' -e 's|/etc/slotproxy/|$(SYSCONFDIR)/slotproxy/|g' \

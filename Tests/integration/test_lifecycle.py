@@ -497,3 +497,12 @@ def test_make_install_puts_files_where_a_package_would(tmp_path):
     subprocess.run(["make", "-s", "install", f"DESTDIR={dest}", "PREFIX=/usr", "SWIFT=true"],
                    cwd=REPO, check=True, capture_output=True, timeout=300)
     assert config.read_text() == "cluster: 10.0.0.1:7000\n"
+    # On a production host it installs the build dependencies only: no
+    # redis-server (Debian's starts a service on 6379), no test packages.
+    plan = subprocess.run(["make", "-n", "install"], cwd=REPO, capture_output=True, text=True, timeout=60).stdout
+    assert "install-deps --build" in plan and "install-deps\n" not in plan, plan
+    deps = subprocess.run(["bash", "-x", "scripts/install-deps", "--build"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert deps.returncode == 0, deps.stderr
+    calls = [line for line in deps.stderr.splitlines() if line.startswith("+ apt_install") or "-m pip" in line]
+    assert calls == ["+ apt_install libevent-dev libssl-dev pkg-config"], deps.stderr
