@@ -706,9 +706,9 @@ final class BackendConnection {
     /// stream is lost, not the node: it is not marked down.
     func fail(reason: String, retryReads: Bool = true, nodeIsFine: Bool = false) {
         guard state != .closed else { return }
-        worker.logger.warning("connection to \(address) lost: \(reason)")
-        lastError = reason
         let neverConnected = state == .connecting
+        worker.logConnectionLost(to: address, reason: reason, redial: neverConnected)
+        lastError = reason
         let transactionLog = transactionBound ? self.transactionLog : nil
         let transactionSession = transactionBound ? servedSession : nil
         self.transactionLog = nil

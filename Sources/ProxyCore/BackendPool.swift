@@ -146,6 +146,9 @@ final class BackendPool {
 
     /// What the worker sent this node, for `INFO nodes`.
     let stats = NodeStats()
+    /// Failed redials while down since the last report (`logConnectionLost`).
+    var failedRedials = 0
+    var lastRedialReportAt: Int64 = 0
 
     func markDown(now: Int64) {
         isDown = true

@@ -233,11 +233,37 @@ extension Worker {
         pools[connection.address]?.markDown(now: loop.nowMilliseconds)
     }
 
+    /// The first failure of a node is a warning; a failed redial of a node
+    /// already down is only counted (every worker redials each down master
+    /// about once a second: a dead master with no replica would log 7,000
+    /// lines an hour), and the count logged once a minute while it stays down.
+    func logConnectionLost(to address: NodeAddress, reason: String, redial: Bool) {
+        guard redial, let pool = pools[address], pool.isDown else {
+            logger.warning("connection to \(address) lost: \(reason)")
+            return
+        }
+        pool.failedRedials += 1
+        let now = loop.nowMilliseconds
+        if pool.lastRedialReportAt == 0 { pool.lastRedialReportAt = now }
+        logger.debug("connection to \(address) lost: \(reason)")
+        guard now - pool.lastRedialReportAt >= Worker.downNodeReportIntervalMs else { return }
+        let seconds = (now - pool.lastRedialReportAt) / 1000
+        logger.warning(
+            "\(address) still unreachable: \(pool.failedRedials) connection attempt(s) failed in the last \(seconds) s (last: \(reason))"
+        )
+        pool.failedRedials = 0
+        pool.lastRedialReportAt = now
+    }
+
+    static let downNodeReportIntervalMs: Int64 = 60_000
+
     /// A connection (shared or dedicated) is up: its node is reachable again.
     func backendConnected(_ connection: BackendConnection) {
         guard let pool = pools[connection.address], pool.isDown else { return }
         pool.markUp()
         logger.info("\(connection.address) reachable again")
+        pool.failedRedials = 0
+        pool.lastRedialReportAt = 0
         resendHeldRequests()
     }
 
