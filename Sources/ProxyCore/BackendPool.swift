@@ -16,7 +16,6 @@ final class BackendPool {
     private var tracking: [BackendConnection?]
     private var nextResp2 = 0
     private var nextResp3 = 0
-    private var nextTracking = 0
 
     init(worker: Worker, address: NodeAddress, connections: Int) {
         self.worker = worker
@@ -26,14 +25,18 @@ final class BackendPool {
         tracking = Array(repeating: nil, count: max(1, connections))
     }
 
-    /// The connection for a request of `session`.
+    /// The connection for a request of `session`: with several
+    /// (`backend-connections`), always the same one for the same client, so
+    /// the node runs the client's requests in the order it sent them (spread
+    /// over connections, its `SET` then `GET` of a key could run the other way).
     @inline(__always)
     func connection(for session: ClientSession) -> BackendConnection {
         if let identity = session.backendIdentity {
             return connection(as: identity, resp3: session.resp3, tracking: session.tracking)
         }
         if session.database != 0 { return connection(database: session.database, resp3: session.resp3) }
-        return session.tracking ? trackingConnection() : connection(resp3: session.resp3)
+        return session.tracking
+            ? trackingConnection(pinnedTo: session.id) : connection(resp3: session.resp3, pinnedTo: session.id)
     }
 
     /// Standalone backends: one connection per database other than 0 (and
@@ -48,11 +51,11 @@ final class BackendPool {
         return fresh
     }
 
-    func trackingConnection() -> BackendConnection {
-        nextTracking = nextTracking + 1 == tracking.count ? 0 : nextTracking + 1
-        if let existing = tracking[nextTracking], existing.state != .closed { return existing }
+    func trackingConnection(pinnedTo client: Int) -> BackendConnection {
+        let index = tracking.count == 1 ? 0 : client % tracking.count
+        if let existing = tracking[index], existing.state != .closed { return existing }
         let fresh = BackendConnection(worker: worker, address: address, resp3: true, tracking: true, stats: stats)
-        tracking[nextTracking] = fresh
+        tracking[index] = fresh
         return fresh
     }
 
@@ -75,25 +78,41 @@ final class BackendPool {
         return fresh
     }
 
-    /// A shared connection for `identity` (nil: the proxy's own), without tracking.
-    func connection(resp3: Bool, identity: BackendIdentity?) -> BackendConnection {
-        guard let identity else { return connection(resp3: resp3) }
+    /// A shared connection for `identity` (nil: the pool's own, the one
+    /// `client`'s requests go over), without tracking.
+    func connection(resp3: Bool, identity: BackendIdentity?, pinnedTo client: Int) -> BackendConnection {
+        guard let identity else { return connection(resp3: resp3, pinnedTo: client) }
         return connection(as: identity, resp3: resp3, tracking: false)
     }
 
-    /// A usable connection, round robin over the pool.
+    /// A usable connection for the proxy's own requests, round robin over the pool.
     func connection(resp3 wantsResp3: Bool) -> BackendConnection {
         if wantsResp3 {
             nextResp3 = nextResp3 + 1 == resp3.count ? 0 : nextResp3 + 1
-            if let existing = resp3[nextResp3], existing.state != .closed { return existing }
-            let fresh = BackendConnection(worker: worker, address: address, resp3: true, stats: stats)
-            resp3[nextResp3] = fresh
-            return fresh
+            return connection(resp3: true, at: nextResp3)
         }
         nextResp2 = nextResp2 + 1 == resp2.count ? 0 : nextResp2 + 1
-        if let existing = resp2[nextResp2], existing.state != .closed { return existing }
+        return connection(resp3: false, at: nextResp2)
+    }
+
+    /// The connection `client`'s requests go over (see `connection(for:)`).
+    @inline(__always)
+    func connection(resp3 wantsResp3: Bool, pinnedTo client: Int) -> BackendConnection {
+        let count = wantsResp3 ? resp3.count : resp2.count
+        return connection(resp3: wantsResp3, at: count == 1 ? 0 : client % count)
+    }
+
+    @inline(__always)
+    private func connection(resp3 wantsResp3: Bool, at index: Int) -> BackendConnection {
+        if wantsResp3 {
+            if let existing = resp3[index], existing.state != .closed { return existing }
+            let fresh = BackendConnection(worker: worker, address: address, resp3: true, stats: stats)
+            resp3[index] = fresh
+            return fresh
+        }
+        if let existing = resp2[index], existing.state != .closed { return existing }
         let fresh = BackendConnection(worker: worker, address: address, resp3: false, stats: stats)
-        resp2[nextResp2] = fresh
+        resp2[index] = fresh
         return fresh
     }
 

@@ -291,7 +291,8 @@ extension Worker {
             target: target, rule: .relaxedTransaction(execution), parts: partCount, resp3: session.resp3)
         fanOut.sessionForNextStage = session
         for group in execution.current {
-            let connection = group.watchConnection ?? pool(for: group.address).connection(resp3: session.resp3, identity: session.backendIdentity)
+            let connection = group.watchConnection ?? pool(for: group.address).connection(
+                resp3: session.resp3, identity: session.backendIdentity, pinnedTo: session.id)
             // Written back to back on one connection, nothing of another
             // client's can come between MULTI and EXEC.
             connection.enqueueInternal([Array("MULTI".utf8)])

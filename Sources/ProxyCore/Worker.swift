@@ -864,9 +864,9 @@ final class Worker {
                         if let identity = connection.identity {
                             target.connection(as: identity, resp3: connection.resp3, tracking: connection.tracking)
                         } else if connection.tracking {
-                            target.trackingConnection()
+                            target.trackingConnection(pinnedTo: session.id)
                         } else {
-                            target.connection(resp3: connection.resp3)
+                            target.connection(resp3: connection.resp3, pinnedTo: session.id)
                         }
                     next.enqueue(record, asking: redirect.kind == .ask)
                 }

@@ -913,3 +913,23 @@ def test_cluster_mode_clients_see_the_proxy_as_the_whole_cluster(cluster, proxy)
     out = subprocess.run(["redis-cli", "-c", "-p", str(proxy.port), "SET", "cm:cli", "v"],
                          capture_output=True, text=True, timeout=10)
     assert out.stdout.strip() == "OK", out
+
+
+def test_backend_connections_keep_each_clients_order(proxy_factory):
+    # With several connections per node, each client's requests go over one
+    # of them (by client), so the node runs them as sent; spread over all,
+    # 2,000 pipelined APPENDs to one key came out of order in every round.
+    proxy = proxy_factory("--workers", "1", "--backend-connections", "4")
+    clients = [proxy.raw(timeout=30) for _ in range(3)]
+    try:
+        for round_ in range(3):
+            keys = [f"order:{round_}:{i}" for i in range(len(clients))]
+            for c, key in zip(clients, keys):
+                c.send(b"".join(encode_command("APPEND", key, f"{i},") for i in range(2000)))
+            for c in clients:
+                assert len(c.read_replies(2000)) == 2000
+            for c, key in zip(clients, keys):
+                assert c.command("GET", key) == "".join(f"{i}," for i in range(2000)).encode(), key
+    finally:
+        for c in clients:
+            c.close()
