@@ -10,6 +10,10 @@ final class RequestRecord {
     /// The client that is owed the reply; nil for records the proxy sends on
     /// its own behalf.
     var session: ClientSession?
+    /// The worker's count of records when this one was made: the order
+    /// clients sent their requests in, which held requests keep
+    /// (`Worker.holdForFailover`).
+    var sequence = 0
     /// The request as RESP bytes, as the client sent them.
     let request = ByteBuffer(capacity: 128)
     /// The reply, when it arrived out of order; empty otherwise.
@@ -125,12 +129,19 @@ struct RequestRecordPool {
 
     var idleCount: Int { free.count }
 
+    /// Numbers records in the order they are made (`RequestRecord.sequence`).
+    private var nextSequence = 0
+
     mutating func acquire() -> RequestRecord {
+        nextSequence &+= 1
         guard let record = free.popLast() else {
             fewestIdle = 0
-            return RequestRecord()
+            let fresh = RequestRecord()
+            fresh.sequence = nextSequence
+            return fresh
         }
         if free.count < fewestIdle { fewestIdle = free.count }
+        record.sequence = nextSequence
         return record
     }
 

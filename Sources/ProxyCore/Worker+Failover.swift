@@ -51,8 +51,18 @@ extension Worker {
             target.heldCount += 1
             record.heldFor = target
         }
-        heldRequests.append(record)
+        insertHeld(record)
         shared.requestTopologyRefresh()
+    }
+
+    /// Keeps held requests in the order the clients sent them: a request
+    /// back from a connection that failed before reaching its node (a redial
+    /// refused) goes ahead of the later ones held meanwhile. Appended, it
+    /// went behind them, and each failed redial rotated a client's writes.
+    private func insertHeld(_ record: RequestRecord) {
+        var index = heldRequests.count
+        while index > 0 && heldRequests[index - 1].sequence > record.sequence { index -= 1 }
+        heldRequests.insert(record, at: index)
     }
 
     private func failHeld(_ record: RequestRecord) {
@@ -110,7 +120,7 @@ extension Worker {
                 pool.heldCount += 1
                 record.heldFor = pool
             }
-            heldRequests.append(record)
+            insertHeld(record)
         }
     }
 

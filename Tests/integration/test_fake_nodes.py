@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from fake_node import FakeNode
-from harness import RespError, is_status, key_hash_slot
+from harness import RespError, encode_command, is_status, key_hash_slot
 
 
 def test_loading_and_tryagain_are_retried_until_the_node_serves(proxy_factory):
@@ -87,6 +87,29 @@ def test_connection_dying_mid_pipeline(proxy_factory):
         assert replies[2:] == [b"read-me", b"read-me"]
         # The INCR reached the node once only.
         assert [c for c in node.commands if c[0].upper() == b"INCR"] == [[b"INCR", b"n"]]
+
+
+def test_writes_held_for_a_dead_master_keep_their_order_through_redials(proxy_factory):
+    """Five pipelined SETs of one key are held while their master is down
+    and refuses every redial (4 s of them); a new master then takes the
+    slots. It runs them in the order sent. (Each refused redial used to put
+    the request it carried behind the others, rotating the queue.)"""
+    from harness import encode_command
+
+    with FakeNode() as n1, FakeNode() as n2:
+        n2.topology = [(0, 16383, n1.port)]
+        proxy = proxy_factory("--workers", "1", seeds=f"{n1.seed},{n2.seed}")
+        with proxy.raw(timeout=20) as c:
+            assert is_status(c.command("SET", "k", "0"))
+            n1.close()  # the master dies: refused from now on
+            time.sleep(0.3)
+            c.send(b"".join(encode_command("SET", "k", str(i)) for i in range(1, 6)))
+            time.sleep(4)  # the proxy redials n1 meanwhile
+            n2.topology = [(0, 16383, n2.port)]  # a failover: n2 is the master now
+            assert all(is_status(r) for r in c.read_replies(5, timeout=15))
+            assert c.command("GET", "k") == b"5"
+        with n2.lock:
+            assert [cmd[2] for cmd in n2.commands if cmd[0] == b"SET"] == [b"1", b"2", b"3", b"4", b"5"]
 
 
 def test_held_part_waits_for_its_own_master(proxy_factory):
