@@ -368,6 +368,27 @@ final class ClientSession {
         return false
     }
 
+    enum LaterOutcome { case noneRan, pending, oneRan }
+
+    /// What became of this client's requests for `slot` sent after `record`
+    /// (refused, held for a retry): one answered ran (a retry of `record`
+    /// would run after it); one still at its node may yet; those refused
+    /// too are retried after `record`, in order.
+    func outcomeOfLaterRequests(forSlot slot: Int, after record: RequestRecord) -> LaterOutcome {
+        var seen = false
+        var outcome = LaterOutcome.noneRan
+        for offset in 0..<pending.count {
+            let other = pending[offset]
+            if other === record {
+                seen = true
+            } else if seen && other.slot == slot && !behindRetry.contains(where: { $0 === other }) {
+                if other.isComplete { return .oneRan }
+                if !other.orderedRetry { outcome = .pending }
+            }
+        }
+        return outcome
+    }
+
     private func retryEnded(slot: Int) {
         let left = (retryingSlots[slot] ?? 1) - 1
         retryingSlots[slot] = left > 0 ? left : nil

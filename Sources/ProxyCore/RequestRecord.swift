@@ -48,6 +48,11 @@ final class RequestRecord {
     /// Being retried with its client's later requests for its slot waiting
     /// behind it (`ClientSession.retryingSlots`).
     var orderedRetry = false
+    /// Refused (`LOADING`, `CLUSTERDOWN`, `MASTERDOWN`) while later requests
+    /// of its client for its slot were already on their way: the node's
+    /// error, kept until their outcome decides between a retry and this
+    /// answer (`Worker.resendHeldRequests`). Nil otherwise.
+    var refusalAwaitingLaterOutcomes: [UInt8]?
     /// Its request's bytes, counted in its client's `requestBytesPending`.
     var countedRequestBytes = 0
     /// Written between a `MULTI` and `EXEC` of the proxy's own (a relaxed
@@ -100,6 +105,7 @@ final class RequestRecord {
         retries = 0
         retryAt = 0
         orderedRetry = false
+        if refusalAwaitingLaterOutcomes != nil { refusalAwaitingLaterOutcomes = nil }
         countedRequestBytes = 0
         insideMulti = false
         blocking = false

@@ -91,10 +91,22 @@ extension Worker {
                 failRequest(record, message: "ERR slotproxy: client gone")
                 continue
             }
+            var outcomesPending = false
+            if let refusal = record.refusalAwaitingLaterOutcomes {
+                switch session.outcomeOfLaterRequests(forSlot: record.slot, after: record) {
+                case .oneRan:
+                    // A retry would run after it: the node's answer stands.
+                    record.refusalAwaitingLaterOutcomes = nil
+                    refusal.withUnsafeBytes { session.complete(record, reply: $0) }
+                    continue
+                case .pending: outcomesPending = true
+                case .noneRan: record.refusalAwaitingLaterOutcomes = nil
+                }
+            }
             let pool = record.slot >= 0 ? slotOwners[record.slot] : anyReachableMaster(now: now)
             let backingOff = now < record.retryAt
             let waits =
-                backingOff || pool == nil || pool!.isDown && now < pool!.nextAttemptAt
+                backingOff || outcomesPending || pool == nil || pool!.isDown && now < pool!.nextAttemptAt
                 || blocked.contains(ObjectIdentifier(pool!))
             guard waits else {
                 if record.blocking {
@@ -289,7 +301,7 @@ extension Worker {
 
     /// `TRYAGAIN`, `LOADING`, `CLUSTERDOWN`, `MASTERDOWN`: nothing ran; try
     /// again after a backoff, within the failover timeout. True when held.
-    func retryAfterTransientError(_ record: RequestRecord, _ errorClass: ErrorClass) -> Bool {
+    func retryAfterTransientError(_ record: RequestRecord, _ errorClass: ErrorClass, reply: UnsafeRawBufferPointer) -> Bool {
         switch errorClass {
         case .tryAgain, .loading, .clusterDown, .masterDown: break
         default: return false
@@ -305,9 +317,16 @@ extension Worker {
             // out behind this one and may have run (its keys on this side): a
             // retry now would run after it (`MSET a new` retried after `SET a
             // final` leaves `new`). The client gets the error instead, as from
-            // a cluster node. (LOADING and the like refuse every request: the
-            // later ones are retried too, in order.)
-            if errorClass == .tryAgain && session.hasLaterRequest(forSlot: record.slot, after: record) { return false }
+            // a cluster node.
+            if session.hasLaterRequest(forSlot: record.slot, after: record) {
+                if errorClass == .tryAgain { return false }
+                // LOADING and the like usually refuse the later ones too, and
+                // all are retried in order; but the node may have finished
+                // loading (or seen its cluster state turn ok) between reading
+                // this request and a later one. The retry waits for their
+                // outcome: one that ran means the client gets this error.
+                record.refusalAwaitingLaterOutcomes = Array(reply)
+            }
             if !record.orderedRetry {
                 record.orderedRetry = true
                 session.retryStarted(slot: record.slot)

@@ -195,7 +195,8 @@ extension Worker {
         transaction.connection = nil
         transaction.watched = false
         endTransaction(connection)
-        if let errorClass { return retryAfterTransientError(record, errorClass) }
+        // (A WATCH's refusal is never kept: it holds up nothing of its client's.)
+        if let errorClass { return retryAfterTransientError(record, errorClass, reply: UnsafeRawBufferPointer(start: nil, count: 0)) }
         retryBlocking(record)  // (the same backoff)
         return true
     }

@@ -884,7 +884,7 @@ final class Worker {
         if record.blocking, case .error = kind, retryUnblockedByRoleChange(record, reply: reply) { return }
         if case .error(let errorClass) = kind, !connection.isDedicated || record.blocking, errorClass != .other,
             !(errorClass == .tryAgain && record.fanOut?.rule.isSplitByKey == true),
-            retryAfterTransientError(record, errorClass)
+            retryAfterTransientError(record, errorClass, reply: reply)
         {
             if errorClass == .clusterDown || errorClass == .masterDown { shared.requestTopologyRefresh() }
             return

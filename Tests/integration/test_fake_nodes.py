@@ -50,6 +50,35 @@ def test_a_loading_node_retries_a_whole_pipeline_in_order(proxy_factory):
             assert c.command("GET", "k") == b"3"
 
 
+def test_a_refusal_is_not_retried_after_a_later_request_that_ran(proxy_factory):
+    """The node refuses a pipelined SET k 1 (CLUSTERDOWN, LOADING or
+    MASTERDOWN) and has recovered by the time it reads SET k 2, which runs.
+    A retry of SET k 1 would now run after it: the client gets the node's
+    error instead, and k keeps 2. (Both refused: both retried, in order,
+    as the test above shows.)"""
+    for error in (b"-CLUSTERDOWN The cluster is down\r\n", b"-LOADING Redis is loading the dataset in memory\r\n",
+                  b"-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n"):
+        with FakeNode() as node:
+            refused = {"done": False}
+
+            def script(command, conn):
+                if command == [b"SET", b"k", b"1"] and not refused["done"]:
+                    refused["done"] = True
+                    return error
+                return None
+
+            node.script = script
+            proxy = proxy_factory("--workers", "1", seeds=node.seed)
+            with proxy.raw(timeout=10) as c:
+                replies = c.pipeline([("SET", "k", "1"), ("SET", "k", "2")])
+                assert isinstance(replies[0], RespError) and error.startswith(b"-" + replies[0].message.encode()[:8])
+                assert is_status(replies[1])
+                assert c.command("GET", "k") == b"2"
+            with node.lock:
+                assert [cmd for cmd in node.commands if cmd[0] == b"SET"] == [[b"SET", b"k", b"1"], [b"SET", b"k", b"2"]]
+            proxy.stop()
+
+
 def test_transient_errors_give_up_after_the_failover_timeout(proxy_factory):
     with FakeNode() as node:
         node.script = lambda command, conn: (
