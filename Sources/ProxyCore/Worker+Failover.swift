@@ -299,6 +299,17 @@ extension Worker {
         } ?? false
     }
 
+    /// Makes the client's later requests for `record`'s slot wait until it
+    /// is answered (`ClientSession.behindRetry`), for a plain request about
+    /// to be held for a retry.
+    func startOrderedRetry(_ record: RequestRecord) {
+        guard !record.orderedRetry, record.fanOut == nil, record.slot >= 0, !record.blocking, !record.watch,
+            let session = record.session
+        else { return }
+        record.orderedRetry = true
+        session.retryStarted(slot: record.slot)
+    }
+
     /// `TRYAGAIN`, `LOADING`, `CLUSTERDOWN`, `MASTERDOWN`: nothing ran; try
     /// again after a backoff, within the failover timeout. True when held.
     func retryAfterTransientError(_ record: RequestRecord, _ errorClass: ErrorClass, reply: UnsafeRawBufferPointer) -> Bool {
@@ -327,10 +338,7 @@ extension Worker {
                 // outcome: one that ran means the client gets this error.
                 record.refusalAwaitingLaterOutcomes = Array(reply)
             }
-            if !record.orderedRetry {
-                record.orderedRetry = true
-                session.retryStarted(slot: record.slot)
-            }
+            startOrderedRetry(record)
         }
         record.retries += 1
         // Each try may redirect afresh: on a slot being migrated, ASK from

@@ -846,6 +846,10 @@ final class Worker {
                         recordPool.release(record)
                     }
                 } else {
+                    // (The client's later requests for the slot wait behind
+                    // it: by the time it is retried, they would go straight
+                    // to the new master and run first.)
+                    startOrderedRetry(record)
                     holdForFailover(record, retryAfterMs: 100)
                 }
                 return

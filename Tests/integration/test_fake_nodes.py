@@ -79,6 +79,40 @@ def test_a_refusal_is_not_retried_after_a_later_request_that_ran(proxy_factory):
             proxy.stop()
 
 
+def test_moved_to_a_new_master_keeps_the_clients_order(proxy_factory):
+    """SET k 1 is moved to a node the map does not name yet (a new master
+    taking the slot): held for a retry once the map names it. The client's
+    SET k 2, sent 80 ms later, waits behind it instead of going straight to
+    the new master (which the refreshed map names by then) and running first."""
+    slot = key_hash_slot(b"k")
+    with FakeNode() as n1, FakeNode() as n2:
+        state = {"moved": False, "trigger": False}
+
+        def script(command, conn):
+            if command == [b"GET", b"trigger"] and not state["trigger"]:
+                state["trigger"] = True  # a refresh under way when SET k 1 is moved
+                return b"-MOVED %d 127.0.0.1:%d\r\n" % (key_hash_slot(b"trigger"), n1.port)
+            if command[0].upper() == b"SET" and command[1] == b"k":
+                if not state["moved"]:
+                    state["moved"] = True
+                    n1.topology = n2.topology = [(0, slot - 1, n1.port), (slot, slot, n2.port), (slot + 1, 16383, n1.port)]
+                return b"-MOVED %d 127.0.0.1:%d\r\n" % (slot, n2.port)
+            return None
+
+        n1.script = script
+        proxy = proxy_factory("--workers", "1", seeds=n1.seed)
+        with proxy.raw(timeout=10) as c:
+            c.send(encode_command("GET", "trigger"))
+            time.sleep(0.04)
+            c.send(encode_command("SET", "k", "1"))
+            time.sleep(0.08)
+            c.send(encode_command("SET", "k", "2"))
+            assert all(is_status(r) for r in c.read_replies(3)[1:])
+            assert c.command("GET", "k") == b"2"
+        with n2.lock:
+            assert [cmd for cmd in n2.commands if cmd[0] == b"SET"] == [[b"SET", b"k", b"1"], [b"SET", b"k", b"2"]]
+
+
 def test_transient_errors_give_up_after_the_failover_timeout(proxy_factory):
     with FakeNode() as node:
         node.script = lambda command, conn: (
