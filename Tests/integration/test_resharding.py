@@ -134,8 +134,12 @@ def test_scan_misses_no_master_when_a_slot_moves_mid_scan(cluster, proxy_factory
     try:
         with proxy.raw(timeout=30) as conn:
             assert all(r == b"OK" for r in conn.pipeline([("SET", k, "v") for k in keys]))
+            # Enough keys that COUNT 500 takes several pages a master, so a
+            # cursor names `b` (run alone, on an empty cluster, one page each
+            # went from `a` straight to `c`).
+            filler = [f"scanfill:{tag()}:{i}" for i in range(4500)]
+            assert all(r == b"OK" for r in conn.pipeline([("SET", k, "v") for k in filler]))
             cursor = b"0"
-            # (Earlier tests leave many keys: COUNT 500 still takes many pages a master.)
             for _ in range(20000):
                 cursor, page = conn.command("SCAN", cursor, "MATCH", f"{prefix}:*", "COUNT", 500)
                 seen.update(page)
