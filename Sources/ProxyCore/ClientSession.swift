@@ -368,6 +368,20 @@ final class ClientSession {
         return false
     }
 
+    /// Calls `body` with each of this client's requests for `slot` sent
+    /// after `record` and not answered yet.
+    func forEachLaterRequestInFlight(forSlot slot: Int, after record: RequestRecord, _ body: (RequestRecord) -> Void) {
+        var seen = false
+        for offset in 0..<pending.count {
+            let other = pending[offset]
+            if other === record {
+                seen = true
+            } else if seen && other.slot == slot && !other.isComplete && !behindRetry.contains(where: { $0 === other }) {
+                body(other)
+            }
+        }
+    }
+
     enum LaterOutcome { case noneRan, pending, oneRan }
 
     /// What became of this client's requests for `slot` sent after `record`

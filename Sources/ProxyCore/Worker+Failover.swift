@@ -310,6 +310,18 @@ extension Worker {
         session.retryStarted(slot: record.slot)
     }
 
+    /// A moved request's client may have later requests for the slot still
+    /// at the old master, to be moved in turn; the patched map would send
+    /// its new ones straight to the new master, ahead of them. New ones wait
+    /// (`behindRetry`) until this one and those are answered. (The first
+    /// moved request marks the others, so a moved pipeline is scanned once.)
+    func holdBackLaterRequests(of session: ClientSession, behind record: RequestRecord) {
+        guard !record.orderedRetry else { return }
+        startOrderedRetry(record)
+        guard record.orderedRetry else { return }
+        session.forEachLaterRequestInFlight(forSlot: record.slot, after: record) { startOrderedRetry($0) }
+    }
+
     /// `TRYAGAIN`, `LOADING`, `CLUSTERDOWN`, `MASTERDOWN`: nothing ran; try
     /// again after a backoff, within the failover timeout. True when held.
     func retryAfterTransientError(_ record: RequestRecord, _ errorClass: ErrorClass, reply: UnsafeRawBufferPointer) -> Bool {

@@ -872,6 +872,7 @@ final class Worker {
                         } else {
                             target.connection(resp3: connection.resp3, pinnedTo: session.id)
                         }
+                    if redirect.kind == .moved { holdBackLaterRequests(of: session, behind: record) }
                     next.enqueue(record, asking: redirect.kind == .ask)
                 }
             } else {

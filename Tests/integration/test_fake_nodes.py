@@ -113,6 +113,37 @@ def test_moved_to_a_new_master_keeps_the_clients_order(proxy_factory):
             assert [cmd for cmd in n2.commands if cmd[0] == b"SET"] == [[b"SET", b"k", b"1"], [b"SET", b"k", b"2"]]
 
 
+def test_moved_requests_are_not_overtaken_by_the_clients_next_one(proxy_factory):
+    """SET k 1 and SET k 2 reach the old master, which answers both MOVED,
+    the second 150 ms late (read in a later read, say). The first MOVED
+    patches the slot's owner, so the client's SET k 3 would go straight to
+    the new master, ahead of SET k 2: it waits until both moved ones are in."""
+    slot = key_hash_slot(b"k")
+    with FakeNode() as n1, FakeNode() as n2:
+        n1.topology = n2.topology = [(0, 8000, n1.port), (8001, 16383, n2.port)]
+        assert slot <= 8000
+        moved = b"-MOVED %d 127.0.0.1:%d\r\n" % (slot, n2.port)
+
+        def script(command, conn):
+            if command[:2] == [b"SET", b"k"] and command[2] in (b"1", b"2"):
+                if command[2] == b"2":
+                    time.sleep(0.15)
+                conn.sendall(moved)
+                return b""
+            return None
+
+        n1.script = script
+        proxy = proxy_factory("--workers", "1", seeds=f"{n1.seed},{n2.seed}")
+        with proxy.raw(timeout=10) as c:
+            c.send(encode_command("SET", "k", "1") + encode_command("SET", "k", "2"))
+            time.sleep(0.07)
+            c.send(encode_command("SET", "k", "3"))
+            assert all(is_status(r) for r in c.read_replies(3))
+            assert c.command("GET", "k") == b"3"
+        with n2.lock:
+            assert [cmd[2] for cmd in n2.commands if cmd[0] == b"SET"] == [b"1", b"2", b"3"]
+
+
 def test_transient_errors_give_up_after_the_failover_timeout(proxy_factory):
     with FakeNode() as node:
         node.script = lambda command, conn: (
