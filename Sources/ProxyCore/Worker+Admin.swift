@@ -174,12 +174,15 @@ extension Worker {
     private func proxyClusterText() -> String {
         guard let map = slotMap else { return "no slot map yet\n" }
         var text = "slots_covered:\(map.assignedSlotCount) of \(clusterSlotCount)\n"
+        let totals = nodeTotals()
         for (index, shard) in map.shards.enumerated() {
             let address = NodeAddress(host: shard.master.host, port: shard.master.port)
             let pool = pools[address]
-            let state = pool.map { $0.isDown ? "down" : ($0.hasReadyConnection ? "connected" : "idle") } ?? "idle"
+            let node = totals[address.description] ?? NodeTotals()
+            // (Down when any worker has it marked down; requests and errors of every worker.)
+            let state = node.down ? "down" : (pool?.hasReadyConnection ?? false) ? "connected" : "idle"
             text += "\(address) master slots=\(slotRanges(of: index, in: map)) state=\(state)"
-            text += " requests=\(pool?.stats.requests ?? 0) errors=\(pool?.stats.errors ?? 0)\n"
+            text += " requests=\(node.requests) errors=\(node.errors)\n"
             for replica in shard.replicas {
                 text += "  \(NodeAddress(host: replica.host, port: replica.port)) replica health=\(replica.health)\n"
             }

@@ -92,23 +92,56 @@ extension Worker {
     /// `INFO nodes`: per node this worker talks to, its role and what was
     /// sent to it over shared connections (so an operator sees the read split).
     private func nodesSection() -> String {
-        var roles: [NodeAddress: String] = [:]
+        var roles: [String: String] = [:]
         for shard in slotMap?.shards ?? [] {
-            roles[NodeAddress(host: shard.master.host, port: shard.master.port)] = "master"
+            roles[NodeAddress(host: shard.master.host, port: shard.master.port).description] = "master"
             for replica in shard.replicas {
-                roles[NodeAddress(host: replica.host, port: replica.port)] = replica.health == "online" ? "replica" : "replica-unhealthy"
+                roles[NodeAddress(host: replica.host, port: replica.port).description] =
+                    replica.health == "online" ? "replica" : "replica-unhealthy"
             }
         }
         var text = "# Nodes\r\n"
-        for (address, pool) in pools.sorted(by: { $0.key.description < $1.key.description }) {
-            let stats = pool.stats
+        let totals = nodeTotals()
+        for address in totals.keys.sorted() {
+            let node = totals[address]!
             // (Reply times come from the loop's millisecond clock: coarse.)
-            let averageMicros = stats.requests == 0 ? 0 : stats.latencyMsTotal * 1000 / stats.requests
+            let averageMicros = node.requests == 0 ? 0 : node.latencyMsTotal * 1000 / node.requests
             let role = roles[address] ?? "unknown"
-            text += "node:\(address),role=\(role),requests=\(stats.requests),errors=\(stats.errors),"
-            text += "avg_latency_us=\(averageMicros),down=\(pool.isDown ? 1 : 0)\r\n"
+            text += "node:\(address),role=\(role),requests=\(node.requests),errors=\(node.errors),"
+            text += "avg_latency_us=\(averageMicros),down=\(node.down ? 1 : 0)\r\n"
         }
         return text + "\r\n"
+    }
+
+    struct NodeTotals {
+        var requests = 0
+        var errors = 0
+        var latencyMsTotal = 0
+        /// Marked down by any worker.
+        var down = false
+    }
+
+    /// Each node's counters over every worker (`INFO nodes`, `PROXY
+    /// CLUSTER`): this worker's now, the others' as last published (at most
+    /// a second old). A client's connection lands on one worker; its own
+    /// counts alone were a different fraction on each call.
+    func nodeTotals() -> [String: NodeTotals] {
+        var totals: [String: NodeTotals] = [:]
+        func add(_ address: String, _ requests: Int, _ errors: Int, _ latencyMs: Int, _ down: Bool) {
+            var node = totals[address, default: NodeTotals()]
+            node.requests += requests
+            node.errors += errors
+            node.latencyMsTotal += latencyMs
+            node.down = node.down || down
+            totals[address] = node
+        }
+        for (index, snapshot) in shared.workerMetrics.enumerated() where index != workerIndex {
+            for node in snapshot.nodes { add(node.address, node.requests, node.errors, node.latencyMsTotal, node.isDown) }
+        }
+        for (address, pool) in pools {
+            add(address.description, pool.stats.requests, pool.stats.errors, pool.stats.latencyMsTotal, pool.isDown)
+        }
+        return totals
     }
 
     /// A bulk string in RESP2; a verbatim `txt` string in RESP3, as Redis answers `INFO`.

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import RespError, encode_command, free_port, is_status, memory_bytes, pairs_to_dict
+from harness import RespError, encode_command, free_port, is_status, key_hash_slot, memory_bytes, pairs_to_dict
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -75,6 +75,43 @@ def test_refused_and_blocked_clients_are_counted(proxy_factory):
     assert held[0].command("RPUSH", "admin:queue", "x") == 1
     assert held[1].read_reply() == [b"admin:queue", b"x"]
     for c in held:
+        c.close()
+
+
+def test_node_counts_are_the_whole_proxys(cluster, proxy_factory):
+    # INFO nodes and PROXY CLUSTER sum every worker's requests: asked on a
+    # connection of the other worker, they count GETs sent through this one
+    # (one worker's own counts were a different fraction on each call).
+    proxy = proxy_factory("--workers", "2")
+    by_worker: dict[str, object] = {}
+    opened = []
+    while len(by_worker) < 2 and len(opened) < 40:
+        c = proxy.raw()
+        opened.append(c)
+        by_worker.setdefault(c.command("CLIENT", "INFO").decode().split(" worker=")[1].split(" ")[0], c)
+    assert len(by_worker) == 2, "SO_REUSEPORT never picked the second worker"
+    busy, other = by_worker["0"], by_worker["1"]
+    key = "nodecount:k"
+    master = cluster.node_for_slot(key_hash_slot(key))
+
+    def counted(text: str, marker: str, field: str) -> int:
+        line = next(l for l in text.splitlines() if l.startswith(marker))
+        return int(line.split(field)[1].split(",")[0].split(" ")[0])
+
+    def both() -> tuple[int, int]:
+        nodes = other.command("INFO", "nodes").decode()
+        clustered = other.command("PROXY", "CLUSTER").decode()
+        return (counted(nodes, f"node:127.0.0.1:{master},", "requests="),
+                counted(clustered, f"127.0.0.1:{master} master", "requests="))
+
+    start = both()
+    for _ in range(500):
+        busy.command("GET", key)
+    deadline = time.monotonic() + 5
+    while min(b - a for a, b in zip(start, both())) < 500 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert min(b - a for a, b in zip(start, both())) >= 500, (start, both())
+    for c in opened:
         c.close()
 
 
