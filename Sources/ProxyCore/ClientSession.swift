@@ -387,7 +387,7 @@ final class ClientSession {
     /// What became of this client's requests for `slot` sent after `record`
     /// (refused, held for a retry): one answered ran (a retry of `record`
     /// would run after it); one still at its node may yet; those refused
-    /// too are retried after `record`, in order.
+    /// too, or held (their connection lost), are sent after `record`, in order.
     func outcomeOfLaterRequests(forSlot slot: Int, after record: RequestRecord) -> LaterOutcome {
         var seen = false
         var outcome = LaterOutcome.noneRan
@@ -397,7 +397,7 @@ final class ClientSession {
                 seen = true
             } else if seen && other.slot == slot && !behindRetry.contains(where: { $0 === other }) {
                 if other.isComplete { return .oneRan }
-                if !other.orderedRetry { outcome = .pending }
+                if !other.orderedRetry && !worker.heldRequests.contains(where: { $0 === other }) { outcome = .pending }
             }
         }
         return outcome

@@ -86,6 +86,9 @@ extension Worker {
             record.heldFor = nil
         }
         var blocked = Set<ObjectIdentifier>()
+        // A client's ordered retry that waits (backing off, say) keeps its
+        // later held requests for the slot waiting too, whatever their pool.
+        var waitingRetries = Set<SessionSlot>()
         for record in records {
             guard let session = record.session, !session.isGone else {
                 failRequest(record, message: "ERR slotproxy: client gone")
@@ -105,9 +108,14 @@ extension Worker {
             }
             let pool = record.slot >= 0 ? slotOwners[record.slot] : anyReachableMaster(now: now)
             let backingOff = now < record.retryAt
+            let sessionSlot = SessionSlot(session: ObjectIdentifier(session), slot: record.slot)
+            // (Waits of its client's own, which hold up no other client.)
+            let waitsForItsClient =
+                backingOff || outcomesPending || (!waitingRetries.isEmpty && waitingRetries.contains(sessionSlot))
             let waits =
-                backingOff || outcomesPending || pool == nil || pool!.isDown && now < pool!.nextAttemptAt
+                waitsForItsClient || pool == nil || pool!.isDown && now < pool!.nextAttemptAt
                 || blocked.contains(ObjectIdentifier(pool!))
+            if waits && record.orderedRetry { waitingRetries.insert(sessionSlot) }
             guard waits else {
                 if record.blocking {
                     resendBlocking(record, to: pool!.address, asking: false, session: session)
@@ -126,7 +134,7 @@ extension Worker {
                 failHeld(record)
                 continue
             }
-            if !backingOff, let pool {
+            if !waitsForItsClient, let pool {
                 // Later requests for the same master stay behind this one.
                 blocked.insert(ObjectIdentifier(pool))
                 pool.heldCount += 1
@@ -134,6 +142,11 @@ extension Worker {
             }
             insertHeld(record)
         }
+    }
+
+    struct SessionSlot: Hashable {
+        var session: ObjectIdentifier
+        var slot: Int
     }
 
     /// A blocking command that never reached its node (no connection could
