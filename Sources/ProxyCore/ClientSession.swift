@@ -361,7 +361,9 @@ final class ClientSession {
             let other = pending[offset]
             if other === record {
                 seen = true
-            } else if seen && other.slot == slot && !behindRetry.contains(where: { $0 === other }) {
+            } else if seen && (other.slot == slot || other.answersSplit) && !behindRetry.contains(where: { $0 === other }) {
+                // (A split command counts whatever its slots: its parts may
+                // have run on this one.)
                 return true
             }
         }
@@ -395,7 +397,7 @@ final class ClientSession {
             let other = pending[offset]
             if other === record {
                 seen = true
-            } else if seen && other.slot == slot && !behindRetry.contains(where: { $0 === other }) {
+            } else if seen && (other.slot == slot || other.answersSplit) && !behindRetry.contains(where: { $0 === other }) {
                 if other.isComplete { return .oneRan }
                 if !other.orderedRetry && !worker.heldRequests.contains(where: { $0 === other }) { outcome = .pending }
             }

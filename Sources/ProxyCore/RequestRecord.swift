@@ -53,6 +53,9 @@ final class RequestRecord {
     /// error, kept until their outcome decides between a retry and this
     /// answer (`Worker.resendHeldRequests`). Nil otherwise.
     var refusalAwaitingLaterOutcomes: [UInt8]?
+    /// Answers a command split over slots (its parts run on their own
+    /// records): its slot is -1, yet it may touch any (`ClientSession.hasLaterRequest`).
+    var answersSplit = false
     /// Its request's bytes, counted in its client's `requestBytesPending`.
     var countedRequestBytes = 0
     /// Written between a `MULTI` and `EXEC` of the proxy's own (a relaxed
@@ -106,6 +109,7 @@ final class RequestRecord {
         retryAt = 0
         orderedRetry = false
         if refusalAwaitingLaterOutcomes != nil { refusalAwaitingLaterOutcomes = nil }
+        answersSplit = false
         countedRequestBytes = 0
         insideMulti = false
         blocking = false

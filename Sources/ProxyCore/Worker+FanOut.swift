@@ -154,6 +154,7 @@ extension Worker {
             return
         }
         let target = clientTarget(session)
+        if case .client(let parent) = target { parent.answersSplit = true }
         countAsShared(target, session: session)
         let fanOut = FanOut(
             target: target, rule: Worker.splitRule(spec, grouping), parts: grouping.slots.count, resp3: session.resp3)

@@ -144,6 +144,35 @@ def test_moved_requests_are_not_overtaken_by_the_clients_next_one(proxy_factory)
             assert [cmd[2] for cmd in n2.commands if cmd[0] == b"SET"] == [b"1", b"2", b"3"]
 
 
+def test_tryagain_is_not_retried_after_a_later_split_command(proxy_factory):
+    """MSET {t}a 1 {t}b 1 is answered TRYAGAIN; the client's pipelined
+    cross-slot MSET {t}a 2 zz 3 is split, and its part for {t}a runs. A
+    retry of the first would now run after it: the client gets TRYAGAIN,
+    and {t}a keeps 2 (the split command's record has no slot of its own,
+    and was not seen as a later request for the slot)."""
+    with FakeNode() as node:
+        refused = {"done": False}
+
+        def script(command, conn):
+            if command[0].upper() != b"MSET":
+                return None
+            if command[1:] == [b"{t}a", b"1", b"{t}b", b"1"] and not refused["done"]:
+                refused["done"] = True
+                return b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n"
+            with node.lock:
+                for i in range(1, len(command), 2):
+                    node.data[command[i]] = command[i + 1]
+            return b"+OK\r\n"
+
+        node.script = script
+        proxy = proxy_factory("--workers", "1", seeds=node.seed)
+        with proxy.raw(timeout=10) as c:
+            replies = c.pipeline([("MSET", "{t}a", "1", "{t}b", "1"), ("MSET", "{t}a", "2", "zz", "3")])
+            assert isinstance(replies[0], RespError) and replies[0].message.startswith("TRYAGAIN"), replies
+            assert is_status(replies[1])
+            assert c.command("GET", "{t}a") == b"2"
+
+
 def test_transient_errors_give_up_after_the_failover_timeout(proxy_factory):
     with FakeNode() as node:
         node.script = lambda command, conn: (
