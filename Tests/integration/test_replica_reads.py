@@ -22,7 +22,10 @@ def gets_on(cluster, port: int) -> int:
 
 
 def proxy_node_requests(conn) -> dict[int, tuple[str, int]]:
-    """port -> (role, requests) from the proxy's INFO nodes."""
+    """port -> (role, requests) from the proxy's INFO nodes. (Other workers'
+    counts are as they last published them, a tick after their last
+    command: waited out, so a delta counts only what came after.)"""
+    time.sleep(0.3)
     out = {}
     for line in conn.command("INFO", "nodes").decode().splitlines():
         if line.startswith("node:"):
