@@ -353,34 +353,39 @@ final class ClientSession {
     }
     var behindRetry: [RequestRecord] = []
 
-    /// Whether a request after `record` for `slot` is on its way or answered
-    /// (it may have run: a retry of `record` would now run after it).
-    func hasLaterRequest(forSlot slot: Int, after record: RequestRecord) -> Bool {
+    /// Calls `body` with each of this client's requests sent after
+    /// `record` (on their way or answered) that may touch `slot`: its own,
+    /// and commands split over slots, whose parts may have run on it. Those
+    /// waiting behind a retry were never sent. Stops when `body` says false.
+    private func forEachLaterRequest(forSlot slot: Int, after record: RequestRecord, _ body: (RequestRecord) -> Bool) {
         var seen = false
         for offset in 0..<pending.count {
             let other = pending[offset]
             if other === record {
                 seen = true
             } else if seen && (other.slot == slot || other.answersSplit) && !behindRetry.contains(where: { $0 === other }) {
-                // (A split command counts whatever its slots: its parts may
-                // have run on this one.)
-                return true
+                if !body(other) { return }
             }
         }
-        return false
+    }
+
+    /// Whether a request after `record` for `slot` is on its way or answered
+    /// (it may have run: a retry of `record` would now run after it).
+    func hasLaterRequest(forSlot slot: Int, after record: RequestRecord) -> Bool {
+        var found = false
+        forEachLaterRequest(forSlot: slot, after: record) { _ in
+            found = true
+            return false
+        }
+        return found
     }
 
     /// Calls `body` with each of this client's requests for `slot` sent
     /// after `record` and not answered yet.
     func forEachLaterRequestInFlight(forSlot slot: Int, after record: RequestRecord, _ body: (RequestRecord) -> Void) {
-        var seen = false
-        for offset in 0..<pending.count {
-            let other = pending[offset]
-            if other === record {
-                seen = true
-            } else if seen && other.slot == slot && !other.isComplete && !behindRetry.contains(where: { $0 === other }) {
-                body(other)
-            }
+        forEachLaterRequest(forSlot: slot, after: record) { other in
+            if other.slot == slot && !other.isComplete { body(other) }
+            return true
         }
     }
 
@@ -391,16 +396,14 @@ final class ClientSession {
     /// would run after it); one still at its node may yet; those refused
     /// too, or held (their connection lost), are sent after `record`, in order.
     func outcomeOfLaterRequests(forSlot slot: Int, after record: RequestRecord) -> LaterOutcome {
-        var seen = false
         var outcome = LaterOutcome.noneRan
-        for offset in 0..<pending.count {
-            let other = pending[offset]
-            if other === record {
-                seen = true
-            } else if seen && (other.slot == slot || other.answersSplit) && !behindRetry.contains(where: { $0 === other }) {
-                if other.isComplete { return .oneRan }
-                if !other.orderedRetry && !worker.heldRequests.contains(where: { $0 === other }) { outcome = .pending }
+        forEachLaterRequest(forSlot: slot, after: record) { other in
+            if other.isComplete {
+                outcome = .oneRan
+                return false
             }
+            if !other.orderedRetry && !worker.heldRequests.contains(where: { $0 === other }) { outcome = .pending }
+            return true
         }
         return outcome
     }

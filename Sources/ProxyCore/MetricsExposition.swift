@@ -73,13 +73,7 @@ enum MetricsExposition {
         family("slotproxy_client_bytes_sent_total", "counter", "Bytes written to clients.")
         sample("slotproxy_client_bytes_sent_total", total(\.bytesOut))
 
-        var nodes: [String: (requests: Int, errors: Int, latencyMs: Int)] = [:]
-        for worker in workers {
-            for node in worker.nodes {
-                let sum = nodes[node.address] ?? (0, 0, 0)
-                nodes[node.address] = (sum.requests + node.requests, sum.errors + node.errors, sum.latencyMs + node.latencyMsTotal)
-            }
-        }
+        let nodes = NodeTotals.sum(workers)
         let addresses = nodes.keys.sorted()
         family("slotproxy_backend_requests_total", "counter", "Requests sent to each cluster node over shared connections.")
         for address in addresses { sample("slotproxy_backend_requests_total", "node=\"\(label(address))\"", nodes[address]!.requests) }
@@ -89,7 +83,7 @@ enum MetricsExposition {
             "slotproxy_backend_latency_seconds_total", "counter",
             "Sum of the time each node took to reply (loop clock, millisecond resolution).")
         for address in addresses {
-            sample("slotproxy_backend_latency_seconds_total", "node=\"\(label(address))\"", Double(nodes[address]!.latencyMs) / 1000)
+            sample("slotproxy_backend_latency_seconds_total", "node=\"\(label(address))\"", Double(nodes[address]!.latencyMsTotal) / 1000)
         }
 
         // Worker 0 keeps a connection to every master: its view of who is

@@ -113,33 +113,18 @@ extension Worker {
         return text + "\r\n"
     }
 
-    struct NodeTotals {
-        var requests = 0
-        var errors = 0
-        var latencyMsTotal = 0
-        /// Marked down by any worker.
-        var down = false
-    }
-
     /// Each node's counters over every worker (`INFO nodes`, `PROXY
     /// CLUSTER`): this worker's now, the others' as last published (at most
     /// a second old). A client's connection lands on one worker; its own
     /// counts alone were a different fraction on each call.
     func nodeTotals() -> [String: NodeTotals] {
-        var totals: [String: NodeTotals] = [:]
-        func add(_ address: String, _ requests: Int, _ errors: Int, _ latencyMs: Int, _ down: Bool) {
-            var node = totals[address, default: NodeTotals()]
-            node.requests += requests
-            node.errors += errors
-            node.latencyMsTotal += latencyMs
-            node.down = node.down || down
-            totals[address] = node
-        }
-        for (index, snapshot) in shared.workerMetrics.enumerated() where index != workerIndex {
-            for node in snapshot.nodes { add(node.address, node.requests, node.errors, node.latencyMsTotal, node.isDown) }
-        }
+        var others = shared.workerMetrics
+        if workerIndex < others.count { others.remove(at: workerIndex) }
+        var totals = NodeTotals.sum(others)
         for (address, pool) in pools {
-            add(address.description, pool.stats.requests, pool.stats.errors, pool.stats.latencyMsTotal, pool.isDown)
+            totals[address.description, default: NodeTotals()].add(
+                requests: pool.stats.requests, errors: pool.stats.errors, latencyMs: pool.stats.latencyMsTotal,
+                down: pool.isDown)
         }
         return totals
     }

@@ -126,6 +126,34 @@ struct MetricsSnapshot: Sendable {
 }
 
 /// One node's counters in one worker (`NodeStats`).
+/// One node's counters summed over workers (`/metrics`, `INFO nodes`).
+struct NodeTotals {
+    var requests = 0
+    var errors = 0
+    var latencyMsTotal = 0
+    /// Marked down by any worker.
+    var down = false
+
+    mutating func add(requests: Int, errors: Int, latencyMs: Int, down: Bool) {
+        self.requests += requests
+        self.errors += errors
+        latencyMsTotal += latencyMs
+        self.down = self.down || down
+    }
+
+    /// Every node the snapshots name, by address.
+    static func sum(_ snapshots: [MetricsSnapshot]) -> [String: NodeTotals] {
+        var totals: [String: NodeTotals] = [:]
+        for snapshot in snapshots {
+            for node in snapshot.nodes {
+                totals[node.address, default: NodeTotals()].add(
+                    requests: node.requests, errors: node.errors, latencyMs: node.latencyMsTotal, down: node.isDown)
+            }
+        }
+        return totals
+    }
+}
+
 struct NodeSnapshot: Sendable {
     var address: String
     var requests: Int
