@@ -395,9 +395,13 @@ final class ClientSession {
     /// (refused, held for a retry): one answered ran (a retry of `record`
     /// would run after it); one still at its node may yet; those refused
     /// too, or held (their connection lost), are sent after `record`, in order.
-    func outcomeOfLaterRequests(forSlot slot: Int, after record: RequestRecord) -> LaterOutcome {
+    /// Only those made up to record `sequence` count: later ones waited
+    /// behind the retry (a split command's part for `slot` too, though its
+    /// record here is not complete until that part runs).
+    func outcomeOfLaterRequests(forSlot slot: Int, after record: RequestRecord, upTo sequence: Int) -> LaterOutcome {
         var outcome = LaterOutcome.noneRan
         forEachLaterRequest(forSlot: slot, after: record) { other in
+            if other.sequence > sequence { return true }
             if other.isComplete {
                 outcome = .oneRan
                 return false
@@ -408,7 +412,8 @@ final class ClientSession {
         return outcome
     }
 
-    private func retryEnded(slot: Int) {
+    /// See `Worker.endOrderedRetry`.
+    func retryEnded(slot: Int) {
         let left = (retryingSlots[slot] ?? 1) - 1
         retryingSlots[slot] = left > 0 ? left : nil
         retriesUnderway = max(0, retriesUnderway - 1)
@@ -426,10 +431,7 @@ final class ClientSession {
 
     /// A reply for `record` arrived (from a node, or made by the proxy).
     func complete(_ record: RequestRecord, reply: UnsafeRawBufferPointer) {
-        if record.orderedRetry {
-            record.orderedRetry = false
-            retryEnded(slot: record.slot)
-        }
+        if record.orderedRetry { worker.endOrderedRetry(record) }
         if isClosed || overHardLimit(adding: reply.count) {
             worker.recordPool.release(record)
             return

@@ -81,6 +81,14 @@ final class FanOut {
         if case .client(let parent) = target { return parent.session }
         return nil
     }
+    /// The client's record its merged reply answers in the end (through
+    /// the fan-outs it is a part of), if any.
+    var clientRecord: RequestRecord? {
+        switch target {
+        case .client(let parent): parent
+        case .part(let outer, _): outer.clientRecord
+        }
+    }
     /// The parts' replies back to back, and where each lies (nil: not yet):
     /// one buffer for all parts rather than an array each.
     private var storage: [UInt8] = []

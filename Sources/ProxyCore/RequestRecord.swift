@@ -52,7 +52,13 @@ final class RequestRecord {
     /// of its client for its slot were already on their way: the node's
     /// error, kept until their outcome decides between a retry and this
     /// answer (`Worker.resendHeldRequests`). Nil otherwise.
-    var refusalAwaitingLaterOutcomes: [UInt8]?
+    var refusalAwaitingLaterOutcomes: Refusal?
+    struct Refusal {
+        var reply: [UInt8]
+        /// The last record made when it was refused: the client's requests
+        /// made after it waited behind the retry, and never ran.
+        var laterRequestsUpTo: Int
+    }
     /// Answers a command split over slots (its parts run on their own
     /// records): its slot is -1, yet it may touch any (`ClientSession.hasLaterRequest`).
     var answersSplit = false
@@ -155,7 +161,13 @@ struct RequestRecordPool {
         return record
     }
 
+    /// The `sequence` of the last record made.
+    var lastSequence: Int { nextSequence }
+
     mutating func release(_ record: RequestRecord) {
+        // (Else its client's later requests for the slot wait forever:
+        // `Worker.endOrderedRetry` first.)
+        assert(!record.orderedRetry || record.session?.isClosed != false, "an ordered retry released unended")
         record.reset()
         if free.count < limit { free.append(record) }
     }

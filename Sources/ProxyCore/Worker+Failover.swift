@@ -95,12 +95,14 @@ extension Worker {
                 continue
             }
             var outcomesPending = false
-            if let refusal = record.refusalAwaitingLaterOutcomes {
-                switch session.outcomeOfLaterRequests(forSlot: record.slot, after: record) {
+            if let refusal = record.refusalAwaitingLaterOutcomes, let anchor = orderAnchor(of: record) {
+                switch session.outcomeOfLaterRequests(
+                    forSlot: record.slot, after: anchor, upTo: refusal.laterRequestsUpTo)
+                {
                 case .oneRan:
                     // A retry would run after it: the node's answer stands.
                     record.refusalAwaitingLaterOutcomes = nil
-                    refusal.withUnsafeBytes { session.complete(record, reply: $0) }
+                    refusal.reply.withUnsafeBytes { answerLocally(record, reply: $0) }
                     continue
                 case .pending: outcomesPending = true
                 case .noneRan: record.refusalAwaitingLaterOutcomes = nil
@@ -316,11 +318,31 @@ extension Worker {
     /// is answered (`ClientSession.behindRetry`), for a plain request about
     /// to be held for a retry.
     func startOrderedRetry(_ record: RequestRecord) {
-        guard !record.orderedRetry, record.fanOut == nil, record.slot >= 0, !record.blocking, !record.watch,
-            let session = record.session
+        guard !record.orderedRetry, record.slot >= 0, !record.blocking, !record.watch, let session = record.session,
+            orderAnchor(of: record) != nil
         else { return }
         record.orderedRetry = true
         session.retryStarted(slot: record.slot)
+    }
+
+    /// Its client's later requests for the slot may go now. Every path that
+    /// answers or drops a record once `startOrderedRetry` marked it comes here.
+    func endOrderedRetry(_ record: RequestRecord) {
+        guard record.orderedRetry else { return }
+        record.orderedRetry = false
+        record.session?.retryEnded(slot: record.slot)
+    }
+
+    /// Where `record` stands in its client's order of requests: itself, or
+    /// for a part of a command split by key, the client's record of that
+    /// command. Nil for the parts of other fan-outs (a broadcast's, say,
+    /// whose slot only names a master) and of the proxy's own requests.
+    func orderAnchor(of record: RequestRecord) -> RequestRecord? {
+        guard let fanOut = record.fanOut else { return record }
+        guard fanOut.rule.isSplitByKey, let parent = fanOut.clientRecord, parent.session === record.session else {
+            return nil
+        }
+        return parent
     }
 
     /// A moved request's client may have later requests for the slot still
@@ -331,8 +353,8 @@ extension Worker {
     func holdBackLaterRequests(of session: ClientSession, behind record: RequestRecord) {
         guard !record.orderedRetry else { return }
         startOrderedRetry(record)
-        guard record.orderedRetry else { return }
-        session.forEachLaterRequestInFlight(forSlot: record.slot, after: record) { startOrderedRetry($0) }
+        guard record.orderedRetry, let anchor = orderAnchor(of: record) else { return }
+        session.forEachLaterRequestInFlight(forSlot: record.slot, after: anchor) { startOrderedRetry($0) }
     }
 
     /// `TRYAGAIN`, `LOADING`, `CLUSTERDOWN`, `MASTERDOWN`: nothing ran; try
@@ -348,21 +370,26 @@ extension Worker {
         let now = loop.nowMilliseconds
         if record.heldSince != 0 && now - record.heldSince >= Int64(configuration.failoverTimeoutMs) { return false }
         // (A blocking command holds its client's next command back anyway.)
-        if record.fanOut == nil, record.slot >= 0, !record.blocking, !record.watch, let session = record.session {
+        if record.slot >= 0, !record.blocking, !record.watch, let session = record.session,
+            let anchor = orderAnchor(of: record)
+        {
             // On a slot being migrated, the client's next request for it went
             // out behind this one and may have run (its keys on this side): a
             // retry now would run after it (`MSET a new` retried after `SET a
             // final` leaves `new`). The client gets the error instead, as from
             // a cluster node.
-            if session.hasLaterRequest(forSlot: record.slot, after: record) {
+            if session.hasLaterRequest(forSlot: record.slot, after: anchor) {
                 if errorClass == .tryAgain { return false }
                 // LOADING and the like usually refuse the later ones too, and
                 // all are retried in order; but the node may have finished
                 // loading (or seen its cluster state turn ok) between reading
                 // this request and a later one. The retry waits for their
                 // outcome: one that ran means the client gets this error.
-                record.refusalAwaitingLaterOutcomes = Array(reply)
+                record.refusalAwaitingLaterOutcomes = RequestRecord.Refusal(
+                    reply: Array(reply), laterRequestsUpTo: recordPool.lastSequence)
             }
+            // (A split command's part too: the client's next request for the
+            // slot would otherwise overtake the retried part.)
             startOrderedRetry(record)
         }
         record.retries += 1

@@ -85,6 +85,15 @@ extension Worker {
         return .client(parent)
     }
 
+    /// `record`, a part of a fan-out, is answered (by its node or the proxy).
+    func partAnswered(_ record: RequestRecord, reply: UnsafeRawBufferPointer) {
+        guard let fanOut = record.fanOut else { return }
+        let part = record.part
+        endOrderedRetry(record)
+        recordPool.release(record)
+        partArrived(fanOut, part: part, reply: reply)
+    }
+
     func partArrived(_ fanOut: FanOut, part: Int, reply: UnsafeRawBufferPointer) {
         guard fanOut.receive(part: part, reply: reply) else {
             // Held until the other parts are in: counted as the client's, so
@@ -198,8 +207,11 @@ extension Worker {
     /// and its keys are partly on each side. Waiting would last as long as the
     /// migration, so the part is split further, one key per sub-command, and
     /// each key follows its own `ASK`. False when the part has a single key.
+    /// Not for a part being retried in order (`CLUSTERDOWN`, then
+    /// `TRYAGAIN`): its sub-commands would queue behind its own retry; it
+    /// gets the node's error, as from a cluster node.
     func resplitPerKey(_ record: RequestRecord, connection: BackendConnection) -> Bool {
-        guard let fanOut = record.fanOut, fanOut.rule.isSplitByKey else { return false }
+        guard let fanOut = record.fanOut, fanOut.rule.isSplitByKey, !record.orderedRetry else { return false }
         var parser = RequestParser()
         let bytes = record.request.readableArray()
         let arguments: [[UInt8]] = bytes.withUnsafeBytes { raw in

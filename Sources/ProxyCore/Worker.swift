@@ -836,10 +836,8 @@ final class Worker {
                 // wherever an error reply says.
                 shared.requestTopologyRefresh()
                 if record.session?.isClosed != false {
-                    if let fanOut = record.fanOut {
-                        let part = record.part
-                        recordPool.release(record)
-                        partArrived(fanOut, part: part, reply: reply)
+                    if record.fanOut != nil {
+                        partAnswered(record, reply: reply)
                     } else if let session = record.session {
                         session.complete(record, reply: reply)
                     } else {
@@ -894,13 +892,11 @@ final class Worker {
             if errorClass == .clusterDown || errorClass == .masterDown { shared.requestTopologyRefresh() }
             return
         }
-        if let fanOut = record.fanOut {
+        if record.fanOut != nil {
             if case .error(.tryAgain) = kind, !connection.isDedicated, resplitPerKey(record, connection: connection) {
                 return
             }
-            let part = record.part
-            recordPool.release(record)
-            partArrived(fanOut, part: part, reply: reply)
+            partAnswered(record, reply: reply)
             return
         }
         guard let session = record.session else {
@@ -949,10 +945,8 @@ final class Worker {
     /// Answers `record` with a reply made by the proxy: its client's, or its
     /// fan-out's part.
     func answerLocally(_ record: RequestRecord, reply: UnsafeRawBufferPointer) {
-        if let fanOut = record.fanOut {
-            let part = record.part
-            recordPool.release(record)
-            partArrived(fanOut, part: part, reply: reply)
+        if record.fanOut != nil {
+            partAnswered(record, reply: reply)
             return
         }
         guard let session = record.session else {

@@ -3,7 +3,7 @@ produce on cue (answer LOADING for a while, die in the middle of a reply).
 
 It listens on a free loopback port, says it owns all 16384 slots (CLUSTER
 SHARDS; or set `node.topology` to [(first slot, last slot, port), ...] for
-a cluster of several fake masters), keeps a dict for GET/SET/DBSIZE, and
+a cluster of several fake masters), keeps a dict for GET/SET/MSET/DBSIZE, and
 lets a test script every reply:
 `node.script = lambda command, conn: ...` returns bytes to send, `None` for
 the normal answer, or `FakeNode.CLOSE` to drop the connection there."""
@@ -98,6 +98,11 @@ class FakeNode:
         if name == b"SET":
             with self.lock:
                 self.data[command[1]] = command[2]
+            return b"+OK\r\n"
+        if name == b"MSET" and len(command) % 2 == 1:
+            with self.lock:
+                for i in range(1, len(command), 2):
+                    self.data[command[i]] = command[i + 1]
             return b"+OK\r\n"
         if name == b"GET":
             with self.lock:

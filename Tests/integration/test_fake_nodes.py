@@ -10,6 +10,20 @@ from fake_node import FakeNode
 from harness import RespError, encode_command, is_status, key_hash_slot
 
 
+def _refuse_once(refused_command, error):
+    """A node script that answers `refused_command` with `error` the first
+    time, and every command normally."""
+    refused = {"done": False}
+
+    def script(command, conn):
+        if command == refused_command and not refused["done"]:
+            refused["done"] = True
+            return error
+        return None
+
+    return script
+
+
 def test_loading_and_tryagain_are_retried_until_the_node_serves(proxy_factory):
     with FakeNode() as node:
         refusals = {"n": 0}
@@ -59,15 +73,7 @@ def test_a_refusal_is_not_retried_after_a_later_request_that_ran(proxy_factory):
     for error in (b"-CLUSTERDOWN The cluster is down\r\n", b"-LOADING Redis is loading the dataset in memory\r\n",
                   b"-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n"):
         with FakeNode() as node:
-            refused = {"done": False}
-
-            def script(command, conn):
-                if command == [b"SET", b"k", b"1"] and not refused["done"]:
-                    refused["done"] = True
-                    return error
-                return None
-
-            node.script = script
+            node.script = _refuse_once([b"SET", b"k", b"1"], error)
             proxy = proxy_factory("--workers", "1", seeds=node.seed)
             with proxy.raw(timeout=10) as c:
                 replies = c.pipeline([("SET", "k", "1"), ("SET", "k", "2")])
@@ -151,26 +157,66 @@ def test_tryagain_is_not_retried_after_a_later_split_command(proxy_factory):
     and {t}a keeps 2 (the split command's record has no slot of its own,
     and was not seen as a later request for the slot)."""
     with FakeNode() as node:
-        refused = {"done": False}
-
-        def script(command, conn):
-            if command[0].upper() != b"MSET":
-                return None
-            if command[1:] == [b"{t}a", b"1", b"{t}b", b"1"] and not refused["done"]:
-                refused["done"] = True
-                return b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n"
-            with node.lock:
-                for i in range(1, len(command), 2):
-                    node.data[command[i]] = command[i + 1]
-            return b"+OK\r\n"
-
-        node.script = script
+        node.script = _refuse_once([b"MSET", b"{t}a", b"1", b"{t}b", b"1"],
+                                   b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n")
         proxy = proxy_factory("--workers", "1", seeds=node.seed)
         with proxy.raw(timeout=10) as c:
             replies = c.pipeline([("MSET", "{t}a", "1", "{t}b", "1"), ("MSET", "{t}a", "2", "zz", "3")])
             assert isinstance(replies[0], RespError) and replies[0].message.startswith("TRYAGAIN"), replies
             assert is_status(replies[1])
             assert c.command("GET", "{t}a") == b"2"
+
+
+def test_a_split_commands_refused_part_is_not_overtaken_by_the_clients_next_request(proxy_factory):
+    """MSET {t}a 1 zz 1 is split; the node refuses its part for {t}a
+    (CLUSTERDOWN, LOADING), which is retried after a backoff. The client's
+    SET {t}a 2, sent 10 ms later, waits behind the retried part instead of
+    running first and leaving {t}a at 1."""
+    for error in (b"-CLUSTERDOWN The cluster is down\r\n", b"-LOADING Redis is loading the dataset in memory\r\n"):
+        with FakeNode() as node:
+            node.script = _refuse_once([b"MSET", b"{t}a", b"1"], error)
+            proxy = proxy_factory("--workers", "1", seeds=node.seed)
+            with proxy.raw(timeout=10) as c:
+                c.send(encode_command("MSET", "{t}a", "1", "zz", "1"))
+                time.sleep(0.01)
+                c.send(encode_command("SET", "{t}a", "2"))
+                assert all(is_status(r) for r in c.read_replies(2))
+                assert c.command("GET", "{t}a") == b"2"
+            with node.lock:
+                writes = [cmd[:3] for cmd in node.commands if cmd[0] in (b"MSET", b"SET") and cmd[1] == b"{t}a"]
+            assert writes == [[b"MSET", b"{t}a", b"1"]] * 2 + [[b"SET", b"{t}a", b"2"]], writes
+            proxy.stop()
+
+
+def test_a_split_command_waiting_behind_a_retry_does_not_stall_it(proxy_factory):
+    """The node, loading, refuses the pipelined SET {t}a 1 and SET {t}a 2;
+    the first waits for the second's outcome before its retry. The
+    client's MSET {t}a 3 zz 3 arrives after the refusals, so its part for
+    {t}a waits behind the retry and cannot have run: the retry must not
+    wait for the MSET's outcome too (it would, until the failover timeout)."""
+    with FakeNode() as node:
+        loading = {"until": 0.0}
+
+        def script(command, conn):
+            if command[0] == b"SET" and time.monotonic() < loading["until"]:
+                return b"-LOADING Redis is loading the dataset in memory\r\n"
+            return None
+
+        node.script = script
+        proxy = proxy_factory("--workers", "1", "--failover-timeout-ms", "5000", seeds=node.seed)
+        with proxy.raw(timeout=10) as c:
+            started = time.monotonic()
+            loading["until"] = started + 0.03
+            c.send(encode_command("SET", "{t}a", "1") + encode_command("SET", "{t}a", "2"))
+            time.sleep(0.01)
+            c.send(encode_command("MSET", "{t}a", "3", "zz", "3"))
+            replies = c.read_replies(3)
+            assert all(is_status(r) for r in replies), replies
+            assert time.monotonic() - started < 2, "the retry waited for the MSET behind it"
+            assert c.command("GET", "{t}a") == b"3"
+        with node.lock:
+            writes = [cmd[:3] for cmd in node.commands if cmd[0] in (b"MSET", b"SET") and cmd[1] == b"{t}a"]
+        assert writes == [[b"SET", b"{t}a", b"1"], [b"SET", b"{t}a", b"2"]] * 2 + [[b"MSET", b"{t}a", b"3"]], writes
 
 
 def test_transient_errors_give_up_after_the_failover_timeout(proxy_factory):
