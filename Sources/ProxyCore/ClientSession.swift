@@ -226,8 +226,9 @@ final class ClientSession {
     var sharedInFlight = 0
     /// Parsing stopped, with the command that must wait still unconsumed.
     var waitingForSharedReplies = false
-    /// Subscribe mode: parsing waits for the proxy's marker `PING`s after an
-    /// unsubscribe, so the subscriptions' state is known before going on.
+    /// Subscribe mode: parsing waits for the proxy's marker `PING`s after a
+    /// command sent on a subscription connection, so the subscriptions'
+    /// state is known (and their confirmations out) before going on.
     var subscriptionMarkersOwed = 0
     /// Of those, the ones on `subscription`'s connection.
     var regularMarkersOwed = 0

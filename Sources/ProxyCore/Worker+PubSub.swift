@@ -47,7 +47,7 @@ extension Worker {
             if let connection = session.subscription {
                 connection.enqueueStream(command.frame)
                 trackSubscriptions(name, command, session: session)
-                if name == "unsubscribe" || name == "punsubscribe" { sendSubscriptionMarkers(session) }
+                sendSubscriptionMarkers(session)
             } else if name == "ping" {
                 shardPing(command, session: session)
             } else {
@@ -61,6 +61,11 @@ extension Worker {
     /// Whether the client is still subscribed is known once every
     /// subscription connection has answered what it was sent: a marker
     /// `PING` behind it on each tells, and the client's next command waits.
+    /// After any command sent on a subscription connection: a command the
+    /// proxy answers itself (an error in RESP2's subscribe mode, `QUIT`)
+    /// would overtake the node's confirmation or drop it, and one routed
+    /// elsewhere (RESP3's `PUBLISH`) would run before the subscription is
+    /// in place, as with one server it never does.
     func sendSubscriptionMarkers(_ session: ClientSession) {
         if let connection = session.subscription {
             Worker.subscriptionMarkerFrame.withUnsafeBytes { connection.enqueueStream($0) }
@@ -138,6 +143,7 @@ extension Worker {
         openSubscriptionStream(session)
         connection.enqueueStream(command.frame)
         trackSubscriptions(command.string(0).lowercased(), command, session: session)
+        sendSubscriptionMarkers(session)
     }
 
     /// A dedicated connection to `address` whose replies stream to

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from harness import RawConnection, RespError, is_status, keys_on_each_master, memory_bytes, out_of_file_descriptors
+from harness import RawConnection, RespError, encode_command, is_status, keys_on_each_master, memory_bytes, out_of_file_descriptors
 
 
 def channel() -> str:
@@ -378,6 +378,43 @@ def test_subscribe_mode_errors_answer_as_redis(proxy, standalone_like):
             conn.send(b"*1\r\n$x\r\n")
         got, want = c.read_until_closed(), s.read_until_closed()
         assert got == want and got[1], (got, want)
+
+
+def test_commands_written_with_subscribe_wait_for_its_confirmation(proxy, standalone_like):
+    """A client writes SUBSCRIBE and more commands at once. As from one
+    server, the confirmation comes first: before a refused command's error,
+    and before QUIT's +OK (which must not drop it, nor a PING's reply)."""
+    ch = channel()
+    cases = [
+        [("SUBSCRIBE", ch), ("GET", "k"), ("PING",)],
+        [("SUBSCRIBE", ch), ("PING",)],
+        [("PSUBSCRIBE", ch + "*")],
+        [("SUBSCRIBE", ch), ("SUBSCRIBE", ch + ":2"), ("UNSUBSCRIBE", ch), ("GET", "k")],
+    ]
+    for commands in cases:
+        payload = b"".join(encode_command(*args) for args in commands + [("QUIT",)])
+        with proxy.raw() as c, RawConnection(standalone_like.port) as s:
+            for conn in (c, s):
+                conn.send(payload)
+            got, want = c.read_until_closed(), s.read_until_closed()
+            assert got == want and got[1], (commands, got, want)
+
+
+def test_publish_written_with_subscribe_runs_once_subscribed(proxy):
+    """RESP3: SUBSCRIBE, GET and PUBLISH to the same channel written at
+    once. The GET's reply follows the confirmation, and the message reaches
+    the client: the PUBLISH ran once the subscription was in place."""
+    for _ in range(5):  # (on fresh connections each time)
+        ch = channel()
+        with proxy.raw(timeout=10) as c:
+            c.hello(3)
+            c.send(encode_command("SUBSCRIBE", ch) + encode_command("GET", "k:" + ch) + encode_command("PUBLISH", ch, "hi"))
+            got = c.read_replies(3)
+            assert got[0] == [b"subscribe", ch.encode(), 1] and got[1] is None, got
+            # (The PUBLISH count, of subscribers on the node that ran it, and
+            # the message, through the cluster bus, come in either order.)
+            got += c.read_replies(1, timeout=2) if isinstance(got[2], int) else []
+            assert [b"message", ch.encode(), b"hi"] in got[2:], got
 
 
 def test_subscribe_mode_keeps_deny_commands(proxy_factory):
