@@ -123,12 +123,19 @@ enum CommandHandling: Equatable {
 
     private static func describeHandling(_ spec: CommandSpec) -> String {
         let multiKey = spec.keyStep > 0 && (spec.lastKey < 0 || spec.lastKey > spec.firstKey)
+        let severalKeys = multiKey || spec.keySpecs.count > 1 || spec.flags.contains(.movablekeys)
         switch of(spec) {
         case .bySlot:
             if spec.keySpecs.isEmpty && spec.firstKey == 0 { return "forwarded to any master" }
-            if multiKey || spec.keySpecs.count > 1 || spec.flags.contains(.movablekeys) {
-                return "forwarded by slot; keys in several slots: `CROSSSLOT`"
+            if spec.name == "sort" || spec.name == "sort_ro" {
+                return
+                    "forwarded by slot; keys in several slots (`STORE`): `CROSSSLOT`; `BY`/`GET` patterns only as far as a cluster node allows them (Redis 7.0 refuses them all)"
             }
+            if spec.name.hasPrefix("eval") || spec.name.hasPrefix("fcall") {
+                return
+                    "forwarded by slot; keys in several slots: `CROSSSLOT`; no keys (`numkeys` 0): to any master, in turn"
+            }
+            if severalKeys { return "forwarded by slot; keys in several slots: `CROSSSLOT`" }
             return "forwarded by slot"
         case .split:
             switch spec.responsePolicy {
@@ -166,10 +173,12 @@ enum CommandHandling: Equatable {
         case .scan: return "walks every master in turn (cursor encodes master and position)"
         case .info: return "answered by the proxy: its own sections, keyspace summed over masters"
         case .blocking:
+            let crossSlot = severalKeys ? "; keys in several slots: `CROSSSLOT`" : ""
             if spec.name == "xread" || spec.name == "xreadgroup" {
-                return "with `BLOCK`: on a dedicated connection to the owner of its slot; without: forwarded by slot"
+                return
+                    "with `BLOCK`: on a dedicated connection to the owner of its slot; without: forwarded by slot\(crossSlot)"
             }
-            return "on a dedicated connection to the owner of its slot (never stalls shared connections)"
+            return "on a dedicated connection to the owner of its slot (never stalls shared connections)\(crossSlot)"
         case .subscribe:
             if spec.name == "ssubscribe" {
                 return "subscribe mode; one dedicated connection per master owning the channels' slots, counts kept as one server's; follows slot migrations"

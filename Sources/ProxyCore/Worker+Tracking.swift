@@ -63,7 +63,7 @@ extension Worker {
             session.replyLocally { out in
                 out.appendMapHeader(3, resp3: resp3)
                 out.appendBulk("flags")
-                out.appendArrayHeader(1)
+                out.appendSetHeader(1, resp3: resp3)  // (a set, as Redis's)
                 out.appendBulk(on ? "on" : "off")
                 out.appendBulk("redirect")
                 out.appendInteger(on ? 0 : -1)

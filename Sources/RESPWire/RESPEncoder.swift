@@ -69,6 +69,13 @@ extension ByteBuffer {
         append("\r\n")
     }
 
+    /// `~n` in RESP3, `*n` in RESP2.
+    public func appendSetHeader(_ count: Int, resp3: Bool) {
+        append(byte: UInt8(ascii: resp3 ? "~" : "*"))
+        appendDecimal(count)
+        append("\r\n")
+    }
+
     /// `%n` in RESP3, `*2n` in RESP2 (a flat list of keys and values).
     public func appendMapHeader(_ count: Int, resp3: Bool) {
         if resp3 {

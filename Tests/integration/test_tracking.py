@@ -69,6 +69,9 @@ def test_tracking_info_and_refusals(proxy):
                         ("CLIENT", "TRACKING", "ON"), ("CLIENT", "TRACKINGINFO"), ("CLIENT", "GETREDIR"),
                         ("CLIENT", "CACHING", "YES"), ("CLIENT", "CACHING", "NO"), ("CLIENT", "TRACKING", "MAYBE")):
                 assert p.command(*cmd) == s.command(*cmd), cmd
+            # (A RESP3 set equals a list in the comparison above: its type too.)
+            got, want = p.command("CLIENT", "TRACKINGINFO"), s.command("CLIENT", "TRACKINGINFO")
+            assert type(got[b"flags"]) is type(want[b"flags"]), (got, want)
             reply = p.command("CLIENT", "TRACKING", "ON", "BCAST")
             assert isinstance(reply, RespError) and "default mode" in reply.message
         with proxy.raw() as p:
