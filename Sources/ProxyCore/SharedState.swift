@@ -19,6 +19,21 @@ final class SharedState: Sendable {
     /// it again instead of the client seeing `NOSCRIPT`. Touched only on
     /// `SCRIPT LOAD` and `NOSCRIPT`, never per request.
     private let scripts = Locked<[String: [UInt8]]>([:])
+    /// Scripts clients ran with `EVAL`, by SHA1, the oldest dropped first
+    /// past `eval-scripts-kept`: a master caches such a script only where
+    /// it ran, and an `EVALSHA` of it elsewhere would say `NOSCRIPT` where
+    /// one server would not. Touched on the first `EVAL` of a script per
+    /// worker (`Worker.rememberEvaluatedScript`) and on `NOSCRIPT`.
+    private let evaluatedScripts = Locked(EvaluatedScripts())
+    /// Bumped by `SCRIPT FLUSH`: workers forget which scripts they passed on.
+    let scriptGeneration = Atomic<Int>(0)
+
+    struct EvaluatedScripts {
+        var bodies: [String: [UInt8]] = [:]
+        /// SHA1s, oldest first, from `oldest` on.
+        var order: [String] = []
+        var oldest = 0
+    }
 
     /// Commands the built-in table (Redis 7.0's) lacks, learned from a
     /// node's `COMMAND` reply: newer releases' and modules'. Top-level rows
@@ -122,11 +137,29 @@ final class SharedState: Sendable {
     }
 
     func script(sha: String) -> [UInt8]? {
-        scripts.withLock { $0[sha.lowercased()] }
+        let sha = sha.lowercased()
+        return scripts.withLock { $0[sha] } ?? evaluatedScripts.withLock { $0.bodies[sha] }
+    }
+
+    func rememberEvaluatedScript(sha: String, body: [UInt8], keep limit: Int) {
+        evaluatedScripts.withLock { kept in
+            guard limit > 0, kept.bodies.updateValue(body, forKey: sha) == nil else { return }
+            kept.order.append(sha)
+            while kept.bodies.count > limit {
+                kept.bodies[kept.order[kept.oldest]] = nil
+                kept.oldest += 1
+            }
+            if kept.oldest > 1024 && kept.oldest * 2 > kept.order.count {
+                kept.order.removeFirst(kept.oldest)
+                kept.oldest = 0
+            }
+        }
     }
 
     func forgetScripts() {
         scripts.withLock { $0.removeAll() }
+        evaluatedScripts.withLock { $0 = EvaluatedScripts() }
+        scriptGeneration.add(1, ordering: .relaxed)
     }
 
     /// Each worker's count of routed commands, stored once per loop turn

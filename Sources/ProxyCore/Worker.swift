@@ -81,6 +81,10 @@ final class Worker {
     private var routingRealName = false
     /// The last name looked up in each table (see `CommandNameCache`).
     private var nameCache = CommandNameCache()
+    /// Hashes of the `EVAL` scripts this worker passed on to `SharedState`
+    /// (`rememberEvaluatedScript`), as of `SCRIPT FLUSH` number `scriptGenerationSeen`.
+    var evaluatedScriptHashes = Set<Int>()
+    var scriptGenerationSeen = 0
     private var realNameCache = CommandNameCache()
     private(set) var slotHasher = SlotHasher()
 
@@ -501,6 +505,9 @@ final class Worker {
         if readsFromReplicas && !spec.flags.isDisjoint(with: [.write, .mayReplicate]) {
             session.lastWriteAt = loop.turnTime
         }
+        if spec.flags.contains(.noscript) && command.count > 2 && (spec.name == "eval" || spec.name == "eval_ro") {
+            rememberEvaluatedScript(command.argument(1))
+        }
         if session.transaction != nil || spec.affinity == .pinned,
             routeTransaction(spec, command, session: session)
         {
@@ -904,30 +911,6 @@ final class Worker {
             return
         }
         session.complete(record, reply: reply)
-    }
-
-    /// `EVALSHA` met a master without the script (promoted after a failover,
-    /// or new): load it there from the proxy's cache of scripts clients
-    /// loaded, then run the command again on the same connection, so the
-    /// client never sees `NOSCRIPT` for a script it loaded.
-    private func reloadScriptAndRetry(_ record: RequestRecord, reply: UnsafeRawBufferPointer, on connection: BackendConnection) -> Bool {
-        guard reply.count > 9, reply.starts(with: "-NOSCRIPT".utf8) else { return false }
-        var parser = RequestParser()
-        let request = record.request.readableArray()
-        let sha: String? = request.withUnsafeBytes { raw in
-            guard case .complete = parser.parse(raw), parser.arguments.count >= 2 else { return nil }
-            let name = parser.arguments[0]
-            let command = String(decoding: raw[name.offset..<(name.offset + name.length)], as: UTF8.self).lowercased()
-            guard command == "evalsha" || command == "evalsha_ro" else { return nil }
-            let shaSpan = parser.arguments[1]
-            return String(decoding: raw[shaSpan.offset..<(shaSpan.offset + shaSpan.length)], as: UTF8.self)
-        }
-        guard let sha, let body = shared.script(sha: sha), record.session.map({ !$0.isClosed }) ?? false else { return false }
-        record.redirects += 1
-        connection.enqueueInternal(["SCRIPT", "LOAD"].map { Array($0.utf8) } + [body])
-        connection.enqueue(record)
-        logger.info("reloaded script \(sha) on \(connection.address) after NOSCRIPT")
-        return true
     }
 
     /// Answers `record` with an error made by the proxy.

@@ -40,6 +40,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case shutdownTimeout = "shutdown-timeout"
     case slowlogLogSlowerThan = "slowlog-log-slower-than"
     case slowlogMaxLen = "slowlog-max-len"
+    case evalScriptsKept = "eval-scripts-kept"
     case auditMaxEntries = "audit-max-entries"
     case adminBind = "admin-bind"
     case adminPort = "admin-port"
@@ -113,6 +114,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .adminTimeoutMs: 100...3_600_000
         case .slowlogLogSlowerThan: -1...(1 << 40)
         case .slowlogMaxLen: 0...1_000_000
+        case .evalScriptsKept: 0...1_000_000
         case .auditMaxEntries: 0...1_000_000
         case .tlsPort: 0...65535
         }
@@ -334,6 +336,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .adminTimeoutMs: configuration.adminTimeoutMs = number
         case .slowlogLogSlowerThan: configuration.slowlogSlowerThanMicros = number
         case .slowlogMaxLen: configuration.slowlogMaxLength = number
+        case .evalScriptsKept: configuration.evalScriptsKept = number
         case .auditMaxEntries: configuration.auditMaxEntries = number
         case .tlsPort: configuration.tlsPort = number
         }

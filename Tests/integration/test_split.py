@@ -4,6 +4,7 @@ with the same data (issue 3)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 import uuid
@@ -157,6 +158,41 @@ def test_script_load_then_evalsha_on_every_master(cluster, proxy):
         assert c.command("SCRIPT", "EXISTS", sha, "0" * 40) == [1, 0]
         cluster.call(cluster.masters[0], "SCRIPT", "FLUSH")
         assert c.command("SCRIPT", "EXISTS", sha) == [0]  # only where every master has it
+
+
+def test_eval_then_evalsha_on_every_master(cluster, proxy_factory):
+    """An app runs a script once with EVAL, then by its SHA1 for keys on
+    every master (a master caches it only where it ran): no NOSCRIPT, as on
+    one server. The proxy keeps eval-scripts-kept scripts, the oldest go
+    first; SCRIPT FLUSH forgets them."""
+    p = prefix("evalsha")
+    keys = [f"{p}:{i}" for i in range(30)]
+    assert len(masters_touched(cluster, keys)) == 3
+
+    def script(n):
+        return f"return redis.call('SET', KEYS[1], ARGV[1]) -- {p} {n}"
+
+    def sha(n):
+        return hashlib.sha1(script(n).encode()).hexdigest()
+
+    proxy = proxy_factory("--workers", "1", "--set", "eval-scripts-kept=2")
+    with proxy.raw() as c:
+        assert is_status(c.command("EVAL", script(1), 1, keys[0], "v"))
+        replies = c.pipeline([("EVALSHA", sha(1), 1, k, "w") for k in keys])
+        assert all(is_status(r) for r in replies), replies[:3]
+        assert c.command("GET", keys[-1]) == b"w"
+        # The oldest of three goes: its SHA1 reaches only the master that ran it.
+        for n in (2, 3, 4):
+            assert is_status(c.command("EVAL", script(n), 1, keys[0], "v"))
+        replies = c.pipeline([("EVALSHA", sha(n), 1, k, "x") for n in (2, 3, 4) for k in keys])
+        missing = [r for r in replies if isinstance(r, RespError)]
+        assert missing and all(r.message.startswith("NOSCRIPT") for r in missing), missing[:3]
+        assert all(is_status(r) for r in replies[len(keys):]), replies[len(keys):][:3]
+        # SCRIPT FLUSH (through the proxy: every master) forgets them all.
+        assert is_status(c.command("SCRIPT", "FLUSH"))
+        assert is_status(c.command("EVAL", script(4), 1, keys[0], "v"))
+        replies = c.pipeline([("EVALSHA", sha(4), 1, k, "y") for k in keys])
+        assert all(is_status(r) for r in replies), replies[:3]
 
 
 def test_flushall_needs_allow_flush(cluster, proxy_factory):
