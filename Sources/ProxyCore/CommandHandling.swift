@@ -176,7 +176,7 @@ enum CommandHandling: Equatable {
             let crossSlot = severalKeys ? "; keys in several slots: `CROSSSLOT`" : ""
             if spec.name == "xread" || spec.name == "xreadgroup" {
                 return
-                    "with `BLOCK`: on a dedicated connection to the owner of its slot; without: forwarded by slot\(crossSlot)"
+                    "with `BLOCK`: on a dedicated connection to the owner of its slot; without: forwarded by slot; streams in several slots: read per slot, merged in the client's order (with `BLOCK`: blocked on each slot's master, the first to answer wakes the others; not atomic)"
             }
             return "on a dedicated connection to the owner of its slot (never stalls shared connections)\(crossSlot)"
         case .subscribe:

@@ -40,6 +40,10 @@ enum MergeRule {
     case listMove(Worker.ListMovePlan)
     /// A step of a blocking pop over several slots (see `Worker+PopAcrossSlots`).
     case popRace(Worker.PopRace, Worker.PopStep)
+    /// `XREAD`/`XREADGROUP` over several slots: without `BLOCK`, all
+    /// groups at once; with it, one blocked group (see `Worker+StreamReads`).
+    case streamRead(Worker.StreamRead)
+    case streamRace(Worker.StreamRace, Int)
 
     /// Whether a part that answers `TRYAGAIN` may be split further, key by key.
     var isSplitByKey: Bool {
@@ -202,7 +206,7 @@ final class FanOut {
             Worker.appendInfo(text, resp3: resp3, to: out)
         case .sum, .allSucceeded, .keyOrder:
             break  // mergeInPlace
-        case .emulate, .relaxedTransaction, .listMove, .popRace:
+        case .emulate, .relaxedTransaction, .listMove, .popRace, .streamRead, .streamRace:
             break  // handled by the worker before merging
         case .firstSuccess:
             break

@@ -121,6 +121,16 @@ extension Worker {
             popStep(race, step, reply: fanOut.reply(0) ?? [], session: fanOut.sessionForNextStage)
             return
         }
+        if case .streamRace(let race, let group) = fanOut.rule {
+            streamRaceStep(race, group, reply: fanOut.reply(0) ?? [])
+            return
+        }
+        if case .streamRead(let read) = fanOut.rule {
+            let merged = ByteBuffer(capacity: 256)
+            StreamReadReplies.merge(fanOut.replies.map { $0 ?? [] }, of: read, into: merged)
+            deliver(merged.readable, to: fanOut.target)
+            return
+        }
         if case .emulate(let plan) = fanOut.rule {
             let dumps = fanOut.replies.map { $0 ?? [] }
             if let error = dumps.first(where: isError) {

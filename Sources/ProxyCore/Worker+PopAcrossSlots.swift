@@ -23,6 +23,15 @@ import RESPWire
 /// what `relaxed` accepts; an element is lost only if its push-back fails
 /// (logged), or if the client disconnects in the instant a group pops one
 /// (as it would be from a server).
+/// A blocked step of a command over several slots: its record and the
+/// connection it blocks on. Weak: the record's fan-out holds the command's
+/// state, and a record its client left behind must not keep itself alive
+/// through it.
+struct BlockedStep {
+    weak var record: RequestRecord?
+    weak var connection: BackendConnection?
+}
+
 extension Worker {
     static let popAcrossSlotsCommands: Set<String> = ["blpop", "brpop", "bzpopmin", "bzpopmax"]
 
@@ -34,14 +43,7 @@ extension Worker {
         /// The client's record, answered once.
         let client: FanOutTarget
         var groups: [(slot: Int, keys: [[UInt8]])] = []
-        /// Per group: its record and the connection it blocks on. Weak: the
-        /// record's fan-out holds this race, and a record its client left
-        /// behind must not keep itself alive through it.
-        struct Blocked {
-            weak var record: RequestRecord?
-            weak var connection: BackendConnection?
-        }
-        var blocked: [Blocked] = []
+        var blocked: [BlockedStep] = []
         var answered: [Bool] = []
         var decided = false
 
@@ -156,15 +158,15 @@ extension Worker {
                 race.groups.append((slot, [key]))
             }
         }
-        race.blocked = Array(repeating: PopRace.Blocked(), count: race.groups.count)
+        race.blocked = Array(repeating: BlockedStep(), count: race.groups.count)
         race.answered = Array(repeating: false, count: race.groups.count)
         for (group, entry) in race.groups.enumerated() {
             if race.decided { break }  // a group failed at once: the rest need not block
             let fanOut = FanOut(target: race.client, rule: .popRace(race, .block(group)), parts: 1, resp3: session.resp3)
             fanOut.sessionForNextStage = session
-            let request = ByteBuffer(capacity: 64)
-            request.appendCommand([Array(race.name.utf8)] + entry.keys + [race.timeout])
-            let record = partRecord(fanOut, 0, request: request.readable, session: session)
+            // (Written into the record: a buffer's `readable` outlives no buffer.)
+            let record = partRecord(fanOut, 0, session: session)
+            record.request.appendCommand([Array(race.name.utf8)] + entry.keys + [race.timeout])
             record.slot = entry.slot
             guard let pool = slotOwners[entry.slot] else {
                 failRequest(record, message: "CLUSTERDOWN Hash slot not served")
@@ -180,25 +182,41 @@ extension Worker {
         _ race: PopRace, _ group: Int, _ record: RequestRecord, on address: NodeAddress, asking: Bool,
         session: ClientSession
     ) {
-        guard let connection = dedicated.acquire(address, for: session) else {
-            failRequest(record, message: tooManyBlockedMessage(address))
-            return
-        }
-        connection.servedSession = session
-        connection.servesBlocking = true
-        session.waitConnections.append(connection)
-        race.blocked[group] = PopRace.Blocked(record: record, connection: connection)
-        connection.enqueue(record, asking: asking)
+        guard let connection = sendRaceStep(record, to: address, asking: asking, session: session) else { return }
+        race.blocked[group] = BlockedStep(record: record, connection: connection)
         if race.decided { wakeTheOthers(race) }  // (a redirect after the race was won)
     }
 
     /// Wakes the groups still blocked: each answers its timeout's null, or
     /// the element it popped just before (pushed back).
     private func wakeTheOthers(_ race: PopRace) {
-        for (group, entry) in race.blocked.enumerated() where !race.answered[group] {
-            // Only while it still carries this race's command: a redirect
-            // moved it elsewhere, and the connection may serve someone else.
-            guard let record = entry.record, let connection = entry.connection, connection.owes(record) else { continue }
+        wakeBlockedSteps(race.blocked, answeredBy: race.answered)
+    }
+
+    /// Sends one blocking step of a command over several slots on a
+    /// dedicated connection to `address` (nil after failing `record` when
+    /// none is free); `wakeBlockedSteps` can wake it.
+    func sendRaceStep(_ record: RequestRecord, to address: NodeAddress, asking: Bool, session: ClientSession)
+        -> BackendConnection?
+    {
+        guard let connection = dedicated.acquire(address, for: session) else {
+            failRequest(record, message: tooManyBlockedMessage(address))
+            return nil
+        }
+        connection.servedSession = session
+        connection.servesBlocking = true
+        session.waitConnections.append(connection)
+        connection.enqueue(record, asking: asking)
+        return connection
+    }
+
+    /// Wakes the steps not answered yet (`CLIENT UNBLOCK`): each answers as
+    /// on its timeout, or what it got just before.
+    func wakeBlockedSteps(_ steps: [BlockedStep], answeredBy answered: [Bool]) {
+        for (index, step) in steps.enumerated() where !answered[index] {
+            // Only while it still carries its command: a redirect moved it
+            // elsewhere, and the connection may serve someone else.
+            guard let record = step.record, let connection = step.connection, connection.owes(record) else { continue }
             if connection.nodeClientId != nil {
                 unblock(connection)
             } else {

@@ -610,7 +610,9 @@ final class Worker {
                 } else if CommandHandling.of(spec) == .emulated {
                     noteAudit(.emulated, spec.name, session: session)
                     emulate(spec, command, session: session)
-                } else if moveBetweenSlots(spec, command, session: session) {
+                } else if moveBetweenSlots(spec, command, session: session)
+                    || readStreamsAcrossSlots(spec, command, session: session)
+                {
                     noteAudit(.emulated, spec.name, session: session)
                     return
                 } else {
@@ -748,7 +750,9 @@ final class Worker {
         for index in session.keyIndices {
             let keySlot = slotHasher.slot(of: command.argument(index))
             if slot != -1 && keySlot != slot {
-                if !moveBetweenSlots(spec, command, session: session) && !popAcrossSlots(spec, command, session: session) {
+                if !moveBetweenSlots(spec, command, session: session) && !popAcrossSlots(spec, command, session: session)
+                    && !readStreamsAcrossSlots(spec, command, session: session)
+                {
                     session.replyError("CROSSSLOT Keys in request don't hash to the same slot")
                 }
                 return
@@ -864,6 +868,8 @@ final class Worker {
             if let session = record.session, !session.isClosed {
                 if case .popRace(let race, .block(let group))? = record.fanOut?.rule {
                     blockPopGroup(race, group, record, on: address, asking: redirect.kind == .ask, session: session)
+                } else if case .streamRace(let race, let group)? = record.fanOut?.rule {
+                    blockStreamGroup(race, group, record, on: address, asking: redirect.kind == .ask, session: session)
                 } else if connection.isDedicated {
                     // (A slot that migrated while the command blocked: on
                     // with what is left of its timeout.)

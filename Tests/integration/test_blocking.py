@@ -9,7 +9,8 @@ import time
 import uuid
 from collections import Counter
 
-from harness import RawConnection, RespError, encode_command, is_status, keys_on_each_master, out_of_file_descriptors
+from harness import (
+    RawConnection, RespError, encode_command, is_status, key_hash_slot, keys_on_each_master, out_of_file_descriptors)
 
 
 def tag() -> str:
@@ -484,3 +485,88 @@ def test_clients_held_for_a_dead_master_do_not_each_redial_it(cluster, proxy_fac
         thread.join(40)
     assert len(results) == consumers and all(isinstance(r, list) for r in results), results
     assert sorted(r[1] for r in results) == sorted(f"job{i}".encode() for i in range(consumers)), results
+
+
+def test_stream_reads_across_slots(cluster, proxy):
+    """A consumer reading several streams at once (`XREAD STREAMS orders
+    payments 0 0`) whose streams live on different masters: the streams
+    with entries in the client's order, as one server answers (checked
+    against a standalone redis-server), in RESP2 and RESP3; null when none
+    has any; a node's error as it is."""
+    from cluster import start_standalone
+
+    s1, s2, s3 = keys_on_each_master(cluster, f"st:{tag()}")
+    server = start_standalone()
+    try:
+        with proxy.raw() as c, RawConnection(server.port) as ref:
+            for conn in (c, ref):
+                conn.command("XADD", s1, "1-1", "a", "1")
+                conn.command("XADD", s3, "3-1", "c", "1")
+                conn.command("XADD", s3, "3-2", "c", "2")
+                conn.command("SET", s2 + ":string", "x")
+            for protocol in (2, 3):
+                for conn in (c, ref):
+                    conn.hello(protocol)
+                for args in (("STREAMS", s3, s2, s1, "0", "0", "0"), ("COUNT", 1, "STREAMS", s1, s3, "0", "0"),
+                             ("STREAMS", s1, s3, "1-1", "3-1"), ("STREAMS", s2, s1 + ":none", "0", "0"),
+                             ("STREAMS", s1, s2 + ":string", "0", "0")):
+                    got, want = c.command("XREAD", *args), ref.command("XREAD", *args)
+                    assert got == want and type(got) is type(want), (protocol, args, got, want)
+            # Consumer groups: every entry handed out once, each master's
+            # pending list holding its own.
+            for conn in (c, ref):
+                conn.hello(2)
+                for stream in (s1, s3):
+                    assert is_status(conn.command("XGROUP", "CREATE", stream, "g", "0"))
+            for conn in (c, ref):
+                assert conn.command("XREADGROUP", "GROUP", "g", "c1", "STREAMS", s1, s3, ">", ">") == [
+                    [s1.encode(), [[b"1-1", [b"a", b"1"]]]], [s3.encode(), [[b"3-1", [b"c", b"1"]], [b"3-2", [b"c", b"2"]]]]]
+                assert conn.command("XREADGROUP", "GROUP", "g", "c1", "STREAMS", s1, s3, ">", ">") is None
+            assert c.command("XPENDING", s3, "g")[0] == 2
+            reply = c.command("XREADGROUP", "GROUP", "nosuchgroup", "c1", "STREAMS", s1, s3, ">", ">")
+            assert isinstance(reply, RespError) and reply.message.startswith("NOGROUP"), reply
+    finally:
+        server.stop()
+
+
+def test_blocking_stream_reads_across_slots(cluster, proxy):
+    """XREAD BLOCK over streams on three masters blocks on each; an entry
+    added to any one answers the client, and the others are woken (not
+    left blocked). All quiet: the null, after the timeout. A group read
+    answers every entry it handed out: entries added to two streams at
+    once are all seen, none left pending unseen."""
+    s1, s2, s3 = keys_on_each_master(cluster, f"bst:{tag()}")
+    with proxy.raw(timeout=30) as c:
+        started = time.monotonic()
+        assert c.command("XREAD", "BLOCK", 300, "STREAMS", s1, s2, s3, "$", "$", "$") is None
+        assert time.monotonic() - started >= 0.25
+        for target in (s2, s3):
+            c.send_command("XREAD", "BLOCK", 0, "STREAMS", s1, s2, s3, "$", "$", "$")
+            _wait_blocked(cluster, "xread", 3)
+            entry = cluster.call(cluster.node_for_slot(key_hash_slot(target)), "XADD", target, "*", "f", "v")
+            assert c.read_replies(1)[0] == [[target.encode(), [[entry, [b"f", b"v"]]]]]
+            deadline = time.monotonic() + 5
+            while blocked_clients(cluster, "xread") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert blocked_clients(cluster, "xread") == 0
+        assert is_status(c.command("SET", f"{s1}:after", "ok"))  # the client is free again
+
+        for stream in (s1, s2, s3):
+            assert is_status(c.command("XGROUP", "CREATE", stream, "g", "$", "MKSTREAM"))
+        added, seen = 0, 0
+        for round_ in range(5):
+            c.send_command("XREADGROUP", "GROUP", "g", "c1", "BLOCK", 0, "STREAMS", s1, s2, s3, ">", ">", ">")
+            _wait_blocked(cluster, "xreadgroup", 3)
+            adders = [threading.Thread(target=cluster.call, args=(m, "XADD", s, "*", "r", str(round_)))
+                      for m, s in zip(cluster.masters, (s1, s2, s3))]
+            for t in adders:
+                t.start()
+            for t in adders:
+                t.join()
+            added += 3
+            seen += sum(len(entries) for _, entries in c.read_replies(1)[0])
+            # What the race did not answer is still new for the group, not pending.
+            rest = c.command("XREADGROUP", "GROUP", "g", "c1", "STREAMS", s1, s2, s3, ">", ">", ">") or []
+            seen += sum(len(entries) for _, entries in rest)
+        assert seen == added
+        assert sum(c.command("XPENDING", s, "g")[0] for s in (s1, s2, s3)) == added

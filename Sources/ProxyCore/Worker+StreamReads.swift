@@ -1,0 +1,243 @@
+import ClusterTopology
+import CommandTable
+import RESPWire
+
+/// `XREAD` and `XREADGROUP` over streams in several slots: a consumer that
+/// reads several streams at once (`XREAD STREAMS orders payments 0 0`)
+/// works as on one server instead of getting `CROSSSLOT`.
+///
+/// - Without `BLOCK`: one command per slot with that slot's streams and
+///   IDs (the options as given), all sent at once; the streams with
+///   entries are merged in the client's order (null when none has any).
+/// - With `BLOCK`: each slot's command blocks on a dedicated connection to
+///   its master, all at once. The first to answer with entries (or an
+///   error) decides: the others are woken with `CLIENT UNBLOCK`, and the
+///   reply merges every slot's entries once all have answered, so entries
+///   an `XREADGROUP` handed to the consumer in that instant are not left
+///   pending unseen. All timed out: the null.
+///
+/// Not atomic across slots: each slot's streams are read at their own
+/// moment, as by a split `MGET`.
+extension Worker {
+    /// Where a stream read's streams and IDs lie, and how they group by slot.
+    final class StreamRead {
+        /// `xread` or `xreadgroup`, and the arguments before `STREAMS`.
+        let head: [[UInt8]]
+        /// The streams in the client's order, and their IDs.
+        let keys: [[UInt8]]
+        let ids: [[UInt8]]
+        let resp3: Bool
+        /// `XREADGROUP`: the entries read are the consumer's now.
+        let handsOutEntries: Bool
+        /// Per slot, the indices of its streams in `keys`.
+        var groups: [(slot: Int, streams: [Int])] = []
+
+        init(head: [[UInt8]], keys: [[UInt8]], ids: [[UInt8]], resp3: Bool) {
+            self.head = head
+            self.keys = keys
+            self.ids = ids
+            self.resp3 = resp3
+            handsOutEntries = String(decoding: head[0], as: UTF8.self).lowercased() == "xreadgroup"
+        }
+
+        /// The command for group `index`: the client's options, then its
+        /// streams and their IDs.
+        func appendRequest(forGroup index: Int, to request: ByteBuffer) {
+            let streams = groups[index].streams
+            request.appendCommand(head + [Array("STREAMS".utf8)] + streams.map { keys[$0] } + streams.map { ids[$0] })
+        }
+    }
+
+    /// A blocking read's groups, each on its dedicated connection.
+    final class StreamRace {
+        let read: StreamRead
+        /// The client's record, answered once every group has answered.
+        let client: FanOutTarget
+        var blocked: [BlockedStep]
+        var replies: [[UInt8]?]
+        var decided = false
+
+        init(read: StreamRead, client: FanOutTarget) {
+            self.read = read
+            self.client = client
+            blocked = Array(repeating: BlockedStep(), count: read.groups.count)
+            replies = Array(repeating: nil, count: read.groups.count)
+        }
+    }
+
+    /// Starts a stream read over several slots; false when `command` is not
+    /// one the proxy can split (the caller answers `CROSSSLOT`).
+    func readStreamsAcrossSlots(_ spec: CommandSpec, _ command: Command, session: ClientSession) -> Bool {
+        guard spec.name == "xread" || spec.name == "xreadgroup", let read = streamRead(command, session: session)
+        else { return false }
+        for (index, key) in read.keys.enumerated() {
+            let slot = key.withUnsafeBytes { slotHasher.slot(of: $0) }
+            if slotOwners[slot] == nil {
+                session.replyError("CLUSTERDOWN Hash slot not served")
+                return true
+            }
+            if let group = read.groups.firstIndex(where: { $0.slot == slot }) {
+                read.groups[group].streams.append(index)
+            } else {
+                read.groups.append((slot, [index]))
+            }
+        }
+        let parent = recordPool.acquire()
+        parent.answersSplit = true  // (a later retry for any of its slots must not overtake it)
+        session.expectReply(parent)
+        let blocks = BlockingTimeout.streamBlockArgument(command, group: spec.name == "xreadgroup") != nil
+        guard blocks else {
+            let parts = read.groups.indices.map { index in
+                let request = ByteBuffer(capacity: 64)
+                read.appendRequest(forGroup: index, to: request)
+                return Part(pool: slotOwners[read.groups[index].slot]!, slot: read.groups[index].slot, request: request)
+            }
+            dispatch(parts, rule: .streamRead(read), target: .client(parent), session: session)
+            return true
+        }
+        session.barrier = parent  // the client waits for the whole read, as for one blocked command
+        let race = StreamRace(read: read, client: .client(parent))
+        for group in read.groups.indices {
+            let fanOut = FanOut(target: race.client, rule: .streamRace(race, group), parts: 1, resp3: session.resp3)
+            fanOut.sessionForNextStage = session
+            let record = partRecord(fanOut, 0, session: session)
+            read.appendRequest(forGroup: group, to: record.request)
+            record.slot = read.groups[group].slot
+            blockStreamGroup(race, group, record, on: slotOwners[record.slot]!.address, asking: false, session: session)
+        }
+        return true
+    }
+
+    /// The streams and IDs after `STREAMS`, past the options as Redis reads
+    /// them (a group or consumer may be named "streams"); nil when they do
+    /// not pair up (the node's own error, through `CROSSSLOT`, is not owed:
+    /// a cluster node answers `CROSSSLOT` first too).
+    private func streamRead(_ command: Command, session: ClientSession) -> StreamRead? {
+        let group = command.argument(0, equals: "xreadgroup")
+        var index = 1
+        while index < command.count {
+            if command.argument(index, equals: "streams") { break }
+            if command.argument(index, equals: "count") || command.argument(index, equals: "block") {
+                index += 2
+            } else if group && command.argument(index, equals: "group") {
+                index += 3
+            } else if group && command.argument(index, equals: "noack") {
+                index += 1
+            } else {
+                return nil
+            }
+        }
+        let rest = command.count - index - 1
+        guard index < command.count, rest > 0, rest % 2 == 0 else { return nil }
+        let first = index + 1
+        return StreamRead(
+            head: (0..<index).map { command.bytes($0) },
+            keys: (first..<(first + rest / 2)).map { command.bytes($0) },
+            ids: ((first + rest / 2)..<command.count).map { command.bytes($0) },
+            resp3: session.resp3)
+    }
+
+    /// Sends a group of a blocking read on a dedicated connection to
+    /// `address`; also when it was redirected (its slot moved).
+    func blockStreamGroup(
+        _ race: StreamRace, _ group: Int, _ record: RequestRecord, on address: NodeAddress, asking: Bool,
+        session: ClientSession
+    ) {
+        guard let connection = sendRaceStep(record, to: address, asking: asking, session: session) else { return }
+        race.blocked[group] = BlockedStep(record: record, connection: connection)
+        if race.decided { wakeBlockedSteps(race.blocked, answeredBy: race.replies.map { $0 != nil }) }
+    }
+
+    /// A group of a blocking read answered.
+    func streamRaceStep(_ race: StreamRace, _ group: Int, reply: [UInt8]) {
+        race.replies[group] = reply
+        if !race.decided && (isError(reply) || !isNull(reply)) {
+            race.decided = true
+            wakeBlockedSteps(race.blocked, answeredBy: race.replies.map { $0 != nil })
+        }
+        guard race.replies.allSatisfy({ $0 != nil }) else { return }
+        let out = ByteBuffer(capacity: 256)
+        StreamReadReplies.merge(race.replies.map { $0! }, of: race.read, into: out)
+        deliver(out.readable, to: race.client)
+    }
+}
+
+/// Merges the replies of a stream read's groups into one server's reply.
+enum StreamReadReplies {
+    /// The streams with entries, in the client's order: RESP2 an array of
+    /// [stream, entries] pairs, RESP3 a map; null when none has any; or a
+    /// group's error.
+    static func merge(_ replies: [[UInt8]], of read: Worker.StreamRead, into out: ByteBuffer) {
+        var found: [[UInt8]: [(key: ArraySlice<UInt8>, entries: ArraySlice<UInt8>)]] = [:]
+        var total = 0
+        for reply in replies where !isError(reply) {
+            guard let pairs = pairs(reply) else {
+                out.appendError("ERR slotproxy: a node's stream read reply is not streams and entries")
+                return
+            }
+            for pair in pairs {
+                guard case .bulkString(let name)? = RESPValue.decode(Array(pair.key))?.value else { continue }
+                found[name, default: []].append(pair)
+                total += 1
+            }
+        }
+        // An error stands, except over entries an XREADGROUP handed out:
+        // they would sit in the group's pending list, never seen.
+        if let error = replies.first(where: isError), total == 0 || !read.handsOutEntries {
+            out.append(error)
+            return
+        }
+        if total == 0 {
+            if read.resp3 { out.append("_\r\n") } else { out.append("*-1\r\n") }
+            return
+        }
+        if read.resp3 { out.appendMapHeader(total, resp3: true) } else { out.appendArrayHeader(total) }
+        for key in read.keys {
+            guard var queue = found[key], !queue.isEmpty else { continue }
+            let pair = queue.removeFirst()
+            found[key] = queue
+            if !read.resp3 { out.appendArrayHeader(2) }
+            out.append(pair.key)
+            out.append(pair.entries)
+        }
+    }
+
+    /// A stream read reply's (stream, entries) pairs, where they lie in
+    /// `reply`: [] for a null; nil when it is not such a reply.
+    static func pairs(_ reply: [UInt8]) -> [(key: ArraySlice<UInt8>, entries: ArraySlice<UInt8>)]? {
+        if isNull(reply) { return [] }
+        guard let type = reply.first, type == UInt8(ascii: "*") || type == UInt8(ascii: "%") else { return nil }
+        if type == UInt8(ascii: "*") {
+            guard let elements = arrayElements(reply) else { return nil }
+            var pairs: [(key: ArraySlice<UInt8>, entries: ArraySlice<UInt8>)] = []
+            for element in elements {
+                let pair = Array(reply[element])
+                guard let inner = arrayElements(pair), inner.count == 2 else { return nil }
+                pairs.append((pair[inner[0]], pair[inner[1]]))
+            }
+            return pairs
+        }
+        // RESP3: `%n`, then stream and entries n times.
+        guard let headerEnd = reply.firstIndex(of: 13), headerEnd + 1 < reply.count,
+            let count = Int(String(decoding: reply[1..<headerEnd], as: UTF8.self)), count >= 0
+        else { return nil }
+        var pairs: [(key: ArraySlice<UInt8>, entries: ArraySlice<UInt8>)] = []
+        var offset = headerEnd + 2
+        var scanner = ReplyScanner()
+        func nextElement() -> ArraySlice<UInt8>? {
+            scanner.reset()
+            guard offset < reply.count,
+                case .complete(let length, _) = reply.withUnsafeBytes({
+                    scanner.scan(UnsafeRawBufferPointer(rebasing: $0[offset...]))
+                })
+            else { return nil }
+            defer { offset += length }
+            return reply[offset..<(offset + length)]
+        }
+        for _ in 0..<count {
+            guard let key = nextElement(), let entries = nextElement() else { return nil }
+            pairs.append((key, entries))
+        }
+        return pairs
+    }
+}
