@@ -357,28 +357,39 @@ final class ClientSession {
     /// Calls `body` with each of this client's requests sent after
     /// `record` (on their way or answered) that may touch `slot`: its own,
     /// and commands split over slots, whose parts may have run on it. Those
-    /// waiting behind a retry were never sent. Stops when `body` says false.
-    private func forEachLaterRequest(forSlot slot: Int, after record: RequestRecord, _ body: (RequestRecord) -> Bool) {
+    /// waiting behind a retry were never sent, nor were those made after
+    /// record `madeBy` (`RequestRecord.orderedSince`: made once a retry of
+    /// the slot had begun, they waited behind it). Stops when `body` says false.
+    private func forEachLaterRequest(
+        forSlot slot: Int, after record: RequestRecord, madeBy last: Int = .max, _ body: (RequestRecord) -> Bool
+    ) {
         var seen = false
         for offset in 0..<pending.count {
             let other = pending[offset]
             if other === record {
                 seen = true
-            } else if seen && (other.slot == slot || other.answersSplit) && !behindRetry.contains(where: { $0 === other }) {
+            } else if seen && (other.slot == slot || other.answersSplit) && other.sequence <= last
+                && !behindRetry.contains(where: { $0 === other })
+            {
                 if !body(other) { return }
             }
         }
     }
 
-    /// Whether a request after `record` for `slot` is on its way or answered
-    /// (it may have run: a retry of `record` would now run after it).
-    func hasLaterRequest(forSlot slot: Int, after record: RequestRecord) -> Bool {
+    /// Whether a request of this client sent after `retried` (a request, or
+    /// a part, its client's record `anchor`) for its slot is on its way or
+    /// answered (it may have run: a retry of `retried` would now run after it).
+    func hasLaterRequest(than retried: RequestRecord, after anchor: RequestRecord) -> Bool {
         var found = false
-        forEachLaterRequest(forSlot: slot, after: record) { _ in
+        forEachLaterRequest(forSlot: retried.slot, after: anchor, madeBy: madeBy(retried)) { _ in
             found = true
             return false
         }
         return found
+    }
+
+    private func madeBy(_ retried: RequestRecord) -> Int {
+        retried.orderedSince == 0 ? .max : retried.orderedSince
     }
 
     /// Calls `body` with each of this client's requests for `slot` sent
@@ -392,25 +403,35 @@ final class ClientSession {
 
     enum LaterOutcome { case noneRan, pending, oneRan }
 
-    /// What became of this client's requests for `slot` sent after `record`
-    /// (refused, held for a retry): one answered ran (a retry of `record`
-    /// would run after it); one still at its node may yet; those refused
-    /// too, or held (their connection lost), are sent after `record`, in order.
-    /// Only those made up to record `sequence` count: later ones waited
-    /// behind the retry (a split command's part for `slot` too, though its
-    /// record here is not complete until that part runs).
-    func outcomeOfLaterRequests(forSlot slot: Int, after record: RequestRecord, upTo sequence: Int) -> LaterOutcome {
+    /// What became of this client's requests for its slot sent after
+    /// `retried` (refused, held for a retry; `anchor` as above): one
+    /// answered ran (a retry would run after it); one still at its node may
+    /// yet; those refused too, or held (their connection lost), are sent
+    /// after `retried`, in order. A command split over slots is not
+    /// answered until its part for the slot is: that part held, or waiting
+    /// behind a retry, has not run either.
+    func outcomeOfLaterRequests(of retried: RequestRecord, after anchor: RequestRecord) -> LaterOutcome {
         var outcome = LaterOutcome.noneRan
-        forEachLaterRequest(forSlot: slot, after: record) { other in
-            if other.sequence > sequence { return true }
+        let slot = retried.slot
+        forEachLaterRequest(forSlot: slot, after: anchor, madeBy: madeBy(retried)) { other in
             if other.isComplete {
                 outcome = .oneRan
                 return false
             }
-            if !other.orderedRetry && !worker.heldRequests.contains(where: { $0 === other }) { outcome = .pending }
+            let waits =
+                other.answersSplit
+                ? other.partsRetriedInSlots.contains(slot) || hasPartBehindRetry(other, forSlot: slot)
+                : other.orderedRetry || worker.heldRequests.contains(where: { $0 === other })
+            if !waits { outcome = .pending }
             return true
         }
         return outcome
+    }
+
+    /// Whether the part for `slot` of the split command `parent` waits
+    /// behind a retry.
+    private func hasPartBehindRetry(_ parent: RequestRecord, forSlot slot: Int) -> Bool {
+        behindRetry.contains { $0.slot == slot && $0.fanOut?.clientRecord === parent }
     }
 
     /// See `Worker.endOrderedRetry`.

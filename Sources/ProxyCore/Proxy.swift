@@ -124,6 +124,7 @@ public final class Proxy {
         try checkProtectedMode(applied)
         configuration = applied
         shared.configuration = applied
+        shared.keepEvaluatedScripts(within: applied.evalScriptCacheBytes)
         reloadTLS()
         for mailbox in mailboxes { mailbox.send(.reconfigure(applied)) }
         shared.requestTopologyRefresh()  // new seeds, credentials

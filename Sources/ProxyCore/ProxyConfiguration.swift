@@ -188,10 +188,10 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// which keeps the last `slowlog-max-len`, as Redis's.
     public var slowlogSlowerThanMicros: Int = 10_000
     public var slowlogMaxLength: Int = 128
-    /// Scripts run with `EVAL` the proxy keeps by SHA1 (the oldest dropped
-    /// first), so an `EVALSHA` of one works on every master; 0: none
-    /// (`eval-scripts-kept`; Redis 7.4 keeps 500 such scripts itself).
-    public var evalScriptsKept: Int = 500
+    /// Bytes of scripts run with `EVAL` the proxy keeps by SHA1 (the oldest
+    /// dropped first), so an `EVALSHA` of one works on every master; 0:
+    /// none (`eval-script-cache-bytes`).
+    public var evalScriptCacheBytes: Int = 4 << 20
     /// Distinct (kind, command, client name) rows `PROXY AUDIT` keeps per
     /// worker (`audit-max-entries`); past it new ones count under `(other)`,
     /// so random command names or client names cannot grow it without bound.

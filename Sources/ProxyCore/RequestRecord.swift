@@ -52,16 +52,18 @@ final class RequestRecord {
     /// of its client for its slot were already on their way: the node's
     /// error, kept until their outcome decides between a retry and this
     /// answer (`Worker.resendHeldRequests`). Nil otherwise.
-    var refusalAwaitingLaterOutcomes: Refusal?
-    struct Refusal {
-        var reply: [UInt8]
-        /// The last record made when it was refused: the client's requests
-        /// made after it waited behind the retry, and never ran.
-        var laterRequestsUpTo: Int
-    }
+    var refusalAwaitingLaterOutcomes: [UInt8]?
+    /// The last record made when its ordered retry began (0: none began):
+    /// its client's requests made after that waited behind it, and never
+    /// ran before it (`ClientSession.forEachLaterRequest`).
+    var orderedSince = 0
     /// Answers a command split over slots (its parts run on their own
     /// records): its slot is -1, yet it may touch any (`ClientSession.hasLaterRequest`).
     var answersSplit = false
+    /// For such a record: the slots of its parts being retried in order
+    /// (one entry per part), so a retry of an earlier request knows those
+    /// parts have not run (`ClientSession.outcomeOfLaterRequests`).
+    var partsRetriedInSlots: [Int] = []
     /// Its request's bytes, counted in its client's `requestBytesPending`.
     var countedRequestBytes = 0
     /// Written between a `MULTI` and `EXEC` of the proxy's own (a relaxed
@@ -115,7 +117,9 @@ final class RequestRecord {
         retryAt = 0
         orderedRetry = false
         if refusalAwaitingLaterOutcomes != nil { refusalAwaitingLaterOutcomes = nil }
+        orderedSince = 0
         answersSplit = false
+        if !partsRetriedInSlots.isEmpty { partsRetriedInSlots.removeAll() }
         countedRequestBytes = 0
         insideMulti = false
         blocking = false

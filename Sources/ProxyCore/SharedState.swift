@@ -20,19 +20,37 @@ final class SharedState: Sendable {
     /// `SCRIPT LOAD` and `NOSCRIPT`, never per request.
     private let scripts = Locked<[String: [UInt8]]>([:])
     /// Scripts clients ran with `EVAL`, by SHA1, the oldest dropped first
-    /// past `eval-scripts-kept`: a master caches such a script only where
-    /// it ran, and an `EVALSHA` of it elsewhere would say `NOSCRIPT` where
-    /// one server would not. Touched on the first `EVAL` of a script per
-    /// worker (`Worker.rememberEvaluatedScript`) and on `NOSCRIPT`.
+    /// past `eval-script-cache-bytes`: a master caches such a script only
+    /// where it ran, and an `EVALSHA` of it elsewhere would say `NOSCRIPT`
+    /// where one server would not. Touched on the first `EVAL` of a script
+    /// per worker (`Worker.rememberEvaluatedScript`) and on `NOSCRIPT`.
     private let evaluatedScripts = Locked(EvaluatedScripts())
-    /// Bumped by `SCRIPT FLUSH`: workers forget which scripts they passed on.
+    /// Bumped when scripts are forgotten (`SCRIPT FLUSH`, or dropped for
+    /// room): workers forget which scripts they passed on, and pass on
+    /// again those still run.
     let scriptGeneration = Atomic<Int>(0)
 
     struct EvaluatedScripts {
         var bodies: [String: [UInt8]] = [:]
+        var bytes = 0
         /// SHA1s, oldest first, from `oldest` on.
         var order: [String] = []
         var oldest = 0
+
+        /// Drops the oldest until at most `limit` bytes are kept; true when any went.
+        mutating func keep(within limit: Int) -> Bool {
+            var dropped = false
+            while bytes > limit, oldest < order.count {
+                if let body = bodies.removeValue(forKey: order[oldest]) { bytes -= body.count }
+                oldest += 1
+                dropped = true
+            }
+            if oldest > 1024 && oldest * 2 > order.count {
+                order.removeFirst(oldest)
+                oldest = 0
+            }
+            return dropped
+        }
     }
 
     /// Commands the built-in table (Redis 7.0's) lacks, learned from a
@@ -142,18 +160,19 @@ final class SharedState: Sendable {
     }
 
     func rememberEvaluatedScript(sha: String, body: [UInt8], keep limit: Int) {
-        evaluatedScripts.withLock { kept in
-            guard limit > 0, kept.bodies.updateValue(body, forKey: sha) == nil else { return }
+        guard body.count <= limit else { return }
+        let dropped = evaluatedScripts.withLock { kept in
+            guard kept.bodies.updateValue(body, forKey: sha) == nil else { return false }
+            kept.bytes += body.count
             kept.order.append(sha)
-            while kept.bodies.count > limit {
-                kept.bodies[kept.order[kept.oldest]] = nil
-                kept.oldest += 1
-            }
-            if kept.oldest > 1024 && kept.oldest * 2 > kept.order.count {
-                kept.order.removeFirst(kept.oldest)
-                kept.oldest = 0
-            }
+            return kept.keep(within: limit)
         }
+        if dropped { scriptGeneration.add(1, ordering: .relaxed) }
+    }
+
+    /// `eval-script-cache-bytes` changed (a reload).
+    func keepEvaluatedScripts(within limit: Int) {
+        if evaluatedScripts.withLock({ $0.keep(within: limit) }) { scriptGeneration.add(1, ordering: .relaxed) }
     }
 
     func forgetScripts() {

@@ -96,13 +96,11 @@ extension Worker {
             }
             var outcomesPending = false
             if let refusal = record.refusalAwaitingLaterOutcomes, let anchor = orderAnchor(of: record) {
-                switch session.outcomeOfLaterRequests(
-                    forSlot: record.slot, after: anchor, upTo: refusal.laterRequestsUpTo)
-                {
+                switch session.outcomeOfLaterRequests(of: record, after: anchor) {
                 case .oneRan:
                     // A retry would run after it: the node's answer stands.
                     record.refusalAwaitingLaterOutcomes = nil
-                    refusal.reply.withUnsafeBytes { answerLocally(record, reply: $0) }
+                    refusal.withUnsafeBytes { answerLocally(record, reply: $0) }
                     continue
                 case .pending: outcomesPending = true
                 case .noneRan: record.refusalAwaitingLaterOutcomes = nil
@@ -319,9 +317,11 @@ extension Worker {
     /// to be held for a retry.
     func startOrderedRetry(_ record: RequestRecord) {
         guard !record.orderedRetry, record.slot >= 0, !record.blocking, !record.watch, let session = record.session,
-            orderAnchor(of: record) != nil
+            let anchor = orderAnchor(of: record)
         else { return }
         record.orderedRetry = true
+        if anchor !== record { anchor.partsRetriedInSlots.append(record.slot) }
+        if record.orderedSince == 0 { record.orderedSince = recordPool.lastSequence }
         session.retryStarted(slot: record.slot)
     }
 
@@ -330,6 +330,11 @@ extension Worker {
     func endOrderedRetry(_ record: RequestRecord) {
         guard record.orderedRetry else { return }
         record.orderedRetry = false
+        if let anchor = orderAnchor(of: record), anchor !== record,
+            let index = anchor.partsRetriedInSlots.firstIndex(of: record.slot)
+        {
+            anchor.partsRetriedInSlots.remove(at: index)
+        }
         record.session?.retryEnded(slot: record.slot)
     }
 
@@ -378,15 +383,14 @@ extension Worker {
             // retry now would run after it (`MSET a new` retried after `SET a
             // final` leaves `new`). The client gets the error instead, as from
             // a cluster node.
-            if session.hasLaterRequest(forSlot: record.slot, after: anchor) {
+            if session.hasLaterRequest(than: record, after: anchor) {
                 if errorClass == .tryAgain { return false }
                 // LOADING and the like usually refuse the later ones too, and
                 // all are retried in order; but the node may have finished
                 // loading (or seen its cluster state turn ok) between reading
                 // this request and a later one. The retry waits for their
                 // outcome: one that ran means the client gets this error.
-                record.refusalAwaitingLaterOutcomes = RequestRecord.Refusal(
-                    reply: Array(reply), laterRequestsUpTo: recordPool.lastSequence)
+                record.refusalAwaitingLaterOutcomes = Array(reply)
             }
             // (A split command's part too: the client's next request for the
             // slot would otherwise overtake the retried part.)

@@ -15,8 +15,13 @@ extension Worker {
     }
 
     /// Sends `parts` and arranges for their merged reply to reach `target`.
+    /// `continuingRetry`: they carry on a part being retried in order
+    /// (`resplitPerKey`): they go out ahead of the client's requests waiting
+    /// behind it, and those wait on for them in turn.
     @discardableResult
-    func dispatch(_ parts: [Part], rule: MergeRule, target: FanOutTarget, session: ClientSession) -> FanOut {
+    func dispatch(
+        _ parts: [Part], rule: MergeRule, target: FanOutTarget, session: ClientSession, continuingRetry: Bool = false
+    ) -> FanOut {
         countAsShared(target, session: session)
         if case .client(let parent) = target, parent.session === session {
             session.countPartRequests(parts.reduce(0) { $0 + $1.request.readableBytes }, on: parent)
@@ -26,14 +31,15 @@ extension Worker {
         for (index, part) in parts.enumerated() {
             let record = partRecord(fanOut, index, request: part.request.readable, session: session)
             record.slot = part.slot
-            send(record, to: part.pool, session: session)
+            if continuingRetry { startOrderedRetry(record) }
+            send(record, to: part.pool, session: session, aheadOfWaiting: continuingRetry)
         }
         return fanOut
     }
 
     /// Sends a part's record to `pool`'s node, or holds it while that node is down.
-    private func send(_ record: RequestRecord, to pool: BackendPool, session: ClientSession) {
-        if session.isRetrying(slot: record.slot) {
+    private func send(_ record: RequestRecord, to pool: BackendPool, session: ClientSession, aheadOfWaiting: Bool = false) {
+        if !aheadOfWaiting && session.isRetrying(slot: record.slot) {
             session.behindRetry.append(record)  // its client's earlier request for the slot is being retried
             return
         }
@@ -217,11 +223,8 @@ extension Worker {
     /// and its keys are partly on each side. Waiting would last as long as the
     /// migration, so the part is split further, one key per sub-command, and
     /// each key follows its own `ASK`. False when the part has a single key.
-    /// Not for a part being retried in order (`CLUSTERDOWN`, then
-    /// `TRYAGAIN`): its sub-commands would queue behind its own retry; it
-    /// gets the node's error, as from a cluster node.
     func resplitPerKey(_ record: RequestRecord, connection: BackendConnection) -> Bool {
-        guard let fanOut = record.fanOut, fanOut.rule.isSplitByKey, !record.orderedRetry else { return false }
+        guard let fanOut = record.fanOut, fanOut.rule.isSplitByKey else { return false }
         var parser = RequestParser()
         let bytes = record.request.readableArray()
         let arguments: [[UInt8]] = bytes.withUnsafeBytes { raw in
@@ -247,8 +250,11 @@ extension Worker {
             parts.append(Part(pool: pool, slot: record.slot, request: request))
         }
         let target = FanOutTarget.part(fanOut, record.part)
+        // (A part retried in order, after a MOVED say: its sub-commands take
+        // its place ahead of the client's requests waiting behind it.)
+        dispatch(parts, rule: rule, target: target, session: session, continuingRetry: record.orderedRetry)
+        endOrderedRetry(record)
         recordPool.release(record)
-        dispatch(parts, rule: rule, target: target, session: session)
         return true
     }
 

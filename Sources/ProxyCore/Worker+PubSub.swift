@@ -97,7 +97,9 @@ extension Worker {
         session.resumeParsing()
     }
 
-    static let subscriptionMarker = "slotproxy-subscription-marker"
+    /// Random per process: a client cannot send or publish it by accident.
+    static let subscriptionMarker =
+        "slotproxy-subscription-marker-" + (0..<16).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
     static let subscriptionMarkerFrame: [UInt8] = Array(
         "*2\r\n$4\r\nPING\r\n$\(subscriptionMarker.utf8.count)\r\n\(subscriptionMarker)\r\n".utf8)
 
@@ -372,8 +374,13 @@ extension Worker {
     /// The reply to the marker PING: `[pong, marker]` while subscribed, the
     /// bare marker once the node left subscribe mode.
     static func isSubscriptionMarker(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        bytes.count < 128 && containsText(bytes, subscriptionMarker)
+        // The whole reply, exactly (a message that quotes it is not one).
+        bytes.elementsEqual(subscriptionMarkerPong) || bytes.elementsEqual(subscriptionMarkerBulk)
     }
+
+    private static let subscriptionMarkerBulk = Array(
+        "$\(subscriptionMarker.utf8.count)\r\n\(subscriptionMarker)\r\n".utf8)
+    private static let subscriptionMarkerPong = Array("*2\r\n$4\r\npong\r\n".utf8) + subscriptionMarkerBulk
 
     /// The channels and patterns are all gone: the connection goes back to
     /// the idle pool (the node left subscribe mode on it).

@@ -11,7 +11,7 @@ extension Worker {
     /// reaching another master is answered (`reloadScriptAndRetry`). Later
     /// runs cost one hash of the script, as its node's own lookup does.
     func rememberEvaluatedScript(_ body: UnsafeRawBufferPointer) {
-        let limit = configuration.evalScriptsKept
+        let limit = configuration.evalScriptCacheBytes
         guard limit > 0, !body.isEmpty else { return }
         let generation = shared.scriptGeneration.load(ordering: .relaxed)
         if generation != scriptGenerationSeen {
@@ -21,9 +21,8 @@ extension Worker {
         var hasher = Hasher()
         hasher.combine(bytes: body)
         let hash = hasher.finalize()
-        // (Past the limit the shared cache has dropped some of these: start
-        // again, and pass on the scripts still in use.)
-        if evaluatedScriptHashes.count >= limit { evaluatedScriptHashes.removeAll() }
+        // (A memo, not a cache: starting again only costs a SHA1 per script.)
+        if evaluatedScriptHashes.count >= 100_000 { evaluatedScriptHashes.removeAll() }
         guard evaluatedScriptHashes.insert(hash).inserted else { return }
         shared.rememberEvaluatedScript(sha: sha1Hex(body), body: Array(body), keep: limit)
     }

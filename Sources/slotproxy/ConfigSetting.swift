@@ -40,7 +40,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     case shutdownTimeout = "shutdown-timeout"
     case slowlogLogSlowerThan = "slowlog-log-slower-than"
     case slowlogMaxLen = "slowlog-max-len"
-    case evalScriptsKept = "eval-scripts-kept"
+    case evalScriptCacheBytes = "eval-script-cache-bytes"
     case auditMaxEntries = "audit-max-entries"
     case adminBind = "admin-bind"
     case adminPort = "admin-port"
@@ -114,7 +114,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .adminTimeoutMs: 100...3_600_000
         case .slowlogLogSlowerThan: -1...(1 << 40)
         case .slowlogMaxLen: 0...1_000_000
-        case .evalScriptsKept: 0...1_000_000
+        case .evalScriptCacheBytes: 0...(1 << 40)
         case .auditMaxEntries: 0...1_000_000
         case .tlsPort: 0...65535
         }
@@ -133,7 +133,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
     /// Whether the value is a byte count that may carry a unit (`64kb`).
     var isByteSize: Bool {
         [.protoMaxBulkLen, .maxInlineLength, .pubsubOutputLimit, .clientOutputLimitHard, .clientOutputLimitSoft, .clientReadPauseBytes,
-            .clientQueryBufferLimit, .transactionReplayBytes]
+            .clientQueryBufferLimit, .transactionReplayBytes, .evalScriptCacheBytes]
             .contains(self)
     }
 
@@ -336,7 +336,7 @@ enum ConfigSetting: String, CaseIterable, Sendable {
         case .adminTimeoutMs: configuration.adminTimeoutMs = number
         case .slowlogLogSlowerThan: configuration.slowlogSlowerThanMicros = number
         case .slowlogMaxLen: configuration.slowlogMaxLength = number
-        case .evalScriptsKept: configuration.evalScriptsKept = number
+        case .evalScriptCacheBytes: configuration.evalScriptCacheBytes = number
         case .auditMaxEntries: configuration.auditMaxEntries = number
         case .tlsPort: configuration.tlsPort = number
         }

@@ -120,7 +120,7 @@ extension ConfigSetting {
         case .shutdownTimeout: return "\(c.shutdownTimeoutSeconds)"
         case .slowlogLogSlowerThan: return "\(c.slowlogSlowerThanMicros)"
         case .slowlogMaxLen: return "\(c.slowlogMaxLength)"
-        case .evalScriptsKept: return "\(c.evalScriptsKept)"
+        case .evalScriptCacheBytes: return "\(c.evalScriptCacheBytes)"
         case .auditMaxEntries: return "\(c.auditMaxEntries)"
         case .adminBind: return c.adminBind
         case .adminPort: return "\(c.adminPort)"

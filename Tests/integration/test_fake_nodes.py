@@ -219,6 +219,86 @@ def test_a_split_command_waiting_behind_a_retry_does_not_stall_it(proxy_factory)
         assert writes == [[b"SET", b"{t}a", b"1"], [b"SET", b"{t}a", b"2"]] * 2 + [[b"MSET", b"{t}a", b"3"]], writes
 
 
+def _loading_for(seconds_from_now, *prefixes):
+    """A node script answering LOADING, for a while, to commands whose first
+    arguments are one of `prefixes` (tuples of bytes); `state["until"]` may be
+    moved later."""
+    state = {"until": time.monotonic() + seconds_from_now}
+
+    def script(command, conn):
+        if any(tuple(command[:len(p)]) == p for p in prefixes) and time.monotonic() < state["until"]:
+            return b"-LOADING Redis is loading the dataset in memory\r\n"
+        return None
+
+    return state, script
+
+
+def test_refused_parts_of_two_split_commands_are_retried_in_order(proxy_factory):
+    """MSET {t}a 1 zz 1 and MSET {t}a 2 yy 2, pipelined; a loading node
+    refuses both parts for {t}a for 60 ms. The first part's retry waits for
+    the second command's outcome, whose part is held behind it: refused
+    too, so both are retried, in order (not a wait for each other until
+    the failover timeout)."""
+    with FakeNode() as node:
+        state, node.script = _loading_for(0, (b"MSET", b"{t}a"))
+        proxy = proxy_factory("--workers", "1", "--failover-timeout-ms", "3000", seeds=node.seed)
+        with proxy.raw(timeout=10) as c:
+            started = time.monotonic()
+            state["until"] = started + 0.06
+            c.send(encode_command("MSET", "{t}a", "1", "zz", "1") + encode_command("MSET", "{t}a", "2", "yy", "2"))
+            replies = c.read_replies(2)
+            assert all(is_status(r) for r in replies), replies
+            assert time.monotonic() - started < 2
+            assert c.command("GET", "{t}a") == b"2"
+
+
+def test_a_long_refusal_is_not_stalled_by_a_split_command_behind_it(proxy_factory):
+    """SET {t}a 1 is refused (LOADING) for 300 ms, several retries; the
+    client's MSET {t}a 3 zz 3, sent 10 ms later, waits behind the retry.
+    Later refusals must not count it as a request that may have run (it
+    was made after the retry began): both succeed once loading ends."""
+    with FakeNode() as node:
+        state, node.script = _loading_for(0, (b"SET", b"{t}a"), (b"MSET", b"{t}a"))
+        proxy = proxy_factory("--workers", "1", "--failover-timeout-ms", "3000", seeds=node.seed)
+        with proxy.raw(timeout=10) as c:
+            started = time.monotonic()
+            state["until"] = started + 0.3
+            c.send(encode_command("SET", "{t}a", "1"))
+            time.sleep(0.01)
+            c.send(encode_command("MSET", "{t}a", "3", "zz", "3"))
+            replies = c.read_replies(2)
+            assert all(is_status(r) for r in replies), replies
+            assert time.monotonic() - started < 2
+            assert c.command("GET", "{t}a") == b"3"
+
+
+def test_a_moved_part_meeting_tryagain_is_split_per_key(proxy_factory):
+    """MSET {t}a 1 {t}b 1 zz 1: the part for {t} is moved to n2, which is
+    importing the slot and answers the two-key part TRYAGAIN. The part is
+    split key by key there, as any part meeting TRYAGAIN, though it was
+    holding the client's later requests for the slot behind it."""
+    slot = key_hash_slot(b"{t}a")
+    with FakeNode() as n1, FakeNode() as n2:
+        n1.topology = n2.topology = [(0, 100, n2.port), (101, 16383, n1.port)]
+        assert slot > 100 and key_hash_slot(b"zz") > 100
+        n1.script = lambda command, conn: (
+            b"-MOVED %d 127.0.0.1:%d\r\n" % (slot, n2.port) if command[:2] == [b"MSET", b"{t}a"] else None)
+        n2.script = lambda command, conn: (
+            b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n"
+            if command[0] == b"MSET" and len(command) > 3 else None)
+        proxy = proxy_factory("--workers", "1", seeds=f"{n1.seed},{n2.seed}")
+        with proxy.raw(timeout=10) as c:
+            c.send(encode_command("MSET", "{t}a", "1", "{t}b", "1", "zz", "1"))
+            time.sleep(0.05)  # (the MOVED is in: the SET goes to n2, behind the part)
+            c.send(encode_command("SET", "{t}a", "2"))
+            replies = c.read_replies(2)
+            assert all(is_status(r) for r in replies), replies
+        with n2.lock:
+            writes = [cmd[:3] for cmd in n2.commands if cmd[0] in (b"MSET", b"SET") and cmd[1] == b"{t}a"]
+        # (The per-key retry keeps its place ahead of the client's SET.)
+        assert writes == [[b"MSET", b"{t}a", b"1"], [b"MSET", b"{t}a", b"1"], [b"SET", b"{t}a", b"2"]], writes
+
+
 def test_transient_errors_give_up_after_the_failover_timeout(proxy_factory):
     with FakeNode() as node:
         node.script = lambda command, conn: (

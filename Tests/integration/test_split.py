@@ -163,8 +163,8 @@ def test_script_load_then_evalsha_on_every_master(cluster, proxy):
 def test_eval_then_evalsha_on_every_master(cluster, proxy_factory):
     """An app runs a script once with EVAL, then by its SHA1 for keys on
     every master (a master caches it only where it ran): no NOSCRIPT, as on
-    one server. The proxy keeps eval-scripts-kept scripts, the oldest go
-    first; SCRIPT FLUSH forgets them."""
+    one server. The proxy keeps eval-script-cache-bytes of scripts, the
+    oldest go first; SCRIPT FLUSH forgets them."""
     p = prefix("evalsha")
     keys = [f"{p}:{i}" for i in range(30)]
     assert len(masters_touched(cluster, keys)) == 3
@@ -175,7 +175,8 @@ def test_eval_then_evalsha_on_every_master(cluster, proxy_factory):
     def sha(n):
         return hashlib.sha1(script(n).encode()).hexdigest()
 
-    proxy = proxy_factory("--workers", "1", "--set", "eval-scripts-kept=2")
+    # Room for two of these scripts, not three.
+    proxy = proxy_factory("--workers", "1", "--set", f"eval-script-cache-bytes={2 * len(script(1)) + 5}")
     with proxy.raw() as c:
         assert is_status(c.command("EVAL", script(1), 1, keys[0], "v"))
         replies = c.pipeline([("EVALSHA", sha(1), 1, k, "w") for k in keys])
@@ -193,6 +194,11 @@ def test_eval_then_evalsha_on_every_master(cluster, proxy_factory):
         assert is_status(c.command("EVAL", script(4), 1, keys[0], "v"))
         replies = c.pipeline([("EVALSHA", sha(4), 1, k, "y") for k in keys])
         assert all(is_status(r) for r in replies), replies[:3]
+        # Turned off at run time: what was kept is dropped.
+        assert is_status(c.command("EVAL", script(5), 1, keys[0], "v"))
+        assert is_status(c.command("PROXY", "CONFIG", "SET", "eval-script-cache-bytes", "0"))
+        replies = c.pipeline([("EVALSHA", sha(5), 1, k, "z") for k in keys])
+        assert any(isinstance(r, RespError) and r.message.startswith("NOSCRIPT") for r in replies), replies[:3]
 
 
 def test_flushall_needs_allow_flush(cluster, proxy_factory):

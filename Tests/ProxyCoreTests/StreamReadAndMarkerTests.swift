@@ -1,0 +1,67 @@
+import RESPWire
+import Testing
+
+@testable import ProxyCore
+
+@Suite struct StreamReadRepliesTests {
+    func read(_ command: String, keys: [String], resp3: Bool) -> Worker.StreamRead {
+        Worker.StreamRead(
+            head: [Array(command.utf8)], keys: keys.map { Array($0.utf8) }, ids: keys.map { _ in Array("0".utf8) },
+            resp3: resp3)
+    }
+
+    func merge(_ replies: [String], _ read: Worker.StreamRead) -> String {
+        let out = ByteBuffer()
+        StreamReadReplies.merge(replies.map { Array($0.utf8) }, of: read, into: out)
+        return String(decoding: out.readableArray(), as: UTF8.self)
+    }
+
+    let entryB = "*1\r\n*2\r\n$3\r\n2-1\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n"
+    let entryA = "*1\r\n*2\r\n$3\r\n1-1\r\n*0\r\n"
+
+    @Test func streamsComeInTheClientsOrder() {
+        // The parts answer b (first slot) and a; the client asked a, c, b.
+        let resp2 = read("XREAD", keys: ["a", "c", "b"], resp3: false)
+        #expect(
+            merge(["*1\r\n*2\r\n$1\r\nb\r\n" + entryB, "*1\r\n*2\r\n$1\r\na\r\n" + entryA, "*-1\r\n"], resp2)
+                == "*2\r\n*2\r\n$1\r\na\r\n" + entryA + "*2\r\n$1\r\nb\r\n" + entryB)
+        let resp3 = read("XREAD", keys: ["a", "c", "b"], resp3: true)
+        #expect(
+            merge(["%1\r\n$1\r\nb\r\n" + entryB, "%1\r\n$1\r\na\r\n" + entryA, "_\r\n"], resp3)
+                == "%2\r\n$1\r\na\r\n" + entryA + "$1\r\nb\r\n" + entryB)
+    }
+
+    @Test func noEntriesIsTheNull() {
+        #expect(merge(["*-1\r\n", "*-1\r\n"], read("XREAD", keys: ["a", "b"], resp3: false)) == "*-1\r\n")
+        #expect(merge(["_\r\n", "_\r\n"], read("XREAD", keys: ["a", "b"], resp3: true)) == "_\r\n")
+    }
+
+    @Test func anErrorStandsUnlessAGroupReadHandedOutEntries() {
+        let error = "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
+        let withEntries = "*1\r\n*2\r\n$1\r\na\r\n" + entryA
+        #expect(merge([withEntries, error], read("XREAD", keys: ["a", "b"], resp3: false)) == error)
+        #expect(merge(["*-1\r\n", error], read("xreadgroup", keys: ["a", "b"], resp3: false)) == error)
+        #expect(merge([withEntries, error], read("xreadgroup", keys: ["a", "b"], resp3: false)) == withEntries)
+    }
+
+    @Test func notAStreamReadReplyIsAnError() {
+        #expect(merge([":1\r\n"], read("XREAD", keys: ["a"], resp3: false)).hasPrefix("-ERR slotproxy"))
+    }
+}
+
+@Suite struct SubscriptionMarkerTests {
+    func isMarker(_ text: String) -> Bool {
+        Array(text.utf8).withUnsafeBytes { Worker.isSubscriptionMarker($0) }
+    }
+
+    @Test func onlyTheWholeMarkerReplyIsOne() {
+        let marker = Worker.subscriptionMarker
+        let bulk = "$\(marker.utf8.count)\r\n\(marker)\r\n"
+        #expect(isMarker("*2\r\n$4\r\npong\r\n" + bulk))
+        #expect(isMarker(bulk))
+        // A message, or a client's own PING, that quotes the marker text.
+        #expect(!isMarker("*3\r\n$7\r\nmessage\r\n$1\r\na\r\n" + bulk))
+        #expect(!isMarker("*2\r\n$4\r\npong\r\n$29\r\nslotproxy-subscription-marker\r\n"))
+        #expect(marker.hasPrefix("slotproxy-subscription-marker-") && marker.utf8.count > 40)
+    }
+}
