@@ -234,22 +234,24 @@ def _loading_for(seconds_from_now, *prefixes):
 
 
 def test_refused_parts_of_two_split_commands_are_retried_in_order(proxy_factory):
-    """MSET {t}a 1 zz 1 and MSET {t}a 2 yy 2, pipelined; a loading node
-    refuses both parts for {t}a for 60 ms. The first part's retry waits for
+    """MSET {t}a 1 zz 1 (or SET {t}a 1) and MSET {t}a 2 yy 2, pipelined; a
+    loading node refuses both for {t}a for 60 ms. The first part's retry waits for
     the second command's outcome, whose part is held behind it: refused
     too, so both are retried, in order (not a wait for each other until
     the failover timeout)."""
-    with FakeNode() as node:
-        state, node.script = _loading_for(0, (b"MSET", b"{t}a"))
-        proxy = proxy_factory("--workers", "1", "--failover-timeout-ms", "3000", seeds=node.seed)
-        with proxy.raw(timeout=10) as c:
-            started = time.monotonic()
-            state["until"] = started + 0.06
-            c.send(encode_command("MSET", "{t}a", "1", "zz", "1") + encode_command("MSET", "{t}a", "2", "yy", "2"))
-            replies = c.read_replies(2)
-            assert all(is_status(r) for r in replies), replies
-            assert time.monotonic() - started < 2
-            assert c.command("GET", "{t}a") == b"2"
+    for first in (("MSET", "{t}a", "1", "zz", "1"), ("SET", "{t}a", "1")):
+        with FakeNode() as node:
+            state, node.script = _loading_for(0, (b"MSET", b"{t}a"), (b"SET", b"{t}a"))
+            proxy = proxy_factory("--workers", "1", "--failover-timeout-ms", "3000", seeds=node.seed)
+            with proxy.raw(timeout=10) as c:
+                started = time.monotonic()
+                state["until"] = started + 0.06
+                c.send(encode_command(*first) + encode_command("MSET", "{t}a", "2", "yy", "2"))
+                replies = c.read_replies(2)
+                assert all(is_status(r) for r in replies), (first, replies)
+                assert time.monotonic() - started < 2
+                assert c.command("GET", "{t}a") == b"2"
+            proxy.stop()
 
 
 def test_a_long_refusal_is_not_stalled_by_a_split_command_behind_it(proxy_factory):
