@@ -310,6 +310,15 @@ extension Worker {
             return
         }
         session.subscription = nil
+        if session.regularMarkersOwed > 0 {
+            // Its last (un)subscribe is not confirmed yet, and the new node
+            // cannot confirm an UNSUBSCRIBE of what it never had: the client
+            // could wait for a confirmation forever. It reconnects instead.
+            logger.warning("subscriber client \(session.id) disconnected: its subscription connection was lost before confirming its last command")
+            session.subscriptionStream = nil
+            session.close()
+            return
+        }
         var acquired: BackendConnection?
         if !session.isClosed, let pool = masterPools.first(where: { $0.address != dead.address }) {
             acquired = subscriptionConnection(to: pool.address, for: session, warning: nil)
@@ -327,10 +336,6 @@ extension Worker {
         }
         if !session.subscribedPatterns.isEmpty {
             connection.enqueueInternalStream([Array("PSUBSCRIBE".utf8)] + session.subscribedPatterns.sorted { $0.lexicographicallyPrecedes($1) })
-        }
-        for _ in 0..<session.regularMarkersOwed {
-            // The markers were lost with the old connection: ask again.
-            Worker.subscriptionMarkerFrame.withUnsafeBytes { connection.enqueueStream($0) }
         }
         logger.info(
             "subscriber client \(session.id): subscription moved from \(dead.address) to \(connection.address) (\(session.confirmationsToSwallow) channels and patterns)"

@@ -301,6 +301,34 @@ def test_a_moved_part_meeting_tryagain_is_split_per_key(proxy_factory):
         assert writes == [[b"MSET", b"{t}a", b"1"], [b"MSET", b"{t}a", b"1"], [b"SET", b"{t}a", b"2"]], writes
 
 
+def test_a_subscriber_whose_connection_dies_before_a_confirmation_is_disconnected(proxy_factory):
+    """SUBSCRIBE a is confirmed; the node drops the subscription connection
+    on SUBSCRIBE b, unconfirmed. The subscription could move to another
+    master (as it does when nothing is owed), but the client would wait
+    for b's confirmation forever: it is disconnected, to reconnect."""
+
+    def subscribe_mode(command, conn):
+        if command == [b"SUBSCRIBE", b"b"]:
+            return FakeNode.CLOSE
+        if command[0] == b"SUBSCRIBE":
+            return b"".join(b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n" % (len(ch), ch) for ch in command[1:])
+        if command[0] == b"PING" and len(command) > 1:
+            return b"*2\r\n$4\r\npong\r\n$%d\r\n%s\r\n" % (len(command[1]), command[1])
+        return None
+
+    with FakeNode() as n1, FakeNode() as n2:
+        n1.topology = n2.topology = [(0, 8000, n1.port), (8001, 16383, n2.port)]
+        n1.script = n2.script = subscribe_mode
+        proxy = proxy_factory("--workers", "1", seeds=f"{n1.seed},{n2.seed}")
+        with proxy.raw(timeout=5) as c:
+            assert c.command("SUBSCRIBE", "a") == [b"subscribe", b"a", 1]
+            c.send(encode_command("SUBSCRIBE", "b"))
+            replies, closed = c.read_until_closed(timeout=5)
+            assert closed and replies == [], replies
+        with proxy.raw() as c:
+            assert c.command("PING") == b"PONG"
+
+
 def test_transient_errors_give_up_after_the_failover_timeout(proxy_factory):
     with FakeNode() as node:
         node.script = lambda command, conn: (
