@@ -339,12 +339,13 @@ extension Worker {
     }
 
     /// Where `record` stands in its client's order of requests: itself, or
-    /// for a part of a command split by key, the client's record of that
-    /// command. Nil for the parts of other fan-outs (a broadcast's, say,
-    /// whose slot only names a master) and of the proxy's own requests.
+    /// for a part of a command split by slot (`answersSplit`), the client's
+    /// record of that command. Nil for the parts of other fan-outs (a
+    /// broadcast's, whose slot only names a master) and of the proxy's own
+    /// requests.
     func orderAnchor(of record: RequestRecord) -> RequestRecord? {
         guard let fanOut = record.fanOut else { return record }
-        guard fanOut.rule.isSplitByKey, let parent = fanOut.clientRecord, parent.session === record.session else {
+        guard let parent = fanOut.clientRecord, parent.answersSplit, parent.session === record.session else {
             return nil
         }
         return parent
