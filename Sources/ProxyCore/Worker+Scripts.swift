@@ -50,5 +50,4 @@ extension Worker {
         logger.info("reloaded script \(sha) on \(connection.address) after NOSCRIPT")
         return true
     }
-
 }

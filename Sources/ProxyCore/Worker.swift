@@ -81,11 +81,12 @@ final class Worker {
     private var routingRealName = false
     /// The last name looked up in each table (see `CommandNameCache`).
     private var nameCache = CommandNameCache()
+    private var realNameCache = CommandNameCache()
     /// Hashes of the `EVAL` scripts this worker passed on to `SharedState`
-    /// (`rememberEvaluatedScript`), as of `SCRIPT FLUSH` number `scriptGenerationSeen`.
+    /// (`rememberEvaluatedScript`) since its `scriptGeneration` was
+    /// `scriptGenerationSeen`.
     var evaluatedScriptHashes = Set<Int>()
     var scriptGenerationSeen = 0
-    private var realNameCache = CommandNameCache()
     private(set) var slotHasher = SlotHasher()
 
     /// The current topology and, per slot, the pool of the node serving it
