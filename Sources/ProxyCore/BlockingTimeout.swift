@@ -61,16 +61,37 @@ struct BlockingTimeout {
     /// (out of range, say), and a deadline never overflows the clock.
     static let longest: Int64 = 1_000_000_000_000
 
-    /// Where `XREAD`'s (or, with `group`, `XREADGROUP GROUP g c`'s) `BLOCK`
-    /// value is: among the options before `STREAMS`; nil without one.
+    /// Where `XREAD`'s (or, with `group`, `XREADGROUP`'s) `BLOCK` value is:
+    /// among the options before `STREAMS`; nil without one.
     static func streamBlockArgument(_ command: Command, group: Bool) -> Int? {
-        var index = group ? 4 : 1
-        while index < command.count - 1 {
-            if command.argument(index, equals: "streams") { return nil }
-            if command.argument(index, equals: "block") { return index + 1 }
-            index += 1
+        streamReadOptions(command, group: group).block
+    }
+
+    /// `XREAD`/`XREADGROUP`'s options as Redis reads them, in any order
+    /// (`XREADGROUP BLOCK 0 GROUP g c ...`; a group or consumer may be
+    /// named "streams"): where the `BLOCK` value is, and where `STREAMS` is
+    /// (nil past an option Redis would refuse, or without it).
+    static func streamReadOptions(_ command: Command, group: Bool) -> (block: Int?, streams: Int?) {
+        var index = 1
+        var block: Int?
+        while index < command.count {
+            let more = command.count - index - 1
+            if command.argument(index, equals: "streams") {
+                return (block, index)
+            } else if more >= 1 && command.argument(index, equals: "block") {
+                block = index + 1
+                index += 2
+            } else if more >= 1 && command.argument(index, equals: "count") {
+                index += 2
+            } else if group && more >= 2 && command.argument(index, equals: "group") {
+                index += 3
+            } else if group && command.argument(index, equals: "noack") {
+                index += 1
+            } else {
+                return (block, nil)
+            }
         }
-        return nil
+        return (block, nil)
     }
 
     /// `command` with its timeout set to `remaining` milliseconds (> 0).

@@ -222,6 +222,19 @@ extension Worker {
             } else {
                 connection.unblockOnceIdKnown = true
             }
+            stepsBeingWoken.append(step)
+        }
+    }
+
+    /// The tick wakes again the steps still blocked: `CLIENT UNBLOCK` goes
+    /// over another connection, and may reach the node before the command
+    /// it was to wake (it then wakes nothing, and the command blocks on).
+    func wakeBlockedStepsAgain() {
+        guard !stepsBeingWoken.isEmpty else { return }
+        stepsBeingWoken.removeAll { step in
+            guard let record = step.record, let connection = step.connection, connection.owes(record) else { return true }
+            if connection.nodeClientId != nil { unblock(connection) }
+            return false
         }
     }
 

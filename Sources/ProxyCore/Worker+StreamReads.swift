@@ -27,8 +27,6 @@ extension Worker {
         let keys: [[UInt8]]
         let ids: [[UInt8]]
         let resp3: Bool
-        /// `XREADGROUP`: the entries read are the consumer's now.
-        let handsOutEntries: Bool
         /// Per slot, the indices of its streams in `keys`.
         var groups: [(slot: Int, streams: [Int])] = []
 
@@ -37,7 +35,6 @@ extension Worker {
             self.keys = keys
             self.ids = ids
             self.resp3 = resp3
-            handsOutEntries = String(decoding: head[0], as: UTF8.self).lowercased() == "xreadgroup"
         }
 
         /// The command for group `index`: the client's options, then its
@@ -56,6 +53,8 @@ extension Worker {
         var blocked: [BlockedStep]
         var replies: [[UInt8]?]
         var decided = false
+        /// The groups woken when it was decided (not answered by then).
+        var woken: [Bool] = []
 
         init(read: StreamRead, client: FanOutTarget) {
             self.read = read
@@ -81,6 +80,12 @@ extension Worker {
             } else {
                 read.groups.append((slot, [index]))
             }
+        }
+        // IDs one server would refuse before reading anything: refused here
+        // too, before any slot's read hands out entries.
+        if let error = StreamReadReplies.refusal(ofIDs: read.ids, groupRead: spec.name == "xreadgroup") {
+            session.replyError(error)
+            return true
         }
         let parent = recordPool.acquire()
         parent.answersSplit = true  // (a later retry for any of its slots must not overtake it)
@@ -109,26 +114,13 @@ extension Worker {
     }
 
     /// The streams and IDs after `STREAMS`, past the options as Redis reads
-    /// them (a group or consumer may be named "streams"); nil when they do
-    /// not pair up (the node's own error, through `CROSSSLOT`, is not owed:
-    /// a cluster node answers `CROSSSLOT` first too).
+    /// them; nil when they do not pair up (the node's own error, through
+    /// `CROSSSLOT`, is not owed: a cluster node answers `CROSSSLOT` first too).
     private func streamRead(_ command: Command, session: ClientSession) -> StreamRead? {
         let group = command.argument(0, equals: "xreadgroup")
-        var index = 1
-        while index < command.count {
-            if command.argument(index, equals: "streams") { break }
-            if command.argument(index, equals: "count") || command.argument(index, equals: "block") {
-                index += 2
-            } else if group && command.argument(index, equals: "group") {
-                index += 3
-            } else if group && command.argument(index, equals: "noack") {
-                index += 1
-            } else {
-                return nil
-            }
-        }
+        guard let index = BlockingTimeout.streamReadOptions(command, group: group).streams else { return nil }
         let rest = command.count - index - 1
-        guard index < command.count, rest > 0, rest % 2 == 0 else { return nil }
+        guard rest > 0, rest % 2 == 0 else { return nil }
         let first = index + 1
         return StreamRead(
             head: (0..<index).map { command.bytes($0) },
@@ -153,11 +145,15 @@ extension Worker {
         race.replies[group] = reply
         if !race.decided && (isError(reply) || !isNull(reply)) {
             race.decided = true
+            race.woken = race.replies.map { $0 == nil }
             wakeBlockedSteps(race.blocked, answeredBy: race.replies.map { $0 != nil })
         }
         guard race.replies.allSatisfy({ $0 != nil }) else { return }
         let out = ByteBuffer(capacity: 256)
-        StreamReadReplies.merge(race.replies.map { $0! }, of: race.read, into: out)
+        // (A woken group's error, its connection lost say, must not hide
+        // entries an XREADGROUP already handed out; one that answered on its
+        // own, `WRONGTYPE` say, stands, as one server's would.)
+        StreamReadReplies.merge(race.replies.map { $0! }, of: race.read, into: out, errorsHiddenByEntries: race.woken)
         deliver(out.readable, to: race.client)
     }
 }
@@ -165,9 +161,12 @@ extension Worker {
 /// Merges the replies of a stream read's groups into one server's reply.
 enum StreamReadReplies {
     /// The streams with entries, in the client's order: RESP2 an array of
-    /// [stream, entries] pairs, RESP3 a map; null when none has any; or a
-    /// group's error.
-    static func merge(_ replies: [[UInt8]], of read: Worker.StreamRead, into out: ByteBuffer) {
+    /// [stream, entries] pairs, RESP3 a map; null when none has any; or the
+    /// first group's error (except, where some group has entries, the
+    /// errors of groups flagged in `errorsHiddenByEntries`).
+    static func merge(
+        _ replies: [[UInt8]], of read: Worker.StreamRead, into out: ByteBuffer, errorsHiddenByEntries: [Bool] = []
+    ) {
         var found: [[UInt8]: [(key: ArraySlice<UInt8>, entries: ArraySlice<UInt8>)]] = [:]
         var total = 0
         for reply in replies where !isError(reply) {
@@ -181,10 +180,11 @@ enum StreamReadReplies {
                 total += 1
             }
         }
-        // An error stands, except over entries an XREADGROUP handed out:
-        // they would sit in the group's pending list, never seen.
-        if let error = replies.first(where: isError), total == 0 || !read.handsOutEntries {
-            out.append(error)
+        func hidden(_ group: Int) -> Bool {
+            total > 0 && group < errorsHiddenByEntries.count && errorsHiddenByEntries[group]
+        }
+        if let group = replies.indices.first(where: { isError(replies[$0]) && !hidden($0) }) {
+            out.append(replies[group])
             return
         }
         if total == 0 {
@@ -200,6 +200,36 @@ enum StreamReadReplies {
             out.append(pair.key)
             out.append(pair.entries)
         }
+    }
+
+    /// The error one server answers for these IDs before reading anything
+    /// (the first refused, in the client's order), as far as every Redis
+    /// version agrees; nil when the nodes may accept them.
+    static func refusal(ofIDs ids: [[UInt8]], groupRead: Bool) -> String? {
+        for id in ids {
+            if id == Array("$".utf8) && groupRead {
+                return
+                    "ERR The $ ID is meaningless in the context of XREADGROUP: you want to read the history of this consumer by specifying a proper ID, or use the > ID to get new messages. The $ ID would just return an empty result set."
+            }
+            if id == Array(">".utf8) && !groupRead {
+                return
+                    "ERR The > ID can be specified only when calling XREADGROUP using the GROUP <group> <consumer> option."
+            }
+            if !isPlausibleID(id) { return "ERR Invalid stream ID specified as stream command argument" }
+        }
+        return nil
+    }
+
+    /// `$`, `>`, `+` (Redis 7.4), or digits with an optional `-` and digits
+    /// (leading blanks allowed, as `strtoull` skips them).
+    private static func isPlausibleID(_ id: [UInt8]) -> Bool {
+        if id.count == 1 && (id[0] == UInt8(ascii: "$") || id[0] == UInt8(ascii: ">") || id[0] == UInt8(ascii: "+")) {
+            return true
+        }
+        let text = id.drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+        let parts = text.split(separator: UInt8(ascii: "-"), maxSplits: 1, omittingEmptySubsequences: false)
+        return !parts.isEmpty && parts.count <= 2
+            && parts.allSatisfy { !$0.isEmpty && $0.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") } }
     }
 
     /// A stream read reply's (stream, entries) pairs, where they lie in

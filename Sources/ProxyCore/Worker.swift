@@ -87,6 +87,9 @@ final class Worker {
     /// `scriptGenerationSeen`.
     var evaluatedScriptHashes = Set<Int>()
     var scriptGenerationSeen = 0
+    /// Blocked steps of commands over several slots woken with `CLIENT
+    /// UNBLOCK` and not answered yet (`wakeBlockedStepsAgain`).
+    var stepsBeingWoken: [BlockedStep] = []
     private(set) var slotHasher = SlotHasher()
 
     /// The current topology and, per slot, the pool of the node serving it
@@ -968,6 +971,7 @@ final class Worker {
         retryKeyspaceListeners(force: false)
         resendHeldRequests()
         resendTransactionReplays(force: false)
+        wakeBlockedStepsAgain()
         for connection in dedicated.busy.values {
             if connection.state == .connecting {
                 if now - connection.connectStartedAt > Int64(configuration.connectTimeoutMs) {

@@ -36,12 +36,32 @@ import Testing
         #expect(merge(["_\r\n", "_\r\n"], read("XREAD", keys: ["a", "b"], resp3: true)) == "_\r\n")
     }
 
-    @Test func anErrorStandsUnlessAGroupReadHandedOutEntries() {
+    @Test func anErrorStandsUnlessAWokenGroupsBesideEntries() {
         let error = "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
         let withEntries = "*1\r\n*2\r\n$1\r\na\r\n" + entryA
-        #expect(merge([withEntries, error], read("XREAD", keys: ["a", "b"], resp3: false)) == error)
-        #expect(merge(["*-1\r\n", error], read("xreadgroup", keys: ["a", "b"], resp3: false)) == error)
-        #expect(merge([withEntries, error], read("xreadgroup", keys: ["a", "b"], resp3: false)) == withEntries)
+        let reading = read("XREADGROUP", keys: ["a", "b"], resp3: false)
+        #expect(self.merge([withEntries, error], reading) == error)
+        func merge(_ replies: [String], hidden: [Bool]) -> String {
+            let out = ByteBuffer()
+            StreamReadReplies.merge(replies.map { Array($0.utf8) }, of: reading, into: out, errorsHiddenByEntries: hidden)
+            return String(decoding: out.readableArray(), as: UTF8.self)
+        }
+        #expect(merge([withEntries, error], hidden: [false, true]) == withEntries)
+        #expect(merge([withEntries, error], hidden: [false, false]) == error)
+        #expect(merge(["*-1\r\n", error], hidden: [false, true]) == error)
+    }
+
+    @Test func idsOneServerRefusesAreRefusedBeforeAnyRead() {
+        func refusal(_ ids: [String], group: Bool) -> String? {
+            StreamReadReplies.refusal(ofIDs: ids.map { Array($0.utf8) }, groupRead: group)
+        }
+        #expect(refusal(["0", "1-1", " 5", "$", "+"], group: false) == nil)
+        #expect(refusal([">", "0-0"], group: true) == nil)
+        #expect(refusal(["0", "bad"], group: false) == "ERR Invalid stream ID specified as stream command argument")
+        #expect(refusal(["1-", "$"], group: true) == "ERR Invalid stream ID specified as stream command argument")
+        #expect(refusal(["0", "$"], group: true)?.hasPrefix("ERR The $ ID is meaningless") == true)
+        #expect(refusal([">"], group: false)?.hasPrefix("ERR The > ID can be specified only") == true)
+        #expect(refusal(["-1"], group: false) != nil && refusal(["1-x"], group: false) != nil)
     }
 
     @Test func notAStreamReadReplyIsAnError() {

@@ -570,3 +570,48 @@ def test_blocking_stream_reads_across_slots(cluster, proxy):
             seen += sum(len(entries) for _, entries in rest)
         assert seen == added
         assert sum(c.command("XPENDING", s, "g")[0] for s in (s1, s2, s3)) == added
+
+
+def test_a_cross_slot_read_decided_at_once_wakes_its_blocked_group(cluster, proxy_factory):
+    """Two streams in two slots of one master, one dedicated connection per
+    node: one slot's read blocks, the other's is refused at once, which
+    decides the read. The CLIENT UNBLOCK for the blocked one travels on
+    another connection and may reach the node first (waking nothing): it
+    is sent again until that read answers, so the client is never left
+    blocked forever (BLOCK 0)."""
+    proxy = proxy_factory("--workers", "1", "--blocking-connections-per-node", "1")
+    first = f"ub:{tag()}"
+    owner = cluster.node_for_slot(key_hash_slot(first))
+    second = next(k for k in (f"{first}:{i}" for i in range(1000))
+                  if key_hash_slot(k) != key_hash_slot(first) and cluster.node_for_slot(key_hash_slot(k)) == owner)
+    with proxy.raw(timeout=10) as c:
+        for stream in (first, second):
+            c.command("XADD", stream, "1-0", "f", "v")
+        for _ in range(20):
+            # (An idle dedicated connection whose node id is known, for the next read.)
+            assert c.command("XREAD", "BLOCK", 1, "STREAMS", first, "$") is None
+            with proxy.raw(timeout=5) as other, proxy.raw(timeout=5) as reader:
+                other.send_command("GET", "{" + first + "}x")  # (the same master: its shared connection is written first)
+                reader.send_command("XREAD", "BLOCK", 0, "STREAMS", first, second, "$", "$")
+                assert other.read_replies(1)[0] is None
+                reply = reader.read_replies(1, timeout=5)[0]
+                assert isinstance(reply, RespError) and "too many blocked clients" in reply.message, reply
+        deadline = time.monotonic() + 5
+        while blocked_clients(cluster, "xread") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert blocked_clients(cluster, "xread") == 0
+
+
+def test_xreadgroup_with_block_before_group_blocks_on_its_own_connection(cluster, proxy):
+    """Redis takes XREADGROUP's options in any order: `BLOCK 300 GROUP g c`
+    blocks like `GROUP g c BLOCK 300`, on a dedicated connection, never on
+    the connection other clients' requests to that master share."""
+    stream = f"bg:{tag()}"
+    with proxy.raw(timeout=10) as c, proxy.raw(timeout=10) as other:
+        assert is_status(c.command("XGROUP", "CREATE", stream, "g", "$", "MKSTREAM"))
+        started = time.monotonic()
+        c.send_command("XREADGROUP", "BLOCK", 300, "GROUP", "g", "c1", "STREAMS", stream, ">")
+        time.sleep(0.05)
+        assert other.command("GET", "{" + stream + "}x") is None
+        assert time.monotonic() - started < 0.25, "another client's GET waited behind the blocked read"
+        assert c.read_replies(1)[0] is None
