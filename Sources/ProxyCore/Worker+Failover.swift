@@ -199,6 +199,7 @@ extension Worker {
                 BlockingTimeout(command)?.rewrite(command, remaining: deadline - now, into: record.request)
             }
         }
+        if resendRaceStep(record, to: address, asking: asking, session: session) { return }
         sendBlocking(record, to: address, asking: asking, session: session)
     }
 

@@ -187,6 +187,27 @@ extension Worker {
         if race.decided { wakeTheOthers(race) }  // (a redirect after the race was won)
     }
 
+    /// A held or redirected step of a race sent again (from
+    /// `resendBlocking`, its request rewritten with the time left): false
+    /// when `record` is not one.
+    func resendRaceStep(_ record: RequestRecord, to address: NodeAddress, asking: Bool, session: ClientSession) -> Bool {
+        switch record.fanOut?.rule {
+        case .popRace(let race, .block(let group))?:
+            if race.decided { break }
+            blockPopGroup(race, group, record, on: address, asking: asking, session: session)
+            return true
+        case .streamRace(let race, let group)?:
+            if race.decided { break }
+            blockStreamGroup(race, group, record, on: address, asking: asking, session: session)
+            return true
+        default:
+            return false
+        }
+        // Decided meanwhile: it would only be woken at once. Its timeout's null.
+        answerLocally(record, reply: ByteBuffer.nullArray(resp3: session.resp3))
+        return true
+    }
+
     /// Wakes the groups still blocked: each answers its timeout's null, or
     /// the element it popped just before (pushed back).
     private func wakeTheOthers(_ race: PopRace) {
@@ -195,10 +216,23 @@ extension Worker {
 
     /// Sends one blocking step of a command over several slots on a
     /// dedicated connection to `address` (nil after failing `record` when
-    /// none is free); `wakeBlockedSteps` can wake it.
+    /// none is free, or holding it while that master is down);
+    /// `wakeBlockedSteps` can wake it. Like a blocking command of one slot
+    /// (`record.blocking`), it waits through a failover: held while its
+    /// master is down, retried when a demoted master unblocks it, and sent
+    /// again (`resendBlocking`, `resendRaceStep`) with what is left of the
+    /// client's timeout, counted from the client's command.
     func sendRaceStep(_ record: RequestRecord, to address: NodeAddress, asking: Bool, session: ClientSession)
         -> BackendConnection?
     {
+        record.blocking = true
+        if record.receivedAtMicros == 0, let parent = record.fanOut?.clientRecord {
+            record.receivedAtMicros = parent.receivedAtMicros
+        }
+        if !asking, let pool = pools[address], pool.mustHold(now: loop.turnTime) {
+            holdForFailover(record)
+            return nil
+        }
         guard let connection = dedicated.acquire(address, for: session) else {
             failRequest(record, message: tooManyBlockedMessage(address))
             return nil

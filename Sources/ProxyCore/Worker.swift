@@ -870,13 +870,10 @@ final class Worker {
             let target = pool(for: address)
             if redirect.kind == .moved { learnSlotOwner(redirect.slot, address) }
             if let session = record.session, !session.isClosed {
-                if case .popRace(let race, .block(let group))? = record.fanOut?.rule {
-                    blockPopGroup(race, group, record, on: address, asking: redirect.kind == .ask, session: session)
-                } else if case .streamRace(let race, let group)? = record.fanOut?.rule {
-                    blockStreamGroup(race, group, record, on: address, asking: redirect.kind == .ask, session: session)
-                } else if connection.isDedicated {
+                if connection.isDedicated {
                     // (A slot that migrated while the command blocked: on
-                    // with what is left of its timeout.)
+                    // with what is left of its timeout; a step of a
+                    // command over several slots too, `resendRaceStep`.)
                     resendBlocking(record, to: address, asking: redirect.kind == .ask, session: session)
                 } else {
                     let next =

@@ -368,6 +368,41 @@ def test_blocking_pop_waits_through_a_planned_failover(cluster, proxy):
         cluster.wait_healthy(timeout=60)
 
 
+def test_cross_slot_stream_read_waits_through_a_planned_failover(cluster, proxy):
+    """XREAD BLOCK 0 over streams on two masters; one of them hands over to
+    its replica (CLUSTER FAILOVER) and unblocks its readers with
+    -UNBLOCKED. As for a read of one slot, the proxy blocks that slot's
+    read again on the new master: the client keeps waiting, and gets the
+    entry added after the failover."""
+    master = cluster.masters[1]
+    streams = keys_on_each_master(cluster, f"fo:{tag()}")
+    here, elsewhere = streams[1], streams[0]
+    replica = cluster.replica_of(master)[0]
+    result: list = []
+
+    def consume():
+        with proxy.raw(timeout=60) as c:
+            result.append(c.command("XREAD", "BLOCK", 0, "STREAMS", elsewhere, here, "$", "$", timeout=60))
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    _wait_blocked(cluster, "xread", 2)
+    assert is_status(cluster.call(replica, "CLUSTER", "FAILOVER"))
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and replica not in cluster.masters:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        assert result == []  # still waiting: no error
+        with proxy.raw() as c:
+            entry = c.command("XADD", here, "*", "f", "after")
+        consumer.join(30)
+        assert result == [[[here.encode(), [[entry, [b"f", b"after"]]]]]], result
+    finally:
+        cluster.call(master, "CLUSTER", "FAILOVER")
+        cluster.wait_healthy(timeout=60)
+
+
 def test_held_blocking_commands_keep_their_own_timeouts(cluster, proxy_factory):
     """A master and its replica are down, so its slots have no owner for
     longer than a blocking command's own timeout. The command is held (as
