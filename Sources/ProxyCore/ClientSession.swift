@@ -67,11 +67,18 @@ final class ClientSession {
     /// The dedicated backend connection a blocking command of this client
     /// waits on, if any.
     var blockedOn: BackendConnection? {
-        didSet {
-            guard (oldValue == nil) != (blockedOn == nil) else { return }
-            worker.blockedClients += blockedOn == nil ? -1 : 1
-            worker.metrics.dirty = true
-        }
+        didSet { countBlocked() }
+    }
+    /// Blocked, as Redis counts it (`blocked_clients`, `CLIENT LIST`'s `b`):
+    /// on a blocking command, `WAIT`, or a command blocked over several slots.
+    var isBlocked: Bool { blockedOn != nil || !waitConnections.isEmpty }
+    private var countedAsBlocked = false
+
+    private func countBlocked() {
+        guard isBlocked != countedAsBlocked else { return }
+        countedAsBlocked = isBlocked
+        worker.blockedClients += countedAsBlocked ? 1 : -1
+        worker.metrics.dirty = true
     }
     /// The dedicated connection of the client's subscriptions, in subscribe mode.
     var subscription: BackendConnection?
@@ -112,8 +119,11 @@ final class ClientSession {
     var keyspaceListeners: KeyspaceListeners?
     /// In subscribe mode (RESP2: only subscription commands are allowed).
     var isSubscribed: Bool { subscription != nil || shards != nil }
-    /// Dedicated connections running this client's `WAIT` on each master.
-    var waitConnections: [BackendConnection] = []
+    /// Dedicated connections running this client's `WAIT` on each master,
+    /// or the slots' reads of a command blocked over several slots.
+    var waitConnections: [BackendConnection] = [] {
+        didSet { countBlocked() }
+    }
     /// `WATCH`/`MULTI` state, while the client is in a transaction.
     var transaction: Transaction?
     /// The connection of the client's last transaction while its `EXEC` is

@@ -339,7 +339,7 @@ extension Worker {
         var flags = ""
         if session.isSubscribed { flags += "P" }
         if multi >= 0 { flags += "x" }
-        if session.blockedOn != nil { flags += "b" }
+        if session.isBlocked { flags += "b" }
         if session.tracking { flags += "t" }
         let output = session.output
         var line = "id=\(session.id) addr=\(Socket.peerAddress(session.fd)) laddr=\(Socket.localAddress(session.fd))"

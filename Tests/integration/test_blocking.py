@@ -581,6 +581,11 @@ def test_blocking_stream_reads_across_slots(cluster, proxy):
         for target in (s2, s3):
             c.send_command("XREAD", "BLOCK", 0, "STREAMS", s1, s2, s3, "$", "$", "$")
             _wait_blocked(cluster, "xread", 3)
+            # Counted as one blocked client, as on one server.
+            with proxy.raw() as watcher:
+                assert _wait_for_info(watcher, "clients", "blocked_clients", 1) == 1
+                listing = watcher.command("CLIENT", "LIST").decode()
+                assert any("cmd=xread" in line and "flags=b" in line for line in listing.splitlines()), listing
             entry = cluster.call(cluster.node_for_slot(key_hash_slot(target)), "XADD", target, "*", "f", "v")
             assert c.read_replies(1)[0] == [[target.encode(), [[entry, [b"f", b"v"]]]]]
             deadline = time.monotonic() + 5
