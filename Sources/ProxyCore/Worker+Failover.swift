@@ -65,6 +65,19 @@ extension Worker {
         heldRequests.insert(record, at: index)
     }
 
+    /// Takes out of the held requests those `matching` (to answer them now).
+    func takeHeldRequests(matching predicate: (RequestRecord) -> Bool) -> [RequestRecord] {
+        var taken: [RequestRecord] = []
+        heldRequests.removeAll { record in
+            guard predicate(record) else { return false }
+            record.heldFor?.heldCount -= 1
+            record.heldFor = nil
+            taken.append(record)
+            return true
+        }
+        return taken
+    }
+
     private func failHeld(_ record: RequestRecord) {
         let slot = record.slot >= 0 ? " for slot \(record.slot)" : ""
         failRequest(

@@ -27,6 +27,8 @@ extension Worker {
         let keys: [[UInt8]]
         let ids: [[UInt8]]
         let resp3: Bool
+        /// `XREADGROUP`: the entries it reads are the consumer's from then on.
+        let handsOutEntries: Bool
         /// Per slot, the indices of its streams in `keys`.
         var groups: [(slot: Int, streams: [Int])] = []
 
@@ -35,6 +37,7 @@ extension Worker {
             self.keys = keys
             self.ids = ids
             self.resp3 = resp3
+            handsOutEntries = String(decoding: head[0], as: UTF8.self).lowercased() == "xreadgroup"
         }
 
         /// The command for group `index`: the client's options, then its
@@ -53,6 +56,7 @@ extension Worker {
         var blocked: [BlockedStep]
         var replies: [[UInt8]?]
         var decided = false
+        var delivered = false
         /// The groups woken when it was decided (not answered by then).
         var woken: [Bool] = []
 
@@ -147,13 +151,27 @@ extension Worker {
             race.decided = true
             race.woken = race.replies.map { $0 == nil }
             wakeBlockedSteps(race.blocked, answeredBy: race.replies.map { $0 != nil })
+            // Groups held for their master (down, failing over) reached no
+            // node: their timeout's null, now, rather than after the outage.
+            let held = takeHeldRequests {
+                if case .streamRace(let other, _)? = $0.fanOut?.rule { return other === race }
+                return false
+            }
+            for record in held { answerLocally(record, reply: ByteBuffer.nullArray(resp3: race.read.resp3)) }
         }
-        guard race.replies.allSatisfy({ $0 != nil }) else { return }
+        // XREAD hands nothing out: it need not wait for the woken groups
+        // (a hung node's would never come), and what they read stays in
+        // their streams. XREADGROUP waits, so no entry is left unseen.
+        let complete = race.replies.allSatisfy { $0 != nil }
+        guard !race.delivered, complete || (race.decided && !race.read.handsOutEntries) else { return }
+        race.delivered = true
         let out = ByteBuffer(capacity: 256)
         // (A woken group's error, its connection lost say, must not hide
         // entries an XREADGROUP already handed out; one that answered on its
         // own, `WRONGTYPE` say, stands, as one server's would.)
-        StreamReadReplies.merge(race.replies.map { $0! }, of: race.read, into: out, errorsHiddenByEntries: race.woken)
+        let null = ByteBuffer.nullArray(resp3: race.read.resp3).withUTF8Buffer { Array($0) }
+        StreamReadReplies.merge(
+            race.replies.map { $0 ?? null }, of: race.read, into: out, errorsHiddenByEntries: race.woken)
         deliver(out.readable, to: race.client)
     }
 }

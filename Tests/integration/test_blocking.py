@@ -447,6 +447,25 @@ def test_held_blocking_commands_keep_their_own_timeouts(cluster, proxy_factory):
             assert reply == (b"_\r\n" if name == "blmpop" else b"*-1\r\n"), (name, reply)
             assert 0.9 <= elapsed < 5, (name, elapsed)
 
+        # Over two slots, one held for the dead master: an entry on the other
+        # answers the client at once (the held one reached no node), not
+        # once the outage is over.
+        up = cluster.masters[1]
+        (elsewhere,) = [s for s in keys_on_each_master(cluster, f"up:{tag()}") if _owner(cluster, s) == up]
+        with proxy.raw(timeout=30) as c, proxy.raw(timeout=30) as producer, proxy.raw(timeout=30) as held:
+            # (A request held for the dead master: its redial just refused,
+            # the XREAD's step for it is held too, not dialled.)
+            held.send_command("GET", "{" + queue + "}:x")
+            time.sleep(0.3)
+            c.send_command("XREAD", "BLOCK", 0, "STREAMS", stream, elsewhere, "$", "$")
+            deadline = time.monotonic() + 5
+            while "cmd=xread" not in cluster.call(up, "CLIENT", "LIST").decode() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            entry = producer.command("XADD", elsewhere, "*", "f", "v")
+            started = time.monotonic()
+            assert c.read_replies(1, timeout=5)[0] == [[elsewhere.encode(), [[entry, [b"f", b"v"]]]]]
+            assert time.monotonic() - started < 1
+
         late = threading.Thread(target=wait, args=("late", False, "BLPOP", queue, "8"))
         late.start()
         time.sleep(1.5)
