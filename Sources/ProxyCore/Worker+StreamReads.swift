@@ -10,11 +10,14 @@ import RESPWire
 ///   IDs (the options as given), all sent at once; the streams with
 ///   entries are merged in the client's order (null when none has any).
 /// - With `BLOCK`: each slot's command blocks on a dedicated connection to
-///   its master, all at once. The first to answer with entries (or an
-///   error) decides: the others are woken with `CLIENT UNBLOCK`, and the
-///   reply merges every slot's entries once all have answered, so entries
-///   an `XREADGROUP` handed to the consumer in that instant are not left
-///   pending unseen. All timed out: the null.
+///   its master, all at once (and waits through a failover as a blocking
+///   command of one slot does). The first to answer with entries (or an
+///   error) decides: the others are woken with `CLIENT UNBLOCK`, those
+///   held for a down master answer their null, and an `XREADGROUP`'s reply
+///   merges every slot's entries once all have answered, so entries handed
+///   to the consumer in that instant are not left pending unseen (an
+///   `XREAD`, which hands nothing out, answers at once). All timed out:
+///   the null.
 ///
 /// Not atomic across slots: each slot's streams are read at their own
 /// moment, as by a split `MGET`.
@@ -51,7 +54,7 @@ extension Worker {
     /// A blocking read's groups, each on its dedicated connection.
     final class StreamRace {
         let read: StreamRead
-        /// The client's record, answered once every group has answered.
+        /// The client's record, answered once (`streamRaceStep`).
         let client: FanOutTarget
         var blocked: [BlockedStep]
         var replies: [[UInt8]?]
