@@ -368,19 +368,32 @@ struct ArrayCursor {
 /// Where each element of an array or set reply lies in its bytes; nil when
 /// the reply is not an aggregate of that kind.
 func arrayElements(_ reply: [UInt8]) -> [Range<Int>]? {
+    reply.withUnsafeBytes { bytes in arrayHeader(bytes).flatMap { elements(of: bytes, after: $0) } }
+}
+
+/// The same for a RESP3 map (`%n`): its keys and values, alternately.
+func mapElements(_ reply: [UInt8]) -> [Range<Int>]? {
     reply.withUnsafeBytes { bytes in
-        guard let header = arrayHeader(bytes) else { return nil }
-        var ranges: [Range<Int>] = []
-        ranges.reserveCapacity(min(header.count, bytes.count / 3))  // each element takes 3 bytes at least
-        var offset = header.length
-        var scanner = ReplyScanner()
-        for _ in 0..<header.count {
-            guard offset < bytes.count,
-                case .complete(let length, _) = scanner.scan(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
-            else { return nil }
-            ranges.append(offset..<(offset + length))
-            offset += length
-        }
-        return ranges
+        guard bytes.first == UInt8(ascii: "%"), let headerEnd = bytes.firstIndex(of: 13), headerEnd + 1 < bytes.count,
+            let count = parseStrictInteger(UnsafeRawBufferPointer(rebasing: bytes[1..<headerEnd])).map(Int.init),
+            count >= 0, count <= bytes.count
+        else { return nil }
+        return elements(of: bytes, after: (count * 2, headerEnd + 2))
     }
+}
+
+/// Where the `header.count` elements after an aggregate's header lie.
+private func elements(of bytes: UnsafeRawBufferPointer, after header: (count: Int, length: Int)) -> [Range<Int>]? {
+    var ranges: [Range<Int>] = []
+    ranges.reserveCapacity(min(header.count, bytes.count / 3))  // each element takes 3 bytes at least
+    var offset = header.length
+    var scanner = ReplyScanner()
+    for _ in 0..<header.count {
+        guard offset < bytes.count,
+            case .complete(let length, _) = scanner.scan(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+        else { return nil }
+        ranges.append(offset..<(offset + length))
+        offset += length
+    }
+    return ranges
 }

@@ -257,37 +257,17 @@ enum StreamReadReplies {
     /// `reply`: [] for a null; nil when it is not such a reply.
     static func pairs(_ reply: [UInt8]) -> [(key: ArraySlice<UInt8>, entries: ArraySlice<UInt8>)]? {
         if isNull(reply) { return [] }
-        guard let type = reply.first, type == UInt8(ascii: "*") || type == UInt8(ascii: "%") else { return nil }
-        if type == UInt8(ascii: "*") {
-            guard let elements = arrayElements(reply) else { return nil }
-            var pairs: [(key: ArraySlice<UInt8>, entries: ArraySlice<UInt8>)] = []
-            for element in elements {
-                let pair = Array(reply[element])
-                guard let inner = arrayElements(pair), inner.count == 2 else { return nil }
-                pairs.append((pair[inner[0]], pair[inner[1]]))
-            }
-            return pairs
-        }
         // RESP3: `%n`, then stream and entries n times.
-        guard let headerEnd = reply.firstIndex(of: 13), headerEnd + 1 < reply.count,
-            let count = Int(String(decoding: reply[1..<headerEnd], as: UTF8.self)), count >= 0
-        else { return nil }
-        var pairs: [(key: ArraySlice<UInt8>, entries: ArraySlice<UInt8>)] = []
-        var offset = headerEnd + 2
-        var scanner = ReplyScanner()
-        func nextElement() -> ArraySlice<UInt8>? {
-            scanner.reset()
-            guard offset < reply.count,
-                case .complete(let length, _) = reply.withUnsafeBytes({
-                    scanner.scan(UnsafeRawBufferPointer(rebasing: $0[offset...]))
-                })
-            else { return nil }
-            defer { offset += length }
-            return reply[offset..<(offset + length)]
+        if let elements = mapElements(reply) {
+            return stride(from: 0, to: elements.count, by: 2).map { (reply[elements[$0]], reply[elements[$0 + 1]]) }
         }
-        for _ in 0..<count {
-            guard let key = nextElement(), let entries = nextElement() else { return nil }
-            pairs.append((key, entries))
+        // RESP2: `*n` of [stream, entries] pairs.
+        guard let elements = arrayElements(reply) else { return nil }
+        var pairs: [(key: ArraySlice<UInt8>, entries: ArraySlice<UInt8>)] = []
+        for element in elements {
+            let pair = Array(reply[element])
+            guard let inner = arrayElements(pair), inner.count == 2 else { return nil }
+            pairs.append((pair[inner[0]], pair[inner[1]]))
         }
         return pairs
     }
