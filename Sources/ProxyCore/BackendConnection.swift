@@ -340,6 +340,29 @@ final class BackendConnection {
         markDirty()
     }
 
+    /// A command of the proxy's own whose reply goes to `Worker.lookupAnswered`
+    /// for `record` (which it may have left: `sequence` tells).
+    struct Lookup {
+        /// Its reply is the `ticket`-th to a command of the proxy's own.
+        let ticket: Int
+        let record: RequestRecord
+        let sequence: Int
+        let index: Int
+    }
+    private var lookups: [Lookup] = []
+    /// Replies so far to commands of the proxy's own (`nil` in `inFlight`).
+    private var internalReplies = 0
+
+    /// Sends a command of the proxy's own whose reply is handed to
+    /// `Worker.lookupAnswered` with `record` and `index`.
+    func enqueueLookup(_ arguments: [[UInt8]], for record: RequestRecord, index: Int) {
+        guard state != .closed else { return }
+        var owedBefore = 0
+        for offset in 0..<inFlight.count where inFlight[offset] == nil { owedBefore += 1 }
+        lookups.append(Lookup(ticket: internalReplies + owedBefore + 1, record: record, sequence: record.sequence, index: index))
+        enqueueInternal(arguments)
+    }
+
     /// Sends a command of the proxy's own whose reply is swallowed (an
     /// error in it is logged).
     func enqueueInternal(_ arguments: [[UInt8]]) {
@@ -672,6 +695,13 @@ final class BackendConnection {
     /// swallowed; an error is logged, and one to the set-up condemns the
     /// connection (see `setupRepliesOwed`).
     private func internalReplyArrived(_ reply: UnsafeRawBufferPointer, kind: ReplyKind) {
+        internalReplies += 1
+        if let lookup = lookups.first, lookup.ticket == internalReplies {
+            lookups.removeFirst()
+            guard lookup.record.sequence == lookup.sequence else { return }
+            worker.lookupAnswered(reply, kind: kind, for: lookup.record, index: lookup.index)
+            return
+        }
         let isSetup = setupRepliesOwed > 0
         if isSetup { setupRepliesOwed -= 1 }
         if isSetup && isDedicated && setupRepliesOwed == 0 {
@@ -734,6 +764,7 @@ final class BackendConnection {
         let written = bytesWritten
         if !isDedicated && !nodeIsFine { worker.backendFailed(self) }
         let entries = inFlight.removeAll()
+        lookups.removeAll()
         // A transaction whose EXEC was not written ran nothing: sent again.
         let replayed =
             transactionLog.map {
@@ -747,6 +778,8 @@ final class BackendConnection {
                 worker.holdForFailover(record)
             } else if record.blocking && (neverConnected || record.streamEnd > written) {
                 worker.retryBlocking(record)  // it never reached the node
+            } else if record.blocking && retryReads && worker.retryLostBlockedRead(record) {
+                continue
             } else if record.watch && worker.retryWatch(record) {
                 // (Whatever it watched died with the connection: it waits
                 // for the master and watches again.)

@@ -70,6 +70,9 @@ final class RequestRecord {
     /// transaction's group): its group's `EXEC` answers for it, so it is
     /// never held and sent again alone, outside the transaction.
     var insideMulti = false
+    /// A blocking `XREAD`'s streams' last IDs when it was sent, by stream,
+    /// for those it read from `$` (`Worker+StreamLastIDs`); else empty.
+    var streamLastIDs: [[UInt8]?] = []
     /// A blocking command on a dedicated connection (`Worker.sendBlocking`):
     /// held through a failover like any request while it has not reached a
     /// node, and sent again on a dedicated connection.
@@ -123,6 +126,7 @@ final class RequestRecord {
         countedRequestBytes = 0
         insideMulti = false
         blocking = false
+        if !streamLastIDs.isEmpty { streamLastIDs.removeAll() }
         blockDeadline = 0
         watch = false
         if heldFor != nil { heldFor = nil }

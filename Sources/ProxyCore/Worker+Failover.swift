@@ -212,6 +212,7 @@ extension Worker {
                 BlockingTimeout(command)?.rewrite(command, remaining: deadline - now, into: record.request)
             }
         }
+        replaceLookedUpDollarIDs(record)
         if resendRaceStep(record, to: address, asking: asking, session: session) { return }
         sendBlocking(record, to: address, asking: asking, session: session)
     }
@@ -235,6 +236,19 @@ extension Worker {
         guard record.blocking, record.heldSince != 0, loop.nowMilliseconds - record.sentAt >= 1000 else { return }
         record.heldSince = 0
         record.retries = 0
+    }
+
+    /// A blocked `XREAD` whose connection was lost (its master died, say):
+    /// it changed nothing on its node, so, as a read, it waits for the
+    /// master or its successor and blocks again, after the IDs it looked up
+    /// for `$` (`Worker+StreamLastIDs`). False for any other command.
+    func retryLostBlockedRead(_ record: RequestRecord) -> Bool {
+        guard record.session.map({ !$0.isGone }) ?? false,
+            Worker.withCommand(of: record, { Worker.streamIDRange($0) != nil }) == true
+        else { return false }
+        restartFailoverClockIfItBlocked(record)
+        retryBlocking(record)
+        return true
     }
 
     /// A master demoted by a failover unblocks its blocked clients with

@@ -240,7 +240,7 @@ extension Worker {
         connection.servedSession = session
         connection.servesBlocking = true
         session.waitConnections.append(connection)
-        connection.enqueue(record, asking: asking)
+        enqueueBlocking(record, on: connection, asking: asking)
         return connection
     }
 

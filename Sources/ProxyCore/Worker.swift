@@ -796,7 +796,7 @@ final class Worker {
         connection.servedSession = session
         connection.servesBlocking = true
         session.blockedOn = connection
-        connection.enqueue(record, asking: asking)
+        enqueueBlocking(record, on: connection, asking: asking)
     }
 
     /// `XREAD`/`XREADGROUP` block only with a `BLOCK` option; without it they

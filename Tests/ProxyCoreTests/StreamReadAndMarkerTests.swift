@@ -85,3 +85,41 @@ import Testing
         #expect(marker.hasPrefix("slotproxy-subscription-marker-") && marker.utf8.count > 40)
     }
 }
+
+@Suite struct StreamLastIDTests {
+    func record(_ arguments: [String]) -> RequestRecord {
+        let record = RequestRecord()
+        record.request.appendCommand(arguments.map { Array($0.utf8) })
+        return record
+    }
+
+    func text(_ arguments: [[UInt8]]?) -> [String]? { arguments?.map { String(decoding: $0, as: UTF8.self) } }
+
+    @Test func onlyABlockingXREADsDollarStreamsAreLookedUp() {
+        let blocking = record(["XREAD", "COUNT", "5", "BLOCK", "0", "STREAMS", "a", "b", "c", "$", "7-0", "$"])
+        #expect(Worker.mayHaveDollarID(blocking.request.readable))
+        #expect(Worker.dollarStreams(of: blocking).map { "\($0.index):" + String(decoding: $0.key, as: UTF8.self) } == ["0:a", "2:c"])
+        // (Without BLOCK `$` reads nothing; XREADGROUP refuses `$`; a
+        // command the node refuses is not looked into.)
+        #expect(Worker.dollarStreams(of: record(["XREAD", "STREAMS", "a", "$"])).isEmpty)
+        #expect(Worker.dollarStreams(of: record(["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "a", "$"])).isEmpty)
+        #expect(Worker.dollarStreams(of: record(["XREAD", "BLOCK", "0", "STREAMS", "a", "b", "$"])).isEmpty)
+        #expect(!Worker.mayHaveDollarID(record(["XREAD", "BLOCK", "0", "STREAMS", "a$", "0"]).request.readable))
+    }
+
+    @Test func theLastIDComesFromTheNewestEntry() {
+        let id = { (reply: String) in
+            Array(reply.utf8).withUnsafeBytes { Worker.newestEntryID(inRange: $0) }.map { String(decoding: $0, as: UTF8.self) }
+        }
+        #expect(id("*1\r\n*2\r\n$15\r\n1796189649996-3\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n") == "1796189649996-3")
+        #expect(id("*0\r\n") == "0-0")  // no entry (or no stream): every later one is news
+        #expect(id("-WRONGTYPE Operation against a key holding the wrong kind of value\r\n") == nil)
+        #expect(id("*1\r\n*2\r\n$99999999999999999999999\r\n") == nil)
+    }
+
+    @Test func aResendReadsAfterTheLookedUpIDs() {
+        let read = record(["XREAD", "BLOCK", "1000", "STREAMS", "a", "b", "c", "$", "$", "7-0"])
+        let rewritten = Worker.withCommand(of: read) { Worker.replacingDollarIDs($0, with: [nil, Array("3-1".utf8)]) }
+        #expect(text(rewritten ?? nil) == ["XREAD", "BLOCK", "1000", "STREAMS", "a", "b", "c", "$", "3-1", "7-0"])
+    }
+}

@@ -298,21 +298,32 @@ def test_blocking_pops_wait_through_a_failover(cluster, proxy_factory):
     another master's list (the cluster's CLUSTERDOWN while the dead master's
     slots have no owner is retried, not passed on), one that starts to wait
     on the dead master's list before its replica takes over (held until the
-    new master is known, not refused). Both get their job once it is pushed."""
+    new master is known, not refused). Both get their job once it is pushed.
+    A stream reader blocked on the dead master (XREAD ... $, a read that
+    changed nothing there) blocks again on the new one and gets the entry
+    added after the takeover, instead of "connection lost"."""
     proxy = proxy_factory("--topology-refresh-ms", "200")
     victim = cluster.masters[0]
     victim_queue, other_queue = keys_on_each_master(cluster, f"jobs:{tag()}")[:2]
+    (victim_stream,) = [k for k in keys_on_each_master(cluster, f"ev:{tag()}") if _owner(cluster, k) == victim]
     results: dict = {}
 
     def consume(name: str, queue: str):
         with proxy.raw(timeout=60) as c:
             results[name] = c.command("BLPOP", queue, "0", timeout=60)
 
+    def read_stream():
+        with proxy.raw(timeout=60) as c:
+            results["stream"] = c.command("XREAD", "BLOCK", "0", "STREAMS", victim_stream, "$", timeout=60)
+
     blocked = threading.Thread(target=consume, args=("blocked", other_queue))
     blocked.start()
+    reader = threading.Thread(target=read_stream)
+    reader.start()
     deadline = time.monotonic() + 5
     while blocked_clients(cluster, "blpop") < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
+    _wait_blocked(cluster, "xread", 1)
     cluster.kill(victim)
     late = threading.Thread(target=consume, args=("late", victim_queue))
     late.start()
@@ -326,9 +337,15 @@ def test_blocking_pops_wait_through_a_failover(cluster, proxy_factory):
         with proxy.raw(timeout=20) as c:
             for queue in (victim_queue, other_queue):
                 assert c.command("RPUSH", queue, "job") == 1
+            entry = c.command("XADD", victim_stream, "*", "f", "after")
         blocked.join(30)
         late.join(30)
-        assert results == {"blocked": [other_queue.encode(), b"job"], "late": [victim_queue.encode(), b"job"]}, results
+        reader.join(30)
+        assert results == {
+            "blocked": [other_queue.encode(), b"job"],
+            "late": [victim_queue.encode(), b"job"],
+            "stream": [[victim_stream.encode(), [[entry, [b"f", b"after"]]]]],
+        }, results
     finally:
         cluster.restart(victim)
         cluster.wait_healthy(timeout=60)
@@ -364,46 +381,76 @@ def test_blocking_pop_waits_through_a_planned_failover(cluster, proxy):
         consumer.join(30)
         assert result == [[queue.encode(), b"job"]]
     finally:
+        _hand_back(cluster, master)
+
+
+def _hand_back(cluster, master: int) -> None:
+    """After a test's planned failover: `master` takes its slots back, and
+    the next test starts once it has them (CLUSTER FAILOVER only starts
+    one; a healthy cluster before it happened would not wait for it)."""
+    if cluster.call(master, "ROLE")[0] != b"master":
         cluster.call(master, "CLUSTER", "FAILOVER")
-        cluster.wait_healthy(timeout=60)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        # (A demoted master's ROLE says "master" a while after its
+        # cluster role changed, until it dials its new master.)
+        roles = [cluster.call(node, "ROLE") for node in [master] + cluster.replica_of(master)]
+        if roles[0][0] == b"master" and all(r[0] == b"slave" and r[3] == b"connected" for r in roles[1:]):
+            break
+        time.sleep(0.05)
+    cluster.wait_healthy(timeout=60)
 
 
-def test_cross_slot_stream_read_waits_through_a_planned_failover(cluster, proxy):
-    """XREAD BLOCK 0 over streams on two masters; one of them hands over to
-    its replica (CLUSTER FAILOVER) and unblocks its readers with
-    -UNBLOCKED. As for a read of one slot, the proxy blocks that slot's
-    read again on the new master: the client keeps waiting, and gets the
-    entry added after the failover."""
-    # (Another shard than the planned failover above fails over and back.)
+def _add_once_promoted(cluster, replica: int, stream: str) -> bytes:
+    """Adds an entry straight on `replica` the moment it is a master: before
+    the proxy, told by the demoted master's -UNBLOCKED, can block its
+    readers again there."""
+    deadline = time.monotonic() + 20
+    while cluster.call(replica, "ROLE")[0] != b"master":
+        assert time.monotonic() < deadline, "the replica was not promoted"
+        time.sleep(0.002)
+    return cluster.call(replica, "XADD", stream, "*", "f", "during")
+
+
+def test_stream_reads_wait_through_a_planned_failover(cluster, proxy):
+    """XREAD BLOCK 0 over streams on two masters, and one over a stream of
+    one of them; that master hands over to its replica (CLUSTER FAILOVER)
+    and unblocks its readers with -UNBLOCKED. The proxy blocks each read
+    again on the new master, after the stream's last ID when the read was
+    first sent (it looked it up then): both clients keep waiting, and get
+    the entry added right as the replica took over, before the proxy could
+    block them there (reading from `$` again would skip it)."""
+    # (Another shard than the planned failover above fails over and back:
+    # masters do not vote for a shard's failover twice within a while.)
     master = cluster.masters[2]
     streams = keys_on_each_master(cluster, f"fo:{tag()}")
     here, elsewhere = streams[2], streams[0]
     replica = cluster.replica_of(master)[0]
-    result: list = []
+    with proxy.raw() as c:
+        c.command("XADD", here, "*", "f", "before")
+    results: dict = {}
 
-    def consume():
+    def consume(name: str, *streams: str):
         with proxy.raw(timeout=60) as c:
-            result.append(c.command("XREAD", "BLOCK", 0, "STREAMS", elsewhere, here, "$", "$", timeout=60))
+            ids = ["$"] * len(streams)
+            results[name] = c.command("XREAD", "BLOCK", 0, "STREAMS", *streams, *ids, timeout=60)
 
-    consumer = threading.Thread(target=consume)
-    consumer.start()
-    _wait_blocked(cluster, "xread", 2)
+    consumers = [
+        threading.Thread(target=consume, args=("cross-slot", elsewhere, here)),
+        threading.Thread(target=consume, args=("one slot", here)),
+    ]
+    for consumer in consumers:
+        consumer.start()
+    _wait_blocked(cluster, "xread", 3)
     assert is_status(cluster.call(replica, "CLUSTER", "FAILOVER"))
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and replica not in cluster.masters:
-            time.sleep(0.1)
-        assert replica in cluster.masters
-        time.sleep(1.0)
-        assert result == []  # still waiting: no error
-        with proxy.raw() as c:
-            entry = c.command("XADD", here, "*", "f", "after")
-        consumer.join(30)
-        assert result == [[[here.encode(), [[entry, [b"f", b"after"]]]]]], result
+        entry = _add_once_promoted(cluster, replica, here)
+        for consumer in consumers:
+            consumer.join(30)
+        read = [[here.encode(), [[entry, [b"f", b"during"]]]]]
+        assert results == {"cross-slot": read, "one slot": read}, results
     finally:
-        if replica in cluster.masters:
-            cluster.call(master, "CLUSTER", "FAILOVER")
-        cluster.wait_healthy(timeout=60)
+        _hand_back(cluster, master)
 
 
 def test_held_blocking_commands_keep_their_own_timeouts(cluster, proxy_factory):

@@ -1,0 +1,116 @@
+import RESPWire
+
+/// `XREAD BLOCK ... STREAMS s $` waits for entries added after it blocked.
+/// Sent again (its master failed over or died, its slot moved), `$` would
+/// mean "after the last entry" once more, on the new master: an entry added
+/// meanwhile would be skipped. So each time such a read is sent with a `$`,
+/// the stream's last ID is looked up in the same pipeline just before it
+/// (`XREVRANGE s + - COUNT 1`), and a resend reads after that ID instead.
+/// (An entry added between the lookup and the read is then read by the
+/// resend too: it came after the client's command, so it is news to it.)
+extension Worker {
+    /// Queues a blocking command on its dedicated connection, behind the
+    /// lookups its `$` IDs need.
+    func enqueueBlocking(_ record: RequestRecord, on connection: BackendConnection, asking: Bool) {
+        if Worker.mayHaveDollarID(record.request.readable) {
+            for (index, key) in Worker.dollarStreams(of: record) {
+                if asking { connection.enqueueInternal([Array("ASKING".utf8)]) }
+                let lookup = ["XREVRANGE", "+", "-", "COUNT", "1"].map { Array($0.utf8) }
+                connection.enqueueLookup([lookup[0], key] + lookup[1...], for: record, index: index)
+            }
+        }
+        connection.enqueue(record, asking: asking)
+    }
+
+    /// A lookup's reply: the newest entry of stream `index` (or none).
+    func lookupAnswered(_ reply: UnsafeRawBufferPointer, kind: ReplyKind, for record: RequestRecord, index: Int) {
+        // (An error, WRONGTYPE say: the read meets it too; `$` stays.)
+        guard let id = Worker.newestEntryID(inRange: reply) else { return }
+        if record.streamLastIDs.count <= index {
+            record.streamLastIDs += Array(repeating: nil, count: index + 1 - record.streamLastIDs.count)
+        }
+        record.streamLastIDs[index] = id
+    }
+
+    /// Before a resend: each `$` whose stream's last ID was looked up reads
+    /// after that ID.
+    func replaceLookedUpDollarIDs(_ record: RequestRecord) {
+        guard !record.streamLastIDs.isEmpty,
+            let arguments = Worker.withCommand(of: record, { Worker.replacingDollarIDs($0, with: record.streamLastIDs) })
+                ?? nil
+        else { return }
+        record.request.clear()
+        record.request.appendCommand(arguments)
+    }
+
+    /// A blocking `XREAD`'s arguments with stream `i`'s `$` replaced by
+    /// `lastIDs[i]` where there is one; nil for any other command.
+    static func replacingDollarIDs(_ command: Command, with lastIDs: [[UInt8]?]) -> [[UInt8]]? {
+        guard let ids = streamIDRange(command) else { return nil }
+        var arguments = (0..<command.count).map { command.bytes($0) }
+        for (stream, position) in ids.enumerated() where stream < lastIDs.count {
+            if let id = lastIDs[stream], command.argument(position, equals: "$") { arguments[position] = id }
+        }
+        return arguments
+    }
+
+    /// A cheap test before parsing: `$` as a whole argument is `$1\r\n$\r\n`.
+    static func mayHaveDollarID(_ request: UnsafeRawBufferPointer) -> Bool {
+        let needle: [UInt8] = Array("$1\r\n$\r\n".utf8)
+        guard request.count >= needle.count else { return false }
+        var start = 0
+        while start + needle.count <= request.count {
+            if request[start] == needle[0]
+                && UnsafeRawBufferPointer(rebasing: request[start..<(start + needle.count)]).elementsEqual(needle)
+            {
+                return true
+            }
+            start += 1
+        }
+        return false
+    }
+
+    /// A blocking `XREAD`'s streams whose ID is `$`, with their index
+    /// among its streams (none for other commands).
+    static func dollarStreams(of record: RequestRecord) -> [(index: Int, key: [UInt8])] {
+        withCommand(of: record) { command -> [(index: Int, key: [UInt8])] in
+            guard let ids = streamIDRange(command) else { return [] }
+            let count = ids.count
+            return ids.enumerated().compactMap { stream, position in
+                command.argument(position, equals: "$") ? (stream, command.bytes(position - count)) : nil
+            }
+        } ?? []
+    }
+
+    /// Where a blocking `XREAD`'s IDs are (nil for any other command, or
+    /// one a node would refuse).
+    static func streamIDRange(_ command: Command) -> Range<Int>? {
+        guard command.argument(0, equals: "xread") else { return nil }
+        let options = BlockingTimeout.streamReadOptions(command, group: false)
+        guard options.block != nil, let streams = options.streams else { return nil }
+        let pairs = command.count - streams - 1
+        guard pairs > 0, pairs % 2 == 0 else { return nil }
+        return (streams + 1 + pairs / 2)..<command.count
+    }
+
+    /// The ID in an `XREVRANGE ... COUNT 1` reply: its one entry's, or
+    /// `0-0` when the stream has none (every entry added later is newer);
+    /// nil for anything else (an error).
+    static func newestEntryID(inRange reply: UnsafeRawBufferPointer) -> [UInt8]? {
+        if reply.elementsEqual("*0\r\n".utf8) { return Array("0-0".utf8) }
+        // *1\r\n*2\r\n$<length>\r\n<id>\r\n...
+        let prefix = Array("*1\r\n*2\r\n$".utf8)
+        guard reply.count > prefix.count, reply.prefix(prefix.count).elementsEqual(prefix) else { return nil }
+        var position = prefix.count
+        var length = 0
+        while position < reply.count, length < 1 << 20, reply[position] >= UInt8(ascii: "0"),
+            reply[position] <= UInt8(ascii: "9")
+        {
+            length = length * 10 + Int(reply[position] - UInt8(ascii: "0"))
+            position += 1
+        }
+        position += 2  // \r\n
+        guard length > 0, position + length <= reply.count else { return nil }
+        return Array(reply[position..<(position + length)])
+    }
+}
