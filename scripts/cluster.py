@@ -981,6 +981,23 @@ class Cluster:
         text = _text(self.call(port, *command))
         return dict(l.split(":", 1) for l in text.split("\r\n") if ":" in l)
 
+    def hand_back(self, master: int, timeout: float = 30.0) -> None:
+        """After a planned failover of `master`'s shard: `master` takes its
+        slots back (CLUSTER FAILOVER), and this returns once it has them,
+        its replicas' ROLE agrees and the cluster is healthy. (CLUSTER
+        FAILOVER only starts one: a healthy cluster before it happened would
+        not wait for it, and a demoted master's ROLE says "master" a while
+        after its cluster role changed, until it dials its new master.)"""
+        if self.call(master, "ROLE")[0] != b"master":
+            self.call(master, "CLUSTER", "FAILOVER")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            roles = [self.call(node, "ROLE") for node in [master] + self.replica_of(master)]
+            if roles[0][0] == b"master" and all(r[0] == b"slave" and r[3] == b"connected" for r in roles[1:]):
+                break
+            time.sleep(0.05)
+        self.wait_healthy(timeout=60)
+
     def wait_healthy(self, timeout: float = 60.0) -> None:
         """Wait (bounded) until check_healthy() passes on every node and every
         replica streams its master's writes (check_replicas_streaming)."""

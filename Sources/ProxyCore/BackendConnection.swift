@@ -780,7 +780,10 @@ final class BackendConnection {
                 worker.retryBlocking(record)  // it never reached the node
             } else if record.blocking && retryReads && worker.retryLostBlockedRead(record) {
                 continue
-            } else if record.watch && worker.retryWatch(record) {
+            } else if record.watch
+                && (record.fanOut == nil
+                    ? worker.retryWatch(record) : worker.retryRelaxedWatchPart(record, from: self, at: .afterBackoff))
+            {
                 // (Whatever it watched died with the connection: it waits
                 // for the master and watches again.)
                 continue

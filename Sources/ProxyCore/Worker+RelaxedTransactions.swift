@@ -45,6 +45,8 @@ final class RelaxedTransaction {
     var watchLost = false
     /// Dedicated connections holding the client's `WATCH`es, by master.
     var watchConnections: [NodeAddress: BackendConnection] = [:]
+    /// The masters that confirmed a `WATCH` on those connections.
+    var watching: Set<NodeAddress> = []
 }
 
 /// The `EXEC` of a relaxed transaction on its way: groups sent in stages,
@@ -85,33 +87,116 @@ extension Worker {
     /// `WATCH` in relaxed mode: each slot's keys to their master, on the
     /// transaction's dedicated connection to it.
     func relaxedWatch(_ spec: CommandSpec, _ command: Command, _ transaction: Transaction, session: ClientSession) {
-        let relaxed = transaction.relaxed!
         guard slotMap != nil else {
             session.replyError("CLUSTERDOWN The cluster is down")
             return
         }
         let groups = argumentsBySlot(command, from: 1)
-        var parts: [(connection: BackendConnection, request: ByteBuffer)] = []
-        for group in groups {
-            guard let owner = slotOwners[group.slot] else {
-                session.replyError("CLUSTERDOWN Hash slot not served")
-                return
-            }
-            guard let connection = watchConnection(relaxed, owner.address, session: session) else { return }
-            let request = ByteBuffer(capacity: 64)
-            request.appendCommand([Array("WATCH".utf8)] + group.arguments)
-            parts.append((connection, request))
-        }
         let parent = recordPool.acquire()
         session.expectReply(parent)
         // The next command waits: it must not overtake the WATCH.
         session.barrier = parent
-        let fanOut = FanOut(target: .client(parent), rule: .allSucceeded, parts: parts.count, resp3: session.resp3)
-        for (index, part) in parts.enumerated() {
-            part.connection.enqueue(partRecord(fanOut, index, request: part.request.readable, session: session))
+        let fanOut = FanOut(target: .client(parent), rule: .allSucceeded, parts: groups.count, resp3: session.resp3)
+        for (index, group) in groups.enumerated() {
+            let record = partRecord(fanOut, index, session: session)
+            record.request.appendCommand([Array("WATCH".utf8)] + group.arguments)
+            record.slot = group.slot
+            record.watch = true
+            sendRelaxedWatchPart(record)
         }
     }
 
+    /// Sends one slot's part of a relaxed `WATCH` to the slot's master, on
+    /// the transaction's connection to it. While that master is down (no
+    /// owner, or refusing connections) nothing is watched yet, so the part
+    /// waits for it or its successor, as a `WATCH` of one slot does.
+    func sendRelaxedWatchPart(_ record: RequestRecord) {
+        guard let session = record.session, !session.isGone, let transaction = session.transaction,
+            let relaxed = transaction.relaxed, !transaction.inMulti
+        else {
+            failRequest(record, message: "ERR slotproxy: the transaction ended before its WATCH was sent")
+            return
+        }
+        guard let pool = slotOwners[record.slot], !pool.mustHold(now: loop.nowMilliseconds) else {
+            holdForFailover(record)
+            return
+        }
+        guard let connection = watchConnection(relaxed, pool.address, session: session) else {
+            failRequest(
+                record,
+                message:
+                    "ERR slotproxy: too many dedicated connections to \(pool.address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
+            )
+            return
+        }
+        connection.enqueue(record)
+    }
+
+    /// A relaxed `WATCH` part's reply: `+OK` notes its master as watching;
+    /// refused for the failover or migration of its slot (`MOVED`,
+    /// `CLUSTERDOWN`, `TRYAGAIN` ...), it watched nothing and goes again
+    /// (`retryRelaxedWatchPart`). True when handled here.
+    func relaxedWatchPartAnswered(
+        _ record: RequestRecord, reply: UnsafeRawBufferPointer, kind: ReplyKind, on connection: BackendConnection
+    ) -> Bool {
+        guard let relaxed = record.session?.transaction?.relaxed else { return false }
+        guard case .error(let errorClass) = kind else {
+            relaxed.watching.insert(connection.address)
+            return false
+        }
+        switch errorClass {
+        case .moved, .ask, .tryAgain, .loading, .clusterDown, .masterDown: break
+        default: return false
+        }
+        // (Sent again at once to a new owner the map knows; else after the
+        // cluster was asked.)
+        if errorClass == .moved,
+            let redirect = Redirect(errorText: UnsafeRawBufferPointer(rebasing: reply[1...]), defaultHost: connection.address.host),
+            redirect.slot == record.slot, knownNodes.contains(NodeAddress(host: redirect.host, port: redirect.port))
+        {
+            learnSlotOwner(redirect.slot, NodeAddress(host: redirect.host, port: redirect.port))
+            return retryRelaxedWatchPart(record, from: connection, at: .now)
+        }
+        shared.requestTopologyRefresh()
+        return retryRelaxedWatchPart(record, from: connection, at: .afterBackoff)
+    }
+
+    enum RetryTime { case now, afterBackoff }
+
+    /// A relaxed `WATCH` part that watched nothing (refused, or its
+    /// connection lost) waits for its slot's master and is sent again.
+    /// When that connection had already watched other keys, they may have
+    /// left with the slot: `EXEC` will answer null, as for a changed key
+    /// (nothing runs; an optimistic loop tries again), and the part is
+    /// answered `+OK`. False when the transaction is gone.
+    func retryRelaxedWatchPart(_ record: RequestRecord, from connection: BackendConnection, at time: RetryTime) -> Bool {
+        guard let session = record.session, !session.isGone, let relaxed = session.transaction?.relaxed else {
+            return false
+        }
+        if relaxed.watchConnections[connection.address] === connection {
+            if relaxed.watching.contains(connection.address) {
+                relaxed.watchLost = true
+                answerLocally(record, reply: "+OK\r\n")
+                return true
+            }
+            if connection.state == .closed {
+                relaxed.watchConnections[connection.address] = nil  // (released by its failure)
+            } else if connection.outstandingRequests == 0 {
+                relaxed.watchConnections[connection.address] = nil
+                endTransaction(connection)
+            }
+        }
+        if time == .now && record.redirects < configuration.maxRedirects {
+            record.redirects += 1
+            sendRelaxedWatchPart(record)
+        } else {
+            retryBlocking(record)  // (the backoff of a blocking command's retries)
+        }
+        return true
+    }
+
+    /// The transaction's dedicated connection to `address` (nil past
+    /// `blocking-connections-per-node`).
     private func watchConnection(_ relaxed: RelaxedTransaction, _ address: NodeAddress, session: ClientSession)
         -> BackendConnection?
     {
@@ -120,12 +205,7 @@ extension Worker {
             // The node forgot the watch with the connection: EXEC must fail.
             relaxed.watchLost = true
         }
-        guard let connection = dedicated.acquire(address, for: session) else {
-            session.replyError(
-                "ERR slotproxy: too many dedicated connections to \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
-            )
-            return nil
-        }
+        guard let connection = dedicated.acquire(address, for: session) else { return nil }
         connection.servedSession = session
         connection.transactionBound = true
         relaxed.watchConnections[address] = connection
@@ -195,6 +275,7 @@ extension Worker {
             endTransaction(connection)
         }
         relaxed.watchConnections.removeAll()
+        relaxed.watching.removeAll()
     }
 
     /// `EXEC` of a relaxed transaction.
@@ -327,9 +408,18 @@ extension Worker {
             if Worker.isNullReply(exec) {
                 execution.watchFailed = true
             } else if group.watchConnection != nil, Worker.arrayElements(exec) == nil {
-                // A watch check that could not run (connection lost, slot
-                // moved): the transaction cannot go on; the client hears why.
-                execution.watchError = exec
+                let queued = (0..<group.commandIndices.count).map { replies[group.firstPart + $0] ?? [] }
+                if ([exec] + queued).contains(where: Worker.isFailoverRefusal) {
+                    // Its master was demoted, gave the slot away or is failing
+                    // over: nothing of the group ran, and the watch can no
+                    // longer be checked. As in a transaction of one slot, as
+                    // for a changed key (null): the client's loop tries again.
+                    execution.watchFailed = true
+                } else {
+                    // A watch check that could not run (connection lost: it
+                    // may have run); the client hears why.
+                    execution.watchError = exec
+                }
             } else if let elements = Worker.arrayElements(exec), elements.count == group.commandIndices.count {
                 for (command, element) in zip(group.commandIndices, elements) { execution.results[command] = element }
                 if !group.commandIndices.isEmpty { execution.committedGroups += 1 }
@@ -397,6 +487,15 @@ extension Worker {
 
     func deliver(_ bytes: [UInt8], to target: FanOutTarget) {
         bytes.withUnsafeBytes { deliver($0, to: target) }
+    }
+
+    /// `MOVED`, `ASK`, `CLUSTERDOWN`, `TRYAGAIN`, `LOADING`, `MASTERDOWN`:
+    /// refused, not run, for the cluster's moves.
+    static func isFailoverRefusal(_ reply: [UInt8]) -> Bool {
+        reply.withUnsafeBytes {
+            guard !$0.isEmpty, case .error(let errorClass) = classify($0) else { return false }
+            return errorClass != .other
+        }
     }
 
     static func isNullReply(_ reply: [UInt8]) -> Bool {

@@ -156,6 +156,10 @@ extension Worker {
     /// is watched yet, so it waits like any request instead of failing: an
     /// optimistic loop would only spin on the error.
     func sendWatch(_ record: RequestRecord) {
+        if record.fanOut != nil {
+            sendRelaxedWatchPart(record)  // (a part of a relaxed WATCH)
+            return
+        }
         guard let session = record.session, !session.isGone, let transaction = session.transaction,
             !transaction.inMulti, transaction.connection == nil
         else {

@@ -812,6 +812,9 @@ final class Worker {
     /// goes to the client (or, for a part of a split command, to its fan-out).
     func handleReply(_ record: RequestRecord, reply: UnsafeRawBufferPointer, kind: ReplyKind, from connection: BackendConnection) {
         if connection.transactionBound {
+            if record.watch, record.fanOut != nil, relaxedWatchPartAnswered(record, reply: reply, kind: kind, on: connection) {
+                return
+            }
             // (Records of a relaxed EXEC's groups never follow redirects:
             // their group's EXEC tells.)
             if transactionReplyHandled(record, reply: reply, kind: kind, on: connection) { return }

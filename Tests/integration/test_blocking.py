@@ -381,24 +381,7 @@ def test_blocking_pop_waits_through_a_planned_failover(cluster, proxy):
         consumer.join(30)
         assert result == [[queue.encode(), b"job"]]
     finally:
-        _hand_back(cluster, master)
-
-
-def _hand_back(cluster, master: int) -> None:
-    """After a test's planned failover: `master` takes its slots back, and
-    the next test starts once it has them (CLUSTER FAILOVER only starts
-    one; a healthy cluster before it happened would not wait for it)."""
-    if cluster.call(master, "ROLE")[0] != b"master":
-        cluster.call(master, "CLUSTER", "FAILOVER")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        # (A demoted master's ROLE says "master" a while after its
-        # cluster role changed, until it dials its new master.)
-        roles = [cluster.call(node, "ROLE") for node in [master] + cluster.replica_of(master)]
-        if roles[0][0] == b"master" and all(r[0] == b"slave" and r[3] == b"connected" for r in roles[1:]):
-            break
-        time.sleep(0.05)
-    cluster.wait_healthy(timeout=60)
+        cluster.hand_back(master)
 
 
 def _add_once_promoted(cluster, replica: int, stream: str) -> bytes:
@@ -450,7 +433,7 @@ def test_stream_reads_wait_through_a_planned_failover(cluster, proxy):
         read = [[here.encode(), [[entry, [b"f", b"during"]]]]]
         assert results == {"cross-slot": read, "one slot": read}, results
     finally:
-        _hand_back(cluster, master)
+        cluster.hand_back(master)
 
 
 def test_held_blocking_commands_keep_their_own_timeouts(cluster, proxy_factory):

@@ -254,3 +254,68 @@ def test_blocking_list_move_refused_at_once_leaves_the_client_usable(proxy_facto
         assert isinstance(reply, RespError) and "too many blocked clients" in reply.message, reply
         assert is_status(c.command("PING", timeout=5), b"PONG")
         assert blocker.read_reply(timeout=10) is None
+
+
+def test_watch_loops_go_through_a_planned_failover(cluster, relaxed):
+    """Optimistic loops over two masters (arq's worker: WATCH k; GET k;
+    MULTI; SET k; INCR elsewhere; EXEC) while k's master hands over to its
+    replica (CLUSTER FAILOVER). A WATCH refused for the failover (MOVED,
+    CLUSTERDOWN) watched nothing and waits for the new master, as a WATCH
+    of one slot does; a watch check the demoted master can no longer run
+    answers EXEC null, as for a changed key. The clients see no error, and
+    every acknowledged EXEC ran both its groups, once."""
+    import threading
+
+    master = cluster.masters[1]
+    replica = cluster.replica_of(master)[0]
+    prefix = uuid.uuid4().hex[:8]
+    watched = [k for k in (f"{prefix}:w{i}" for i in range(400)) if cluster.node_for_slot(key_hash_slot(k)) == master][:6]
+    elsewhere = keys_on_each_master(cluster, f"{prefix}:e")[0]
+    stop = threading.Event()
+    committed = [0] * len(watched)
+    errors: list[str] = []
+
+    def loop(index: int):
+        r = redis.Redis(port=relaxed.port, socket_timeout=30)
+        key, other = watched[index], f"{elsewhere}:{index}"
+        r.set(key, 0)
+        while not stop.is_set():
+            stage = "WATCH"
+            try:
+                with r.pipeline() as pipe:
+                    pipe.watch(key)
+                    stage = "GET"
+                    value = int(pipe.get(key))
+                    pipe.multi()
+                    pipe.set(key, value + 1)
+                    pipe.incr(other)
+                    stage = "EXEC"
+                    pipe.execute()
+                committed[index] += 1
+            except redis.WatchError:
+                pass
+            except redis.RedisError as e:
+                errors.append(f"at {stage}: {e}")
+        r.close()
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(watched))]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        assert is_status(cluster.call(replica, "CLUSTER", "FAILOVER"))
+        deadline = time.monotonic() + 20
+        while cluster.call(replica, "ROLE")[0] != b"master" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(40)
+        cluster.hand_back(master)
+    assert errors == [], errors[:5]
+    r = relaxed.client()
+    for index, key in enumerate(watched):
+        assert int(r.get(key)) == committed[index]
+        assert int(r.get(f"{elsewhere}:{index}") or 0) == committed[index]
+    assert min(committed) > 0
