@@ -27,7 +27,8 @@ extension Worker {
             return
         }
         let now = loop.nowMilliseconds
-        if record.blocking && ownTimeoutPassed(record, now: now) {
+        if record.blockDeadline == 0, let deadline = attemptDeadline(of: record) { record.blockDeadline = deadline }
+        if (record.blocking || record.blockDeadline > 0) && ownTimeoutPassed(record, now: now) {
             answerTimedOut(record)
             return
         }
@@ -139,7 +140,7 @@ extension Worker {
                 }
                 continue
             }
-            if record.blocking && ownTimeoutPassed(record, now: now) {
+            if (record.blocking || record.blockDeadline > 0) && ownTimeoutPassed(record, now: now) {
                 answerTimedOut(record)
                 continue
             }

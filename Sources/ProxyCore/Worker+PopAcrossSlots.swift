@@ -46,12 +46,15 @@ extension Worker {
         var blocked: [BlockedStep] = []
         var answered: [Bool] = []
         var decided = false
+        /// When the client's timeout is up (loop clock, ms; -1: never).
+        let deadline: Int64
 
-        init(name: String, keys: [[UInt8]], timeout: [UInt8], client: FanOutTarget) {
+        init(name: String, keys: [[UInt8]], timeout: [UInt8], client: FanOutTarget, deadline: Int64) {
             self.name = name
             self.keys = keys
             self.timeout = timeout
             self.client = client
+            self.deadline = deadline
         }
 
         var isSortedSet: Bool { name.hasPrefix("bz") }
@@ -77,9 +80,11 @@ extension Worker {
         let parent = recordPool.acquire()
         session.expectReply(parent)
         session.barrier = parent  // the client waits for the whole pop
+        let received = parent.receivedAtMicros != 0 ? parent.receivedAtMicros / 1000 : loop.nowMilliseconds
         let race = PopRace(
             name: spec.name, keys: (1..<(command.count - 1)).map { command.bytes($0) },
-            timeout: command.bytes(command.count - 1), client: .client(parent))
+            timeout: command.bytes(command.count - 1), client: .client(parent),
+            deadline: BlockingTimeout(command).map { received + $0.milliseconds } ?? -1)
         attemptPop(race, at: 0, session: session)
         return true
     }
@@ -150,6 +155,17 @@ extension Worker {
     }
 
     private func blockOnEveryGroup(_ race: PopRace, session: ClientSession) {
+        // (The attempts took time, a failover's maybe: the groups block for
+        // what is left of the client's timeout.)
+        var timeout = race.timeout
+        if race.deadline >= 0 {
+            let left = race.deadline - loop.nowMilliseconds
+            guard left > 0 else {
+                deliver(ByteBuffer.nullArray(resp3: session.resp3).withUTF8Buffer { Array($0) }, race: race)
+                return
+            }
+            timeout = Array(BlockingTimeout.text(left, inMilliseconds: false).utf8)
+        }
         for key in race.keys {
             let slot = key.withUnsafeBytes { slotHasher.slot(of: $0) }
             if let group = race.groups.firstIndex(where: { $0.slot == slot }) {
@@ -166,7 +182,7 @@ extension Worker {
             fanOut.sessionForNextStage = session
             // (Written into the record: a buffer's `readable` outlives no buffer.)
             let record = partRecord(fanOut, 0, session: session)
-            record.request.appendCommand([Array(race.name.utf8)] + entry.keys + [race.timeout])
+            record.request.appendCommand([Array(race.name.utf8)] + entry.keys + [timeout])
             record.slot = entry.slot
             guard let pool = slotOwners[entry.slot] else {
                 failRequest(record, message: "CLUSTERDOWN Hash slot not served")
@@ -174,6 +190,14 @@ extension Worker {
             }
             blockPopGroup(race, group, record, on: pool.address, asking: false, session: session)
         }
+    }
+
+    /// When an attempt of a race (a non-blocking pop) held for a down master
+    /// gives up: at its client's deadline (nothing popped, it answers as an
+    /// empty key); nil for any other record.
+    func attemptDeadline(of record: RequestRecord) -> Int64? {
+        guard case .popRace(let race, .attempt)? = record.fanOut?.rule, race.deadline >= 0 else { return nil }
+        return race.deadline
     }
 
     /// Sends a group's command on a dedicated connection to `address`; also

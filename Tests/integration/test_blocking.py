@@ -442,17 +442,24 @@ def test_held_blocking_commands_keep_their_own_timeouts(cluster, proxy_factory):
     through any failover) but answers when its time is up, with the null a
     node answers on timeout (RESP2 and RESP3), not after failover-timeout-ms
     with an error. One held while the master comes back is sent on with only
-    what is left of its timeout: `BLPOP q 8` answers after about 8 s in all."""
-    proxy = proxy_factory("--topology-refresh-ms", "200", "--failover-timeout-ms", "15000")
+    what is left of its timeout: `BLPOP q 8` answers after about 8 s in all.
+    A pop over two slots in relaxed mode whose first key's master is down
+    answers its null when its time is up too (its non-blocking attempt on
+    that master held, then the other key tried)."""
+    settings = ("--topology-refresh-ms", "200", "--failover-timeout-ms", "15000")
+    proxy = proxy_factory(*settings)
+    relaxed = proxy_factory(*settings, "--cross-slot-transactions", "relaxed")
     victim = cluster.masters[0]
     (replica,) = cluster.replica_of(victim)
-    (queue,) = [q for q in keys_on_each_master(cluster, f"jobs:{tag()}") if _owner(cluster, q) == victim]
+    queues = keys_on_each_master(cluster, f"jobs:{tag()}")
+    (queue,) = [q for q in queues if _owner(cluster, q) == victim]
+    other_queue = next(q for q in queues if q != queue)
     stream = "{" + queue + "}:events"
     results: dict = {}
 
-    def wait(name: str, resp3: bool, *command: str):
+    def wait(name: str, resp3: bool, *command: str, via=proxy):
         """The reply's raw bytes: the exact null (`*-1` or `_`) matters."""
-        with proxy.raw(timeout=30) as c:
+        with via.raw(timeout=30) as c:
             if resp3:
                 c.hello(3)
             started = time.monotonic()
@@ -467,12 +474,14 @@ def test_held_blocking_commands_keep_their_own_timeouts(cluster, proxy_factory):
             threading.Thread(target=wait, args=("blpop", False, "BLPOP", queue, "1")),
             threading.Thread(target=wait, args=("xread", False, "XREAD", "BLOCK", "1000", "STREAMS", stream, "$")),
             threading.Thread(target=wait, args=("blmpop", True, "BLMPOP", "1.5", "1", queue, "LEFT")),
+            threading.Thread(
+                target=wait, args=("relaxed", False, "BLPOP", queue, other_queue, "2"), kwargs={"via": relaxed}),
         ]
         for waiter in waiters:
             waiter.start()
         for waiter in waiters:
             waiter.join(20)
-        assert set(results) == {"blpop", "xread", "blmpop"}, results
+        assert set(results) == {"blpop", "xread", "blmpop", "relaxed"}, results
         for name, (reply, elapsed) in results.items():
             assert reply == (b"_\r\n" if name == "blmpop" else b"*-1\r\n"), (name, reply)
             assert 0.9 <= elapsed < 5, (name, elapsed)
