@@ -184,6 +184,10 @@ extension Worker {
             let record = partRecord(fanOut, 0, session: session)
             record.request.appendCommand([Array(race.name.utf8)] + entry.keys + [timeout])
             record.slot = entry.slot
+            // (Sent again after a failover or a move, it keeps to the client's
+            // deadline: worked out from its request, the time left when it
+            // was first sent would count from the client's command.)
+            record.blockDeadline = race.deadline
             guard let pool = slotOwners[entry.slot] else {
                 failRequest(record, message: "CLUSTERDOWN Hash slot not served")
                 continue

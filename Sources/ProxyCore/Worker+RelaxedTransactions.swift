@@ -133,7 +133,7 @@ extension Worker {
     }
 
     /// A relaxed `WATCH` part's reply: `+OK` notes its master as watching;
-    /// refused for the failover or migration of its slot (`MOVED`,
+    /// refused for the failover of its slot or a finished move (`MOVED`,
     /// `CLUSTERDOWN`, `TRYAGAIN` ...), it watched nothing and goes again
     /// (`retryRelaxedWatchPart`). True when handled here.
     func relaxedWatchPartAnswered(
@@ -144,8 +144,11 @@ extension Worker {
             relaxed.watching.insert(connection.address)
             return false
         }
+        // (Not ASK: its slot is being migrated, and the key may be on
+        // either side; the client is told to retry, as in a transaction of
+        // one slot.)
         switch errorClass {
-        case .moved, .ask, .tryAgain, .loading, .clusterDown, .masterDown: break
+        case .moved, .tryAgain, .loading, .clusterDown, .masterDown: break
         default: return false
         }
         // (Sent again at once to a new owner the map knows; else after the

@@ -5,7 +5,8 @@ import RESPWire
 /// mean "after the last entry" once more, on the new master: an entry added
 /// meanwhile would be skipped. So each time such a read is sent with a `$`,
 /// the stream's last ID is looked up in the same pipeline just before it
-/// (`XREVRANGE s + - COUNT 1`), and a resend reads after that ID instead.
+/// (a script around `XREVRANGE s + - COUNT 1` that answers only the ID: the
+/// entry itself may be megabytes), and a resend reads after that ID instead.
 /// (An entry added between the lookup and the read is then read by the
 /// resend too: it came after the client's command, so it is news to it.)
 extension Worker {
@@ -15,17 +16,23 @@ extension Worker {
         if Worker.mayHaveDollarID(record.request.readable) {
             for (index, key) in Worker.dollarStreams(of: record) {
                 if asking { connection.enqueueInternal([Array("ASKING".utf8)]) }
-                let lookup = ["XREVRANGE", "+", "-", "COUNT", "1"].map { Array($0.utf8) }
-                connection.enqueueLookup([lookup[0], key] + lookup[1...], for: record, index: index)
+                connection.enqueueLookup(
+                    [Array("EVAL".utf8), Worker.newestEntryIDScript, Array("1".utf8), key], for: record, index: index)
             }
         }
         connection.enqueue(record, asking: asking)
     }
 
-    /// A lookup's reply: the newest entry of stream `index` (or none).
+    /// The ID of a stream's newest entry, or `0-0` when it has none (no
+    /// entry, or no stream: every entry added later is newer).
+    static let newestEntryIDScript = Array(
+        "local e = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1) if e[1] then return e[1][1] end return '0-0'"
+            .utf8)
+
+    /// A lookup's reply: the ID of stream `index`'s newest entry.
     func lookupAnswered(_ reply: UnsafeRawBufferPointer, kind: ReplyKind, for record: RequestRecord, index: Int) {
         // (An error, WRONGTYPE say: the read meets it too; `$` stays.)
-        guard let id = Worker.newestEntryID(inRange: reply) else { return }
+        guard let id = Worker.newestEntryID(inLookupReply: reply) else { return }
         if record.streamLastIDs.count <= index {
             record.streamLastIDs += Array(repeating: nil, count: index + 1 - record.streamLastIDs.count)
         }
@@ -93,17 +100,13 @@ extension Worker {
         return (streams + 1 + pairs / 2)..<command.count
     }
 
-    /// The ID in an `XREVRANGE ... COUNT 1` reply: its one entry's, or
-    /// `0-0` when the stream has none (every entry added later is newer);
-    /// nil for anything else (an error).
-    static func newestEntryID(inRange reply: UnsafeRawBufferPointer) -> [UInt8]? {
-        if reply.elementsEqual("*0\r\n".utf8) { return Array("0-0".utf8) }
-        // *1\r\n*2\r\n$<length>\r\n<id>\r\n...
-        let prefix = Array("*1\r\n*2\r\n$".utf8)
-        guard reply.count > prefix.count, reply.prefix(prefix.count).elementsEqual(prefix) else { return nil }
-        var position = prefix.count
+    /// The ID in the lookup's reply (a bulk string); nil for anything else
+    /// (an error: a key of another type, scripts not allowed).
+    static func newestEntryID(inLookupReply reply: UnsafeRawBufferPointer) -> [UInt8]? {
+        guard reply.count > 5, reply[0] == UInt8(ascii: "$") else { return nil }
+        var position = 1
         var length = 0
-        while position < reply.count, length < 1 << 20, reply[position] >= UInt8(ascii: "0"),
+        while position < reply.count, length < 1 << 10, reply[position] >= UInt8(ascii: "0"),
             reply[position] <= UInt8(ascii: "9")
         {
             length = length * 10 + Int(reply[position] - UInt8(ascii: "0"))

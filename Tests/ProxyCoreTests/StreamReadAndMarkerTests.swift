@@ -109,12 +109,13 @@ import Testing
 
     @Test func theLastIDComesFromTheNewestEntry() {
         let id = { (reply: String) in
-            Array(reply.utf8).withUnsafeBytes { Worker.newestEntryID(inRange: $0) }.map { String(decoding: $0, as: UTF8.self) }
+            Array(reply.utf8).withUnsafeBytes { Worker.newestEntryID(inLookupReply: $0) }.map { String(decoding: $0, as: UTF8.self) }
         }
-        #expect(id("*1\r\n*2\r\n$15\r\n1796189649996-3\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n") == "1796189649996-3")
-        #expect(id("*0\r\n") == "0-0")  // no entry (or no stream): every later one is news
+        #expect(id("$15\r\n1796189649996-3\r\n") == "1796189649996-3")
+        #expect(id("$3\r\n0-0\r\n") == "0-0")
         #expect(id("-WRONGTYPE Operation against a key holding the wrong kind of value\r\n") == nil)
-        #expect(id("*1\r\n*2\r\n$99999999999999999999999\r\n") == nil)
+        #expect(id("-NOPERM this user has no permissions to run the 'eval' command\r\n") == nil)
+        #expect(id("$99999999999999999999999\r\n") == nil)
     }
 
     @Test func aResendReadsAfterTheLookedUpIDs() {

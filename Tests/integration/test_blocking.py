@@ -436,6 +436,77 @@ def test_stream_reads_wait_through_a_planned_failover(cluster, proxy):
         cluster.hand_back(master)
 
 
+def test_relaxed_pop_moved_after_slow_attempts_keeps_the_clients_deadline(cluster, proxy_factory):
+    """BLPOP qa qc 5 over two slots (relaxed): its non-blocking attempt on
+    qa's master is slow (that master pauses writes for 2 s), so qc's group
+    blocks with the 3 s left. qc's slot then moves to another master: the
+    group, sent again there, still waits until the client's 5 s are up (not
+    until 3 s after the client's command), and gets the job pushed at 3.8 s."""
+    proxy = proxy_factory("--cross-slot-transactions", "relaxed")
+    qa, qc, _ = keys_on_each_master(cluster, f"jobs:{tag()}")
+    a, b, c = cluster.masters
+    slot = key_hash_slot(qc)
+    b_id, c_id = (cluster.call(port, "CLUSTER", "MYID").decode() for port in (b, c))
+    result: dict = {}
+
+    def pop():
+        with proxy.raw(timeout=30) as client:
+            started = time.monotonic()
+            result["reply"] = client.command("BLPOP", qa, qc, "5", timeout=30)
+            result["elapsed"] = time.monotonic() - started
+
+    cluster.call(a, "CLIENT", "PAUSE", "2000", "WRITE")
+    started = time.monotonic()
+    consumer = threading.Thread(target=pop)
+    consumer.start()
+    try:
+        time.sleep(0.5)
+        _wait_blocked(cluster, "blpop", 1)  # (qc's group, after the attempts)
+        time.sleep(0.2)
+        for port in (c, b, a):  # (qc's slot is empty: it simply changes hands)
+            cluster.call(port, "CLUSTER", "SETSLOT", slot, "NODE", c_id)
+        deadline = time.monotonic() + 5
+        while "cmd=blpop" not in cluster.call(c, "CLIENT", "LIST").decode() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert time.monotonic() - started < 3.5, "the move took too long for this test"
+        time.sleep(started + 3.8 - time.monotonic())
+        with proxy.raw() as producer:
+            assert producer.command("RPUSH", qc, "job") == 1
+        consumer.join(10)
+        assert result.get("reply") == [qc.encode(), b"job"], result
+    finally:
+        consumer.join(10)
+        for port in (b, c):  # (an empty slot changes hands; MOVED from the other)
+            cluster.call(port, "DEL", qc, raise_errors=False)
+        for port in (b, c, a):
+            cluster.call(port, "CLUSTER", "SETSLOT", slot, "NODE", b_id)
+        cluster.wait_healthy(timeout=60)
+
+
+def test_stream_read_from_dollar_after_a_big_entry(cluster, proxy_factory):
+    """XREAD BLOCK ... $ on a stream whose newest entry is bigger than
+    client-output-limit-hard: the proxy's lookup of that entry's ID (kept
+    for a resend after a failover) fetches the ID only, so the read blocks
+    and gets the next entry as usual."""
+    proxy = proxy_factory("--client-output-limit-hard", "1mb", "--failover-timeout-ms", "4000")
+    stream = f"big:{tag()}"
+    result: list = []
+    with proxy.raw(timeout=30) as c:
+        c.command("XADD", stream, "*", "f", "x" * (2 << 20))
+
+    def read():
+        with proxy.raw(timeout=30) as c:
+            result.append(c.command("XREAD", "BLOCK", "8000", "STREAMS", stream, "$", timeout=30))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    _wait_blocked(cluster, "xread", 1)
+    with proxy.raw(timeout=30) as c:
+        entry = c.command("XADD", stream, "*", "f", "small")
+    reader.join(15)
+    assert result == [[[stream.encode(), [[entry, [b"f", b"small"]]]]]], result
+
+
 def test_held_blocking_commands_keep_their_own_timeouts(cluster, proxy_factory):
     """A master and its replica are down, so its slots have no owner for
     longer than a blocking command's own timeout. The command is held (as

@@ -319,3 +319,28 @@ def test_watch_loops_go_through_a_planned_failover(cluster, relaxed):
         assert int(r.get(key)) == committed[index]
         assert int(r.get(f"{elsewhere}:{index}") or 0) == committed[index]
     assert min(committed) > 0
+
+
+def test_watch_of_a_key_being_migrated_answers_at_once(cluster, relaxed):
+    """A relaxed WATCH of a key whose slot is being migrated (MIGRATING
+    here, the key on neither side yet: the node answers -ASK) is told to
+    retry the transaction at once, as in a transaction of one slot; it is
+    not held until failover-timeout-ms as a failover's refusal would be."""
+    prefix = uuid.uuid4().hex[:8]
+    moving, other = keys_on_each_master(cluster, prefix)[:2]
+    slot = key_hash_slot(moving)
+    src = cluster.node_for_slot(slot)
+    dst = next(m for m in cluster.masters if m != src)
+    cluster.call(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(src))
+    cluster.call(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(dst))
+    try:
+        with relaxed.raw(timeout=30) as c:
+            for keys in ([moving, other], [moving]):
+                started = time.monotonic()
+                reply = c.command("WATCH", *keys)
+                assert isinstance(reply, RespError) and reply.message.startswith("TRYAGAIN"), reply
+                assert time.monotonic() - started < 2
+                assert is_status(c.command("UNWATCH"))
+    finally:
+        cluster.call(dst, "CLUSTER", "SETSLOT", slot, "STABLE")
+        cluster.call(src, "CLUSTER", "SETSLOT", slot, "STABLE")
