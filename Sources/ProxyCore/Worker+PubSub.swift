@@ -128,9 +128,7 @@ extension Worker {
         anyNodeCursor = anyNodeCursor + 1 >= masterPools.count ? 0 : anyNodeCursor + 1
         let address = masterPools[anyNodeCursor].address
         guard let connection = dedicated.acquire(address, for: session) else {
-            session.replyError(
-                "ERR slotproxy: too many dedicated connections to \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
-            )
+            session.replyError(tooManyDedicatedMessage(address))
             return
         }
         guard connection.state != .closed else {

@@ -122,11 +122,7 @@ extension Worker {
             return
         }
         guard let connection = watchConnection(relaxed, pool.address, session: session) else {
-            failRequest(
-                record,
-                message:
-                    "ERR slotproxy: too many dedicated connections to \(pool.address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
-            )
+            failRequest(record, message: tooManyDedicatedMessage(pool.address))
             return
         }
         connection.enqueue(record)

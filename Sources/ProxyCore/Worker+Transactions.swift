@@ -172,11 +172,7 @@ extension Worker {
             return
         }
         guard let connection = dedicated.acquire(pool.address, for: session) else {
-            failRequest(
-                record,
-                message:
-                    "ERR slotproxy: too many dedicated connections to \(pool.address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
-            )
+            failRequest(record, message: tooManyDedicatedMessage(pool.address))
             return
         }
         connection.servedSession = session
@@ -336,9 +332,7 @@ extension Worker {
             }
         }
         guard let connection = dedicated.acquire(address, for: session) else {
-            session.replyError(
-                "ERR slotproxy: too many dedicated connections to \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
-            )
+            session.replyError(tooManyDedicatedMessage(address))
             return false
         }
         connection.servedSession = session

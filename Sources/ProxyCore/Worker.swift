@@ -771,6 +771,11 @@ final class Worker {
         sendBlocking(record, to: pool.address, asking: false, session: session)
     }
 
+    /// A transaction's or subscriber's connection past the same limit.
+    func tooManyDedicatedMessage(_ address: NodeAddress) -> String {
+        "ERR slotproxy: too many dedicated connections to \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
+    }
+
     func tooManyBlockedMessage(_ address: NodeAddress) -> String {
         "ERR slotproxy: too many blocked clients on \(address) (blocking-connections-per-node \(configuration.blockingConnectionsPerNode))"
     }
