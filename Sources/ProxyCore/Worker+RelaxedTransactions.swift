@@ -74,13 +74,28 @@ final class RelaxedExecution {
     /// The error of a watch check that could not run.
     var watchError: [UInt8]?
     let resp3: Bool
+    /// When `EXEC` came (loop clock, ms): groups the cluster refused for a
+    /// failover are sent again within `failover-timeout-ms` of it.
+    let startedAt: Int64
+    /// The next stage waits out a backoff (it sends such a group again).
+    var backsOffBeforeNextStage = false
+    var refusedStages = 0
 
-    init(frames: [[UInt8]], clientCommands: [RelaxedTransaction.ClientCommand], resp3: Bool) {
+    init(frames: [[UInt8]], clientCommands: [RelaxedTransaction.ClientCommand], resp3: Bool, startedAt: Int64) {
         self.frames = frames
         self.clientCommands = clientCommands
         self.resp3 = resp3
+        self.startedAt = startedAt
         results = Array(repeating: nil, count: frames.count)
     }
+}
+
+/// A relaxed `EXEC`'s next stage, waiting out its backoff (`Worker.tick`).
+struct DelayedRelaxedStage {
+    let execution: RelaxedExecution
+    let target: FanOutTarget
+    let session: ClientSession
+    let runAt: Int64
 }
 
 extension Worker {
@@ -297,7 +312,8 @@ extension Worker {
             return
         }
         let execution = RelaxedExecution(
-            frames: relaxed.commands.map(\.frame), clientCommands: relaxed.clientCommands, resp3: session.resp3)
+            frames: relaxed.commands.map(\.frame), clientCommands: relaxed.clientCommands, resp3: session.resp3,
+            startedAt: loop.nowMilliseconds)
         var groups: [RelaxedExecution.Group] = []
         // A command without keys joins the group of the keyed command before
         // it (or after it, for leading ones): it needs some master.
@@ -346,7 +362,9 @@ extension Worker {
         }
         let parent = recordPool.acquire()
         session.expectReply(parent)
-        if !execution.later.isEmpty { session.barrier = parent }
+        // (The client's next commands wait: a group sent again after a
+        // MOVED or a failover's refusal must not run after them.)
+        session.barrier = parent
         runStage(execution, target: .client(parent), session: session)
     }
 
@@ -437,6 +455,21 @@ extension Worker {
                     execution.later.append(retry)
                     continue
                 }
+                if ([exec] + queued).contains(where: Worker.isTransientRefusal),
+                    loop.nowMilliseconds - execution.startedAt < Int64(configuration.failoverTimeoutMs)
+                {
+                    // Refused for a failover (CLUSTERDOWN, TRYAGAIN, LOADING,
+                    // MASTERDOWN): its EXEC aborted, nothing of it ran. Sent
+                    // again after a backoff (to the slot's master by then),
+                    // as a transaction of one slot is replayed.
+                    var retry = group
+                    if retry.slot >= 0, let owner = slotOwners[retry.slot] { retry.address = owner.address }
+                    retry.watchConnection = nil
+                    execution.later.append(retry)
+                    execution.backsOffBeforeNextStage = true
+                    shared.requestTopologyRefresh()
+                    continue
+                }
                 for (offset, command) in group.commandIndices.enumerated() {
                     execution.results[command] = isError(queued[offset]) ? queued[offset] : exec
                 }
@@ -458,6 +491,16 @@ extension Worker {
         if !execution.later.isEmpty, let session = fanOut.sessionForNextStage, !session.isClosed {
             execution.current = execution.later
             execution.later = []
+            if execution.backsOffBeforeNextStage {
+                execution.backsOffBeforeNextStage = false
+                execution.refusedStages += 1
+                let backoff = Int64(min(1000, 50 << min(execution.refusedStages, 5)))
+                delayedRelaxedStages.append(
+                    DelayedRelaxedStage(
+                        execution: execution, target: fanOut.target, session: session,
+                        runAt: loop.nowMilliseconds + backoff))
+                return
+            }
             runStage(execution, target: fanOut.target, session: session)
             return
         }
@@ -494,6 +537,31 @@ extension Worker {
         reply.withUnsafeBytes {
             guard !$0.isEmpty, case .error(let errorClass) = classify($0) else { return false }
             return errorClass != .other
+        }
+    }
+
+    /// `CLUSTERDOWN`, `TRYAGAIN`, `LOADING`, `MASTERDOWN`: refused for now.
+    static func isTransientRefusal(_ reply: [UInt8]) -> Bool {
+        reply.withUnsafeBytes {
+            guard !$0.isEmpty, case .error(let errorClass) = classify($0) else { return false }
+            return errorClass == .clusterDown || errorClass == .tryAgain || errorClass == .loading
+                || errorClass == .masterDown
+        }
+    }
+
+    /// Runs the relaxed stages whose backoff is over (every tick).
+    func runDelayedRelaxedStages(now: Int64) {
+        guard !delayedRelaxedStages.isEmpty else { return }
+        let stages = delayedRelaxedStages
+        delayedRelaxedStages = []
+        for stage in stages {
+            if stage.session.isClosed {
+                deliver(Array("-ERR slotproxy: client gone\r\n".utf8), to: stage.target)
+            } else if now >= stage.runAt {
+                runStage(stage.execution, target: stage.target, session: stage.session)
+            } else {
+                delayedRelaxedStages.append(stage)
+            }
         }
     }
 

@@ -122,6 +122,8 @@ final class Worker {
     var keyspaceListeningSessions: [ObjectIdentifier: ClientSession] = [:]
     /// Transactions refused before they ran, to be sent again (see `Worker+TransactionReplay`).
     var transactionReplays: [TransactionReplay] = []
+    /// Relaxed `EXEC` stages waiting out a backoff (`Worker+RelaxedTransactions`).
+    var delayedRelaxedStages: [DelayedRelaxedStage] = []
 
     init(
         index: Int, configuration: ProxyConfiguration, listenerFD: CInt, tlsListenerFD: CInt? = nil,
@@ -976,6 +978,7 @@ final class Worker {
         retryKeyspaceListeners(force: false)
         resendHeldRequests()
         resendTransactionReplays(force: false)
+        runDelayedRelaxedStages(now: now)
         wakeBlockedStepsAgain()
         for connection in dedicated.busy.values {
             if connection.state == .connecting {

@@ -5,6 +5,7 @@ cluster node does."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -344,3 +345,50 @@ def test_watch_of_a_key_being_migrated_answers_at_once(cluster, relaxed):
     finally:
         cluster.call(dst, "CLUSTER", "SETSLOT", slot, "STABLE")
         cluster.call(src, "CLUSTER", "SETSLOT", slot, "STABLE")
+
+
+def test_groups_the_cluster_refuses_during_an_outage_are_sent_again(cluster, proxy_factory):
+    """A master and its replica are down, so every node answers
+    CLUSTERDOWN (some slots have no owner). A relaxed transaction over keys
+    of the two other masters is refused by both (their EXECs abort: nothing
+    ran); the proxy sends the groups again after a backoff, and once the
+    master is back they commit: one EXEC reply with every command's
+    result, no error, as a transaction of one slot is replayed."""
+    proxy = proxy_factory(
+        "--cross-slot-transactions", "relaxed", "--failover-timeout-ms", "20000", "--topology-refresh-ms", "200")
+    victim = cluster.masters[0]
+    (replica,) = cluster.replica_of(victim)
+    _, b, c = keys_on_each_master(cluster, uuid.uuid4().hex[:8])
+    survivor = cluster.node_for_slot(key_hash_slot(b))
+    result: dict = {}
+
+    def transaction():
+        with proxy.raw(timeout=40) as p:
+            result["replies"] = p.pipeline([("MULTI",), ("SET", b, "1"), ("SET", c, "2"), ("EXEC",)], timeout=40)
+
+    cluster.kill(replica)
+    cluster.kill(victim)
+    runner = threading.Thread(target=transaction)
+    restarted = False
+    try:
+        deadline = time.monotonic() + 30
+        while cluster.info_fields(survivor, "CLUSTER", "INFO")["cluster_state"] != "fail":
+            assert time.monotonic() < deadline, "the cluster never noticed"
+            time.sleep(0.1)
+        runner.start()
+        time.sleep(1.5)
+        assert "replies" not in result, result  # refused by both, waiting
+        cluster.restart(victim)
+        cluster.restart(replica)
+        restarted = True
+        runner.join(30)
+        assert result.get("replies", [None])[-1] == [b"OK", b"OK"], result
+        with proxy.raw() as p:
+            assert [p.command("GET", k) for k in (b, c)] == [b"1", b"2"]
+    finally:
+        if not restarted:
+            cluster.restart(victim)
+            cluster.restart(replica)
+        if runner.is_alive():
+            runner.join(40)
+        cluster.wait_healthy(timeout=60)
