@@ -409,7 +409,8 @@ extension Worker {
         let record = frame.withUnsafeBytes { partRecord(fanOut, part, request: $0, session: session) }
         // Inside MULTI a redirect is never followed alone: the group's EXEC
         // fails, and the group is retried as a whole. Nor is it held after a
-        // lost connection or a CLUSTERDOWN: it fails, and the EXEC tells.
+        // lost connection or a CLUSTERDOWN: it fails, and the EXEC tells
+        // (`relaxedStageFinished` sends a group again that did not run).
         record.redirects = configuration.maxRedirects
         record.insideMulti = true
         return record
@@ -455,13 +456,14 @@ extension Worker {
                     execution.later.append(retry)
                     continue
                 }
-                if ([exec] + queued).contains(where: Worker.isTransientRefusal),
+                if ([exec] + queued).contains(where: Worker.didNotRun),
                     loop.nowMilliseconds - execution.startedAt < Int64(configuration.failoverTimeoutMs)
                 {
                     // Refused for a failover (CLUSTERDOWN, TRYAGAIN, LOADING,
-                    // MASTERDOWN): its EXEC aborted, nothing of it ran. Sent
-                    // again after a backoff (to the slot's master by then),
-                    // as a transaction of one slot is replayed.
+                    // MASTERDOWN: its EXEC aborted), or its master could not
+                    // be reached (nothing was written): nothing of it ran.
+                    // Sent again after a backoff (to the slot's master by
+                    // then), as a transaction of one slot is replayed.
                     var retry = group
                     if retry.slot >= 0, let owner = slotOwners[retry.slot] { retry.address = owner.address }
                     retry.watchConnection = nil
@@ -487,6 +489,9 @@ extension Worker {
                 execution.watchError ?? ByteBuffer.nullArray(resp3: execution.resp3).withUTF8Buffer { Array($0) },
                 to: fanOut.target)
             return
+        }
+        if !execution.later.isEmpty, fanOut.sessionForNextStage?.isClosed != false {
+            noteGroupsLeftUnrun(execution)
         }
         if !execution.later.isEmpty, let session = fanOut.sessionForNextStage, !session.isClosed {
             execution.current = execution.later
@@ -540,13 +545,31 @@ extension Worker {
         }
     }
 
-    /// `CLUSTERDOWN`, `TRYAGAIN`, `LOADING`, `MASTERDOWN`: refused for now.
-    static func isTransientRefusal(_ reply: [UInt8]) -> Bool {
-        reply.withUnsafeBytes {
+    /// A group's reply that says it did not run and may later: refused for
+    /// now (`CLUSTERDOWN`, `TRYAGAIN`, `LOADING`, `MASTERDOWN`), or never
+    /// written (its master could not be reached).
+    static func didNotRun(_ reply: [UInt8]) -> Bool {
+        if reply.starts(with: Worker.cannotConnectPrefix) { return true }
+        return reply.withUnsafeBytes {
             guard !$0.isEmpty, case .error(let errorClass) = classify($0) else { return false }
             return errorClass == .clusterDown || errorClass == .tryAgain || errorClass == .loading
                 || errorClass == .masterDown
         }
+    }
+
+    /// `BackendConnection`'s error for requests it never wrote.
+    static let cannotConnectPrefix = Array("-ERR slotproxy: cannot connect to ".utf8)
+
+    /// The client left while groups of its EXEC still waited (a backoff,
+    /// or a stage after the watch checks): those never run. With groups
+    /// already committed, the outcome is partial: counted and logged, as
+    /// for a failed watch check.
+    private func noteGroupsLeftUnrun(_ execution: RelaxedExecution) {
+        guard execution.committedGroups > 0 else { return }
+        shared.relaxedTransactionPartialOutcome()
+        logger.warning(
+            "relaxed transaction: its client left after \(execution.committedGroups) slot group(s) had committed; \(execution.later.count + execution.current.count) group(s) not run"
+        )
     }
 
     /// Runs the relaxed stages whose backoff is over (every tick).
@@ -556,6 +579,7 @@ extension Worker {
         delayedRelaxedStages = []
         for stage in stages {
             if stage.session.isClosed {
+                noteGroupsLeftUnrun(stage.execution)
                 deliver(Array("-ERR slotproxy: client gone\r\n".utf8), to: stage.target)
             } else if now >= stage.runAt {
                 runStage(stage.execution, target: stage.target, session: stage.session)

@@ -392,3 +392,24 @@ def test_groups_the_cluster_refuses_during_an_outage_are_sent_again(cluster, pro
         if runner.is_alive():
             runner.join(40)
         cluster.wait_healthy(timeout=60)
+
+
+def test_a_group_for_a_crashed_master_waits_for_its_replica(cluster, proxy_factory):
+    """A master crashes; its replica takes over a few seconds later. A
+    relaxed transaction over its keys and another master's, sent in
+    between: the crashed master's group was never written (its connection
+    could not be made), so it waits for the new master and runs there, as a
+    transaction of one slot does; the client gets every result, no error."""
+    proxy = proxy_factory("--cross-slot-transactions", "relaxed", "--topology-refresh-ms", "200")
+    victim = cluster.masters[0]
+    a, b, _ = keys_on_each_master(cluster, uuid.uuid4().hex[:8])
+    with proxy.raw(timeout=40) as p:
+        assert p.command("GET", a) is None  # (the proxy's connection to the victim is up)
+        cluster.kill(victim)
+        try:
+            replies = p.pipeline([("MULTI",), ("INCR", a), ("INCR", b), ("EXEC",)], timeout=40)
+            assert replies[-1] == [1, 1], replies
+            assert [p.command("GET", k) for k in (a, b)] == [b"1", b"1"]
+        finally:
+            cluster.restart(victim)
+            cluster.wait_healthy(timeout=60)
