@@ -416,17 +416,21 @@ def test_held_part_waits_for_its_own_master(proxy_factory):
 
 
 def test_relaxed_transaction_group_is_never_sent_outside_its_multi(proxy_factory):
-    """A relaxed EXEC's group for a master that cannot be reached fails (the
-    client hears so per command); its commands are not held and later sent
-    alone, outside MULTI, to another master."""
+    """A relaxed EXEC's group for a master that cannot be reached waits for
+    it as a group (nothing was written) within failover-timeout-ms, then
+    fails (the client hears so per command); its commands are never held
+    and sent alone, outside MULTI, to another master."""
     with FakeNode() as first, FakeNode() as second:
         first.topology = second.topology = [(0, 8191, first.port), (8192, 16383, second.port)]
         key = next(f"rt:{i}" for i in range(1000) if key_hash_slot(f"rt:{i}") >= 8192)
-        proxy = proxy_factory("--cross-slot-transactions", "relaxed", seeds=first.seed)
+        proxy = proxy_factory(
+            "--cross-slot-transactions", "relaxed", "--failover-timeout-ms", "1500", seeds=first.seed)
         with proxy.raw(timeout=10) as c:
             assert is_status(c.command("SET", key, "0"))  # (a connection to the second node is up)
             second.close()  # its connections drop; new ones are refused
+            started = time.monotonic()
             replies = c.pipeline([("MULTI",), ("SET", key, "1"), ("INCR", key), ("EXEC",)])
+            assert 1.4 <= time.monotonic() - started < 5
         assert is_status(replies[0]) and all(is_status(r, b"QUEUED") for r in replies[1:3]), replies
         results = replies[3]
         assert isinstance(results, list) and len(results) == 2, replies
