@@ -278,6 +278,10 @@ final class BackendConnection {
     private var setupRepliesOwed = 0
     private var setupRefusal: String?
 
+    /// The start of the error a request gets when it was never written
+    /// (the connection could not be made): safe to send again.
+    static let cannotConnectText = "ERR slotproxy: cannot connect to "
+
     /// Queues `record` for this node; with `asking`, an `ASKING` goes first
     /// (an ASK redirect: the target serves the slot only for the next command).
     func enqueue(_ record: RequestRecord, asking: Bool = false) {
@@ -287,7 +291,7 @@ final class BackendConnection {
             // gets the error now rather than wait for a failover. A refused
             // connect on Linux is reported later, through onWritable.)
             if isDedicated || record.insideMulti {
-                worker.failRequest(record, message: "ERR slotproxy: cannot connect to \(address): \(lastError)")
+                worker.failRequest(record, message: "\(BackendConnection.cannotConnectText)\(address): \(lastError)")
                 // (A dedicated connection that failed at once, before anyone
                 // could release it: its place in the per-node limit is freed.)
                 if isDedicated { worker.dedicated.release(self) }
@@ -745,7 +749,7 @@ final class BackendConnection {
         close()
         let message =
             neverConnected
-            ? "ERR slotproxy: cannot connect to \(address): \(reason)"
+            ? "\(BackendConnection.cannotConnectText)\(address): \(reason)"
             : "ERR slotproxy: connection to \(address) lost (\(reason)); the command may or may not have run"
         if let subscriber {
             self.subscriber = nil

@@ -134,7 +134,7 @@ extension Worker {
         guard connection.state != .closed else {
             // (It failed at once: no file descriptor, a name not resolved yet.)
             dedicated.release(connection)
-            session.replyError("ERR slotproxy: cannot connect to \(address): \(connection.lastError)")
+            session.replyError("\(BackendConnection.cannotConnectText)\(address): \(connection.lastError)")
             return
         }
         connection.servedSession = session

@@ -158,10 +158,7 @@ extension Worker {
         // (Not ASK: its slot is being migrated, and the key may be on
         // either side; the client is told to retry, as in a transaction of
         // one slot.)
-        switch errorClass {
-        case .moved, .tryAgain, .loading, .clusterDown, .masterDown: break
-        default: return false
-        }
+        guard errorClass == .moved || Worker.replayableRefusals.contains(errorClass) else { return false }
         // (Sent again at once to a new owner the map knows; else after the
         // cluster was asked.)
         if errorClass == .moved,
@@ -552,13 +549,12 @@ extension Worker {
         if reply.starts(with: Worker.cannotConnectPrefix) { return true }
         return reply.withUnsafeBytes {
             guard !$0.isEmpty, case .error(let errorClass) = classify($0) else { return false }
-            return errorClass == .clusterDown || errorClass == .tryAgain || errorClass == .loading
-                || errorClass == .masterDown
+            return Worker.replayableRefusals.contains(errorClass)
         }
     }
 
-    /// `BackendConnection`'s error for requests it never wrote.
-    static let cannotConnectPrefix = Array("-ERR slotproxy: cannot connect to ".utf8)
+    /// `BackendConnection`'s error for requests it never wrote, as a reply.
+    static let cannotConnectPrefix = Array(("-" + BackendConnection.cannotConnectText).utf8)
 
     /// The client left while groups of its EXEC still waited (a backoff,
     /// or a stage after the watch checks): those never run. With groups

@@ -63,18 +63,7 @@ extension Worker {
 
     /// A cheap test before parsing: `$` as a whole argument is `$1\r\n$\r\n`.
     static func mayHaveDollarID(_ request: UnsafeRawBufferPointer) -> Bool {
-        let needle: [UInt8] = Array("$1\r\n$\r\n".utf8)
-        guard request.count >= needle.count else { return false }
-        var start = 0
-        while start + needle.count <= request.count {
-            if request[start] == needle[0]
-                && UnsafeRawBufferPointer(rebasing: request[start..<(start + needle.count)]).elementsEqual(needle)
-            {
-                return true
-            }
-            start += 1
-        }
-        return false
+        containsText(request, "$1\r\n$\r\n")
     }
 
     /// A blocking `XREAD`'s streams whose ID is `$`, with their index
@@ -103,17 +92,9 @@ extension Worker {
     /// The ID in the lookup's reply (a bulk string); nil for anything else
     /// (an error: a key of another type, scripts not allowed).
     static func newestEntryID(inLookupReply reply: UnsafeRawBufferPointer) -> [UInt8]? {
-        guard reply.count > 5, reply[0] == UInt8(ascii: "$") else { return nil }
-        var position = 1
-        var length = 0
-        while position < reply.count, length < 1 << 10, reply[position] >= UInt8(ascii: "0"),
-            reply[position] <= UInt8(ascii: "9")
-        {
-            length = length * 10 + Int(reply[position] - UInt8(ascii: "0"))
-            position += 1
-        }
-        position += 2  // \r\n
-        guard length > 0, position + length <= reply.count else { return nil }
-        return Array(reply[position..<(position + length)])
+        guard reply.first == UInt8(ascii: "$"), case .bulkString(let id)? = RESPValue.decode(Array(reply))?.value,
+            !id.isEmpty
+        else { return nil }
+        return id
     }
 }
