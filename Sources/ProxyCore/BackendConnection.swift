@@ -50,6 +50,17 @@ final class BackendConnection {
     /// Goes back to the idle list once the replies it still owes are in.
     var releaseWhenIdle = false
     private(set) var connectStartedAt: Int64 = 0
+    /// Dialled while its node was down (a redial): only the set-up is
+    /// written until the node answers. The kernel completes a handshake for
+    /// a paused (SIGSTOP) node, or for one dying with connections in its
+    /// backlog; held requests written there would come back "may or may not
+    /// have run" instead of waiting for the node or its replica. Without an
+    /// answer within connect-timeout-ms it fails as a connect would.
+    private(set) var holdsRequestsUntilAnswered = false
+    /// Where the set-up's bytes end in the stream.
+    private var setupEnd = 0
+    /// Nothing read from the node yet: its first bytes mark it reachable.
+    private var hasAnswered = false
     /// Bytes written to the socket so far (with `output`'s size and the big
     /// requests still to write, where each request's bytes end: see
     /// `RequestRecord.streamEnd`).
@@ -251,7 +262,30 @@ final class BackendConnection {
             output.appendCommand("CLIENT", "ID")
             inFlight.append(nil)
         }
+        if worker.pools[address]?.isDown == true {
+            // Something the node must answer before requests follow.
+            if inFlight.isEmpty {
+                output.appendCommand("PING")
+                inFlight.append(nil)
+            }
+            holdsRequestsUntilAnswered = true
+            setupEnd = output.readableBytes
+        }
         setupRepliesOwed = inFlight.count
+    }
+
+    /// Not usable yet: still connecting, or waiting for a redialled node's
+    /// first answer (both within connect-timeout-ms).
+    var isEstablishing: Bool { state == .connecting || holdsRequestsUntilAnswered }
+
+    /// The node's first bytes: it is reachable (again), and what waited for
+    /// that answer may be written.
+    private func nodeAnswered() {
+        hasAnswered = true
+        let requestsWaited = holdsRequestsUntilAnswered
+        holdsRequestsUntilAnswered = false
+        worker.backendConnected(self)
+        if requestsWaited && hasOutput { markDirty() }
     }
 
     /// This connection's client id on its node (dedicated connections learn
@@ -397,7 +431,14 @@ final class BackendConnection {
         while hasOutput {
             var attempted = 0
             let n: Int
-            if let tls {
+            if holdsRequestsUntilAnswered {
+                // Only the set-up (always in `output`, ahead of any request).
+                let setupLeft = setupEnd - bytesWritten
+                guard setupLeft > 0 else { return }
+                let setup = UnsafeRawBufferPointer(rebasing: output.readable[0..<setupLeft])
+                attempted = setup.count
+                n = tls?.write(setup) ?? Socket.write(fd, setup)
+            } else if let tls {
                 let chunk = nextChunk()
                 attempted = chunk.count
                 n = tls.write(chunk)
@@ -525,9 +566,8 @@ final class BackendConnection {
             state = .ready
             readEvent?.add()
             worker.logger.debug("connected to \(address)\(resp3 ? " (RESP3)" : "")")
+            // (The node is marked reachable by its first answer, not here.)
             writeOutput()
-            // (A first write that failed closed it: the node is no better.)
-            if state != .closed { worker.backendConnected(self) }
             return
         }
         writeOutput()
@@ -552,6 +592,10 @@ final class BackendConnection {
             return
         }
         input.commitWritten(n)
+        if !hasAnswered {
+            nodeAnswered()
+            if state == .closed { return }
+        }
         if streamingRecord != nil {
             continueStreaming()
             if streamingRecord != nil || state == .closed {
@@ -740,7 +784,8 @@ final class BackendConnection {
     /// stream is lost, not the node: it is not marked down.
     func fail(reason: String, retryReads: Bool = true, nodeIsFine: Bool = false) {
         guard state != .closed else { return }
-        let neverConnected = state == .connecting
+        // (A redial the node never answered wrote nothing but its set-up.)
+        let neverConnected = isEstablishing
         worker.logConnectionLost(to: address, reason: reason, redial: neverConnected)
         lastError = reason
         let transactionLog = transactionBound ? self.transactionLog : nil

@@ -141,7 +141,7 @@ final class BackendPool {
 
     var hasReadyConnection: Bool {
         var found = false
-        forEachOpenConnection { if $0.state == .ready { found = true } }
+        forEachOpenConnection { if !$0.isEstablishing { found = true } }
         return found
     }
 
@@ -153,7 +153,7 @@ final class BackendPool {
     // MARK: health
 
     /// Set when a connection to the node failed; requests for it are held
-    /// (see `Worker+Failover`) until a connection succeeds again.
+    /// (see `Worker+Failover`) until the node answers a connection again.
     private(set) var isDown = false
     private var consecutiveFailures = 0
     /// When the next connection attempt may be made (backoff with jitter,
@@ -179,8 +179,8 @@ final class BackendPool {
     /// A connection to the node, found down, is being tried: the next waits
     /// for its outcome (or the connect timeout), so the clients that each
     /// need a connection of their own (blocked pops, transactions) do not
-    /// all dial a dead node together. A refusal sets the backoff anew; a
-    /// connect marks the node up.
+    /// all dial a dead node together. A refusal sets the backoff anew; the
+    /// node's first answer marks it up.
     func attemptStarted(now: Int64, timeoutMs: Int) {
         guard isDown else { return }
         nextAttemptAt = max(nextAttemptAt, now + Int64(timeoutMs))

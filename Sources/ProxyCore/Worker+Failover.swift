@@ -321,7 +321,7 @@ extension Worker {
 
     static let downNodeReportIntervalMs: Int64 = 60_000
 
-    /// A connection (shared or dedicated) is up: its node is reachable again.
+    /// A connection (shared or dedicated) got its first answer from the node: the node is reachable again.
     func backendConnected(_ connection: BackendConnection) {
         guard let pool = pools[connection.address], pool.isDown else { return }
         pool.markUp()

@@ -981,10 +981,8 @@ final class Worker {
         runDelayedRelaxedStages(now: now)
         wakeBlockedStepsAgain()
         for connection in dedicated.busy.values {
-            if connection.state == .connecting {
-                if now - connection.connectStartedAt > Int64(configuration.connectTimeoutMs) {
-                    connection.fail(reason: "connect timeout (connect-timeout-ms \(configuration.connectTimeoutMs))")
-                }
+            if connection.isEstablishing {
+                failIfNotEstablishedInTime(connection, now: now)
             } else if connection.transactionBound, let silentSince = connection.silentSince,
                 now - silentSince > Int64(configuration.requestTimeoutMs)
             {
@@ -996,10 +994,8 @@ final class Worker {
         }
         for pool in pools.values {
             pool.forEachOpenConnection { connection in
-                if connection.state == .connecting {
-                    if now - connection.connectStartedAt > Int64(configuration.connectTimeoutMs) {
-                        connection.fail(reason: "connect timeout (connect-timeout-ms \(configuration.connectTimeoutMs))")
-                    }
+                if connection.isEstablishing {
+                    failIfNotEstablishedInTime(connection, now: now)
                 } else if let silentSince = connection.silentSince,
                     now - silentSince > Int64(configuration.requestTimeoutMs)
                 {
@@ -1012,6 +1008,12 @@ final class Worker {
             lastClientSweepAt = now
             sweepClients(now: now)
         }
+    }
+
+    private func failIfNotEstablishedInTime(_ connection: BackendConnection, now: Int64) {
+        guard now - connection.connectStartedAt > Int64(configuration.connectTimeoutMs) else { return }
+        let what = connection.state == .connecting ? "connect timeout" : "connected, but no answer"
+        connection.fail(reason: "\(what) (connect-timeout-ms \(configuration.connectTimeoutMs))")
     }
 
     private var lastWatchdogAt: Int64 = 0

@@ -210,6 +210,35 @@ def test_a_hung_master_times_out_without_holding_up_the_others(cluster, proxy_fa
         assert stuck.command("GET", hung_key) == b"v"
 
 
+def test_requests_held_for_a_hung_master_wait_for_its_answer(cluster, proxy_factory):
+    """Once a hung master (SIGSTOP) was found down, requests for it are held:
+    the kernel still completes the proxy's redials, but nothing is written
+    to the node until it answers, so they run when it resumes instead of
+    failing with "may or may not have run"."""
+    import os
+    import signal
+
+    # (One worker: each has its own view of which nodes are down.)
+    proxy = proxy_factory(
+        "--workers", "1", "--request-timeout-ms", "300", "--connect-timeout-ms", "250", "--log-level", "debug")
+    victim = cluster.masters[2]
+    keys = [f"held:{i}" for i in range(10000) if cluster.node_for_slot(key_hash_slot(f"held:{i}")) == victim][:2]
+    with proxy.raw(timeout=10) as first, proxy.raw(timeout=10) as later:
+        assert is_status(first.command("SET", keys[0], "before"))
+        os.kill(cluster.pids[victim], signal.SIGSTOP)
+        try:
+            reply = first.command("SET", keys[0], "lost")
+            assert isinstance(reply, RespError) and UNKNOWN_OUTCOME in reply.message, reply
+            # The node is down for the proxy now: this one waits for it.
+            later.send_command("SET", keys[1], "held")
+            time.sleep(0.7)  # two redials' worth: each connects, none is answered
+        finally:
+            os.kill(cluster.pids[victim], signal.SIGCONT)
+        assert later.read_replies(1)[0] == b"OK"
+    assert cluster.call(victim, "GET", keys[1]) == b"held"
+    assert "connected, but no answer" in proxy.log_text()
+
+
 def _reshard(cluster, src: int, dst: int, slots: int) -> None:
     subprocess.run(
         ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{src}", "--cluster-from", cluster.node_id(src),
