@@ -392,11 +392,22 @@ extension Worker {
         session.forEachLaterRequestInFlight(forSlot: record.slot, after: anchor) { startOrderedRetry($0) }
     }
 
-    /// `TRYAGAIN`, `LOADING`, `CLUSTERDOWN`, `MASTERDOWN`: nothing ran; try
-    /// again after a backoff, within the failover timeout. True when held.
+    /// `TRYAGAIN`, `LOADING`, `CLUSTERDOWN`, `MASTERDOWN`, and a `MOVED` or
+    /// `ASK` for the request's slot past `max-redirects` (nodes sending it
+    /// back and forth while a failover or a migration settles, each with
+    /// another view of the slot): nothing ran; try again after a backoff,
+    /// within the failover timeout. True when held.
     func retryAfterTransientError(_ record: RequestRecord, _ errorClass: ErrorClass, reply: UnsafeRawBufferPointer) -> Bool {
         switch errorClass {
         case .tryAgain, .loading, .clusterDown, .masterDown: break
+        case .moved, .ask:
+            // (max-redirects 0: redirects go to the client, as configured.
+            // One to a node the map does not name was retried by the map
+            // already; on and on, it is a script's error text.)
+            guard configuration.maxRedirects > 0, record.redirects >= configuration.maxRedirects, record.slot >= 0,
+                let redirect = Redirect(errorText: UnsafeRawBufferPointer(rebasing: reply.dropFirst()), defaultHost: ""),
+                redirect.slot == record.slot, knownNodes.contains(NodeAddress(host: redirect.host, port: redirect.port))
+            else { return false }
         default: return false
         }
         // The records of a relaxed transaction's groups are answered by their EXEC.
@@ -415,11 +426,12 @@ extension Worker {
             // a cluster node.
             if session.hasLaterRequest(than: record, after: anchor) {
                 if errorClass == .tryAgain { return false }
-                // LOADING and the like usually refuse the later ones too, and
-                // all are retried in order; but the node may have finished
-                // loading (or seen its cluster state turn ok) between reading
-                // this request and a later one. The retry waits for their
-                // outcome: one that ran means the client gets this error.
+                // LOADING and the like (and a redirect loop) usually refuse
+                // the later ones too, and all are retried in order; but the
+                // node may have finished loading (or seen its cluster state
+                // turn ok) between reading this request and a later one. The
+                // retry waits for their outcome: one that ran means the
+                // client gets this error.
                 record.refusalAwaitingLaterOutcomes = Array(reply)
             }
             // (A split command's part too: the client's next request for the

@@ -913,7 +913,7 @@ final class Worker {
             !(errorClass == .tryAgain && record.fanOut?.rule.isSplitByKey == true),
             retryAfterTransientError(record, errorClass, reply: reply)
         {
-            if errorClass == .clusterDown || errorClass == .masterDown { shared.requestTopologyRefresh() }
+            if errorClass != .tryAgain && errorClass != .loading { shared.requestTopologyRefresh() }
             return
         }
         if record.fanOut != nil {

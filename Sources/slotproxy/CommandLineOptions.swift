@@ -168,7 +168,7 @@ struct SlotproxyOptions: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "MOVED/ASK redirects followed per request (file: max-redirects; default \(defaults.maxRedirects)).",
+            "MOVED/ASK redirects followed in a row per request before it waits and is retried (file: max-redirects; default \(defaults.maxRedirects)).",
             valueName: "n"
         )
     )
