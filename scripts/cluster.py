@@ -1140,11 +1140,27 @@ class Cluster:
         more (redis-cli --cluster del-node), and stop it."""
         anchor = next(p for p in self.masters if p != port)
         node_id = self.node_id(port)
+        self._wait_done_loading(port, timeout=timeout)
         self.cli(anchor, "--cluster", "del-node", f"{HOST}:{anchor}", node_id, timeout=timeout)
         node = self.nodes.pop(port)
         if node.pid is not None and _pid_alive(node.pid):
             stop_pid(node.pid, proc=node.proc)
         self.n_masters -= 1
+
+    def _wait_done_loading(self, port: int, timeout: float) -> None:
+        """A master emptied by a rebalance turns itself into a replica of the
+        node that took its last slot (cluster-allow-replica-migration) and
+        syncs from it: until the sync is done it answers LOADING, and
+        del-node, which resets it, fails."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self.call(port, "INFO", "replication", raise_errors=False)
+            if not isinstance(info, RespError):
+                text = _text(info)
+                if "role:master" in text or ("master_link_status:up" in text and "master_sync_in_progress:0" in text):
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"node {port} still syncing after {timeout} s")
 
     def migrate_slot(self, slot: int, dst_port: int, batch: int = 100, timeout: float = 30.0) -> None:
         """Move `slot` with all its keys from its owner to master `dst_port`, the

@@ -61,6 +61,9 @@ final class BackendConnection {
     private var setupEnd = 0
     /// Nothing read from the node yet: its first bytes mark it reachable.
     private var hasAnswered = false
+    /// The redial's `PING`: whatever it answers (`LOADING`, `BUSY` ...),
+    /// the node is there, and the connection is fine.
+    private var pingOwed = false
     /// Bytes written to the socket so far (with `output`'s size and the big
     /// requests still to write, where each request's bytes end: see
     /// `RequestRecord.streamEnd`).
@@ -267,6 +270,7 @@ final class BackendConnection {
             if inFlight.isEmpty {
                 output.appendCommand("PING")
                 inFlight.append(nil)
+                pingOwed = true
             }
             holdsRequestsUntilAnswered = true
             setupEnd = output.readableBytes
@@ -752,6 +756,10 @@ final class BackendConnection {
         }
         let isSetup = setupRepliesOwed > 0
         if isSetup { setupRepliesOwed -= 1 }
+        if isSetup && pingOwed {
+            pingOwed = false  // (the only set-up command when sent)
+            return
+        }
         if isSetup && isDedicated && setupRepliesOwed == 0 {
             // The last set-up reply, CLIENT ID's. Refused (an ACL), the
             // connection still serves: only cancelling across slots needs it.

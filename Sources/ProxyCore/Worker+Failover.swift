@@ -321,6 +321,32 @@ extension Worker {
 
     static let downNodeReportIntervalMs: Int64 = 60_000
 
+    /// A node that did not answer this worker within request-timeout-ms
+    /// does not answer the others either (a paused process, one long
+    /// command): they are told at once. One whose connection sat idle would
+    /// otherwise write its next requests there and learn it only
+    /// request-timeout-ms later, when they may or may not have run.
+    func tellOtherWorkersNodeIsHung(_ address: NodeAddress) {
+        for (index, mailbox) in shared.mailboxes.enumerated() where index != workerIndex {
+            mailbox.send(.nodeHung(address))
+        }
+    }
+
+    /// Another worker found the node hung: it is down here too, so new
+    /// requests for it are held, and its idle connections close, so the
+    /// next is a redial that writes nothing until the node answers. (Ones
+    /// owing replies wait for them or time out on their own; tracking ones
+    /// stay, their clients' caches depend on them.)
+    func nodeHungForAnotherWorker(_ address: NodeAddress) {
+        guard let pool = pools[address], !pool.isDown else { return }
+        pool.markDown(now: loop.nowMilliseconds)
+        logger.info("\(address) did not answer another worker within request-timeout-ms: requests for it wait for its answer")
+        for connection in pool.openConnections
+        where connection.outstandingRequests == 0 && !connection.isEstablishing && !connection.tracking {
+            connection.close()
+        }
+    }
+
     /// A connection (shared or dedicated) got its first answer from the node: the node is reachable again.
     func backendConnected(_ connection: BackendConnection) {
         guard let pool = pools[connection.address], pool.isDown else { return }
@@ -392,22 +418,35 @@ extension Worker {
         session.forEachLaterRequestInFlight(forSlot: record.slot, after: anchor) { startOrderedRetry($0) }
     }
 
+    /// Whether a redirect past `max-redirects` is the cluster's own, between
+    /// nodes the map names: not with max-redirects 0 (redirects go to the
+    /// client, as configured), not one naming a node the map does not know
+    /// (retried by the map already) or the node that sent it (no node
+    /// redirects to itself), and not a script's answer (it may be error
+    /// text the script returned after it ran).
+    private func isRedirectLoop(_ record: RequestRecord, reply: UnsafeRawBufferPointer, from node: NodeAddress?) -> Bool {
+        guard configuration.maxRedirects > 0, record.redirects >= configuration.maxRedirects, record.slot >= 0,
+            let node,
+            let redirect = Redirect(errorText: UnsafeRawBufferPointer(rebasing: reply.dropFirst()), defaultHost: node.host),
+            redirect.slot == record.slot
+        else { return false }
+        let target = NodeAddress(host: redirect.host, port: redirect.port)
+        return target != node && knownNodes.contains(target) && !runsAScript(record)
+    }
+
     /// `TRYAGAIN`, `LOADING`, `CLUSTERDOWN`, `MASTERDOWN`, and a `MOVED` or
     /// `ASK` for the request's slot past `max-redirects` (nodes sending it
     /// back and forth while a failover or a migration settles, each with
-    /// another view of the slot): nothing ran; try again after a backoff,
-    /// within the failover timeout. True when held.
-    func retryAfterTransientError(_ record: RequestRecord, _ errorClass: ErrorClass, reply: UnsafeRawBufferPointer) -> Bool {
+    /// another view of the slot; `from` is the node that answered): nothing
+    /// ran; try again after a backoff, within the failover timeout. True
+    /// when held.
+    func retryAfterTransientError(
+        _ record: RequestRecord, _ errorClass: ErrorClass, reply: UnsafeRawBufferPointer, from node: NodeAddress? = nil
+    ) -> Bool {
         switch errorClass {
         case .tryAgain, .loading, .clusterDown, .masterDown: break
         case .moved, .ask:
-            // (max-redirects 0: redirects go to the client, as configured.
-            // One to a node the map does not name was retried by the map
-            // already; on and on, it is a script's error text.)
-            guard configuration.maxRedirects > 0, record.redirects >= configuration.maxRedirects, record.slot >= 0,
-                let redirect = Redirect(errorText: UnsafeRawBufferPointer(rebasing: reply.dropFirst()), defaultHost: ""),
-                redirect.slot == record.slot, knownNodes.contains(NodeAddress(host: redirect.host, port: redirect.port))
-            else { return false }
+            guard isRedirectLoop(record, reply: reply, from: node) else { return false }
         default: return false
         }
         // The records of a relaxed transaction's groups are answered by their EXEC.

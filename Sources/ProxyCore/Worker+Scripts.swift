@@ -1,3 +1,4 @@
+import CommandTable
 import RESPWire
 import Synchronization
 import TLS
@@ -26,6 +27,16 @@ extension Worker {
         guard evaluatedScriptHashes.insert(hash).inserted else { return }
         shared.rememberEvaluatedScript(sha: sha1Hex(body), body: Array(body), keep: limit)
     }
+
+    /// EVAL, FCALL and their kin: a script can answer any error text, after
+    /// it ran.
+    func runsAScript(_ record: RequestRecord) -> Bool {
+        Worker.withCommand(of: record) { command in
+            CommandLookup().find(command.argument(0)).map { Worker.scriptCommands.contains($0.name) } ?? false
+        } ?? false
+    }
+
+    static let scriptCommands: Set<String> = ["eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"]
 
     /// `EVALSHA` met a master without the script (promoted after a failover,
     /// or new): load it there from the proxy's cache of scripts clients

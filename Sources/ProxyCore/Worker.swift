@@ -17,6 +17,9 @@ enum WorkerMessage: Sendable {
     case gathered(id: Int, part: GatheredPart)
     /// `PROXY AUDIT RESET`.
     case resetAudit
+    /// Another worker's connection to the node got no reply within
+    /// request-timeout-ms (`Worker.tellOtherWorkersNodeIsHung`).
+    case nodeHung(NodeAddress)
     case stop
 }
 
@@ -227,6 +230,7 @@ final class Worker {
         case .gather(let kind, let id, let origin): shared.mailboxes[origin].send(.gathered(id: id, part: part(of: kind)))
         case .gathered(let id, let part): gathered(id: id, part: part)
         case .resetAudit: audit.removeAll()
+        case .nodeHung(let address): nodeHungForAnotherWorker(address)
         case .stop: loop.stop()
         }
     }
@@ -911,7 +915,7 @@ final class Worker {
         if record.blocking, case .error = kind, retryUnblockedByRoleChange(record, reply: reply) { return }
         if case .error(let errorClass) = kind, !connection.isDedicated || record.blocking, errorClass != .other,
             !(errorClass == .tryAgain && record.fanOut?.rule.isSplitByKey == true),
-            retryAfterTransientError(record, errorClass, reply: reply)
+            retryAfterTransientError(record, errorClass, reply: reply, from: connection.address)
         {
             if errorClass != .tryAgain && errorClass != .loading { shared.requestTopologyRefresh() }
             return
@@ -1001,6 +1005,7 @@ final class Worker {
                 {
                     connection.fail(
                         reason: "no reply within request-timeout-ms \(configuration.requestTimeoutMs)", retryReads: false)
+                    tellOtherWorkersNodeIsHung(pool.address)
                 }
             }
         }

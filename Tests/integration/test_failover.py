@@ -218,7 +218,7 @@ def test_requests_held_for_a_hung_master_wait_for_its_answer(cluster, proxy_fact
     import os
     import signal
 
-    # (One worker: each has its own view of which nodes are down.)
+    # (One worker: the other workers' case is the next test.)
     proxy = proxy_factory(
         "--workers", "1", "--request-timeout-ms", "300", "--connect-timeout-ms", "250", "--log-level", "debug")
     victim = cluster.masters[2]
@@ -237,6 +237,55 @@ def test_requests_held_for_a_hung_master_wait_for_its_answer(cluster, proxy_fact
         assert later.read_replies(1)[0] == b"OK"
     assert cluster.call(victim, "GET", keys[1]) == b"held"
     assert "connected, but no answer" in proxy.log_text()
+
+
+def _client_per_worker(proxy, workers: int) -> list:
+    """One raw connection to each worker (the kernel spreads connections
+    over the workers' listeners; CLIENT INFO says which one took it)."""
+    chosen: dict[int, RawConnection] = {}
+    for _ in range(64):
+        if len(chosen) == workers:
+            break
+        c = proxy.raw(timeout=10)
+        worker = int(c.command("CLIENT", "INFO").decode().split(" worker=")[1].split()[0])
+        if worker in chosen:
+            c.close()
+        else:
+            chosen[worker] = c
+    assert len(chosen) == workers, chosen
+    return [chosen[w] for w in sorted(chosen)]
+
+
+def test_a_master_one_worker_found_hung_is_held_for_by_the_others(cluster, proxy_factory):
+    """A worker that finds a master hung (request-timeout-ms) tells the
+    others: one whose connection to it sat idle holds its next request
+    instead of writing it to the paused node, and sends it once the node
+    answers again."""
+    import os
+    import signal
+
+    proxy = proxy_factory("--workers", "2", "--request-timeout-ms", "300", "--connect-timeout-ms", "250")
+    victim = cluster.masters[2]
+    keys = [f"hung2:{i}" for i in range(10000) if cluster.node_for_slot(key_hash_slot(f"hung2:{i}")) == victim][:2]
+    first, other = _client_per_worker(proxy, 2)
+    try:
+        assert is_status(first.command("SET", keys[0], "before"))
+        assert is_status(other.command("SET", keys[1], "before"))  # its worker's connection, now idle
+        os.kill(cluster.pids[victim], signal.SIGSTOP)
+        try:
+            reply = first.command("SET", keys[0], "lost")
+            assert isinstance(reply, RespError) and UNKNOWN_OUTCOME in reply.message, reply
+            time.sleep(0.05)  # (the other worker is told at once)
+            other.send_command("SET", keys[1], "held")
+            time.sleep(0.7)
+        finally:
+            os.kill(cluster.pids[victim], signal.SIGCONT)
+        assert other.read_replies(1)[0] == b"OK"
+        assert "did not answer another worker" in proxy.log_text()
+    finally:
+        first.close()
+        other.close()
+    assert cluster.call(victim, "GET", keys[1]) == b"held"
 
 
 def _reshard(cluster, src: int, dst: int, slots: int) -> None:

@@ -342,14 +342,16 @@ def test_a_redirect_loop_while_a_failover_settles_is_retried_by_the_map(proxy_fa
         assert slot <= 8000
         loop = {"until": 0.0}
 
-        def bounce_to(other):
+        def bounce_to(other, host):
             def script(command, conn):
                 if command[:2] == [b"SET", b"k"] and time.monotonic() < loop["until"]:
-                    return b"-MOVED %d 127.0.0.1:%d\r\n" % (slot, other.port)
+                    return b"-MOVED %d %s:%d\r\n" % (slot, host, other.port)
                 return None
             return script
 
-        n1.script, n2.script = bounce_to(n2), bounce_to(n1)
+        # (n2 names n1 as a node that does not know its own address does:
+        # an empty host means the one the request went to.)
+        n1.script, n2.script = bounce_to(n2, b"127.0.0.1"), bounce_to(n1, b"")
         proxy = proxy_factory("--workers", "1", "--failover-timeout-ms", "1500", seeds=f"{n1.seed},{n2.seed}")
         with proxy.raw(timeout=10) as c:
             loop["until"] = time.monotonic() + 0.4
@@ -370,6 +372,65 @@ def test_a_redirect_loop_while_a_failover_settles_is_retried_by_the_map(proxy_fa
         # Which node served SET k 1 and 2 depends on where the loop ended:
         # the value says they ran once each, in order.
         assert (n1.data.get(b"k") or n2.data.get(b"k")) == b"2"
+
+
+def test_a_scripts_moved_error_is_not_retried_as_a_redirect_loop(proxy_factory):
+    """A script can return any error text, `MOVED` too, after it ran: its
+    redirects are followed at most max-redirects times, never retried on
+    and on like the cluster's own (each round would run the script again)."""
+    slot = key_hash_slot(b"k")
+    with FakeNode() as n1, FakeNode() as n2:
+        n1.topology = n2.topology = [(0, 8000, n1.port), (8001, 16383, n2.port)]
+        runs = {"n": 0}
+
+        def script_to(other):
+            def script(command, conn):
+                if command[0].upper() == b"EVAL":
+                    runs["n"] += 1
+                    return b"-MOVED %d 127.0.0.1:%d\r\n" % (slot, other.port)
+                return None
+            return script
+
+        n1.script, n2.script = script_to(n2), script_to(n1)
+        proxy = proxy_factory("--workers", "1", "--failover-timeout-ms", "3000", seeds=f"{n1.seed},{n2.seed}")
+        with proxy.raw(timeout=10) as c:
+            started = time.monotonic()
+            reply = c.command("EVAL", "return redis.error_reply('MOVED ...')", 1, "k")
+            waited = time.monotonic() - started
+        assert isinstance(reply, RespError) and reply.message.startswith("MOVED"), reply
+        assert waited < 1, waited
+        assert runs["n"] == 6, runs  # the first try and max-redirects (5) redirects
+
+
+def test_a_redialled_node_still_loading_is_up_not_refusing(proxy_factory):
+    """A node back from a restart answers everything LOADING while it loads,
+    the PING that checks a redial too: that is an answer (the node is there),
+    not a refused set-up, so the node is not taken down and up again every
+    second; the request held for it is retried until the node serves."""
+    with FakeNode() as node:
+        state = {"drop": False, "loading_until": 0.0}
+
+        def script(command, conn):
+            if command == [b"GET", b"k"] and state["drop"]:
+                state["drop"] = False
+                state["loading_until"] = time.monotonic() + 1.0
+                return FakeNode.CLOSE
+            if time.monotonic() < state["loading_until"] and command[0].upper() != b"CLUSTER":
+                return b"-LOADING Redis is loading the dataset in memory\r\n"
+            return None
+
+        node.script = script
+        node.data[b"k"] = b"v"
+        proxy = proxy_factory("--workers", "1", seeds=node.seed)
+        with proxy.raw(timeout=10) as c:
+            assert c.command("GET", "k") == b"v"
+            state["drop"] = True
+            started = time.monotonic()
+            assert c.command("GET", "k") == b"v"  # (a read: sent again after the lost connection)
+            assert time.monotonic() - started >= 0.9
+        log = proxy.log_text()
+        assert "refused the connection's set-up" not in log, log
+        assert log.count("reachable again") == 1, log
 
 
 def test_transient_errors_give_up_after_the_failover_timeout(proxy_factory):
