@@ -347,7 +347,8 @@ extension Worker {
         }
     }
 
-    /// A connection (shared or dedicated) got its first answer from the node: the node is reachable again.
+    /// A connection (shared or dedicated) got its first answer from the
+    /// node: the node is reachable again.
     func backendConnected(_ connection: BackendConnection) {
         guard let pool = pools[connection.address], pool.isDown else { return }
         pool.markUp()
