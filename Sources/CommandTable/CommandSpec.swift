@@ -200,6 +200,9 @@ public enum GetKeysFunction: Sendable, Equatable {
 public final class CommandSpec: Sendable {
     /// Lower-case name; a subcommand is `container|sub` as in `COMMAND INFO`.
     public let name: String
+    /// `EVAL`, `EVALSHA`, `FCALL` and their `_RO` forms: they run a script,
+    /// which can answer any error text.
+    public var runsScript: Bool { name.hasPrefix("eval") || name.hasPrefix("fcall") }
     /// Redis arity: N exactly N arguments (name included), -N at least N.
     public let arity: Int
     public let flags: CommandFlags

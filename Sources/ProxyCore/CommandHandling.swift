@@ -131,7 +131,7 @@ enum CommandHandling: Equatable {
                 return
                     "forwarded by slot; keys in several slots (`STORE`): `CROSSSLOT`; `BY`/`GET` patterns only as far as a cluster node allows them (Redis 7.0 refuses them all)"
             }
-            if spec.name.hasPrefix("eval") || spec.name.hasPrefix("fcall") {
+            if spec.runsScript {
                 return
                     "forwarded by slot; keys in several slots: `CROSSSLOT`; no keys (`numkeys` 0): to any master, in turn"
             }

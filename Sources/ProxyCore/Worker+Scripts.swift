@@ -31,12 +31,8 @@ extension Worker {
     /// EVAL, FCALL and their kin: a script can answer any error text, after
     /// it ran.
     func runsAScript(_ record: RequestRecord) -> Bool {
-        Worker.withCommand(of: record) { command in
-            CommandLookup().find(command.argument(0)).map { Worker.scriptCommands.contains($0.name) } ?? false
-        } ?? false
+        Worker.withCommand(of: record) { CommandLookup().find($0.argument(0))?.runsScript ?? false } ?? false
     }
-
-    static let scriptCommands: Set<String> = ["eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"]
 
     /// `EVALSHA` met a master without the script (promoted after a failover,
     /// or new): load it there from the proxy's cache of scripts clients
